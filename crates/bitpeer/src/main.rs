@@ -1,1 +1,65 @@
-fn main() {}
+//! `bitpeer`: the command line of the bitpeer node. Each subcommand lives in its own module;
+//! this file parses arguments, runs one command, and turns its error into one line on stderr
+//! and an exit code scripts can rely on:
+//!
+//! - 0: success
+//! - 1: the command failed (bad input, I/O error, ...); stderr says why in one line
+//! - 2: the command line itself is wrong (clap's usage errors)
+
+mod create;
+mod info;
+mod units;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+/// A peer-to-peer node for the BitTorrent network.
+#[derive(Parser)]
+#[command(name = "bitpeer", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Create a .torrent file from a file or a folder.
+    Create(create::Args),
+    /// Show what a .torrent file or magnet link holds: name, size, files, info-hashes.
+    Info(info::Args),
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Create(args) => create::run(args),
+        Command::Info(args) => info::run(args),
+    };
+    match result {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            // One line, whatever the error holds.
+            let msg = format!("{e:#}").replace('\n', " ");
+            eprintln!("error: {msg}");
+            ExitCode::from(1)
+        }
+    }
+}
+
+/// A command's failure: a message for the user.
+#[derive(Debug)]
+pub struct CliError(String);
+
+impl std::fmt::Display for CliError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl CliError {
+    pub fn new(msg: impl Into<String>) -> Self {
+        CliError(msg.into())
+    }
+}
+
+pub type CliResult<T = ()> = Result<T, CliError>;

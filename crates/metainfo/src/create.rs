@@ -402,6 +402,67 @@ pub fn check_piece_length(p: u64) -> Result<(), CreateError> {
     }
 }
 
+/// A torrent about to be made: the files found and the piece length chosen.
+#[derive(Debug, Clone)]
+pub struct Plan {
+    pub source: Source,
+    pub piece_length: u64,
+}
+
+impl Plan {
+    /// Scan `root` and settle the piece length, checking everything that can fail before
+    /// any data is read.
+    pub fn new(root: &Path, opts: &CreateOptions) -> Result<Self, CreateError> {
+        let source = scan(root)?;
+        let total = source.total_length();
+        if total == 0 {
+            return Err(CreateError::Empty(root.to_path_buf()));
+        }
+        let piece_length = match opts.piece_length {
+            Some(p) => {
+                check_piece_length(p)?;
+                p
+            }
+            None => auto_piece_length(total),
+        };
+        let max = crate::Limits::default().max_pieces;
+        let count = total.div_ceil(piece_length);
+        if count > max {
+            return Err(CreateError::TooManyPieces { count, max });
+        }
+        Ok(Plan {
+            source,
+            piece_length,
+        })
+    }
+
+    pub fn total_length(&self) -> u64 {
+        self.source.total_length()
+    }
+
+    /// Hash the data and build the .torrent file.
+    pub fn run(
+        &self,
+        opts: &CreateOptions,
+        progress: &AtomicU64,
+        cancel: &AtomicBool,
+    ) -> Result<Vec<u8>, CreateError> {
+        let pieces = hash_pieces(
+            &self.source,
+            self.piece_length,
+            opts.threads,
+            progress,
+            cancel,
+        )?;
+        Ok(build_torrent(
+            &self.source,
+            self.piece_length,
+            &pieces,
+            opts,
+        ))
+    }
+}
+
 /// Scan, hash and build in one call.
 pub fn create(
     root: &Path,
@@ -409,23 +470,5 @@ pub fn create(
     progress: &AtomicU64,
     cancel: &AtomicBool,
 ) -> Result<Vec<u8>, CreateError> {
-    let source = scan(root)?;
-    let total = source.total_length();
-    if total == 0 {
-        return Err(CreateError::Empty(root.to_path_buf()));
-    }
-    let piece_length = match opts.piece_length {
-        Some(p) => {
-            check_piece_length(p)?;
-            p
-        }
-        None => auto_piece_length(total),
-    };
-    let max = crate::Limits::default().max_pieces;
-    let count = total.div_ceil(piece_length);
-    if count > max {
-        return Err(CreateError::TooManyPieces { count, max });
-    }
-    let pieces = hash_pieces(&source, piece_length, opts.threads, progress, cancel)?;
-    Ok(build_torrent(&source, piece_length, &pieces, opts))
+    Plan::new(root, opts)?.run(opts, progress, cancel)
 }
