@@ -80,8 +80,14 @@ pub fn run(args: Args) -> CliResult {
     } else {
         ProgressBar::hidden()
     };
+    let (plan, opts, progress, cancel) = (&plan, &opts, &progress, &cancel);
     let bytes = std::thread::scope(|s| {
-        let worker = s.spawn(|| plan.run(&opts, &progress, &cancel));
+        let main = std::thread::current();
+        let worker = s.spawn(move || {
+            let result = plan.run(opts, progress, cancel);
+            main.unpark(); // so the wall time is not rounded up to the next tick
+            result
+        });
         while !worker.is_finished() {
             bar.set_position(progress.load(Ordering::Relaxed));
             std::thread::park_timeout(Duration::from_millis(100));

@@ -93,7 +93,11 @@ fn of_torrent(m: &Metainfo) -> Value {
 fn of_magnet(m: &Magnet) -> Value {
     let trackers: Vec<Vec<&String>> = m.trackers.iter().map(|t| vec![t]).collect();
     json!({
-        "name": m.display_name,
+        // Until the metadata arrives, a magnet link without `dn` is known by its hash.
+        "name": m.display_name.clone().unwrap_or_else(|| m.info_hashes.get_v1().map_or_else(
+            || m.info_hashes.get_v2().map(|h| h.to_hex()).unwrap_or_default(),
+            |h| h.to_hex(),
+        )),
         "total_size": null,
         "piece_length": null,
         "piece_count": null,

@@ -44,11 +44,11 @@ pub enum MetainfoError {
     FileTooLarge { len: usize, max: usize },
     #[error("the info dictionary is {len} bytes, more than the limit of {max}")]
     InfoTooLarge { len: usize, max: usize },
-    #[error("the top level is a {0}, not a dictionary")]
+    #[error("the top level is not a dictionary but: {0}")]
     NotADictionary(&'static str),
     #[error("missing field `{0}`")]
     MissingField(&'static str),
-    #[error("field `{field}` is a {found}, expected a {expected}")]
+    #[error("field `{field}` has the wrong type: expected {expected}, found {found}")]
     WrongType {
         field: &'static str,
         expected: &'static str,
