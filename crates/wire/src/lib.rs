@@ -17,7 +17,7 @@
 //!   request queues in both directions, fast-extension rejects).
 //!
 //! Every length, index and count a peer sends is bounded before it is used, and no
-//! input makes any of this code panic (see the proptests and `fuzz-wire/`).
+//! input makes any of this code panic (see the proptests and `fuzz/`).
 
 pub mod codec;
 mod ext_bencode;

@@ -27,7 +27,7 @@ fn decode(data: &[u8], chunk: usize) -> Vec<Message> {
 
 #[test]
 fn fuzz_seeds_decode() {
-    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz-wire/corpus/wire_decode");
+    let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../../fuzz/corpus/wire_decode");
     let mut seeds = 0;
     for entry in std::fs::read_dir(&dir).expect("corpus folder exists") {
         let path = entry.expect("readable entry").path();
