@@ -113,6 +113,13 @@ if fuzz_ready; then
     done
 fi
 
-# --- tests (last, so the output ends with cargo test's summary) --------------------------
-step "cargo test --workspace --no-fail-fast"
-cargo test --workspace --no-fail-fast
+# --- tests (last, so the output ends with the test runner's own summary) ------------------
+# nextest prints one summary for the whole workspace; plain cargo test is the fallback.
+# Doc-tests are left out: there are none, and their empty summary would close the log.
+if cargo nextest --version >/dev/null 2>&1; then
+    step "cargo nextest run --workspace --no-fail-fast"
+    cargo nextest run --workspace --no-fail-fast
+else
+    step "cargo test --workspace --no-fail-fast --lib --bins --tests"
+    cargo test --workspace --no-fail-fast --lib --bins --tests
+fi
