@@ -1,0 +1,3 @@
+//! The bitpeer node: storage, resume, and (to come) session, torrents and peer connections.
+
+pub mod bitfield;
