@@ -1,0 +1,5 @@
+//! The bitpeer node: storage, resume, and (to come) session, torrents and peer connections.
+
+pub mod bitfield;
+pub mod resume;
+pub mod storage;
