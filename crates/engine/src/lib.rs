@@ -1,5 +1,6 @@
 //! The bitpeer node: storage, resume, and (to come) session, torrents and peer connections.
 
 pub mod bitfield;
+pub mod picker;
 pub mod resume;
 pub mod storage;

@@ -114,7 +114,7 @@ fn decode(bytes: &[u8], info_hash: &[u8; 20], piece_count: u32) -> Option<Resume
     if d.get(b"piece-count")?.as_int()? != piece_count as i64 {
         return None;
     }
-    let pieces = Bitfield::from_bytes(d.get(b"pieces")?.as_bytes()?, piece_count)?;
+    let pieces = Bitfield::from_wire(d.get(b"pieces")?.as_bytes()?, piece_count).ok()?;
     let files = d
         .get(b"files")?
         .as_list()?

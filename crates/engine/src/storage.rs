@@ -575,7 +575,7 @@ mod tests {
 
         // Nothing written yet: nothing verifies.
         let (progress, cancel) = no_cancel();
-        assert_eq!(st.recheck(2, &progress, &cancel).unwrap().count(), 0);
+        assert_eq!(st.recheck(2, &progress, &cancel).unwrap().count_ones(), 0);
         assert_eq!(progress.load(Ordering::Relaxed), stream.len() as u64);
 
         // Write every piece but 3.

@@ -169,6 +169,21 @@ impl Bitfield {
         true
     }
 
+    /// Clears piece `i`; returns whether it was set.
+    pub fn clear(&mut self, i: u32) -> bool {
+        if !self.get(i) {
+            return false;
+        }
+        self.bytes[(i / 8) as usize] &= !(0x80 >> (i % 8));
+        self.ones -= 1;
+        true
+    }
+
+    /// The indexes of the pieces set, in order.
+    pub fn iter_ones(&self) -> impl Iterator<Item = u32> + '_ {
+        (0..self.len).filter(|&i| self.get(i))
+    }
+
     /// Number of pieces set.
     pub fn count_ones(&self) -> u32 {
         self.ones

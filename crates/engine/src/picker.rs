@@ -1,0 +1,494 @@
+//! The piece picker (sans-IO): which blocks to request from which peer.
+//!
+//! Policy, as in libtorrent and the BitTorrent paper:
+//! - finish partial pieces first, so verified pieces (which can be shared) arrive soon and few
+//!   piece buffers are held at once;
+//! - otherwise the rarest piece the peer has, ties broken at random so that peers that start
+//!   together do not all fetch the same piece;
+//! - endgame: once every missing block is already requested, a block may be requested from a
+//!   second peer too, and the copies are cancelled when the first one arrives.
+//!
+//! The picker knows pieces, blocks and availability counts, never sockets or time.
+
+use crate::bitfield::Bitfield;
+use std::collections::BTreeMap;
+
+/// Size of a request (BEP 3 practice; every client serves 16 KiB blocks).
+pub const BLOCK_SIZE: u32 = 16 * 1024;
+
+/// One block of one piece.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct Block {
+    pub piece: u32,
+    pub begin: u32,
+    pub length: u32,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum BlockState {
+    Missing,
+    /// Requested from this many peers.
+    Requested(u8),
+    Received,
+}
+
+#[derive(Debug, Clone)]
+struct Partial {
+    blocks: Vec<BlockState>,
+    received: u32,
+}
+
+/// What became of a block that arrived.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Received {
+    /// New data; the piece still misses blocks.
+    New,
+    /// New data, and with it every block of the piece is here: hash it.
+    PieceComplete,
+    /// We already had it (endgame copies, or a block nobody asked for).
+    Duplicate,
+}
+
+pub struct Picker {
+    piece_length: u32,
+    total_length: u64,
+    have: Bitfield,
+    /// How many connected peers have each piece.
+    availability: Vec<u32>,
+    partial: BTreeMap<u32, Partial>,
+    /// Pieces whose blocks are all here and that are being hashed.
+    hashing: Bitfield,
+    max_partial: usize,
+    rng: u64,
+}
+
+impl Picker {
+    /// `have`: the pieces already verified. `max_partial` bounds the pieces in progress (and
+    /// so the memory held in piece buffers).
+    pub fn new(
+        piece_length: u32,
+        total_length: u64,
+        have: Bitfield,
+        max_partial: usize,
+        seed: u64,
+    ) -> Self {
+        let n = have.len() as usize;
+        Picker {
+            piece_length,
+            total_length,
+            hashing: Bitfield::new(have.len()),
+            have,
+            availability: vec![0; n],
+            partial: BTreeMap::new(),
+            max_partial: max_partial.max(1),
+            rng: seed | 1,
+        }
+    }
+
+    pub fn piece_count(&self) -> u32 {
+        self.have.len()
+    }
+
+    pub fn have(&self) -> &Bitfield {
+        &self.have
+    }
+
+    pub fn is_complete(&self) -> bool {
+        self.have.is_full()
+    }
+
+    pub fn piece_size(&self, piece: u32) -> u32 {
+        let start = u64::from(piece) * u64::from(self.piece_length);
+        u64::from(self.piece_length).min(self.total_length.saturating_sub(start)) as u32
+    }
+
+    fn block_count(&self, piece: u32) -> u32 {
+        self.piece_size(piece).div_ceil(BLOCK_SIZE)
+    }
+
+    fn block(&self, piece: u32, index: u32) -> Block {
+        let begin = index * BLOCK_SIZE;
+        Block {
+            piece,
+            begin,
+            length: BLOCK_SIZE.min(self.piece_size(piece) - begin),
+        }
+    }
+
+    /// A peer announced it has `piece` (HAVE, or each bit of its bitfield).
+    pub fn peer_has(&mut self, piece: u32) {
+        if let Some(a) = self.availability.get_mut(piece as usize) {
+            *a += 1;
+        }
+    }
+
+    pub fn peer_has_all(&mut self) {
+        self.availability.iter_mut().for_each(|a| *a += 1);
+    }
+
+    /// A peer left: its pieces count no more.
+    pub fn peer_gone(&mut self, pieces: &Bitfield) {
+        for i in pieces.iter_ones() {
+            if let Some(a) = self.availability.get_mut(i as usize) {
+                *a = a.saturating_sub(1);
+            }
+        }
+    }
+
+    /// Whether the peer has anything we still need.
+    pub fn wants_from(&self, peer: &Bitfield) -> bool {
+        peer.iter_ones()
+            .any(|i| !self.have.get(i) && !self.hashing.get(i))
+    }
+
+    fn next_random(&mut self) -> u64 {
+        // xorshift64*: good enough to break ties.
+        self.rng ^= self.rng >> 12;
+        self.rng ^= self.rng << 25;
+        self.rng ^= self.rng >> 27;
+        self.rng.wrapping_mul(0x2545_F491_4F6C_DD1D)
+    }
+
+    /// Choose up to `max` blocks to request from a peer that has `peer` pieces.
+    /// `mine(block)` says whether this peer already has the block requested (so endgame does
+    /// not ask the same peer twice).
+    pub fn pick(
+        &mut self,
+        peer: &Bitfield,
+        max: usize,
+        mine: impl Fn(&Block) -> bool,
+    ) -> Vec<Block> {
+        let mut out = Vec::new();
+        if max == 0 {
+            return out;
+        }
+        // 1. Missing blocks of partial pieces, oldest piece first.
+        let partial_pieces: Vec<u32> = self
+            .partial
+            .keys()
+            .copied()
+            .filter(|&p| peer.get(p))
+            .collect();
+        for &p in &partial_pieces {
+            self.take_missing(p, max, &mut out);
+            if out.len() >= max {
+                return out;
+            }
+        }
+        // 2. New pieces, rarest first with a random tie-break.
+        while out.len() < max && self.partial.len() < self.max_partial {
+            let Some(p) = self.rarest_new_piece(peer) else {
+                break;
+            };
+            let n = self.block_count(p) as usize;
+            self.partial.insert(
+                p,
+                Partial {
+                    blocks: vec![BlockState::Missing; n],
+                    received: 0,
+                },
+            );
+            self.take_missing(p, max, &mut out);
+        }
+        // 3. Endgame: every block we need is requested already; double up on the blocks
+        //    this peer has not been asked for, least-requested first.
+        if out.is_empty() && self.in_endgame() {
+            let mut candidates: Vec<(u8, Block)> = Vec::new();
+            for (&p, part) in &self.partial {
+                if !peer.get(p) {
+                    continue;
+                }
+                for (i, s) in part.blocks.iter().enumerate() {
+                    if let BlockState::Requested(n) = *s {
+                        let b = self.block(p, i as u32);
+                        if !mine(&b) {
+                            candidates.push((n, b));
+                        }
+                    }
+                }
+            }
+            candidates.sort_by_key(|(n, b)| (*n, *b));
+            for (_, b) in candidates.into_iter().take(max) {
+                if let Some(BlockState::Requested(n)) = self
+                    .partial
+                    .get_mut(&b.piece)
+                    .and_then(|part| part.blocks.get_mut((b.begin / BLOCK_SIZE) as usize))
+                {
+                    *n = n.saturating_add(1);
+                }
+                out.push(b);
+            }
+        }
+        out
+    }
+
+    /// True when no block is left that nobody has been asked for.
+    pub fn in_endgame(&self) -> bool {
+        let untouched = (0..self.piece_count())
+            .any(|p| !self.have.get(p) && !self.hashing.get(p) && !self.partial.contains_key(&p));
+        !untouched
+            && self
+                .partial
+                .values()
+                .all(|part| part.blocks.iter().all(|s| *s != BlockState::Missing))
+    }
+
+    fn take_missing(&mut self, p: u32, max: usize, out: &mut Vec<Block>) {
+        let Some(part) = self.partial.get_mut(&p) else {
+            return;
+        };
+        let mut picked = Vec::new();
+        for (i, s) in part.blocks.iter_mut().enumerate() {
+            if out.len() + picked.len() >= max {
+                break;
+            }
+            if *s == BlockState::Missing {
+                *s = BlockState::Requested(1);
+                picked.push(i as u32);
+            }
+        }
+        for i in picked {
+            out.push(self.block(p, i));
+        }
+    }
+
+    fn rarest_new_piece(&mut self, peer: &Bitfield) -> Option<u32> {
+        let n = self.piece_count();
+        if n == 0 {
+            return None;
+        }
+        let start = (self.next_random() % u64::from(n)) as u32;
+        let mut best: Option<(u32, u32)> = None;
+        for k in 0..n {
+            let p = (start + k) % n;
+            if !peer.get(p)
+                || self.have.get(p)
+                || self.hashing.get(p)
+                || self.partial.contains_key(&p)
+            {
+                continue;
+            }
+            let a = self.availability[p as usize];
+            if best.is_none_or(|(ba, _)| a < ba) {
+                best = Some((a, p));
+                if a <= 1 {
+                    break; // nothing is rarer than a piece only this peer has
+                }
+            }
+        }
+        best.map(|(_, p)| p)
+    }
+
+    /// A request will not be answered (cancelled, rejected, timed out, peer gone).
+    pub fn request_dropped(&mut self, b: &Block) {
+        if let Some(s) = self
+            .partial
+            .get_mut(&b.piece)
+            .and_then(|part| part.blocks.get_mut((b.begin / BLOCK_SIZE) as usize))
+            && let BlockState::Requested(n) = *s
+        {
+            *s = if n <= 1 {
+                BlockState::Missing
+            } else {
+                BlockState::Requested(n - 1)
+            };
+        }
+    }
+
+    /// A block arrived. Blocks of pieces we did not start, or at offsets that are not block
+    /// boundaries, are reported as duplicates and must be dropped by the caller.
+    pub fn block_received(&mut self, b: &Block) -> Received {
+        if !b.begin.is_multiple_of(BLOCK_SIZE) {
+            return Received::Duplicate;
+        }
+        let expected = self.block(b.piece, b.begin / BLOCK_SIZE).length;
+        let Some(part) = self.partial.get_mut(&b.piece) else {
+            return Received::Duplicate;
+        };
+        let Some(s) = part.blocks.get_mut((b.begin / BLOCK_SIZE) as usize) else {
+            return Received::Duplicate;
+        };
+        if *s == BlockState::Received || b.length != expected {
+            return Received::Duplicate;
+        }
+        *s = BlockState::Received;
+        part.received += 1;
+        if part.received as usize == part.blocks.len() {
+            self.partial.remove(&b.piece);
+            self.hashing.set(b.piece);
+            Received::PieceComplete
+        } else {
+            Received::New
+        }
+    }
+
+    /// The piece's hash matched: it is ours now.
+    pub fn piece_verified(&mut self, piece: u32) {
+        self.hashing.clear(piece);
+        self.have.set(piece);
+    }
+
+    /// The piece's hash did not match: fetch it again.
+    pub fn piece_failed(&mut self, piece: u32) {
+        self.hashing.clear(piece);
+        self.partial.remove(&piece);
+    }
+
+    /// Blocks still requested from several peers for `piece` (endgame copies to cancel once
+    /// a block arrives).
+    pub fn is_partial(&self, piece: u32) -> bool {
+        self.partial.contains_key(&piece)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn picker(pieces: u32, piece_len: u32) -> Picker {
+        Picker::new(
+            piece_len,
+            u64::from(pieces) * u64::from(piece_len) - 100,
+            Bitfield::new(pieces),
+            4,
+            7,
+        )
+    }
+
+    #[test]
+    fn rarest_first() {
+        let mut p = picker(8, BLOCK_SIZE);
+        let all = Bitfield::full(8);
+        p.peer_has_all();
+        p.peer_has_all();
+        p.peer_has(3); // piece 3: 3 peers; others 2
+        for i in [0, 1, 2, 4, 5, 6, 7] {
+            p.peer_has(i);
+        }
+        p.availability[5] = 1;
+        let b = p.pick(&all, 1, |_| false);
+        assert_eq!(
+            b,
+            vec![Block {
+                piece: 5,
+                begin: 0,
+                length: BLOCK_SIZE
+            }]
+        );
+    }
+
+    #[test]
+    fn partial_pieces_first_and_sizes() {
+        let mut p = picker(3, 4 * BLOCK_SIZE);
+        let all = Bitfield::full(3);
+        p.peer_has_all();
+        let first = p.pick(&all, 2, |_| false);
+        assert_eq!(first.len(), 2);
+        assert!(first.iter().all(|b| b.piece == first[0].piece));
+        let second = p.pick(&all, 2, |_| false);
+        assert!(
+            second.iter().all(|b| b.piece == first[0].piece),
+            "finish the partial piece first"
+        );
+        // The last piece's last block is short.
+        let mut q = picker(1, 4 * BLOCK_SIZE);
+        let blocks = q.pick(&Bitfield::full(1), 10, |_| false);
+        assert_eq!(blocks.len(), 4);
+        assert_eq!(blocks[3].length, BLOCK_SIZE - 100);
+    }
+
+    #[test]
+    fn whole_download_with_a_failure_and_endgame() {
+        let n = 5;
+        let mut p = picker(n, 2 * BLOCK_SIZE);
+        let all = Bitfield::full(n);
+        p.peer_has_all();
+        let mut failed_once = false;
+        let mut rounds = 0;
+        while !p.is_complete() {
+            rounds += 1;
+            assert!(rounds < 100);
+            let blocks = p.pick(&all, 3, |_| false);
+            for b in blocks {
+                if p.block_received(&b) == Received::PieceComplete {
+                    if !failed_once {
+                        failed_once = true;
+                        p.piece_failed(b.piece);
+                    } else {
+                        p.piece_verified(b.piece);
+                    }
+                }
+            }
+        }
+        assert!(failed_once);
+        assert_eq!(p.pick(&all, 3, |_| false), vec![]);
+    }
+
+    #[test]
+    fn endgame_doubles_up_only_at_the_end() {
+        let mut p = picker(1, 2 * BLOCK_SIZE);
+        let all = Bitfield::full(1);
+        p.peer_has_all();
+        let a = p.pick(&all, 10, |_| false);
+        assert_eq!(a.len(), 2);
+        assert!(p.in_endgame());
+        // Another peer gets the same blocks, except ones it already has requested.
+        let b = p.pick(&all, 10, |blk| blk.begin == 0);
+        assert_eq!(b, vec![a[1]]);
+        assert_eq!(p.block_received(&a[1]), Received::New);
+        assert_eq!(p.block_received(&b[0]), Received::Duplicate);
+        // A dropped request makes the block missing again (one requester left for a[0]).
+        p.request_dropped(&a[0]);
+        assert_eq!(p.pick(&all, 10, |_| false), vec![a[0]]);
+    }
+
+    #[test]
+    fn bad_blocks_are_duplicates() {
+        let mut p = picker(2, 2 * BLOCK_SIZE);
+        p.peer_has_all();
+        assert_eq!(
+            p.block_received(&Block {
+                piece: 0,
+                begin: 0,
+                length: BLOCK_SIZE
+            }),
+            Received::Duplicate
+        );
+        let b = p.pick(&Bitfield::full(2), 1, |_| false)[0];
+        assert_eq!(
+            p.block_received(&Block { length: 5, ..b }),
+            Received::Duplicate
+        );
+        assert_eq!(
+            p.block_received(&Block { begin: 3, ..b }),
+            Received::Duplicate
+        );
+        assert_eq!(
+            p.block_received(&Block { piece: 99, ..b }),
+            Received::Duplicate
+        );
+        assert_eq!(p.block_received(&b), Received::New);
+    }
+
+    #[test]
+    fn partial_pieces_are_bounded() {
+        let mut p = picker(50, 4 * BLOCK_SIZE);
+        p.peer_has_all();
+        let blocks = p.pick(&Bitfield::full(50), 1000, |_| false);
+        assert_eq!(blocks.len(), 4 * 4);
+        assert_eq!(p.partial.len(), 4);
+    }
+
+    #[test]
+    fn only_pieces_the_peer_has() {
+        let mut p = picker(4, BLOCK_SIZE);
+        let mut peer = Bitfield::new(4);
+        peer.set(2);
+        p.peer_has(2);
+        assert!(p.wants_from(&peer));
+        let b = p.pick(&peer, 10, |_| false);
+        assert_eq!(b.iter().map(|b| b.piece).collect::<Vec<_>>(), [2]);
+        p.peer_gone(&peer);
+        assert_eq!(p.availability[2], 0);
+    }
+}
