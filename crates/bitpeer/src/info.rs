@@ -36,7 +36,7 @@ pub fn run(args: Args) -> CliResult {
 }
 
 /// Read a .torrent file, refusing anything larger than the metainfo limit before reading it.
-fn read_torrent_file(path: &str) -> CliResult<Vec<u8>> {
+pub fn read_torrent_file(path: &str) -> CliResult<Vec<u8>> {
     use std::io::Read;
     let max = metainfo::Limits::default().max_torrent_bytes;
     let f = std::fs::File::open(path).map_err(|e| CliError::new(format!("{path}: {e}")))?;

@@ -7,6 +7,7 @@
 //! - 2: the command line itself is wrong (clap's usage errors)
 
 mod create;
+mod download;
 mod info;
 mod units;
 
@@ -27,6 +28,10 @@ enum Command {
     Create(create::Args),
     /// Show what a .torrent file or magnet link holds: name, size, files, info-hashes.
     Info(info::Args),
+    /// Download a torrent from peers, verifying every piece; exits 0 when complete.
+    Download(download::DownloadArgs),
+    /// Serve a torrent's data to peers until interrupted.
+    Seed(download::SeedArgs),
 }
 
 fn main() -> ExitCode {
@@ -34,6 +39,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Create(args) => create::run(args),
         Command::Info(args) => info::run(args),
+        Command::Download(args) => download::download(args),
+        Command::Seed(args) => download::seed(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

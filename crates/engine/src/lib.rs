@@ -4,3 +4,4 @@ pub mod bitfield;
 pub mod picker;
 pub mod resume;
 pub mod storage;
+pub mod torrent;

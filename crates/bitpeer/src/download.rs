@@ -1,0 +1,237 @@
+//! `bitpeer download` and `bitpeer seed`: run one torrent over TCP with the peers given.
+
+use crate::{CliError, CliResult, info::read_torrent_file, units};
+use engine::torrent::{Stats, Torrent, TorrentConfig};
+use indicatif::{ProgressBar, ProgressStyle};
+use metainfo::Metainfo;
+use std::io::IsTerminal;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::sync::atomic::AtomicU64;
+use std::time::{Duration, Instant};
+
+#[derive(clap::Args)]
+pub struct DownloadArgs {
+    /// The .torrent file to download (magnet links need the DHT, which is not built yet).
+    torrent: String,
+    /// The folder that receives the content (a multi-file torrent named X goes in DIR/X/).
+    #[arg(short = 'o', long = "output", value_name = "DIR", default_value = ".")]
+    dir: PathBuf,
+    /// A peer to connect to; repeatable.
+    #[arg(long = "peer", value_name = "HOST:PORT")]
+    peers: Vec<String>,
+    /// Where to listen for peers (port 0: any free port).
+    #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:6881")]
+    listen: String,
+    /// Keep seeding once the download is complete, until interrupted.
+    #[arg(long)]
+    seed: bool,
+    /// Print one JSON progress object per line instead of a progress bar.
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(clap::Args)]
+pub struct SeedArgs {
+    /// The .torrent file to seed.
+    torrent: String,
+    /// The folder that holds the content (a multi-file torrent named X is in DIR/X/).
+    #[arg(long = "data", value_name = "DIR", default_value = ".")]
+    dir: PathBuf,
+    /// Where to listen for peers (port 0: any free port).
+    #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:6881")]
+    listen: String,
+    /// A peer to connect to; repeatable.
+    #[arg(long = "peer", value_name = "HOST:PORT")]
+    peers: Vec<String>,
+}
+
+fn runtime() -> CliResult<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::new(format!("cannot start the runtime: {e}")))
+}
+
+fn load(path: &str) -> CliResult<Metainfo> {
+    if path
+        .get(..7)
+        .is_some_and(|p| p.eq_ignore_ascii_case("magnet:"))
+    {
+        return Err(CliError::new(
+            "magnet links need the DHT and metadata exchange, which bitpeer does not have yet; use a .torrent file",
+        ));
+    }
+    let bytes = read_torrent_file(path)?;
+    Metainfo::from_bytes(&bytes).map_err(|e| CliError::new(format!("{path}: invalid torrent: {e}")))
+}
+
+fn resolve(addrs: &[String]) -> CliResult<Vec<SocketAddr>> {
+    use std::net::ToSocketAddrs;
+    addrs
+        .iter()
+        .map(|a| {
+            a.to_socket_addrs()
+                .ok()
+                .and_then(|mut it| it.next())
+                .ok_or_else(|| {
+                    CliError::new(format!(
+                        "cannot resolve peer address `{a}` (expected HOST:PORT)"
+                    ))
+                })
+        })
+        .collect()
+}
+
+/// `--listen`: the address given, or if its port is taken and it is the default 6881, the
+/// next free port up to 6889.
+async fn start(
+    meta: Metainfo,
+    dir: PathBuf,
+    listen: &str,
+    peers: Vec<SocketAddr>,
+) -> CliResult<Torrent> {
+    let listen: SocketAddr = listen.parse().map_err(|_| {
+        CliError::new(format!(
+            "bad --listen address `{listen}` (expected HOST:PORT)"
+        ))
+    })?;
+    let tries = if listen.port() == 6881 { 9 } else { 1 };
+    let progress = Arc::new(AtomicU64::new(0));
+    let mut last = None;
+    for i in 0..tries {
+        let addr = SocketAddr::new(listen.ip(), listen.port() + i);
+        let config = TorrentConfig {
+            dir: dir.clone(),
+            listen: addr,
+            peers: peers.clone(),
+        };
+        match Torrent::start(meta.clone(), config, progress.clone()).await {
+            Ok(t) => return Ok(t),
+            Err(e @ engine::torrent::EngineError::Listen { .. }) => last = Some(e),
+            Err(e) => return Err(CliError::new(e.to_string())),
+        }
+    }
+    Err(CliError::new(
+        last.map_or_else(|| "cannot listen".into(), |e| e.to_string()),
+    ))
+}
+
+pub fn download(args: DownloadArgs) -> CliResult {
+    let meta = load(&args.torrent)?;
+    let peers = resolve(&args.peers)?;
+    let rt = runtime()?;
+    rt.block_on(async {
+        let t = start(meta, args.dir.clone(), &args.listen, peers).await?;
+        let started = Instant::now();
+        let bar = bar(&t, args.json);
+        let mut tick = tokio::time::interval(Duration::from_millis(500));
+        let done = loop {
+            tokio::select! {
+                _ = t.wait_complete() => break true,
+                _ = tick.tick() => report(&t.stats(), &bar, args.json, started, "downloading"),
+                _ = tokio::signal::ctrl_c() => break false,
+            }
+        };
+        report(
+            &t.stats(),
+            &bar,
+            args.json,
+            started,
+            if done { "complete" } else { "interrupted" },
+        );
+        bar.finish_and_clear();
+        if !done {
+            t.shutdown().await;
+            return Err(CliError::new(
+                "interrupted; run the same command again to resume",
+            ));
+        }
+        let s = t.stats();
+        if !args.json {
+            println!(
+                "downloaded {} in {:.1} s ({:.1} MB/s)",
+                units::size(s.total_bytes),
+                started.elapsed().as_secs_f64(),
+                s.downloaded as f64 / started.elapsed().as_secs_f64().max(1e-3) / 1e6
+            );
+        }
+        if args.seed {
+            if let Some(a) = t.listen_addr() {
+                println!("seeding on {a}");
+            }
+            let _ = tokio::signal::ctrl_c().await;
+        }
+        t.shutdown().await;
+        Ok(())
+    })
+}
+
+pub fn seed(args: SeedArgs) -> CliResult {
+    let meta = load(&args.torrent)?;
+    let peers = resolve(&args.peers)?;
+    let rt = runtime()?;
+    rt.block_on(async {
+        let t = start(meta, args.dir.clone(), &args.listen, peers).await?;
+        let s = t.stats();
+        if s.pieces_have < s.piece_count {
+            t.shutdown().await;
+            return Err(CliError::new(format!(
+                "the data in {} is incomplete: {} of {} pieces are valid",
+                args.dir.display(),
+                s.pieces_have,
+                s.piece_count
+            )));
+        }
+        match t.listen_addr() {
+            Some(a) => println!("listening on {a}"),
+            None => println!("listening"),
+        }
+        let _ = tokio::signal::ctrl_c().await;
+        t.shutdown().await;
+        Ok(())
+    })
+}
+
+fn bar(t: &Torrent, json: bool) -> ProgressBar {
+    if json || !std::io::stderr().is_terminal() {
+        return ProgressBar::hidden();
+    }
+    let b = ProgressBar::new(t.stats().total_bytes);
+    b.set_style(
+        ProgressStyle::with_template("{bar:40.cyan/blue} {bytes}/{total_bytes} {msg} eta {eta}")
+            .unwrap_or_else(|_| ProgressStyle::default_bar()),
+    );
+    b
+}
+
+fn report(s: &Stats, bar: &ProgressBar, json: bool, started: Instant, state: &str) {
+    let secs = started.elapsed().as_secs_f64().max(1e-3);
+    if json {
+        println!(
+            "{}",
+            serde_json::json!({
+                "state": state,
+                "pieces": s.pieces_have,
+                "piece_count": s.piece_count,
+                "bytes": s.bytes_have,
+                "total_bytes": s.total_bytes,
+                "downloaded": s.downloaded,
+                "uploaded": s.uploaded,
+                "peers": s.peers,
+                "hash_failures": s.hash_failures,
+                "banned": s.banned,
+                "elapsed": secs,
+            })
+        );
+    } else {
+        bar.set_position(s.bytes_have);
+        bar.set_message(format!(
+            "down {:.1} MB/s up {} peers {}",
+            s.downloaded as f64 / secs / 1e6,
+            units::size(s.uploaded),
+            s.peers
+        ));
+    }
+}

@@ -1,0 +1,755 @@
+//! A torrent being downloaded or seeded over TCP (BEP 3, with BEP 6 and BEP 10 negotiated).
+//!
+//! [`Torrent`] owns the state that all its peer connections share: the picker, the piece
+//! buffers of pieces in progress, the peer list, hash-failure strikes and bans. Each peer
+//! connection is a task that owns its socket and its [`wire::PeerState`]; it takes the
+//! torrent's lock only for short, synchronous updates, never across an `.await`.
+//!
+//! Blocks are copied into a buffer per piece. A complete piece is hashed on the blocking
+//! pool and written (pwrite) only when its hash matches, so nothing unverified reaches the
+//! disk. The peers whose blocks went into a piece that failed get a strike; two strikes ban
+//! the address for the session.
+
+use crate::picker::{BLOCK_SIZE, Block, Picker, Received};
+use crate::resume::{self, ResumeData};
+use crate::storage::{Storage, StorageError};
+use bytes::{Bytes, BytesMut};
+use metainfo::Metainfo;
+use sha1::{Digest, Sha1};
+use std::collections::{HashMap, HashSet};
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use tokio::sync::{Notify, mpsc};
+use wire::{
+    BlockRequest, Decoder, DecoderConfig, Event, Handshake, PeerConfig, PeerState, PieceGeometry,
+};
+
+/// Most peer connections per torrent.
+const MAX_PEERS: usize = 80;
+/// Pieces in progress at once: bounds the memory held in piece buffers.
+const MAX_PARTIAL_PIECES: usize = 24;
+/// Peers we upload to at once (plus the ones that want nothing from us).
+const UPLOAD_SLOTS: usize = 8;
+/// A peer that sends none of the blocks we asked for in this long loses those requests.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+/// Hash failures a peer may take part in before it is banned.
+const STRIKES_TO_BAN: u32 = 2;
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+const KEEPALIVE: Duration = Duration::from_secs(90);
+/// A connection that sends us nothing for this long is closed (BEP 3 peers send keep-alives
+/// every two minutes).
+const IDLE_TIMEOUT: Duration = Duration::from_secs(180);
+
+#[derive(Debug, thiserror::Error)]
+pub enum EngineError {
+    #[error("{0}")]
+    Storage(#[from] StorageError),
+    #[error("cannot listen on {addr}: {source}")]
+    Listen {
+        addr: SocketAddr,
+        #[source]
+        source: std::io::Error,
+    },
+    #[error("v2-only torrents cannot be downloaded yet")]
+    V2Only,
+    #[error("the piece length {0} is too large")]
+    PieceLength(u64),
+}
+
+/// How to run a torrent.
+#[derive(Debug, Clone)]
+pub struct TorrentConfig {
+    /// The folder that holds the torrent's content (libtorrent's `save_path`).
+    pub dir: PathBuf,
+    /// Where to listen for peers; port 0 picks a free one.
+    pub listen: SocketAddr,
+    /// Peers to dial.
+    pub peers: Vec<SocketAddr>,
+}
+
+/// Counters for progress displays.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Stats {
+    pub pieces_have: u32,
+    pub piece_count: u32,
+    pub bytes_have: u64,
+    pub total_bytes: u64,
+    pub downloaded: u64,
+    pub uploaded: u64,
+    pub peers: usize,
+    pub hash_failures: u64,
+    pub banned: usize,
+}
+
+enum Cmd {
+    Have(u32),
+    Cancel(Block),
+    Close,
+}
+
+struct PeerEntry {
+    tx: mpsc::UnboundedSender<Cmd>,
+    addr: SocketAddr,
+}
+
+struct PieceBuf {
+    data: Vec<u8>,
+    /// Peers (by [`ban_key`]) whose blocks are in `data`.
+    from: HashSet<SocketAddr>,
+}
+
+struct State {
+    picker: Picker,
+    buffers: HashMap<u32, PieceBuf>,
+    peers: HashMap<u64, PeerEntry>,
+    next_peer: u64,
+    strikes: HashMap<SocketAddr, u32>,
+    banned: HashSet<SocketAddr>,
+    unchoked: usize,
+    downloaded: u64,
+    uploaded: u64,
+    hash_failures: u64,
+    dirty: bool,
+}
+
+struct Shared {
+    meta: Metainfo,
+    info_hash: [u8; 20],
+    peer_id: [u8; 20],
+    geometry: PieceGeometry,
+    storage: Arc<Storage>,
+    resume_path: PathBuf,
+    state: Mutex<State>,
+    complete: Notify,
+    shutdown: AtomicBool,
+    listen_addr: Mutex<Option<SocketAddr>>,
+}
+
+/// A running torrent. Dropping it does not stop its tasks; call [`Torrent::shutdown`].
+#[derive(Clone)]
+pub struct Torrent {
+    shared: Arc<Shared>,
+}
+
+impl Torrent {
+    /// Open the storage, find the pieces already there (from the resume file if it still
+    /// matches the files, else by hashing them), listen, and dial the given peers.
+    pub async fn start(
+        meta: Metainfo,
+        config: TorrentConfig,
+        check_progress: Arc<AtomicU64>,
+    ) -> Result<Torrent, EngineError> {
+        let info_hash = meta.info_hashes.get_v1().ok_or(EngineError::V2Only)?.0;
+        let piece_length = u32::try_from(meta.info.piece_length)
+            .map_err(|_| EngineError::PieceLength(meta.info.piece_length))?;
+        let geometry = PieceGeometry::new(meta.info.total_length, piece_length)
+            .ok_or(EngineError::PieceLength(meta.info.piece_length))?;
+        let info = meta.info.clone();
+        let dir = config.dir.clone();
+        let resume_path = config
+            .dir
+            .join(format!(".bitpeer-{}.resume", hex(&info_hash)));
+        let rp = resume_path.clone();
+        let (storage, have) = tokio::task::spawn_blocking(move || -> Result<_, StorageError> {
+            let storage = Storage::open(&info, &dir)?;
+            let count = storage.piece_count();
+            let stamps = storage.file_stamps()?;
+            let have = match resume::load(&rp, &info_hash, count) {
+                Some(r) if resume::still_valid(&r, &stamps) => r.pieces,
+                _ => storage.recheck(0, &check_progress, &AtomicBool::new(false))?,
+            };
+            Ok((storage, have))
+        })
+        .await
+        .map_err(|_| EngineError::Storage(StorageError::Cancelled))??;
+
+        let mut peer_id = *b"-BP0100-000000000000";
+        let seed = seed_from_time();
+        for (i, b) in peer_id[8..].iter_mut().enumerate() {
+            *b = b'0' + ((seed >> (i * 3)) % 10) as u8;
+        }
+        let picker = Picker::new(
+            piece_length,
+            meta.info.total_length,
+            have,
+            MAX_PARTIAL_PIECES,
+            seed,
+        );
+        let shared = Arc::new(Shared {
+            meta,
+            info_hash,
+            peer_id,
+            geometry,
+            storage: Arc::new(storage),
+            resume_path,
+            state: Mutex::new(State {
+                picker,
+                buffers: HashMap::new(),
+                peers: HashMap::new(),
+                next_peer: 0,
+                strikes: HashMap::new(),
+                banned: HashSet::new(),
+                unchoked: 0,
+                downloaded: 0,
+                uploaded: 0,
+                hash_failures: 0,
+                dirty: false,
+            }),
+            complete: Notify::new(),
+            shutdown: AtomicBool::new(false),
+            listen_addr: Mutex::new(None),
+        });
+
+        let listener =
+            TcpListener::bind(config.listen)
+                .await
+                .map_err(|source| EngineError::Listen {
+                    addr: config.listen,
+                    source,
+                })?;
+        *lock_addr(&shared) = listener.local_addr().ok();
+        tokio::spawn(accept_loop(shared.clone(), listener));
+        for addr in config.peers {
+            tokio::spawn(dial_loop(shared.clone(), addr));
+        }
+        tokio::spawn(resume_loop(shared.clone()));
+        Ok(Torrent { shared })
+    }
+
+    pub fn listen_addr(&self) -> Option<SocketAddr> {
+        *lock_addr(&self.shared)
+    }
+
+    pub fn stats(&self) -> Stats {
+        let s = lock(&self.shared);
+        let have = s.picker.have();
+        let bytes_have = have
+            .iter_ones()
+            .map(|p| u64::from(s.picker.piece_size(p)))
+            .sum();
+        Stats {
+            pieces_have: have.count_ones(),
+            piece_count: have.len(),
+            bytes_have,
+            total_bytes: self.shared.meta.info.total_length,
+            downloaded: s.downloaded,
+            uploaded: s.uploaded,
+            peers: s.peers.len(),
+            hash_failures: s.hash_failures,
+            banned: s.banned.len(),
+        }
+    }
+
+    pub fn is_complete(&self) -> bool {
+        lock(&self.shared).picker.is_complete()
+    }
+
+    /// Resolves once every piece is verified on disk.
+    pub async fn wait_complete(&self) {
+        loop {
+            let notified = self.shared.complete.notified();
+            if self.is_complete() {
+                return;
+            }
+            notified.await;
+        }
+    }
+
+    /// Close every connection and write the resume file.
+    pub async fn shutdown(&self) {
+        self.shared.shutdown.store(true, Ordering::SeqCst);
+        for p in lock(&self.shared).peers.values() {
+            let _ = p.tx.send(Cmd::Close);
+        }
+        let shared = self.shared.clone();
+        let _ = tokio::task::spawn_blocking(move || save_resume(&shared)).await;
+    }
+}
+
+fn lock(shared: &Shared) -> MutexGuard<'_, State> {
+    // A panic while holding the lock is a bug; keep serving with the state as it is.
+    shared.state.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn lock_addr(shared: &Shared) -> MutexGuard<'_, Option<SocketAddr>> {
+    shared.listen_addr.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Who a strike or a ban applies to: the IP address, or on loopback (where every test peer
+/// shares 127.0.0.1) the address and port.
+fn ban_key(addr: SocketAddr) -> SocketAddr {
+    if addr.ip().is_loopback() {
+        addr
+    } else {
+        SocketAddr::new(addr.ip(), 0)
+    }
+}
+
+fn hex(b: &[u8]) -> String {
+    metainfo::hash::to_hex(b)
+}
+
+fn seed_from_time() -> u64 {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    t ^ u64::from(std::process::id()).rotate_left(32)
+}
+
+fn save_resume(shared: &Shared) {
+    let pieces = lock(shared).picker.have().clone();
+    // Data first, then the record of it: a crash between the two only costs a recheck.
+    if shared.storage.sync_all().is_err() {
+        return;
+    }
+    if let Ok(files) = shared.storage.file_stamps() {
+        let data = ResumeData {
+            info_hash: shared.info_hash,
+            pieces,
+            files,
+        };
+        let _ = resume::save(&shared.resume_path, &data);
+    }
+}
+
+async fn resume_loop(shared: Arc<Shared>) {
+    let mut tick = tokio::time::interval(Duration::from_secs(5));
+    while !shared.shutdown.load(Ordering::SeqCst) {
+        tick.tick().await;
+        let dirty = std::mem::take(&mut lock(&shared).dirty);
+        if dirty {
+            let s = shared.clone();
+            let _ = tokio::task::spawn_blocking(move || save_resume(&s)).await;
+        }
+    }
+}
+
+async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
+    while !shared.shutdown.load(Ordering::SeqCst) {
+        let Ok((stream, addr)) = listener.accept().await else {
+            tokio::time::sleep(Duration::from_millis(100)).await;
+            continue;
+        };
+        let full = lock(&shared).peers.len() >= MAX_PEERS;
+        if full || lock(&shared).banned.contains(&ban_key(addr)) {
+            continue;
+        }
+        tokio::spawn(run_peer(shared.clone(), stream, addr));
+    }
+}
+
+/// Keep a connection to `addr` while the torrent runs: dial, and dial again a few seconds
+/// after the connection ends (unless the download is complete and the peer is a seed too).
+async fn dial_loop(shared: Arc<Shared>, addr: SocketAddr) {
+    let mut backoff = Duration::from_secs(1);
+    while !shared.shutdown.load(Ordering::SeqCst) {
+        if lock(&shared).banned.contains(&ban_key(addr)) {
+            return;
+        }
+        let connected = lock(&shared).peers.values().any(|p| p.addr == addr);
+        if !connected {
+            if let Ok(Ok(stream)) =
+                tokio::time::timeout(HANDSHAKE_TIMEOUT, TcpStream::connect(addr)).await
+            {
+                backoff = Duration::from_secs(1);
+                run_peer(shared.clone(), stream, addr).await;
+                if lock(&shared).picker.is_complete() {
+                    return;
+                }
+            } else {
+                backoff = (backoff * 2).min(Duration::from_secs(30));
+            }
+        }
+        tokio::time::sleep(backoff).await;
+    }
+}
+
+async fn run_peer(shared: Arc<Shared>, stream: TcpStream, addr: SocketAddr) {
+    let _ = stream.set_nodelay(true);
+    let mut conn = match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(&shared, stream)).await {
+        Ok(Ok(c)) => c,
+        _ => return,
+    };
+    let (tx, rx) = mpsc::unbounded_channel();
+    let id = {
+        let mut s = lock(&shared);
+        if s.peers.len() >= MAX_PEERS || s.banned.contains(&ban_key(addr)) {
+            return;
+        }
+        let id = s.next_peer;
+        s.next_peer += 1;
+        s.peers.insert(id, PeerEntry { tx, addr });
+        id
+    };
+    let result = conn.run(&shared, addr, rx).await;
+    tracing_off(result);
+    let mut s = lock(&shared);
+    s.peers.remove(&id);
+    s.picker.peer_gone(conn.state.peer_pieces());
+    for r in conn.state.our_requests() {
+        s.picker.request_dropped(&block_of(r));
+    }
+    if !conn.state.am_choking() {
+        s.unchoked = s.unchoked.saturating_sub(1);
+    }
+}
+
+/// Connection errors end the connection; there is nobody to tell but a future log.
+fn tracing_off(_r: Result<(), String>) {}
+
+struct Conn {
+    read: tokio::net::tcp::OwnedReadHalf,
+    out: mpsc::Sender<Bytes>,
+    state: PeerState,
+    buf: BytesMut,
+}
+
+async fn handshake(shared: &Arc<Shared>, mut stream: TcpStream) -> std::io::Result<Conn> {
+    let mut ours = Handshake::new(shared.info_hash, shared.peer_id);
+    ours.set_extension_protocol(true).set_fast_extension(true);
+    stream.write_all(&ours.encode()).await?;
+    let mut theirs = [0u8; 68];
+    stream.read_exact(&mut theirs).await?;
+    let bad = |m: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, m.to_string());
+    let hs = Handshake::parse(&theirs)
+        .map_err(|e| bad(&e.to_string()))?
+        .ok_or_else(|| bad("short handshake"))?;
+    if hs.info_hash != shared.info_hash {
+        return Err(bad("wrong info-hash"));
+    }
+    if hs.peer_id == shared.peer_id {
+        return Err(bad("connected to ourselves"));
+    }
+    let config = PeerConfig::negotiated(&ours, &hs);
+    let mut state = PeerState::new(config, shared.geometry);
+    if config.extension_protocol {
+        let ext = wire::ExtendedHandshake {
+            v: Some(concat!("bitpeer ", env!("CARGO_PKG_VERSION")).into()),
+            reqq: Some(config.max_peer_requests as u32),
+            p: lock_addr(shared).map(|a| a.port()),
+            ..Default::default()
+        };
+        state.send_extended_handshake(&ext);
+    }
+    state.send_pieces(lock(shared).picker.have());
+    let (read, mut write) = stream.into_split();
+    let (out, mut rx) = mpsc::channel::<Bytes>(512);
+    tokio::spawn(async move {
+        while let Some(b) = rx.recv().await {
+            if write.write_all(&b).await.is_err() {
+                break;
+            }
+        }
+        let _ = write.shutdown().await;
+    });
+    Ok(Conn {
+        read,
+        out,
+        state,
+        buf: BytesMut::with_capacity(64 * 1024),
+    })
+}
+
+fn block_of(r: &BlockRequest) -> Block {
+    Block {
+        piece: r.piece,
+        begin: r.begin,
+        length: r.length,
+    }
+}
+
+fn request_of(b: &Block) -> BlockRequest {
+    BlockRequest {
+        piece: b.piece,
+        begin: b.begin,
+        length: b.length,
+    }
+}
+
+impl Conn {
+    async fn run(
+        &mut self,
+        shared: &Arc<Shared>,
+        addr: SocketAddr,
+        mut cmds: mpsc::UnboundedReceiver<Cmd>,
+    ) -> Result<(), String> {
+        let mut decoder = Decoder::new(DecoderConfig::for_piece_count(
+            shared.geometry.piece_count(),
+        ));
+        let (disk_tx, mut disk_rx) =
+            mpsc::unbounded_channel::<(BlockRequest, Result<Bytes, String>)>();
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        let mut last_block = Instant::now();
+        let mut last_recv = Instant::now();
+        let mut last_sent = Instant::now();
+        // Bytes received in the last second, to size the request pipeline.
+        let mut window_bytes = 0u64;
+        let mut rate = 0u64;
+        self.update_interest(shared);
+        self.flush(&mut last_sent).await?;
+        loop {
+            tokio::select! {
+                n = self.read.read_buf(&mut self.buf) => {
+                    let n = n.map_err(|e| e.to_string())?;
+                    if n == 0 {
+                        return Err("peer closed the connection".into());
+                    }
+                    last_recv = Instant::now();
+                    while let Some(msg) = decoder.decode(&mut self.buf).map_err(|e| e.to_string())? {
+                        self.state.handle_message(msg).map_err(|e| e.to_string())?;
+                        while let Some(ev) = self.state.poll_event() {
+                            if let Event::Block { .. } = ev {
+                                last_block = Instant::now();
+                            }
+                            window_bytes += self.handle_event(shared, addr, ev, &disk_tx)?;
+                        }
+                    }
+                    if self.buf.capacity() - self.buf.len() < 16 * 1024 {
+                        self.buf.reserve(64 * 1024);
+                    }
+                }
+                Some(cmd) = cmds.recv() => match cmd {
+                    Cmd::Have(p) => {
+                        self.state.send_have(p);
+                        self.update_interest(shared);
+                    }
+                    Cmd::Cancel(b) => {
+                        self.state.cancel(request_of(&b));
+                    }
+                    Cmd::Close => return Ok(()),
+                },
+                Some((req, data)) = disk_rx.recv() => {
+                    let data = data?;
+                    let len = data.len() as u64;
+                    if self.state.send_piece(req, data) {
+                        lock(shared).uploaded += len;
+                    }
+                }
+                _ = tick.tick() => {
+                    rate = (rate + window_bytes) / 2;
+                    window_bytes = 0;
+                    if last_recv.elapsed() > IDLE_TIMEOUT {
+                        return Err("peer idle".into());
+                    }
+                    if self.state.our_requests().len() > 0 && last_block.elapsed() > REQUEST_TIMEOUT {
+                        // Snubbed: give its requests to other peers.
+                        let reqs: Vec<BlockRequest> = self.state.our_requests().copied().collect();
+                        let mut s = lock(shared);
+                        for r in reqs {
+                            if self.state.cancel(r) {
+                                s.picker.request_dropped(&block_of(&r));
+                            }
+                        }
+                        last_block = Instant::now();
+                    }
+                    if last_sent.elapsed() > KEEPALIVE {
+                        self.state.send_keep_alive();
+                    }
+                }
+            }
+            self.fill_requests(shared, rate);
+            self.flush(&mut last_sent).await?;
+        }
+    }
+
+    /// Handle one event from the peer state machine; returns the bytes of new block data.
+    fn handle_event(
+        &mut self,
+        shared: &Arc<Shared>,
+        addr: SocketAddr,
+        ev: Event,
+        disk_tx: &mpsc::UnboundedSender<(BlockRequest, Result<Bytes, String>)>,
+    ) -> Result<u64, String> {
+        match ev {
+            Event::Have(p) => {
+                lock(shared).picker.peer_has(p);
+                self.update_interest(shared);
+            }
+            Event::Bitfield => {
+                let mut s = lock(shared);
+                for p in self.state.peer_pieces().iter_ones() {
+                    s.picker.peer_has(p);
+                }
+                drop(s);
+                self.update_interest(shared);
+            }
+            Event::HaveAll => {
+                lock(shared).picker.peer_has_all();
+                self.update_interest(shared);
+            }
+            Event::Interested => {
+                let mut s = lock(shared);
+                if self.state.am_choking() && s.unchoked < UPLOAD_SLOTS && self.state.unchoke() {
+                    s.unchoked += 1;
+                }
+            }
+            Event::NotInterested if self.state.choke() => {
+                let mut s = lock(shared);
+                s.unchoked = s.unchoked.saturating_sub(1);
+            }
+            Event::Request(req) => {
+                let have = lock(shared).picker.have().get(req.piece);
+                if !have {
+                    self.state.reject_request(req);
+                } else {
+                    let storage = shared.storage.clone();
+                    let tx = disk_tx.clone();
+                    tokio::task::spawn_blocking(move || {
+                        let mut buf = vec![0u8; req.length as usize];
+                        let r = storage
+                            .read(req.piece, req.begin, &mut buf)
+                            .map(|()| Bytes::from(buf))
+                            .map_err(|e| e.to_string());
+                        let _ = tx.send((req, r));
+                    });
+                }
+            }
+            Event::Block { request, data } => {
+                return Ok(on_block(shared, addr, &request, &data));
+            }
+            Event::UnsolicitedBlock { .. } => {
+                let mut s = lock(shared);
+                let strikes = s.strikes.entry(ban_key(addr)).or_insert(0);
+                *strikes += 1;
+                if *strikes > 20 {
+                    return Err("too many blocks nobody asked for".into());
+                }
+            }
+            Event::RequestFailed { request, .. } => {
+                lock(shared).picker.request_dropped(&block_of(&request));
+            }
+            _ => {}
+        }
+        Ok(0)
+    }
+
+    fn update_interest(&mut self, shared: &Shared) {
+        let wants = lock(shared).picker.wants_from(self.state.peer_pieces());
+        if wants != self.state.am_interested() {
+            self.state.set_interested(wants);
+        }
+    }
+
+    /// Keep about one second of transfer (at the peer's measured rate) requested, at least
+    /// 16 blocks, at most what the peer accepts.
+    fn fill_requests(&mut self, shared: &Shared, rate: u64) {
+        if self.state.peer_choking() || !self.state.am_interested() {
+            return;
+        }
+        let peer_max = self
+            .state
+            .peer_extensions()
+            .and_then(|e| e.reqq)
+            .map_or(250, |q| q as usize)
+            .clamp(1, 1000);
+        let target = ((rate / u64::from(BLOCK_SIZE)) as usize).clamp(16, peer_max);
+        let outstanding = self.state.our_requests().len();
+        if outstanding >= target {
+            return;
+        }
+        let mine: HashSet<BlockRequest> = self.state.our_requests().copied().collect();
+        let mut s = lock(shared);
+        let blocks = s
+            .picker
+            .pick(self.state.peer_pieces(), target - outstanding, |b| {
+                mine.contains(&request_of(b))
+            });
+        for b in blocks {
+            if self.state.request(request_of(&b)).is_err() {
+                s.picker.request_dropped(&b);
+            }
+        }
+    }
+
+    async fn flush(&mut self, last_sent: &mut Instant) -> Result<(), String> {
+        let mut out = BytesMut::new();
+        while let Some(msg) = self.state.poll_message() {
+            msg.encode(&mut out);
+            if out.len() >= 256 * 1024 {
+                self.send(out.split().freeze()).await?;
+            }
+        }
+        if !out.is_empty() {
+            *last_sent = Instant::now();
+            self.send(out.freeze()).await?;
+        }
+        Ok(())
+    }
+
+    async fn send(&self, b: Bytes) -> Result<(), String> {
+        self.out
+            .send(b)
+            .await
+            .map_err(|_| "connection closed".to_string())
+    }
+}
+
+/// A block arrived: copy it into its piece buffer; when the piece is whole, hash and store
+/// it on the blocking pool. Returns the bytes of new data.
+fn on_block(shared: &Arc<Shared>, addr: SocketAddr, request: &BlockRequest, data: &Bytes) -> u64 {
+    let block = block_of(request);
+    let mut s = lock(shared);
+    match s.picker.block_received(&block) {
+        Received::Duplicate => 0,
+        outcome => {
+            let size = s.picker.piece_size(block.piece) as usize;
+            let buf = s.buffers.entry(block.piece).or_insert_with(|| PieceBuf {
+                data: vec![0u8; size],
+                from: HashSet::new(),
+            });
+            let begin = block.begin as usize;
+            buf.data[begin..begin + data.len()].copy_from_slice(data);
+            buf.from.insert(ban_key(addr));
+            s.downloaded += data.len() as u64;
+            if s.picker.in_endgame() {
+                for p in s.peers.values() {
+                    let _ = p.tx.send(Cmd::Cancel(block));
+                }
+            }
+            if outcome == Received::PieceComplete
+                && let Some(buf) = s.buffers.remove(&block.piece)
+            {
+                let shared = shared.clone();
+                let piece = block.piece;
+                tokio::task::spawn_blocking(move || verify_and_store(&shared, piece, buf));
+            }
+            data.len() as u64
+        }
+    }
+}
+
+fn verify_and_store(shared: &Arc<Shared>, piece: u32, buf: PieceBuf) {
+    let expected = shared.meta.info.pieces.get(piece as usize);
+    let ok = expected.is_some_and(|h| <[u8; 20]>::from(Sha1::digest(&buf.data)) == *h);
+    let stored = ok && shared.storage.write_piece(piece, &buf.data).is_ok();
+    let mut s = lock(shared);
+    if stored {
+        s.picker.piece_verified(piece);
+        s.dirty = true;
+        for p in s.peers.values() {
+            let _ = p.tx.send(Cmd::Have(piece));
+        }
+        if s.picker.is_complete() {
+            drop(s);
+            save_resume(shared);
+            shared.complete.notify_waiters();
+        }
+    } else {
+        s.picker.piece_failed(piece);
+        s.hash_failures += 1;
+        for key in buf.from {
+            let n = s.strikes.entry(key).or_insert(0);
+            *n += 1;
+            if *n >= STRIKES_TO_BAN && s.banned.insert(key) {
+                for p in s.peers.values().filter(|p| ban_key(p.addr) == key) {
+                    let _ = p.tx.send(Cmd::Close);
+                }
+            }
+        }
+    }
+}
