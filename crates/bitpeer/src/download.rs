@@ -124,6 +124,10 @@ pub fn download(args: DownloadArgs) -> CliResult {
     let rt = runtime()?;
     rt.block_on(async {
         let t = start(meta, args.dir.clone(), &args.listen, peers).await?;
+        if let Some(a) = t.listen_addr() {
+            // On stderr, so stdout stays the progress stream; other peers may dial it.
+            eprintln!("listening on {a}");
+        }
         let started = Instant::now();
         let bar = bar(&t, args.json);
         let mut tick = tokio::time::interval(Duration::from_millis(500));

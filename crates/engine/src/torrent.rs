@@ -10,6 +10,7 @@
 //! disk. The peers whose blocks went into a piece that failed get a strike; two strikes ban
 //! the address for the session.
 
+use crate::choker::{Choker, PeerSample};
 use crate::picker::{BLOCK_SIZE, Block, Picker, Received};
 use crate::resume::{self, ResumeData};
 use crate::storage::{Storage, StorageError};
@@ -39,6 +40,8 @@ const UPLOAD_SLOTS: usize = 8;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Hash failures a peer may take part in before it is banned.
 const STRIKES_TO_BAN: u32 = 2;
+/// How often the choker runs (BEP 3 suggests 10 s).
+const CHOKE_INTERVAL: Duration = Duration::from_secs(10);
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 const KEEPALIVE: Duration = Duration::from_secs(90);
 /// A connection that sends us nothing for this long is closed (BEP 3 peers send keep-alives
@@ -89,12 +92,22 @@ pub struct Stats {
 enum Cmd {
     Have(u32),
     Cancel(Block),
+    Choke,
+    Unchoke,
     Close,
 }
 
 struct PeerEntry {
     tx: mpsc::UnboundedSender<Cmd>,
     addr: SocketAddr,
+    /// Totals, and their values at the last choker round.
+    downloaded: u64,
+    uploaded: u64,
+    round_downloaded: u64,
+    round_uploaded: u64,
+    interested: bool,
+    unchoked: bool,
+    snubbed: bool,
 }
 
 struct PieceBuf {
@@ -110,7 +123,7 @@ struct State {
     next_peer: u64,
     strikes: HashMap<SocketAddr, u32>,
     banned: HashSet<SocketAddr>,
-    unchoked: usize,
+    choker: Choker<u64>,
     downloaded: u64,
     uploaded: u64,
     hash_failures: u64,
@@ -194,7 +207,8 @@ impl Torrent {
                 next_peer: 0,
                 strikes: HashMap::new(),
                 banned: HashSet::new(),
-                unchoked: 0,
+                choker: Choker::new(UPLOAD_SLOTS, seed.rotate_left(17)),
+
                 downloaded: 0,
                 uploaded: 0,
                 hash_failures: 0,
@@ -218,6 +232,7 @@ impl Torrent {
             tokio::spawn(dial_loop(shared.clone(), addr));
         }
         tokio::spawn(resume_loop(shared.clone()));
+        tokio::spawn(choke_loop(shared.clone()));
         Ok(Torrent { shared })
     }
 
@@ -329,6 +344,39 @@ async fn resume_loop(shared: Arc<Shared>) {
     }
 }
 
+/// Every 10 s, let the choker pick who we upload to.
+async fn choke_loop(shared: Arc<Shared>) {
+    let mut tick = tokio::time::interval(CHOKE_INTERVAL);
+    tick.tick().await;
+    while !shared.shutdown.load(Ordering::SeqCst) {
+        tick.tick().await;
+        let mut guard = lock(&shared);
+        let s = &mut *guard;
+        let samples: Vec<PeerSample<u64>> = s
+            .peers
+            .iter()
+            .map(|(&key, p)| PeerSample {
+                key,
+                interested: p.interested,
+                downloaded: p.downloaded - p.round_downloaded,
+                uploaded: p.uploaded - p.round_uploaded,
+                snubbed: p.snubbed,
+            })
+            .collect();
+        let seeding = s.picker.is_complete();
+        let unchoke = s.choker.round(&samples, seeding);
+        for (key, p) in s.peers.iter_mut() {
+            p.round_downloaded = p.downloaded;
+            p.round_uploaded = p.uploaded;
+            let want = unchoke.contains(key);
+            if want != p.unchoked {
+                p.unchoked = want;
+                let _ = p.tx.send(if want { Cmd::Unchoke } else { Cmd::Choke });
+            }
+        }
+    }
+}
+
 async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
     while !shared.shutdown.load(Ordering::SeqCst) {
         let Ok((stream, addr)) = listener.accept().await else {
@@ -383,19 +431,29 @@ async fn run_peer(shared: Arc<Shared>, stream: TcpStream, addr: SocketAddr) {
         }
         let id = s.next_peer;
         s.next_peer += 1;
-        s.peers.insert(id, PeerEntry { tx, addr });
+        s.peers.insert(
+            id,
+            PeerEntry {
+                tx,
+                addr,
+                downloaded: 0,
+                uploaded: 0,
+                round_downloaded: 0,
+                round_uploaded: 0,
+                interested: false,
+                unchoked: false,
+                snubbed: false,
+            },
+        );
         id
     };
-    let result = conn.run(&shared, addr, rx).await;
+    let result = conn.run(&shared, id, addr, rx).await;
     tracing_off(result);
     let mut s = lock(&shared);
     s.peers.remove(&id);
     s.picker.peer_gone(conn.state.peer_pieces());
     for r in conn.state.our_requests() {
         s.picker.request_dropped(&block_of(r));
-    }
-    if !conn.state.am_choking() {
-        s.unchoked = s.unchoked.saturating_sub(1);
     }
 }
 
@@ -475,6 +533,7 @@ impl Conn {
     async fn run(
         &mut self,
         shared: &Arc<Shared>,
+        id: u64,
         addr: SocketAddr,
         mut cmds: mpsc::UnboundedReceiver<Cmd>,
     ) -> Result<(), String> {
@@ -506,7 +565,7 @@ impl Conn {
                             if let Event::Block { .. } = ev {
                                 last_block = Instant::now();
                             }
-                            window_bytes += self.handle_event(shared, addr, ev, &disk_tx)?;
+                            window_bytes += self.handle_event(shared, id, addr, ev, &disk_tx)?;
                         }
                     }
                     if self.buf.capacity() - self.buf.len() < 16 * 1024 {
@@ -521,13 +580,23 @@ impl Conn {
                     Cmd::Cancel(b) => {
                         self.state.cancel(request_of(&b));
                     }
+                                        Cmd::Choke => {
+                        self.state.choke();
+                    }
+                    Cmd::Unchoke => {
+                        self.state.unchoke();
+                    }
                     Cmd::Close => return Ok(()),
                 },
                 Some((req, data)) = disk_rx.recv() => {
                     let data = data?;
                     let len = data.len() as u64;
-                    if self.state.send_piece(req, data) {
-                        lock(shared).uploaded += len;
+                                        if self.state.send_piece(req, data) {
+                        let mut s = lock(shared);
+                        s.uploaded += len;
+                        if let Some(p) = s.peers.get_mut(&id) {
+                            p.uploaded += len;
+                        }
                     }
                 }
                 _ = tick.tick() => {
@@ -540,6 +609,9 @@ impl Conn {
                         // Snubbed: give its requests to other peers.
                         let reqs: Vec<BlockRequest> = self.state.our_requests().copied().collect();
                         let mut s = lock(shared);
+                        if let Some(p) = s.peers.get_mut(&id) {
+                            p.snubbed = true;
+                        }
                         for r in reqs {
                             if self.state.cancel(r) {
                                 s.picker.request_dropped(&block_of(&r));
@@ -561,6 +633,7 @@ impl Conn {
     fn handle_event(
         &mut self,
         shared: &Arc<Shared>,
+        id: u64,
         addr: SocketAddr,
         ev: Event,
         disk_tx: &mpsc::UnboundedSender<(BlockRequest, Result<Bytes, String>)>,
@@ -582,15 +655,18 @@ impl Conn {
                 lock(shared).picker.peer_has_all();
                 self.update_interest(shared);
             }
-            Event::Interested => {
+            Event::Interested | Event::NotInterested => {
+                let interested = matches!(ev, Event::Interested);
                 let mut s = lock(shared);
-                if self.state.am_choking() && s.unchoked < UPLOAD_SLOTS && self.state.unchoke() {
-                    s.unchoked += 1;
+                // A free regular slot is given at once rather than at the next round.
+                let busy = s.peers.values().filter(|p| p.unchoked).count();
+                if let Some(p) = s.peers.get_mut(&id) {
+                    p.interested = interested;
+                    if interested && !p.unchoked && busy < UPLOAD_SLOTS {
+                        p.unchoked = true;
+                        self.state.unchoke();
+                    }
                 }
-            }
-            Event::NotInterested if self.state.choke() => {
-                let mut s = lock(shared);
-                s.unchoked = s.unchoked.saturating_sub(1);
             }
             Event::Request(req) => {
                 let have = lock(shared).picker.have().get(req.piece);
@@ -610,7 +686,12 @@ impl Conn {
                 }
             }
             Event::Block { request, data } => {
-                return Ok(on_block(shared, addr, &request, &data));
+                let n = on_block(shared, addr, &request, &data);
+                if let Some(p) = lock(shared).peers.get_mut(&id) {
+                    p.downloaded += n;
+                    p.snubbed = false;
+                }
+                return Ok(n);
             }
             Event::UnsolicitedBlock { .. } => {
                 let mut s = lock(shared);
