@@ -50,7 +50,7 @@ impl<K: Copy + Eq> Choker<K> {
         ranked.sort_by_key(|p| std::cmp::Reverse(if seeding { p.uploaded } else { p.downloaded }));
         let mut unchoke: Vec<K> = ranked.iter().take(self.slots).map(|p| p.key).collect();
 
-        let rotate = self.rounds % ROUNDS_PER_OPTIMISTIC == 0
+        let rotate = self.rounds.is_multiple_of(ROUNDS_PER_OPTIMISTIC)
             || !self
                 .optimistic
                 .is_some_and(|o| peers.iter().any(|p| p.key == o && p.interested));
