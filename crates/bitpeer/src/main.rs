@@ -7,6 +7,7 @@
 //! - 2: the command line itself is wrong (clap's usage errors)
 
 mod create;
+mod demo;
 mod download;
 mod info;
 mod units;
@@ -32,6 +33,8 @@ enum Command {
     Download(download::DownloadArgs),
     /// Serve a torrent's data to peers until interrupted.
     Seed(download::SeedArgs),
+    /// Run a small swarm of bitpeer nodes on 127.0.0.1 sharing a generated file.
+    Demo(demo::Args),
 }
 
 fn main() -> ExitCode {
@@ -41,6 +44,7 @@ fn main() -> ExitCode {
         Command::Info(args) => info::run(args),
         Command::Download(args) => download::download(args),
         Command::Seed(args) => download::seed(args),
+        Command::Demo(args) => demo::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
