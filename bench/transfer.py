@@ -103,6 +103,9 @@ def main():
     ap = argparse.ArgumentParser(description="loopback transfer benchmark")
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--size", type=int, default=1 << 30)
+    ap.add_argument("--out", default=os.path.join(WORK, "transfer-out"),
+                    help="the leecher's folder (e.g. /dev/shm/x to take the disk out of the figures:"
+                         " libtorrent 2.0 writes through mmap, which is slow on some filesystems)")
     args = ap.parse_args()
     os.makedirs(WORK, exist_ok=True)
     src = os.path.join(WORK, "transfer-src")
@@ -114,7 +117,7 @@ def main():
         subprocess.run([BITPEER, "create", data, "-o", torrent, "--piece-length", str(1 << 20), "--force"],
                        check=True, stdout=subprocess.DEVNULL, timeout=TIMEOUT)
     subprocess.run(f"cat '{data}' > /dev/null", shell=True, check=True, timeout=TIMEOUT)
-    out = os.path.join(WORK, "transfer-out")
+    out = args.out
     pairs = [("libtorrent", "bitpeer"), ("libtorrent", "libtorrent"),
              ("bitpeer", "libtorrent"), ("bitpeer", "bitpeer")]
     results = {p: [] for p in pairs}
@@ -129,7 +132,8 @@ def main():
     shutil.rmtree(out, ignore_errors=True)
     gib = args.size / (1 << 30)
     base = statistics.median(args.size / w / 1e6 for w, _, _ in results[("libtorrent", "libtorrent")])
-    print(f"\n{args.size} bytes, 1 MiB pieces, {args.rounds} rounds, 127.0.0.1, {os.cpu_count()} cores; medians:")
+    print(f"\n{args.size} bytes, 1 MiB pieces, {args.rounds} rounds, 127.0.0.1, {os.cpu_count()} cores, "
+          f"leecher writes to {out}; medians:")
     print(f"{'seeder -> leecher':<26} {'MB/s':>8} {'cpu s/GiB':>10} {'peak RSS MiB':>13} {'vs lt->lt':>10}")
     for pair in pairs:
         r = results[pair]
