@@ -60,6 +60,8 @@ pub struct Picker {
     hashing: Bitfield,
     max_partial: usize,
     rng: u64,
+    /// Whether endgame has asked a second peer for a block (so arrivals need cancels).
+    endgame_copies: bool,
 }
 
 impl Picker {
@@ -82,6 +84,7 @@ impl Picker {
             partial: BTreeMap::new(),
             max_partial: max_partial.max(1),
             rng: seed | 1,
+            endgame_copies: false,
         }
     }
 
@@ -216,10 +219,17 @@ impl Picker {
                 {
                     *n = n.saturating_add(1);
                 }
+                self.endgame_copies = true;
                 out.push(b);
             }
         }
         out
+    }
+
+    /// Whether some block has been requested from more than one peer: then an arriving
+    /// block should be cancelled at the other peers.
+    pub fn has_endgame_copies(&self) -> bool {
+        self.endgame_copies
     }
 
     /// True when no block is left that nobody has been asked for.
@@ -432,9 +442,11 @@ mod tests {
         let a = p.pick(&all, 10, |_| false);
         assert_eq!(a.len(), 2);
         assert!(p.in_endgame());
+        assert!(!p.has_endgame_copies());
         // Another peer gets the same blocks, except ones it already has requested.
         let b = p.pick(&all, 10, |blk| blk.begin == 0);
         assert_eq!(b, vec![a[1]]);
+        assert!(p.has_endgame_copies());
         assert_eq!(p.block_received(&a[1]), Received::New);
         assert_eq!(p.block_received(&b[0]), Received::Duplicate);
         // A dropped request makes the block missing again (one requester left for a[0]).

@@ -568,8 +568,8 @@ impl Conn {
                             window_bytes += self.handle_event(shared, id, addr, ev, &disk_tx)?;
                         }
                     }
-                    if self.buf.capacity() - self.buf.len() < 16 * 1024 {
-                        self.buf.reserve(64 * 1024);
+                                        if self.buf.capacity() - self.buf.len() < 64 * 1024 {
+                        self.buf.reserve(256 * 1024);
                     }
                 }
                 Some(cmd) = cmds.recv() => match cmd {
@@ -730,16 +730,16 @@ impl Conn {
             .clamp(1, 1000);
         let target = ((rate / u64::from(BLOCK_SIZE)) as usize).clamp(16, peer_max);
         let outstanding = self.state.our_requests().len();
-        if outstanding >= target {
+        // Refill in batches (below three quarters of the target), not after every block.
+        if outstanding >= target - target / 4 {
             return;
         }
-        let mine: HashSet<BlockRequest> = self.state.our_requests().copied().collect();
+        let state = &self.state;
+        let mine = |b: &Block| state.our_requests().any(|r| *r == request_of(b));
         let mut s = lock(shared);
         let blocks = s
             .picker
-            .pick(self.state.peer_pieces(), target - outstanding, |b| {
-                mine.contains(&request_of(b))
-            });
+            .pick(self.state.peer_pieces(), target - outstanding, mine);
         for b in blocks {
             if self.state.request(request_of(&b)).is_err() {
                 s.picker.request_dropped(&b);
@@ -787,7 +787,7 @@ fn on_block(shared: &Arc<Shared>, addr: SocketAddr, request: &BlockRequest, data
             buf.data[begin..begin + data.len()].copy_from_slice(data);
             buf.from.insert(ban_key(addr));
             s.downloaded += data.len() as u64;
-            if s.picker.in_endgame() {
+            if s.picker.has_endgame_copies() {
                 for p in s.peers.values() {
                     let _ = p.tx.send(Cmd::Cancel(block));
                 }
