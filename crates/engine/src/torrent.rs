@@ -450,7 +450,14 @@ async fn run_peer(shared: Arc<Shared>, stream: TcpStream, addr: SocketAddr) {
     let result = conn.run(&shared, id, addr, rx).await;
     tracing_off(result);
     let mut s = lock(&shared);
-    s.peers.remove(&id);
+    // Its upload slot, if it had one, goes at once to a peer that is waiting for one
+    // (the next choker round may be ten seconds away).
+    if s.peers.remove(&id).is_some_and(|p| p.unchoked)
+        && let Some(next) = s.peers.values_mut().find(|p| p.interested && !p.unchoked)
+    {
+        next.unchoked = true;
+        let _ = next.tx.send(Cmd::Unchoke);
+    }
     s.picker.peer_gone(conn.state.peer_pieces());
     for r in conn.state.our_requests() {
         s.picker.request_dropped(&block_of(r));

@@ -549,3 +549,467 @@ pub fn transmission_show(torrent: &Path) -> TransmissionShow {
     );
     show
 }
+
+// ---------------------------------------------------------------------------------------
+// Long-running children: seeders, downloads, real clients
+
+/// A child process that runs alongside the test. Its stdout is read line by line and its
+/// stderr collected, each on its own thread. A watchdog kills it (by PID, through the
+/// `Child`, so never a reused PID) when its deadline passes, and dropping the guard kills
+/// and reaps it, so no child outlives its test, pass or fail.
+pub struct Proc {
+    pub desc: String,
+    child: std::sync::Arc<std::sync::Mutex<std::process::Child>>,
+    pid: u32,
+    lines: std::sync::mpsc::Receiver<String>,
+    stdout_all: std::sync::Arc<std::sync::Mutex<Vec<String>>>,
+    stderr: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+    status: Option<ExitStatus>,
+    deadline: Instant,
+}
+
+impl Proc {
+    /// Starts `cmd` with stdin closed; it is killed if it still runs after `timeout`.
+    pub fn spawn(mut cmd: Command, timeout: Duration) -> Proc {
+        use std::io::BufRead;
+        use std::sync::{Arc, Mutex, mpsc};
+        let desc = format!("{cmd:?}");
+        cmd.stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {desc}: {e}"));
+        let pid = child.id();
+        let out = child.stdout.take().expect("piped stdout");
+        let mut err = child.stderr.take().expect("piped stderr");
+        let (tx, lines) = mpsc::channel();
+        let stdout_all = Arc::new(Mutex::new(Vec::new()));
+        let all = stdout_all.clone();
+        thread::spawn(move || {
+            for line in std::io::BufReader::new(out).lines() {
+                let Ok(line) = line else { break };
+                all.lock().unwrap().push(line.clone());
+                let _ = tx.send(line);
+            }
+        });
+        let stderr = Arc::new(Mutex::new(Vec::new()));
+        let e = stderr.clone();
+        thread::spawn(move || {
+            let mut buf = [0u8; 8192];
+            while let Ok(n) = err.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                e.lock().unwrap().extend_from_slice(&buf[..n]);
+            }
+        });
+        let child = Arc::new(Mutex::new(child));
+        let deadline = Instant::now() + timeout;
+        let watched = Arc::downgrade(&child);
+        thread::spawn(move || {
+            loop {
+                thread::sleep(Duration::from_millis(100));
+                let Some(child) = watched.upgrade() else {
+                    return;
+                };
+                let mut child = child.lock().unwrap();
+                if !matches!(child.try_wait(), Ok(None)) {
+                    return;
+                }
+                if Instant::now() >= deadline {
+                    eprintln!("watchdog: killing pid {pid}, still running after {timeout:?}");
+                    let _ = child.kill();
+                    let _ = child.wait();
+                    return;
+                }
+            }
+        });
+        Proc {
+            desc,
+            child,
+            pid,
+            lines,
+            stdout_all,
+            stderr,
+            status: None,
+            deadline,
+        }
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.pid
+    }
+
+    /// The next stdout line, or `None` if stdout closed or none came within `timeout`.
+    pub fn next_line(&mut self, timeout: Duration) -> Option<String> {
+        self.lines.recv_timeout(timeout).ok()
+    }
+
+    /// Reads stdout lines until `f` returns `Some`; panics (with both streams) if stdout
+    /// closes or `timeout` passes first.
+    pub fn wait_line<T>(&mut self, timeout: Duration, mut f: impl FnMut(&str) -> Option<T>) -> T {
+        let end = Instant::now() + timeout;
+        loop {
+            let left = end.saturating_duration_since(Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    if let Some(t) = f(&line) {
+                        return t;
+                    }
+                }
+                Err(e) => panic!(
+                    "{}: no expected stdout line within {timeout:?} ({e:?}): {}",
+                    self.desc,
+                    self.explain()
+                ),
+            }
+        }
+    }
+
+    /// Waits until the collected stderr holds a line for which `f` returns `Some`.
+    pub fn wait_stderr_line<T>(
+        &mut self,
+        timeout: Duration,
+        mut f: impl FnMut(&str) -> Option<T>,
+    ) -> T {
+        let end = Instant::now() + timeout;
+        loop {
+            let text = self.stderr_str();
+            if let Some(t) = text.lines().find_map(&mut f) {
+                return t;
+            }
+            if Instant::now() >= end || self.try_status().is_some() {
+                panic!(
+                    "{}: no expected stderr line within {timeout:?}: {}",
+                    self.desc,
+                    self.explain()
+                );
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The exit status if the child has exited.
+    pub fn try_status(&mut self) -> Option<ExitStatus> {
+        if self.status.is_none() {
+            self.status = self.child.lock().unwrap().try_wait().ok().flatten();
+        }
+        self.status
+    }
+
+    /// Waits for the child to exit; kills it and panics if it runs past `timeout`.
+    pub fn wait_exit(&mut self, timeout: Duration) -> ExitStatus {
+        let end = Instant::now() + timeout;
+        loop {
+            if let Some(s) = self.try_status() {
+                // Let the reader threads see the end of both pipes.
+                thread::sleep(Duration::from_millis(50));
+                return s;
+            }
+            if Instant::now() >= end {
+                self.kill();
+                panic!(
+                    "{} did not exit within {timeout:?}; killed pid {}: {}",
+                    self.desc,
+                    self.pid,
+                    self.explain()
+                );
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// SIGKILL (through the `Child`, so only this process) and reap.
+    pub fn kill(&mut self) {
+        let mut child = self.child.lock().unwrap();
+        if self.status.is_none() {
+            let _ = child.kill();
+            self.status = child.wait().ok();
+        }
+    }
+
+    /// SIGTERM, then SIGKILL if it has not exited within `grace`. The PID is signalled only
+    /// while the child is known not to have been reaped.
+    pub fn terminate(&mut self, grace: Duration) -> Option<ExitStatus> {
+        {
+            let mut child = self.child.lock().unwrap();
+            if matches!(child.try_wait(), Ok(None)) {
+                let _ = Command::new("kill")
+                    .args(["-TERM", &self.pid.to_string()])
+                    .stdout(Stdio::null())
+                    .stderr(Stdio::null())
+                    .status();
+            }
+        }
+        let end = Instant::now() + grace;
+        while Instant::now() < end {
+            if let Some(s) = self.try_status() {
+                thread::sleep(Duration::from_millis(50));
+                return Some(s);
+            }
+            thread::sleep(Duration::from_millis(20));
+        }
+        self.kill();
+        None
+    }
+
+    pub fn stderr_str(&self) -> String {
+        String::from_utf8_lossy(&self.stderr.lock().unwrap()).into_owned()
+    }
+
+    /// Every stdout line read so far (also those already returned by `next_line`).
+    pub fn stdout_lines(&self) -> Vec<String> {
+        self.stdout_all.lock().unwrap().clone()
+    }
+
+    pub fn explain(&self) -> String {
+        let out = self.stdout_lines().join("\n");
+        format!(
+            "pid {} status {:?}\n--- stdout ---\n{}\n--- stderr ---\n{}",
+            self.pid,
+            self.status,
+            truncate_tail(&out, 4000),
+            truncate_tail(&self.stderr_str(), 4000)
+        )
+    }
+
+    /// Fails the test if the child panicked: exit code 101 or "panicked" on stderr.
+    pub fn assert_no_panic(&mut self) {
+        let status = self.try_status();
+        let err = self.stderr_str();
+        assert!(
+            status.and_then(|s| s.code()) != Some(101) && !err.contains("panicked"),
+            "{} panicked: {}",
+            self.desc,
+            self.explain()
+        );
+    }
+
+    pub fn deadline(&self) -> Instant {
+        self.deadline
+    }
+}
+
+impl Drop for Proc {
+    fn drop(&mut self) {
+        self.kill();
+    }
+}
+
+/// The last `max` bytes of `s` (the end of a log says the most).
+fn truncate_tail(s: &str, max: usize) -> String {
+    if s.len() <= max {
+        return s.to_owned();
+    }
+    let mut start = s.len() - max;
+    while !s.is_char_boundary(start) {
+        start += 1;
+    }
+    format!("...({} bytes in all) {}", s.len(), &s[start..])
+}
+
+/// Deadline of a `bitpeer seed` started by a test.
+pub const SEED_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// `bitpeer seed TORRENT --data DIR --listen 127.0.0.1:0 [--peer P]...`, once it prints
+/// `listening on ADDR`. Returns the guard and ADDR.
+pub fn spawn_bitpeer_seed(torrent: &Path, data_dir: &Path, peers: &[String]) -> (Proc, String) {
+    let mut cmd = Command::new(bitpeer_bin());
+    cmd.arg("seed")
+        .arg(torrent)
+        .arg("--data")
+        .arg(data_dir)
+        .args(["--listen", "127.0.0.1:0"]);
+    for p in peers {
+        cmd.args(["--peer", p]);
+    }
+    let mut p = Proc::spawn(cmd, SEED_TIMEOUT);
+    let addr = p.wait_line(Duration::from_secs(120), |l| {
+        l.strip_prefix("listening on ").map(|a| a.trim().to_owned())
+    });
+    assert!(
+        addr.starts_with("127.0.0.1:") && !addr.ends_with(":0"),
+        "bitpeer seed listens on {addr}"
+    );
+    (p, addr)
+}
+
+/// Starts `bitpeer download TORRENT -o DIR --listen 127.0.0.1:0 --json [--peer P]...`.
+pub fn spawn_bitpeer_download(
+    torrent: &Path,
+    out_dir: &Path,
+    peers: &[String],
+    timeout: Duration,
+) -> Proc {
+    let mut cmd = Command::new(bitpeer_bin());
+    cmd.arg("download")
+        .arg(torrent)
+        .arg("-o")
+        .arg(out_dir)
+        .args(["--listen", "127.0.0.1:0", "--json"]);
+    for p in peers {
+        cmd.args(["--peer", p]);
+    }
+    Proc::spawn(cmd, timeout)
+}
+
+/// The address a `bitpeer download` prints on stderr (`listening on ADDR`).
+pub fn download_listen_addr(p: &mut Proc) -> String {
+    p.wait_stderr_line(Duration::from_secs(60), |l| {
+        l.trim()
+            .strip_prefix("listening on ")
+            .map(|a| a.trim().to_owned())
+    })
+}
+
+/// Parses a `--json` progress line and checks its fields are all there.
+pub fn progress_line(line: &str) -> Value {
+    let v: Value = serde_json::from_str(line)
+        .unwrap_or_else(|e| panic!("download --json printed a non-JSON line ({e}): {line}"));
+    for k in [
+        "pieces",
+        "piece_count",
+        "bytes",
+        "total_bytes",
+        "downloaded",
+        "uploaded",
+        "peers",
+        "hash_failures",
+        "banned",
+    ] {
+        assert!(v[k].is_u64(), "progress line lacks {k:?}: {line}");
+    }
+    assert!(
+        v["elapsed"].is_number(),
+        "progress line lacks elapsed: {line}"
+    );
+    let state = v["state"].as_str().unwrap_or("");
+    assert!(
+        ["downloading", "complete", "interrupted"].contains(&state),
+        "bad state in {line}"
+    );
+    v
+}
+
+/// Waits for a `bitpeer download --json` to exit, and checks that it exited 0 without a
+/// panic and that its last line says `complete` with every piece. Returns that last line.
+pub fn finish_download(p: &mut Proc, timeout: Duration) -> Value {
+    let status = p.wait_exit(timeout);
+    p.assert_no_panic();
+    assert!(
+        status.success(),
+        "{} did not exit 0: {}",
+        p.desc,
+        p.explain()
+    );
+    let lines = p.stdout_lines();
+    let last = lines
+        .iter()
+        .rev()
+        .find(|l| !l.trim().is_empty())
+        .unwrap_or_else(|| panic!("{} printed nothing: {}", p.desc, p.explain()));
+    let v = progress_line(last);
+    assert_eq!(
+        v["state"],
+        "complete",
+        "last line of {}: {}",
+        p.desc,
+        p.explain()
+    );
+    assert_eq!(v["pieces"], v["piece_count"], "{v}");
+    assert_eq!(v["bytes"], v["total_bytes"], "{v}");
+    v
+}
+
+/// Deadline of an `lt_peer.py` child (it also gets `--deadline` a little shorter).
+pub const LT_PEER_TIMEOUT: Duration = Duration::from_secs(240);
+
+/// Starts `lt_peer.py TORRENT SAVE_PATH [--peer P]... [EXTRA...]` and reads the port it
+/// prints first.
+pub fn spawn_lt_peer(
+    torrent: &Path,
+    save_path: &Path,
+    peers: &[String],
+    extra: &[&str],
+) -> (Proc, u16) {
+    let mut cmd = Command::new(python());
+    cmd.arg(interop_dir().join("lt_peer.py"))
+        .arg(torrent)
+        .arg(save_path)
+        .args(["--deadline", &(LT_PEER_TIMEOUT.as_secs() - 10).to_string()])
+        .args(extra);
+    for p in peers {
+        cmd.args(["--peer", p]);
+    }
+    let mut p = Proc::spawn(cmd, LT_PEER_TIMEOUT);
+    let port = p.wait_line(Duration::from_secs(60), |l| {
+        serde_json::from_str::<Value>(l)
+            .ok()
+            .and_then(|v| v["port"].as_u64())
+    });
+    assert!(port > 0 && port < 65536, "lt_peer.py printed port {port}");
+    (p, port as u16)
+}
+
+/// Compares `src` (a file or a folder) with `dst` byte for byte: the same files with the
+/// same contents, the same folders, nothing more and nothing less.
+pub fn assert_same_tree(src: &Path, dst: &Path) {
+    let src_meta =
+        std::fs::metadata(src).unwrap_or_else(|e| panic!("source {}: {e}", src.display()));
+    let dst_meta =
+        std::fs::metadata(dst).unwrap_or_else(|e| panic!("{} was not created: {e}", dst.display()));
+    if src_meta.is_dir() {
+        assert!(dst_meta.is_dir(), "{} is not a folder", dst.display());
+        let names = |d: &Path| -> Vec<std::ffi::OsString> {
+            let mut v: Vec<_> = std::fs::read_dir(d)
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .collect();
+            v.sort();
+            v
+        };
+        let (a, b) = (names(src), names(dst));
+        assert_eq!(
+            a,
+            b,
+            "entries of {} differ from {}",
+            dst.display(),
+            src.display()
+        );
+        for n in a {
+            assert_same_tree(&src.join(&n), &dst.join(&n));
+        }
+    } else {
+        assert!(dst_meta.is_file(), "{} is not a file", dst.display());
+        let (a, b) = (std::fs::read(src).unwrap(), std::fs::read(dst).unwrap());
+        assert_eq!(
+            a.len(),
+            b.len(),
+            "{} has {} bytes, the source {}",
+            dst.display(),
+            b.len(),
+            a.len()
+        );
+        if let Some(i) = a.iter().zip(&b).position(|(x, y)| x != y) {
+            panic!(
+                "{} differs from {} first at byte {i}",
+                dst.display(),
+                src.display()
+            );
+        }
+    }
+}
+
+/// `bitpeer info --json`'s v1 info-hash of `torrent` as 20 bytes.
+pub fn info_hash_v1(torrent: &Path) -> [u8; 20] {
+    let info = bitpeer_info_json(torrent);
+    let hex = info["info_hash_v1"]
+        .as_str()
+        .unwrap_or_else(|| panic!("no v1 info-hash: {info}"));
+    let mut out = [0u8; 20];
+    for (i, b) in out.iter_mut().enumerate() {
+        *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap();
+    }
+    out
+}

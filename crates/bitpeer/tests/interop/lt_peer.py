@@ -1,16 +1,23 @@
 """A libtorrent peer on 127.0.0.1 for transfer interop tests.
 
 Usage: lt_peer.py TORRENT SAVE_PATH [--peer HOST:PORT]... [--deadline SECONDS] [--seed]
+                  [--upload-limit BYTES_PER_S] [--stats]
 
 Listens on 127.0.0.1 (a free port), prints {"port": N} as its first line, connects to the
 given peers, and then:
   - with --seed: checks the data and serves it until killed or the deadline passes;
   - without: downloads until every piece is valid, prints {"done": true, ...} and exits 0,
     or exits 1 at the deadline.
+With --upload-limit, uploads are limited to that many bytes per second, loopback peers
+included (libtorrent exempts local peers from rate limits unless told otherwise).
+With --stats, prints {"uploaded": N, "downloaded": N, "peers": N, "seeding": B} every second and once
+more when it stops (deadline, SIGTERM or SIGINT); without it nothing more is printed while
+seeding, so a reader that only reads the port line never fills the pipe.
 No DHT, LSD, UPnP or NAT-PMP; trackers are removed, so nothing leaves 127.0.0.1.
 """
 
 import argparse
+import signal
 import sys
 import time
 
@@ -26,7 +33,13 @@ def main():
     ap.add_argument("--peer", action="append", default=[])
     ap.add_argument("--deadline", type=float, default=120)
     ap.add_argument("--seed", action="store_true")
+    ap.add_argument("--upload-limit", type=int, default=0)
+    ap.add_argument("--stats", action="store_true")
     a = ap.parse_args()
+
+    stop = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.append(True))
 
     ses = lt.session({
         "listen_interfaces": "127.0.0.1:0",
@@ -44,11 +57,29 @@ def main():
     params.trackers = []
     h = ses.add_torrent(params)
     h.replace_trackers([])
+    if a.upload_limit > 0:
+        # Put every address in the global peer class only, so the session's limit also
+        # applies to loopback peers (by default they are in the unlimited local class).
+        f = lt.ip_filter()
+        f.add_rule("0.0.0.0", "255.255.255.255", 1 << lt.session.global_peer_class_id)
+        ses.set_peer_class_filter(f)
+        ses.apply_settings({"upload_rate_limit": a.upload_limit})
+        h.set_upload_limit(a.upload_limit)
     print_json({"port": ses.listen_port()})
+
+    def stats():
+        st = h.status()
+        print_json({"uploaded": st.total_payload_upload,
+                    "downloaded": st.total_payload_download,
+                    "peers": st.num_peers, "seeding": st.is_seeding})
 
     deadline = time.monotonic() + a.deadline
     connected = False
-    while time.monotonic() < deadline:
+    next_stats = time.monotonic() + 1
+    while time.monotonic() < deadline and not stop:
+        if a.stats and time.monotonic() >= next_stats:
+            stats()
+            next_stats += 1
         st = h.status()
         if not connected and st.state not in (lt.torrent_status.checking_files,
                                               lt.torrent_status.checking_resume_data):
@@ -60,6 +91,8 @@ def main():
             print_json({"done": True, "have": st.num_pieces, "num_pieces": ti.num_pieces()})
             return 0
         time.sleep(0.1)
+    if a.stats:
+        stats()
     if a.seed:
         return 0
     st = h.status()
