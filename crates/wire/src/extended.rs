@@ -8,14 +8,22 @@
 //! with the wrong type or an out-of-range value is treated as absent rather than
 //! failing the connection, because clients in the wild get these details wrong. What
 //! is refused is input that is not a bencoded dictionary at all, or that breaks the
-//! bencode limits (see `ext_bencode`). Strings we keep are bounded.
+//! bencode limits ([`LIMITS`]). Strings we keep are bounded.
 
 use std::collections::BTreeMap;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
 
 use thiserror::Error;
 
-use crate::ext_bencode::{self, BencodeError, Value, Writer};
+use bencode::{Encoder, Limits, Value};
+
+/// Bounds for a peer's extended handshake: real ones are a few hundred bytes, two levels deep.
+pub const LIMITS: Limits = Limits {
+    max_input: 128 * 1024,
+    max_depth: 16,
+    max_string: 64 * 1024,
+    max_items: 10_000,
+};
 
 /// Most entries kept from a peer's `m` dictionary. Real clients list fewer than twenty.
 pub const MAX_EXTENSIONS: usize = 64;
@@ -32,7 +40,7 @@ pub const UT_PEX: &str = "ut_pex";
 #[derive(Debug, Clone, PartialEq, Eq, Error)]
 pub enum ExtendedHandshakeError {
     #[error("extended handshake is not valid bencode: {0}")]
-    Bencode(#[from] BencodeError),
+    Bencode(#[from] bencode::Error),
     #[error("extended handshake is not a dictionary")]
     NotADictionary,
 }
@@ -68,13 +76,13 @@ impl ExtendedHandshake {
 
     /// Decodes the payload of an extended message with id 0.
     pub fn decode(payload: &[u8]) -> Result<Self, ExtendedHandshakeError> {
-        let root = ext_bencode::parse(payload)?;
-        if !matches!(root, Value::Dict(_)) {
-            return Err(ExtendedHandshakeError::NotADictionary);
-        }
+        let value = bencode::decode_with(payload, &LIMITS)?;
+        let root = value
+            .as_dict()
+            .ok_or(ExtendedHandshakeError::NotADictionary)?;
         let mut hs = ExtendedHandshake::default();
-        if let Some(Value::Dict(entries)) = root.get(b"m") {
-            for (name, id) in entries {
+        if let Some(entries) = root.get(b"m").and_then(Value::as_dict) {
+            for (name, id) in entries.iter() {
                 if hs.m.len() >= MAX_EXTENSIONS {
                     break;
                 }
@@ -85,7 +93,7 @@ impl ExtendedHandshake {
                     continue;
                 };
                 if name.len() <= MAX_EXTENSION_NAME_LEN {
-                    // First occurrence wins, like `Value::get`.
+                    // Names are unique in a dictionary (duplicate keys fail to decode).
                     hs.m.entry(name.to_owned()).or_insert(id);
                 }
             }
@@ -131,51 +139,42 @@ impl ExtendedHandshake {
 
     /// Encodes the dictionary with keys in sorted order, as bencode requires.
     pub fn encode(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(128);
-        let mut w = Writer(&mut out);
-        w.begin_dict();
-        if let Some(ip) = self.ipv4 {
-            w.bytes(b"ipv4");
-            w.bytes(&ip.octets());
-        }
-        if let Some(ip) = self.ipv6 {
-            w.bytes(b"ipv6");
-            w.bytes(&ip.octets());
-        }
-        w.bytes(b"m");
-        w.begin_dict();
-        // BTreeMap<String, _> iterates in byte order, which is bencode's key order.
-        for (name, id) in &self.m {
-            w.bytes(name.as_bytes());
-            w.int(i64::from(*id));
-        }
-        w.end();
-        if let Some(n) = self.metadata_size {
-            w.bytes(b"metadata_size");
-            // A size past i64::MAX cannot be real; saturate rather than wrap.
-            w.int(i64::try_from(n).unwrap_or(i64::MAX));
-        }
-        if let Some(p) = self.p {
-            w.bytes(b"p");
-            w.int(i64::from(p));
-        }
-        if let Some(q) = self.reqq {
-            w.bytes(b"reqq");
-            w.int(i64::from(q));
-        }
-        if let Some(v) = &self.v {
-            w.bytes(b"v");
-            w.bytes(v.as_bytes());
-        }
-        if let Some(ip) = self.yourip {
-            w.bytes(b"yourip");
-            match ip {
-                IpAddr::V4(ip) => w.bytes(&ip.octets()),
-                IpAddr::V6(ip) => w.bytes(&ip.octets()),
+        let mut e = Encoder::new();
+        e.dict(|d| {
+            if let Some(ip) = self.ipv4 {
+                d.bytes(b"ipv4", &ip.octets());
             }
-        }
-        w.end();
-        out
+            if let Some(ip) = self.ipv6 {
+                d.bytes(b"ipv6", &ip.octets());
+            }
+            d.entry(b"m", |e| {
+                e.dict(|m| {
+                    for (name, id) in &self.m {
+                        m.int(name.as_bytes(), i64::from(*id));
+                    }
+                });
+            });
+            if let Some(n) = self.metadata_size {
+                // A size past i64::MAX cannot be real; saturate rather than wrap.
+                d.int(b"metadata_size", i64::try_from(n).unwrap_or(i64::MAX));
+            }
+            if let Some(p) = self.p {
+                d.int(b"p", i64::from(p));
+            }
+            if let Some(q) = self.reqq {
+                d.int(b"reqq", i64::from(q));
+            }
+            if let Some(v) = &self.v {
+                d.bytes(b"v", v.as_bytes());
+            }
+            if let Some(ip) = self.yourip {
+                match ip {
+                    IpAddr::V4(ip) => d.bytes(b"yourip", &ip.octets()),
+                    IpAddr::V6(ip) => d.bytes(b"yourip", &ip.octets()),
+                };
+            }
+        });
+        e.into_bytes()
     }
 }
 
@@ -275,7 +274,9 @@ mod tests {
         ));
         assert!(matches!(
             ExtendedHandshake::decode(b"de junk"),
-            Err(ExtendedHandshakeError::Bencode(BencodeError::TrailingBytes))
+            Err(ExtendedHandshakeError::Bencode(
+                bencode::Error::TrailingData(_)
+            ))
         ));
     }
 

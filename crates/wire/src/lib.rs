@@ -20,7 +20,6 @@
 //! input makes any of this code panic (see the proptests and `fuzz/`).
 
 pub mod codec;
-mod ext_bencode;
 pub mod extended;
 pub mod handshake;
 pub mod message;
