@@ -17,7 +17,7 @@ use crate::storage::{Storage, StorageError};
 use bytes::{Bytes, BytesMut};
 use metainfo::Metainfo;
 use sha1::{Digest, Sha1};
-use std::collections::{HashMap, HashSet};
+use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -40,6 +40,8 @@ const UPLOAD_SLOTS: usize = 8;
 const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Hash failures a peer may take part in before it is banned.
 const STRIKES_TO_BAN: u32 = 2;
+/// Bytes of recently read pieces kept for serving (always at least one piece).
+const READ_CACHE_BYTES: usize = 8 << 20;
 /// How often the choker runs (BEP 3 suggests 10 s).
 const CHOKE_INTERVAL: Duration = Duration::from_secs(10);
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -140,6 +142,8 @@ struct Shared {
     state: Mutex<State>,
     complete: Notify,
     shutdown: AtomicBool,
+    /// Pieces recently read for uploading, newest last, at most [`READ_CACHE_BYTES`].
+    read_cache: Mutex<VecDeque<(u32, Bytes)>>,
     listen_addr: Mutex<Option<SocketAddr>>,
 }
 
@@ -216,6 +220,7 @@ impl Torrent {
             }),
             complete: Notify::new(),
             shutdown: AtomicBool::new(false),
+            read_cache: Mutex::new(VecDeque::new()),
             listen_addr: Mutex::new(None),
         });
 
@@ -289,6 +294,25 @@ impl Torrent {
 fn lock(shared: &Shared) -> MutexGuard<'_, State> {
     // A panic while holding the lock is a bug; keep serving with the state as it is.
     shared.state.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+fn cached_piece(shared: &Shared, piece: u32) -> Option<Bytes> {
+    let cache = shared.read_cache.lock().unwrap_or_else(|e| e.into_inner());
+    cache
+        .iter()
+        .find(|(p, _)| *p == piece)
+        .map(|(_, d)| d.clone())
+}
+
+fn cache_piece(shared: &Shared, piece: u32, data: Bytes) {
+    let mut cache = shared.read_cache.lock().unwrap_or_else(|e| e.into_inner());
+    if cache.iter().any(|(p, _)| *p == piece) {
+        return;
+    }
+    cache.push_back((piece, data));
+    while cache.len() > 1 && cache.iter().map(|(_, d)| d.len()).sum::<usize>() > READ_CACHE_BYTES {
+        cache.pop_front();
+    }
 }
 
 fn lock_addr(shared: &Shared) -> MutexGuard<'_, Option<SocketAddr>> {
@@ -468,6 +492,8 @@ async fn run_peer(shared: Arc<Shared>, stream: TcpStream, addr: SocketAddr) {
 fn tracing_off(_r: Result<(), String>) {}
 
 struct Conn {
+    /// Pieces being read from disk to serve this peer's requests.
+    reading: HashSet<u32>,
     read: tokio::net::tcp::OwnedReadHalf,
     out: mpsc::Sender<Bytes>,
     state: PeerState,
@@ -513,6 +539,7 @@ async fn handshake(shared: &Arc<Shared>, mut stream: TcpStream) -> std::io::Resu
         let _ = write.shutdown().await;
     });
     Ok(Conn {
+        reading: HashSet::new(),
         read,
         out,
         state,
@@ -547,8 +574,7 @@ impl Conn {
         let mut decoder = Decoder::new(DecoderConfig::for_piece_count(
             shared.geometry.piece_count(),
         ));
-        let (disk_tx, mut disk_rx) =
-            mpsc::unbounded_channel::<(BlockRequest, Result<Bytes, String>)>();
+        let (disk_tx, mut disk_rx) = mpsc::unbounded_channel::<(u32, Result<Bytes, String>)>();
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         let mut last_block = Instant::now();
         let mut last_recv = Instant::now();
@@ -595,15 +621,14 @@ impl Conn {
                     }
                     Cmd::Close => return Ok(()),
                 },
-                Some((req, data)) = disk_rx.recv() => {
+                                Some((piece, data)) = disk_rx.recv() => {
                     let data = data?;
-                    let len = data.len() as u64;
-                                        if self.state.send_piece(req, data) {
-                        let mut s = lock(shared);
-                        s.uploaded += len;
-                        if let Some(p) = s.peers.get_mut(&id) {
-                            p.uploaded += len;
-                        }
+                    self.reading.remove(&piece);
+                    cache_piece(shared, piece, data.clone());
+                    let queued: Vec<BlockRequest> =
+                        self.state.peer_requests().filter(|r| r.piece == piece).copied().collect();
+                    for req in queued {
+                        self.serve(shared, id, req, &data);
                     }
                 }
                 _ = tick.tick() => {
@@ -643,7 +668,7 @@ impl Conn {
         id: u64,
         addr: SocketAddr,
         ev: Event,
-        disk_tx: &mpsc::UnboundedSender<(BlockRequest, Result<Bytes, String>)>,
+        disk_tx: &mpsc::UnboundedSender<(u32, Result<Bytes, String>)>,
     ) -> Result<u64, String> {
         match ev {
             Event::Have(p) => {
@@ -679,16 +704,21 @@ impl Conn {
                 let have = lock(shared).picker.have().get(req.piece);
                 if !have {
                     self.state.reject_request(req);
-                } else {
+                } else if let Some(data) = cached_piece(shared, req.piece) {
+                    self.serve(shared, id, req, &data);
+                } else if self.reading.insert(req.piece) {
+                    // One positioned read of the whole piece serves all its blocks, for this
+                    // peer and (through the cache) for the others.
                     let storage = shared.storage.clone();
                     let tx = disk_tx.clone();
+                    let size = shared.geometry.piece_len(req.piece).unwrap_or(0) as usize;
                     tokio::task::spawn_blocking(move || {
-                        let mut buf = vec![0u8; req.length as usize];
+                        let mut buf = vec![0u8; size];
                         let r = storage
-                            .read(req.piece, req.begin, &mut buf)
+                            .read(req.piece, 0, &mut buf)
                             .map(|()| Bytes::from(buf))
                             .map_err(|e| e.to_string());
-                        let _ = tx.send((req, r));
+                        let _ = tx.send((req.piece, r));
                     });
                 }
             }
@@ -714,6 +744,22 @@ impl Conn {
             _ => {}
         }
         Ok(0)
+    }
+
+    /// Send the block `req` out of its piece's data.
+    fn serve(&mut self, shared: &Shared, id: u64, req: BlockRequest, piece: &Bytes) {
+        let (begin, end) = (req.begin as usize, req.begin as usize + req.length as usize);
+        if end > piece.len() {
+            return; // PeerState checked the range against the geometry; be safe anyway
+        }
+        if self.state.send_piece(req, piece.slice(begin..end)) {
+            let len = u64::from(req.length);
+            let mut s = lock(shared);
+            s.uploaded += len;
+            if let Some(p) = s.peers.get_mut(&id) {
+                p.uploaded += len;
+            }
+        }
     }
 
     fn update_interest(&mut self, shared: &Shared) {

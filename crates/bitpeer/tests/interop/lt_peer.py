@@ -47,6 +47,10 @@ def main():
         "enable_lsd": False,
         "enable_upnp": False,
         "enable_natpmp": False,
+        # TCP only: bitpeer speaks no uTP yet, and libtorrent prefers uTP between two
+        # libtorrent peers, which would make lt -> lt a different (slower on loopback) transport.
+        "enable_outgoing_utp": False,
+        "enable_incoming_utp": False,
         "allow_multiple_connections_per_ip": True,
         "alert_mask": 0,
     })
