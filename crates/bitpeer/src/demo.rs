@@ -2,7 +2,8 @@
 //! bitpeer nodes in this process — sharing a generated file, with progress and a summary.
 
 use crate::{CliError, CliResult, units};
-use engine::torrent::{Torrent, TorrentConfig};
+use engine::session::Session;
+use engine::torrent::TorrentConfig;
 use indicatif::{MultiProgress, ProgressBar, ProgressStyle};
 use metainfo::Metainfo;
 use metainfo::create::{self, CreateOptions};
@@ -54,13 +55,17 @@ fn run_in(args: &Args, work: &std::path::Path) -> Result<(), String> {
         .map_err(|e| e.to_string())?;
     rt.block_on(async {
         let local: SocketAddr = ([127, 0, 0, 1], 0).into();
+        // Each node is a session of its own, with its own listener, as separate processes
+        // would be.
         let start = |dir, peers| {
-            let config = TorrentConfig {
-                dir,
-                listen: local,
-                peers,
-            };
-            Torrent::start(meta.clone(), config, Arc::new(AtomicU64::new(0)))
+            let meta = meta.clone();
+            async move {
+                let session = Session::bind(local).await?;
+                let config = TorrentConfig { dir, peers };
+                session
+                    .add_torrent(meta, config, Arc::new(AtomicU64::new(0)))
+                    .await
+            }
         };
         let seeder = start(seed_dir.clone(), vec![])
             .await

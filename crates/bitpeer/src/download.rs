@@ -1,6 +1,7 @@
 //! `bitpeer download` and `bitpeer seed`: run one torrent over TCP with the peers given.
 
 use crate::{CliError, CliResult, info::read_torrent_file, units};
+use engine::session::Session;
 use engine::torrent::{Stats, Torrent, TorrentConfig};
 use indicatif::{ProgressBar, ProgressStyle};
 use metainfo::Metainfo;
@@ -84,38 +85,37 @@ fn resolve(addrs: &[String]) -> CliResult<Vec<SocketAddr>> {
         .collect()
 }
 
-/// `--listen`: the address given, or if its port is taken and it is the default 6881, the
-/// next free port up to 6889.
+/// Bind the session and add the torrent. `--listen`: the address given, or if its port is
+/// taken and it is the default 6881, the next free port up to 6889.
 async fn start(
     meta: Metainfo,
     dir: PathBuf,
     listen: &str,
     peers: Vec<SocketAddr>,
-) -> CliResult<Torrent> {
+) -> CliResult<(Session, Torrent)> {
     let listen: SocketAddr = listen.parse().map_err(|_| {
         CliError::new(format!(
             "bad --listen address `{listen}` (expected HOST:PORT)"
         ))
     })?;
     let tries = if listen.port() == 6881 { 9 } else { 1 };
-    let progress = Arc::new(AtomicU64::new(0));
-    let mut last = None;
+    let mut bound = Err(CliError::new("cannot listen"));
     for i in 0..tries {
         let addr = SocketAddr::new(listen.ip(), listen.port() + i);
-        let config = TorrentConfig {
-            dir: dir.clone(),
-            listen: addr,
-            peers: peers.clone(),
-        };
-        match Torrent::start(meta.clone(), config, progress.clone()).await {
-            Ok(t) => return Ok(t),
-            Err(e @ engine::torrent::EngineError::Listen { .. }) => last = Some(e),
-            Err(e) => return Err(CliError::new(e.to_string())),
+        bound = Session::bind(addr)
+            .await
+            .map_err(|e| CliError::new(e.to_string()));
+        if bound.is_ok() {
+            break;
         }
     }
-    Err(CliError::new(
-        last.map_or_else(|| "cannot listen".into(), |e| e.to_string()),
-    ))
+    let session = bound?;
+    let config = TorrentConfig { dir, peers };
+    let torrent = session
+        .add_torrent(meta, config, Arc::new(AtomicU64::new(0)))
+        .await
+        .map_err(|e| CliError::new(e.to_string()))?;
+    Ok((session, torrent))
 }
 
 pub fn download(args: DownloadArgs) -> CliResult {
@@ -123,7 +123,7 @@ pub fn download(args: DownloadArgs) -> CliResult {
     let peers = resolve(&args.peers)?;
     let rt = runtime()?;
     rt.block_on(async {
-        let t = start(meta, args.dir.clone(), &args.listen, peers).await?;
+        let (_session, t) = start(meta, args.dir.clone(), &args.listen, peers).await?;
         if let Some(a) = t.listen_addr() {
             // On stderr, so stdout stays the progress stream; other peers may dial it.
             eprintln!("listening on {a}");
@@ -177,7 +177,7 @@ pub fn seed(args: SeedArgs) -> CliResult {
     let peers = resolve(&args.peers)?;
     let rt = runtime()?;
     rt.block_on(async {
-        let t = start(meta, args.dir.clone(), &args.listen, peers).await?;
+        let (_session, t) = start(meta, args.dir.clone(), &args.listen, peers).await?;
         let s = t.stats();
         if s.pieces_have < s.piece_count {
             t.shutdown().await;

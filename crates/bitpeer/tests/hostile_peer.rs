@@ -59,6 +59,9 @@ struct Ctx {
     piece_count: u32,
     stop: AtomicBool,
     counters: Counters,
+    /// We opened the connection: like every real client, send our handshake first (the
+    /// listener needs its info-hash to know which torrent we want).
+    dialed: bool,
 }
 
 /// The malicious peer: a listener thread plus one thread per connection. Dropping it stops
@@ -80,6 +83,7 @@ impl HostilePeer {
             piece_count,
             stop: AtomicBool::new(false),
             counters: Counters::default(),
+            dialed: false,
         });
         let c = ctx.clone();
         let thread = thread::spawn(move || {
@@ -122,6 +126,7 @@ impl HostilePeer {
             piece_count,
             stop: AtomicBool::new(false),
             counters: Counters::default(),
+            dialed: true,
         });
         let c = ctx.clone();
         let target = addr.to_owned();
@@ -253,8 +258,9 @@ fn drain_until_closed(ctx: &Ctx, s: &mut TcpStream) {
     }
 }
 
-/// Reads bitpeer's handshake and checks its info-hash. bitpeer sends it first, whether it
-/// dialed or accepted, so the malicious peer can always read before it writes.
+/// Reads bitpeer's handshake and checks its info-hash. When bitpeer dialed, it sends its
+/// handshake first; when it accepted, it answers only after reading ours (it needs the
+/// info-hash to pick the torrent), so a dialing peer must write before it reads.
 fn their_handshake(ctx: &Ctx, s: &mut TcpStream) -> std::io::Result<()> {
     let mut hs = [0u8; 68];
     read_full(ctx, s, &mut hs)?;
@@ -382,8 +388,13 @@ fn serve(ctx: &Ctx, mut s: TcpStream, n: u64) -> std::io::Result<()> {
             }
         }
         Attack::RequestFlood | Attack::RequestFloodNoRead => {
-            their_handshake(ctx, &mut s)?;
-            s.write_all(&handshake(&ctx.info_hash))?;
+            if ctx.dialed {
+                s.write_all(&handshake(&ctx.info_hash))?;
+                their_handshake(ctx, &mut s)?;
+            } else {
+                their_handshake(ctx, &mut s)?;
+                s.write_all(&handshake(&ctx.info_hash))?;
+            }
             s.write_all(&message(2, &[]))?;
             thread::scope(|scope| -> std::io::Result<()> {
                 if ctx.attack == Attack::RequestFlood {

@@ -1,8 +1,12 @@
-//! The bitpeer node: storage, resume, and (to come) session, torrents and peer connections.
+//! The bitpeer node: a [`session::Session`] owns the listener and routes peers to its
+//! [`torrent::Torrent`]s; each torrent runs one task per peer connection over the sans-IO
+//! `wire` protocol core, with a [`picker`], a [`choker`], [`storage`] (positioned reads and
+//! writes of verified pieces only) and [`resume`] files.
 
 pub mod bitfield;
 pub mod choker;
 pub mod picker;
 pub mod resume;
+pub mod session;
 pub mod storage;
 pub mod torrent;

@@ -13,6 +13,7 @@
 use crate::choker::{Choker, PeerSample};
 use crate::picker::{BLOCK_SIZE, Block, Picker, Received};
 use crate::resume::{self, ResumeData};
+use crate::session::SessionShared;
 use crate::storage::{Storage, StorageError};
 use bytes::{Bytes, BytesMut};
 use metainfo::Metainfo;
@@ -24,7 +25,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::{TcpListener, TcpStream};
+use tokio::net::TcpStream;
 use tokio::sync::{Notify, mpsc};
 use wire::{
     BlockRequest, Decoder, DecoderConfig, Event, Handshake, PeerConfig, PeerState, PieceGeometry,
@@ -60,6 +61,8 @@ pub enum EngineError {
         #[source]
         source: std::io::Error,
     },
+    #[error("this torrent is already running in the session")]
+    Duplicate,
     #[error("v2-only torrents cannot be downloaded yet")]
     V2Only,
     #[error("the piece length {0} is too large")]
@@ -71,8 +74,7 @@ pub enum EngineError {
 pub struct TorrentConfig {
     /// The folder that holds the torrent's content (libtorrent's `save_path`).
     pub dir: PathBuf,
-    /// Where to listen for peers; port 0 picks a free one.
-    pub listen: SocketAddr,
+
     /// Peers to dial.
     pub peers: Vec<SocketAddr>,
 }
@@ -132,7 +134,7 @@ struct State {
     dirty: bool,
 }
 
-struct Shared {
+pub(crate) struct Shared {
     meta: Metainfo,
     info_hash: [u8; 20],
     peer_id: [u8; 20],
@@ -144,7 +146,7 @@ struct Shared {
     shutdown: AtomicBool,
     /// Pieces recently read for uploading, newest last, at most [`READ_CACHE_BYTES`].
     read_cache: Mutex<VecDeque<(u32, Bytes)>>,
-    listen_addr: Mutex<Option<SocketAddr>>,
+    session: Arc<SessionShared>,
 }
 
 /// A running torrent. Dropping it does not stop its tasks; call [`Torrent::shutdown`].
@@ -156,7 +158,8 @@ pub struct Torrent {
 impl Torrent {
     /// Open the storage, find the pieces already there (from the resume file if it still
     /// matches the files, else by hashing them), listen, and dial the given peers.
-    pub async fn start(
+    pub(crate) async fn start(
+        session: &Arc<SessionShared>,
         meta: Metainfo,
         config: TorrentConfig,
         check_progress: Arc<AtomicU64>,
@@ -221,18 +224,16 @@ impl Torrent {
             complete: Notify::new(),
             shutdown: AtomicBool::new(false),
             read_cache: Mutex::new(VecDeque::new()),
-            listen_addr: Mutex::new(None),
+            session: session.clone(),
         });
 
-        let listener =
-            TcpListener::bind(config.listen)
-                .await
-                .map_err(|source| EngineError::Listen {
-                    addr: config.listen,
-                    source,
-                })?;
-        *lock_addr(&shared) = listener.local_addr().ok();
-        tokio::spawn(accept_loop(shared.clone(), listener));
+        let mut torrents = session.torrents.lock().unwrap_or_else(|e| e.into_inner());
+        if torrents.contains_key(&info_hash) {
+            return Err(EngineError::Duplicate);
+        }
+        torrents.insert(info_hash, shared.clone());
+        drop(torrents);
+
         for addr in config.peers {
             tokio::spawn(dial_loop(shared.clone(), addr));
         }
@@ -242,7 +243,7 @@ impl Torrent {
     }
 
     pub fn listen_addr(&self) -> Option<SocketAddr> {
-        *lock_addr(&self.shared)
+        Some(self.shared.session.listen_addr)
     }
 
     pub fn stats(&self) -> Stats {
@@ -283,6 +284,12 @@ impl Torrent {
     /// Close every connection and write the resume file.
     pub async fn shutdown(&self) {
         self.shared.shutdown.store(true, Ordering::SeqCst);
+        self.shared
+            .session
+            .torrents
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .remove(&self.shared.info_hash);
         for p in lock(&self.shared).peers.values() {
             let _ = p.tx.send(Cmd::Close);
         }
@@ -313,10 +320,6 @@ fn cache_piece(shared: &Shared, piece: u32, data: Bytes) {
     while cache.len() > 1 && cache.iter().map(|(_, d)| d.len()).sum::<usize>() > READ_CACHE_BYTES {
         cache.pop_front();
     }
-}
-
-fn lock_addr(shared: &Shared) -> MutexGuard<'_, Option<SocketAddr>> {
-    shared.listen_addr.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 /// Who a strike or a ban applies to: the IP address, or on loopback (where every test peer
@@ -401,17 +404,19 @@ async fn choke_loop(shared: Arc<Shared>) {
     }
 }
 
-async fn accept_loop(shared: Arc<Shared>, listener: TcpListener) {
-    while !shared.shutdown.load(Ordering::SeqCst) {
-        let Ok((stream, addr)) = listener.accept().await else {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            continue;
-        };
-        let full = lock(&shared).peers.len() >= MAX_PEERS;
-        if full || lock(&shared).banned.contains(&ban_key(addr)) {
-            continue;
-        }
-        tokio::spawn(run_peer(shared.clone(), stream, addr));
+/// An incoming connection whose handshake named this torrent.
+pub(crate) async fn accept(
+    shared: Arc<Shared>,
+    stream: TcpStream,
+    addr: SocketAddr,
+    prefix: [u8; 48],
+) {
+    let refuse = {
+        let s = lock(&shared);
+        s.peers.len() >= MAX_PEERS || s.banned.contains(&ban_key(addr))
+    };
+    if !refuse && !shared.shutdown.load(Ordering::SeqCst) {
+        run_peer(shared, stream, addr, Some(prefix)).await;
     }
 }
 
@@ -429,7 +434,7 @@ async fn dial_loop(shared: Arc<Shared>, addr: SocketAddr) {
                 tokio::time::timeout(HANDSHAKE_TIMEOUT, TcpStream::connect(addr)).await
             {
                 backoff = Duration::from_secs(1);
-                run_peer(shared.clone(), stream, addr).await;
+                run_peer(shared.clone(), stream, addr, None).await;
                 if lock(&shared).picker.is_complete() {
                     return;
                 }
@@ -441,16 +446,25 @@ async fn dial_loop(shared: Arc<Shared>, addr: SocketAddr) {
     }
 }
 
-async fn run_peer(shared: Arc<Shared>, stream: TcpStream, addr: SocketAddr) {
+async fn run_peer(
+    shared: Arc<Shared>,
+    stream: TcpStream,
+    addr: SocketAddr,
+    prefix: Option<[u8; 48]>,
+) {
     let _ = stream.set_nodelay(true);
-    let mut conn = match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(&shared, stream)).await {
-        Ok(Ok(c)) => c,
-        _ => return,
-    };
+    let mut conn =
+        match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(&shared, stream, prefix)).await {
+            Ok(Ok(c)) => c,
+            _ => return,
+        };
     let (tx, rx) = mpsc::unbounded_channel();
     let id = {
         let mut s = lock(&shared);
-        if s.peers.len() >= MAX_PEERS || s.banned.contains(&ban_key(addr)) {
+        if s.peers.len() >= MAX_PEERS
+            || s.banned.contains(&ban_key(addr))
+            || !shared.session.take_connection_slot()
+        {
             return;
         }
         let id = s.next_peer;
@@ -473,6 +487,7 @@ async fn run_peer(shared: Arc<Shared>, stream: TcpStream, addr: SocketAddr) {
     };
     let result = conn.run(&shared, id, addr, rx).await;
     tracing_off(result);
+    shared.session.release_connection_slot();
     let mut s = lock(&shared);
     // Its upload slot, if it had one, goes at once to a peer that is waiting for one
     // (the next choker round may be ten seconds away).
@@ -500,12 +515,24 @@ struct Conn {
     buf: BytesMut,
 }
 
-async fn handshake(shared: &Arc<Shared>, mut stream: TcpStream) -> std::io::Result<Conn> {
+/// BEP 3 handshake. On an incoming connection the session has already read the first 48
+/// bytes (`prefix`) to find the torrent; we answer after reading the peer id.
+async fn handshake(
+    shared: &Arc<Shared>,
+    mut stream: TcpStream,
+    prefix: Option<[u8; 48]>,
+) -> std::io::Result<Conn> {
     let mut ours = Handshake::new(shared.info_hash, shared.peer_id);
     ours.set_extension_protocol(true).set_fast_extension(true);
-    stream.write_all(&ours.encode()).await?;
     let mut theirs = [0u8; 68];
-    stream.read_exact(&mut theirs).await?;
+    if let Some(prefix) = prefix {
+        theirs[..48].copy_from_slice(&prefix);
+        stream.read_exact(&mut theirs[48..]).await?;
+        stream.write_all(&ours.encode()).await?;
+    } else {
+        stream.write_all(&ours.encode()).await?;
+        stream.read_exact(&mut theirs).await?;
+    }
     let bad = |m: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, m.to_string());
     let hs = Handshake::parse(&theirs)
         .map_err(|e| bad(&e.to_string()))?
@@ -522,7 +549,7 @@ async fn handshake(shared: &Arc<Shared>, mut stream: TcpStream) -> std::io::Resu
         let ext = wire::ExtendedHandshake {
             v: Some(concat!("bitpeer ", env!("CARGO_PKG_VERSION")).into()),
             reqq: Some(config.max_peer_requests as u32),
-            p: lock_addr(shared).map(|a| a.port()),
+            p: Some(shared.session.listen_addr.port()),
             ..Default::default()
         };
         state.send_extended_handshake(&ext);

@@ -1,0 +1,111 @@
+//! One session listener serving two torrents: each incoming connection is routed by the
+//! info-hash in its handshake, and a handshake for an unknown torrent is dropped.
+
+use engine::session::Session;
+use engine::torrent::{Torrent, TorrentConfig};
+use metainfo::Metainfo;
+use metainfo::create::{self, CreateOptions};
+use std::net::SocketAddr;
+use std::path::Path;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::time::Duration;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+
+fn make(dir: &Path, name: &str, len: usize, seed: u8) -> Metainfo {
+    let data: Vec<u8> = (0..len)
+        .map(|i| (i as u8).wrapping_mul(31) ^ seed)
+        .collect();
+    std::fs::write(dir.join(name), &data).unwrap();
+    let opts = CreateOptions {
+        piece_length: Some(16384),
+        ..CreateOptions::default()
+    };
+    let bytes = create::create(
+        &dir.join(name),
+        &opts,
+        &AtomicU64::new(0),
+        &AtomicBool::new(false),
+    )
+    .unwrap();
+    Metainfo::from_bytes(&bytes).unwrap()
+}
+
+async fn add(session: &Session, meta: &Metainfo, dir: &Path, peers: Vec<SocketAddr>) -> Torrent {
+    let config = TorrentConfig {
+        dir: dir.to_path_buf(),
+        peers,
+    };
+    session
+        .add_torrent(meta.clone(), config, Arc::new(AtomicU64::new(0)))
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn one_listener_routes_two_torrents() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    let a = make(&src, "a.bin", 300_001, 1);
+    let b = make(&src, "b.bin", 200_003, 2);
+    let local: SocketAddr = "127.0.0.1:0".parse().unwrap();
+
+    let seeder = Session::bind(local).await.unwrap();
+    let sa = add(&seeder, &a, &src, vec![]).await;
+    let sb = add(&seeder, &b, &src, vec![]).await;
+    assert!(sa.is_complete() && sb.is_complete());
+    let addr = seeder.listen_addr();
+
+    // A handshake for a torrent the session does not have gets no answer.
+    let mut stray = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut hs = vec![19u8];
+    hs.extend_from_slice(b"BitTorrent protocol");
+    hs.extend_from_slice(&[0; 8]);
+    hs.extend_from_slice(&[0xAB; 20]);
+    hs.extend_from_slice(&[0xCD; 20]);
+    stray.write_all(&hs).await.unwrap();
+    let mut buf = [0u8; 1];
+    let answer = tokio::time::timeout(Duration::from_secs(5), stray.read(&mut buf)).await;
+    assert!(matches!(answer, Ok(Ok(0)) | Ok(Err(_))), "{answer:?}");
+
+    let out_a = tmp.path().join("out-a");
+    let out_b = tmp.path().join("out-b");
+    let la = Session::bind(local).await.unwrap();
+    let lb = Session::bind(local).await.unwrap();
+    let ta = add(&la, &a, &out_a, vec![addr]).await;
+    let tb = add(&lb, &b, &out_b, vec![addr]).await;
+    tokio::time::timeout(Duration::from_secs(60), async {
+        ta.wait_complete().await;
+        tb.wait_complete().await;
+    })
+    .await
+    .expect("both downloads complete");
+    assert_eq!(
+        std::fs::read(out_a.join("a.bin")).unwrap(),
+        std::fs::read(src.join("a.bin")).unwrap()
+    );
+    assert_eq!(
+        std::fs::read(out_b.join("b.bin")).unwrap(),
+        std::fs::read(src.join("b.bin")).unwrap()
+    );
+
+    // The same torrent cannot be added twice to one session.
+    let again = seeder
+        .add_torrent(
+            a.clone(),
+            TorrentConfig {
+                dir: src.clone(),
+                peers: vec![],
+            },
+            Arc::new(AtomicU64::new(0)),
+        )
+        .await;
+    assert!(matches!(
+        again,
+        Err(engine::torrent::EngineError::Duplicate)
+    ));
+    for t in [&sa, &sb, &ta, &tb] {
+        t.shutdown().await;
+    }
+}
