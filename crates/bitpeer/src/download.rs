@@ -127,6 +127,9 @@ pub fn download(args: DownloadArgs) -> CliResult {
         if let Some(a) = t.listen_addr() {
             // On stderr, so stdout stays the progress stream; other peers may dial it.
             eprintln!("listening on {a}");
+            if args.peers.is_empty() {
+                eprintln!("no --peer given: waiting for peers to connect to {a}");
+            }
         }
         let started = Instant::now();
         let bar = bar(&t, args.json);

@@ -750,12 +750,7 @@ impl Conn {
                 }
             }
             Event::Block { request, data } => {
-                let n = on_block(shared, addr, &request, &data);
-                if let Some(p) = lock(shared).peers.get_mut(&id) {
-                    p.downloaded += n;
-                    p.snubbed = false;
-                }
-                return Ok(n);
+                return Ok(on_block(shared, id, addr, &request, &data));
             }
             Event::UnsolicitedBlock { .. } => {
                 let mut s = lock(shared);
@@ -852,9 +847,19 @@ impl Conn {
 
 /// A block arrived: copy it into its piece buffer; when the piece is whole, hash and store
 /// it on the blocking pool. Returns the bytes of new data.
-fn on_block(shared: &Arc<Shared>, addr: SocketAddr, request: &BlockRequest, data: &Bytes) -> u64 {
+fn on_block(
+    shared: &Arc<Shared>,
+    id: u64,
+    addr: SocketAddr,
+    request: &BlockRequest,
+    data: &Bytes,
+) -> u64 {
     let block = block_of(request);
     let mut s = lock(shared);
+    if let Some(p) = s.peers.get_mut(&id) {
+        p.snubbed = false;
+        p.downloaded += data.len() as u64;
+    }
     match s.picker.block_received(&block) {
         Received::Duplicate => 0,
         outcome => {
