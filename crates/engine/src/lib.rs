@@ -6,6 +6,7 @@
 pub mod bitfield;
 pub mod choker;
 pub mod picker;
+pub mod pool;
 pub mod resume;
 pub mod session;
 pub mod storage;

@@ -19,6 +19,9 @@ const PREFIX_TIMEOUT: Duration = Duration::from_secs(10);
 
 pub(crate) struct SessionShared {
     pub(crate) listen_addr: SocketAddr,
+    /// Our peer id (BEP 20 style: `-BP0100-` and 12 random digits), the same for every
+    /// torrent and tracker of the session.
+    pub(crate) peer_id: [u8; 20],
     pub(crate) torrents: Mutex<HashMap<[u8; 20], Arc<Shared>>>,
     connections: AtomicUsize,
     half_open: AtomicUsize,
@@ -57,8 +60,14 @@ impl Session {
         let listen_addr = listener
             .local_addr()
             .map_err(|source| EngineError::Listen { addr, source })?;
+        let mut peer_id = *b"-BP0100-000000000000";
+        let seed = torrent::seed_from_time();
+        for (i, b) in peer_id[8..].iter_mut().enumerate() {
+            *b = b'0' + ((seed >> (i * 5)) % 10) as u8;
+        }
         let shared = Arc::new(SessionShared {
             listen_addr,
+            peer_id,
             torrents: Mutex::new(HashMap::new()),
             connections: AtomicUsize::new(0),
             half_open: AtomicUsize::new(0),
@@ -70,6 +79,11 @@ impl Session {
 
     pub fn listen_addr(&self) -> SocketAddr {
         self.shared.listen_addr
+    }
+
+    /// The peer id this node uses in handshakes and announces.
+    pub fn peer_id(&self) -> [u8; 20] {
+        self.shared.peer_id
     }
 
     /// Add a torrent: check its data (or trust a matching resume file), then serve and

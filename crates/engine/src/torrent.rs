@@ -12,6 +12,7 @@
 
 use crate::choker::{Choker, PeerSample};
 use crate::picker::{BLOCK_SIZE, Block, Picker, Received};
+use crate::pool::PeerPool;
 use crate::resume::{self, ResumeData};
 use crate::session::SessionShared;
 use crate::storage::{Storage, StorageError};
@@ -33,6 +34,8 @@ use wire::{
 
 /// Most peer connections per torrent.
 const MAX_PEERS: usize = 80;
+/// Outgoing connections of one torrent still connecting at once.
+const MAX_DIALS: usize = 16;
 /// Pieces in progress at once: bounds the memory held in piece buffers.
 const MAX_PARTIAL_PIECES: usize = 24;
 /// Peers we upload to at once (plus the ones that want nothing from us).
@@ -75,7 +78,7 @@ pub struct TorrentConfig {
     /// The folder that holds the torrent's content (libtorrent's `save_path`).
     pub dir: PathBuf,
 
-    /// Peers to dial.
+    /// Peers to dial, whatever else is found; they are never forgotten.
     pub peers: Vec<SocketAddr>,
 }
 
@@ -89,6 +92,8 @@ pub struct Stats {
     pub downloaded: u64,
     pub uploaded: u64,
     pub peers: usize,
+    /// Addresses known and not yet connected or forgotten.
+    pub candidates: usize,
     pub hash_failures: u64,
     pub banned: usize,
 }
@@ -125,6 +130,10 @@ struct State {
     buffers: HashMap<u32, PieceBuf>,
     peers: HashMap<u64, PeerEntry>,
     next_peer: u64,
+    /// Addresses to dial, and when.
+    pool: PeerPool,
+    /// Outgoing connections in their TCP connect.
+    dialing: usize,
     strikes: HashMap<SocketAddr, u32>,
     banned: HashSet<SocketAddr>,
     choker: Choker<u64>,
@@ -137,12 +146,13 @@ struct State {
 pub(crate) struct Shared {
     meta: Metainfo,
     info_hash: [u8; 20],
-    peer_id: [u8; 20],
     geometry: PieceGeometry,
     storage: Arc<Storage>,
     resume_path: PathBuf,
     state: Mutex<State>,
     complete: Notify,
+    /// Wakes the dialer: new addresses, or a free connection slot.
+    dial_wake: Notify,
     shutdown: AtomicBool,
     /// Pieces recently read for uploading, newest last, at most [`READ_CACHE_BYTES`].
     read_cache: Mutex<VecDeque<(u32, Bytes)>>,
@@ -188,11 +198,7 @@ impl Torrent {
         .await
         .map_err(|_| EngineError::Storage(StorageError::Cancelled))??;
 
-        let mut peer_id = *b"-BP0100-000000000000";
         let seed = seed_from_time();
-        for (i, b) in peer_id[8..].iter_mut().enumerate() {
-            *b = b'0' + ((seed >> (i * 3)) % 10) as u8;
-        }
         let picker = Picker::new(
             piece_length,
             meta.info.total_length,
@@ -203,7 +209,6 @@ impl Torrent {
         let shared = Arc::new(Shared {
             meta,
             info_hash,
-            peer_id,
             geometry,
             storage: Arc::new(storage),
             resume_path,
@@ -212,6 +217,8 @@ impl Torrent {
                 buffers: HashMap::new(),
                 peers: HashMap::new(),
                 next_peer: 0,
+                pool: PeerPool::new(own_addrs(session.listen_addr)),
+                dialing: 0,
                 strikes: HashMap::new(),
                 banned: HashSet::new(),
                 choker: Choker::new(UPLOAD_SLOTS, seed.rotate_left(17)),
@@ -222,6 +229,7 @@ impl Torrent {
                 dirty: false,
             }),
             complete: Notify::new(),
+            dial_wake: Notify::new(),
             shutdown: AtomicBool::new(false),
             read_cache: Mutex::new(VecDeque::new()),
             session: session.clone(),
@@ -234,12 +242,22 @@ impl Torrent {
         torrents.insert(info_hash, shared.clone());
         drop(torrents);
 
-        for addr in config.peers {
-            tokio::spawn(dial_loop(shared.clone(), addr));
-        }
+        add_peers(&shared, &config.peers, true);
+        tokio::spawn(dial_loop(shared.clone()));
         tokio::spawn(resume_loop(shared.clone()));
         tokio::spawn(choke_loop(shared.clone()));
         Ok(Torrent { shared })
+    }
+
+    /// Offer addresses to dial (from a tracker, local discovery, ...). Duplicates, our own
+    /// address and addresses over the pool's bound are ignored.
+    pub fn add_peers(&self, addrs: &[SocketAddr]) {
+        add_peers(&self.shared, addrs, false);
+    }
+
+    /// The torrent's info-hash (v1, or the truncated v2 hash), as used on the wire.
+    pub fn info_hash(&self) -> [u8; 20] {
+        self.shared.info_hash
     }
 
     pub fn listen_addr(&self) -> Option<SocketAddr> {
@@ -261,6 +279,7 @@ impl Torrent {
             downloaded: s.downloaded,
             uploaded: s.uploaded,
             peers: s.peers.len(),
+            candidates: s.pool.len(),
             hash_failures: s.hash_failures,
             banned: s.banned.len(),
         }
@@ -293,6 +312,7 @@ impl Torrent {
         for p in lock(&self.shared).peers.values() {
             let _ = p.tx.send(Cmd::Close);
         }
+        self.shared.dial_wake.notify_one();
         let shared = self.shared.clone();
         let _ = tokio::task::spawn_blocking(move || save_resume(&shared)).await;
     }
@@ -336,7 +356,7 @@ fn hex(b: &[u8]) -> String {
     metainfo::hash::to_hex(b)
 }
 
-fn seed_from_time() -> u64 {
+pub(crate) fn seed_from_time() -> u64 {
     let t = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .map_or(0, |d| d.as_nanos() as u64);
@@ -420,30 +440,82 @@ pub(crate) async fn accept(
     }
 }
 
-/// Keep a connection to `addr` while the torrent runs: dial, and dial again a few seconds
-/// after the connection ends (unless the download is complete and the peer is a seed too).
-async fn dial_loop(shared: Arc<Shared>, addr: SocketAddr) {
-    let mut backoff = Duration::from_secs(1);
-    while !shared.shutdown.load(Ordering::SeqCst) {
-        if lock(&shared).banned.contains(&ban_key(addr)) {
-            return;
+fn add_peers(shared: &Shared, addrs: &[SocketAddr], pinned: bool) {
+    let now = Instant::now();
+    let mut s = lock(shared);
+    let mut added = false;
+    for &addr in addrs {
+        if !s.banned.contains(&ban_key(addr)) {
+            added |= s.pool.add(addr, pinned, now);
         }
-        let connected = lock(&shared).peers.values().any(|p| p.addr == addr);
-        if !connected {
-            if let Ok(Ok(stream)) =
-                tokio::time::timeout(HANDSHAKE_TIMEOUT, TcpStream::connect(addr)).await
-            {
-                backoff = Duration::from_secs(1);
-                run_peer(shared.clone(), stream, addr, None).await;
-                if lock(&shared).picker.is_complete() {
-                    return;
-                }
-            } else {
-                backoff = (backoff * 2).min(Duration::from_secs(30));
-            }
-        }
-        tokio::time::sleep(backoff).await;
     }
+    drop(s);
+    if added {
+        shared.dial_wake.notify_one();
+    }
+}
+
+/// The addresses a peer list may give back for this node itself.
+fn own_addrs(listen: SocketAddr) -> Vec<SocketAddr> {
+    let port = listen.port();
+    let mut v = vec![listen];
+    if listen.ip().is_unspecified() || listen.ip().is_loopback() {
+        v.push(SocketAddr::from(([127, 0, 0, 1], port)));
+        v.push(SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port)));
+    }
+    v
+}
+
+/// Dial the pool's addresses while there is room for more connections: at most
+/// [`MAX_DIALS`] connecting at once and [`MAX_PEERS`] connected.
+async fn dial_loop(shared: Arc<Shared>) {
+    while !shared.shutdown.load(Ordering::SeqCst) {
+        let now = Instant::now();
+        let (dials, next) = {
+            let mut guard = lock(&shared);
+            let s = &mut *guard;
+            let room = MAX_PEERS
+                .saturating_sub(s.peers.len() + s.dialing)
+                .min(MAX_DIALS.saturating_sub(s.dialing));
+            let connected: HashSet<SocketAddr> = s.peers.values().map(|p| p.addr).collect();
+            let banned = &s.banned;
+            let dials = s.pool.next_dials(now, room, |a| {
+                connected.contains(a) || banned.contains(&ban_key(*a))
+            });
+            s.dialing += dials.len();
+            (dials, s.pool.next_ready())
+        };
+        for addr in dials {
+            tokio::spawn(dial(shared.clone(), addr));
+        }
+        // Sleep until an address is due (checked at least once a second, as slots free up
+        // without telling), or until woken by new addresses.
+        let wait = next.map_or(Duration::from_secs(1), |t| {
+            t.saturating_duration_since(now).min(Duration::from_secs(1))
+        });
+        let _ = tokio::time::timeout(
+            wait.max(Duration::from_millis(50)),
+            shared.dial_wake.notified(),
+        )
+        .await;
+    }
+}
+
+/// One outgoing connection, from TCP connect to the end of the peer's session.
+async fn dial(shared: Arc<Shared>, addr: SocketAddr) {
+    let stream = tokio::time::timeout(HANDSHAKE_TIMEOUT, TcpStream::connect(addr)).await;
+    lock(&shared).dialing -= 1;
+    let connected = match stream {
+        Ok(Ok(stream)) => run_peer(shared.clone(), stream, addr, None).await,
+        _ => false,
+    };
+    let mut s = lock(&shared);
+    // Both complete: nothing to trade (the peer dials us if it ever wants more).
+    let done_with = s.picker.is_complete();
+    s.pool
+        .dial_ended(addr, connected, done_with, Instant::now());
+    drop(s);
+    shared.dial_wake.notify_one();
 }
 
 async fn run_peer(
@@ -451,12 +523,12 @@ async fn run_peer(
     stream: TcpStream,
     addr: SocketAddr,
     prefix: Option<[u8; 48]>,
-) {
+) -> bool {
     let _ = stream.set_nodelay(true);
     let mut conn =
         match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(&shared, stream, prefix)).await {
             Ok(Ok(c)) => c,
-            _ => return,
+            _ => return false,
         };
     let (tx, rx) = mpsc::unbounded_channel();
     let id = {
@@ -465,7 +537,7 @@ async fn run_peer(
             || s.banned.contains(&ban_key(addr))
             || !shared.session.take_connection_slot()
         {
-            return;
+            return false;
         }
         let id = s.next_peer;
         s.next_peer += 1;
@@ -501,6 +573,9 @@ async fn run_peer(
     for r in conn.state.our_requests() {
         s.picker.request_dropped(&block_of(r));
     }
+    drop(s);
+    shared.dial_wake.notify_one();
+    true
 }
 
 /// Connection errors end the connection; there is nobody to tell but a future log.
@@ -522,7 +597,7 @@ async fn handshake(
     mut stream: TcpStream,
     prefix: Option<[u8; 48]>,
 ) -> std::io::Result<Conn> {
-    let mut ours = Handshake::new(shared.info_hash, shared.peer_id);
+    let mut ours = Handshake::new(shared.info_hash, shared.session.peer_id);
     ours.set_extension_protocol(true).set_fast_extension(true);
     let mut theirs = [0u8; 68];
     if let Some(prefix) = prefix {
@@ -540,7 +615,7 @@ async fn handshake(
     if hs.info_hash != shared.info_hash {
         return Err(bad("wrong info-hash"));
     }
-    if hs.peer_id == shared.peer_id {
+    if hs.peer_id == shared.session.peer_id {
         return Err(bad("connected to ourselves"));
     }
     let config = PeerConfig::negotiated(&ours, &hs);
@@ -912,6 +987,7 @@ fn verify_and_store(shared: &Arc<Shared>, piece: u32, buf: PieceBuf) {
             let n = s.strikes.entry(key).or_insert(0);
             *n += 1;
             if *n >= STRIKES_TO_BAN && s.banned.insert(key) {
+                s.pool.remove(&key);
                 for p in s.peers.values().filter(|p| ban_key(p.addr) == key) {
                     let _ = p.tx.send(Cmd::Close);
                 }
