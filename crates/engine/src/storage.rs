@@ -82,6 +82,11 @@ struct StoredFile {
     /// Offset of the file's first byte in the torrent's byte stream.
     offset: u64,
     length: u64,
+    /// How many of its first bytes were in the file before we opened it: bytes past this
+    /// are zeros we made by extending it, so a recheck need not read them.
+    old_length: u64,
+    /// Set once we write to it: then any of its bytes may hold data.
+    written: AtomicBool,
     /// `None` for a BEP 47 pad file.
     handle: Option<File>,
 }
@@ -126,15 +131,18 @@ impl Storage {
         let mut files = Vec::with_capacity(info.files.len());
         for (i, entry) in info.files.iter().enumerate() {
             let path = dir.join(info.file_path(i));
-            let handle = if entry.attr.pad {
-                None
+            let (handle, old_length) = if entry.attr.pad {
+                (None, 0)
             } else {
-                Some(open_file(dir, &info.file_path(i), entry.length)?)
+                let (file, old) = open_file(dir, &info.file_path(i), entry.length)?;
+                (Some(file), old.min(entry.length))
             };
             files.push(StoredFile {
                 path,
                 offset: entry.offset,
                 length: entry.length,
+                old_length,
+                written: AtomicBool::new(false),
                 handle,
             });
         }
@@ -179,6 +187,7 @@ impl Storage {
                 continue; // pad file: never written
             };
             let part = &data[span.buf_offset..span.buf_offset + span.len];
+            span.file.written.store(true, Ordering::Relaxed);
             handle
                 .write_all_at(part, span.file_offset)
                 .map_err(|source| io_err(&span.file.path, source))?;
@@ -287,6 +296,11 @@ impl Storage {
                         return Ok(have);
                     }
                     let piece = piece as u32; // < piece_count, a u32
+                    if !self.may_hold_data(piece) {
+                        // Only zeros we wrote ourselves: nothing to read.
+                        progress.fetch_add(self.piece_size(piece)?, Ordering::Relaxed);
+                        continue;
+                    }
                     let ok = self.verify_piece(piece, &mut buf).inspect_err(|_| {
                         failed.store(true, Ordering::Relaxed);
                     })?;
@@ -358,6 +372,17 @@ impl Storage {
             .collect()
     }
 
+    /// Whether any byte of `piece` lies where a file had data before we opened it (pad
+    /// files hold none). A freshly created download is all "no", so its first recheck
+    /// reads nothing; a piece that is really all zeros is then fetched once more, which is
+    /// harmless.
+    fn may_hold_data(&self, piece: u32) -> bool {
+        let start = u64::from(piece) * self.piece_length;
+        let len = self.piece_size(piece).unwrap_or(0);
+        self.spans(start, len)
+            .any(|s| s.file_offset < s.file.old_length || s.file.written.load(Ordering::Relaxed))
+    }
+
     /// The parts of the byte range `start..start+len` of the torrent, file by file.
     fn spans(&self, start: u64, len: u64) -> impl Iterator<Item = Span<'_>> {
         let end = start + len;
@@ -425,7 +450,9 @@ fn check_layout(info: &Info) -> Result<u32> {
 
 /// Create (or open) `dir/rel`, creating missing folders on the way, refusing to pass through
 /// any symbolic link below `dir`, and extend it to at least `length` bytes.
-fn open_file(dir: &Path, rel: &Path, length: u64) -> Result<File> {
+/// Open (creating it and its folders if needed) the file `rel` below `dir`, at least
+/// `length` bytes long. Returns the file and its length before we opened it.
+fn open_file(dir: &Path, rel: &Path, length: u64) -> Result<(File, u64)> {
     let parts: Vec<_> = rel.components().collect();
     if parts.is_empty() || parts.iter().any(|c| !matches!(c, Component::Normal(_))) {
         return Err(StorageError::BadPath(rel.to_path_buf()));
@@ -476,7 +503,7 @@ fn open_file(dir: &Path, rel: &Path, length: u64) -> Result<File> {
         file.set_len(length)
             .map_err(|source| io_err(&cur, source))?;
     }
-    Ok(file)
+    Ok((file, meta.len()))
 }
 
 #[cfg(test)]
@@ -644,6 +671,53 @@ mod tests {
         let sizes: Vec<u64> = stamps.iter().map(|s| s.size).collect();
         assert_eq!(sizes, [10, 0, 25, 40]);
         assert!(stamps.iter().all(|s| s.mtime_ns > 0));
+    }
+
+    #[test]
+    fn a_fresh_download_is_not_read_back_but_existing_data_is() {
+        // All zeros: a new, sparse file would hash right, so only the skip explains a miss.
+        let stream = vec![0u8; 40];
+        let info = Info {
+            name: "z.bin".into(),
+            piece_length: PIECE,
+            pieces: stream
+                .chunks(PIECE as usize)
+                .map(|c| Sha1::digest(c).into())
+                .collect(),
+            files: vec![FileEntry {
+                path: vec!["z.bin".into()],
+                length: 40,
+                offset: 0,
+                attr: FileAttr::default(),
+                pieces_root: None,
+            }],
+            single_file: true,
+            private: false,
+            version: Version::V1,
+            total_length: 40,
+        };
+        let tmp = tempfile::tempdir().unwrap();
+        let fresh = Storage::open(&info, tmp.path()).unwrap();
+        let (progress, cancel) = no_cancel();
+        assert_eq!(
+            fresh.recheck(1, &progress, &cancel).unwrap().count_ones(),
+            0
+        );
+        assert_eq!(
+            progress.load(Ordering::Relaxed),
+            40,
+            "skipped bytes still count"
+        );
+        // Written pieces are read again, even in the same session.
+        fresh.write_piece(1, &stream[16..32]).unwrap();
+        let have = fresh.recheck(1, &progress, &cancel).unwrap();
+        assert_eq!(have.iter_ones().collect::<Vec<_>>(), [0, 1, 2]);
+        // A file that was there before holds data worth checking.
+        let again = Storage::open(&info, tmp.path()).unwrap();
+        assert_eq!(
+            again.recheck(1, &progress, &cancel).unwrap().count_ones(),
+            3
+        );
     }
 
     #[test]

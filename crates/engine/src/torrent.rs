@@ -128,6 +128,9 @@ struct PieceBuf {
 struct State {
     picker: Picker,
     buffers: HashMap<u32, PieceBuf>,
+    /// Buffers of stored pieces, kept for the next ones: no allocation, page faults or
+    /// zeroing per piece. Every byte is overwritten by blocks before a piece is hashed.
+    spare_buffers: Vec<Vec<u8>>,
     peers: HashMap<u64, PeerEntry>,
     next_peer: u64,
     /// Addresses to dial, and when.
@@ -215,6 +218,7 @@ impl Torrent {
             state: Mutex::new(State {
                 picker,
                 buffers: HashMap::new(),
+                spare_buffers: Vec::new(),
                 peers: HashMap::new(),
                 next_peer: 0,
                 pool: PeerPool::new(own_addrs(session.listen_addr)),
@@ -939,10 +943,20 @@ fn on_block(
         Received::Duplicate => 0,
         outcome => {
             let size = s.picker.piece_size(block.piece) as usize;
-            let buf = s.buffers.entry(block.piece).or_insert_with(|| PieceBuf {
-                data: vec![0u8; size],
-                from: HashSet::new(),
-            });
+            if !s.buffers.contains_key(&block.piece) {
+                let mut data = s.spare_buffers.pop().unwrap_or_default();
+                data.resize(size, 0);
+                s.buffers.insert(
+                    block.piece,
+                    PieceBuf {
+                        data,
+                        from: HashSet::new(),
+                    },
+                );
+            }
+            let Some(buf) = s.buffers.get_mut(&block.piece) else {
+                return 0;
+            };
             let begin = block.begin as usize;
             buf.data[begin..begin + data.len()].copy_from_slice(data);
             buf.from.insert(ban_key(addr));
@@ -968,7 +982,11 @@ fn verify_and_store(shared: &Arc<Shared>, piece: u32, buf: PieceBuf) {
     let expected = shared.meta.info.pieces.get(piece as usize);
     let ok = expected.is_some_and(|h| <[u8; 20]>::from(Sha1::digest(&buf.data)) == *h);
     let stored = ok && shared.storage.write_piece(piece, &buf.data).is_ok();
+    let PieceBuf { data, from } = buf;
     let mut s = lock(shared);
+    if s.spare_buffers.len() < MAX_PARTIAL_PIECES {
+        s.spare_buffers.push(data);
+    }
     if stored {
         s.picker.piece_verified(piece);
         s.dirty = true;
@@ -983,7 +1001,7 @@ fn verify_and_store(shared: &Arc<Shared>, piece: u32, buf: PieceBuf) {
     } else {
         s.picker.piece_failed(piece);
         s.hash_failures += 1;
-        for key in buf.from {
+        for key in from {
             let n = s.strikes.entry(key).or_insert(0);
             *n += 1;
             if *n >= STRIKES_TO_BAN && s.banned.insert(key) {
