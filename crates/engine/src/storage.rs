@@ -676,7 +676,7 @@ mod tests {
     #[test]
     fn a_fresh_download_is_not_read_back_but_existing_data_is() {
         // All zeros: a new, sparse file would hash right, so only the skip explains a miss.
-        let stream = vec![0u8; 40];
+        let stream = [0u8; 40];
         let info = Info {
             name: "z.bin".into(),
             piece_length: PIECE,
