@@ -46,6 +46,10 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 const STRIKES_TO_BAN: u32 = 2;
 /// Bytes of recently read pieces kept for serving (always at least one piece).
 const READ_CACHE_BYTES: usize = 8 << 20;
+/// Buffers (block payloads, message headers) one vectored write takes at most.
+const WRITE_BATCH: usize = 64;
+/// Read buffers of pieces that left the read cache, kept for the next reads.
+const SPARE_READ_BUFFERS: usize = 4;
 /// How often the choker runs (BEP 3 suggests 10 s).
 const CHOKE_INTERVAL: Duration = Duration::from_secs(10);
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -159,6 +163,8 @@ pub(crate) struct Shared {
     shutdown: AtomicBool,
     /// Pieces recently read for uploading, newest last, at most [`READ_CACHE_BYTES`].
     read_cache: Mutex<VecDeque<(u32, Bytes)>>,
+    /// Buffers of pieces evicted from the cache that nobody else held, to read into again.
+    read_spare: Mutex<Vec<BytesMut>>,
     session: Arc<SessionShared>,
 }
 
@@ -236,6 +242,7 @@ impl Torrent {
             dial_wake: Notify::new(),
             shutdown: AtomicBool::new(false),
             read_cache: Mutex::new(VecDeque::new()),
+            read_spare: Mutex::new(Vec::new()),
             session: session.clone(),
         });
 
@@ -342,7 +349,14 @@ fn cache_piece(shared: &Shared, piece: u32, data: Bytes) {
     }
     cache.push_back((piece, data));
     while cache.len() > 1 && cache.iter().map(|(_, d)| d.len()).sum::<usize>() > READ_CACHE_BYTES {
-        cache.pop_front();
+        if let Some((_, old)) = cache.pop_front()
+            && let Ok(buf) = old.try_into_mut()
+        {
+            let mut spare = shared.read_spare.lock().unwrap_or_else(|e| e.into_inner());
+            if spare.len() < SPARE_READ_BUFFERS {
+                spare.push(buf);
+            }
+        }
     }
 }
 
@@ -637,8 +651,18 @@ async fn handshake(
     let (read, mut write) = stream.into_split();
     let (out, mut rx) = mpsc::channel::<Bytes>(512);
     tokio::spawn(async move {
+        // Whatever is queued goes out in one vectored write: block payloads are slices of
+        // the piece read from disk and are never copied into a send buffer.
+        let mut batch = Vec::with_capacity(WRITE_BATCH);
         while let Some(b) = rx.recv().await {
-            if write.write_all(&b).await.is_err() {
+            batch.push(b);
+            while batch.len() < WRITE_BATCH {
+                match rx.try_recv() {
+                    Ok(b) => batch.push(b),
+                    Err(_) => break,
+                }
+            }
+            if write_all_vectored(&mut write, &mut batch).await.is_err() {
                 break;
             }
         }
@@ -651,6 +675,40 @@ async fn handshake(
         state,
         buf: BytesMut::with_capacity(64 * 1024),
     })
+}
+
+/// Write every buffer of `bufs`, in order, with as few `writev` calls as the socket allows;
+/// `bufs` is empty afterwards.
+async fn write_all_vectored(
+    w: &mut tokio::net::tcp::OwnedWriteHalf,
+    bufs: &mut Vec<Bytes>,
+) -> std::io::Result<()> {
+    use bytes::Buf;
+    let mut first = 0;
+    while first < bufs.len() {
+        let mut n = {
+            let slices: Vec<std::io::IoSlice<'_>> = bufs[first..]
+                .iter()
+                .map(|b| std::io::IoSlice::new(b))
+                .collect();
+            w.write_vectored(&slices).await?
+        };
+        if n == 0 {
+            return Err(std::io::ErrorKind::WriteZero.into());
+        }
+        while n > 0 && first < bufs.len() {
+            let b = &mut bufs[first];
+            if n >= b.len() {
+                n -= b.len();
+                first += 1;
+            } else {
+                b.advance(n);
+                n = 0;
+            }
+        }
+    }
+    bufs.clear();
+    Ok(())
 }
 
 fn block_of(r: &BlockRequest) -> Block {
@@ -818,11 +876,17 @@ impl Conn {
                     let storage = shared.storage.clone();
                     let tx = disk_tx.clone();
                     let size = shared.geometry.piece_len(req.piece).unwrap_or(0) as usize;
+                    let mut buf = shared
+                        .read_spare
+                        .lock()
+                        .unwrap_or_else(|e| e.into_inner())
+                        .pop()
+                        .unwrap_or_default();
                     tokio::task::spawn_blocking(move || {
-                        let mut buf = vec![0u8; size];
+                        buf.resize(size, 0);
                         let r = storage
                             .read(req.piece, 0, &mut buf)
-                            .map(|()| Bytes::from(buf))
+                            .map(|()| buf.freeze())
                             .map_err(|e| e.to_string());
                         let _ = tx.send((req.piece, r));
                     });
@@ -904,6 +968,14 @@ impl Conn {
     async fn flush(&mut self, last_sent: &mut Instant) -> Result<(), String> {
         let mut out = BytesMut::new();
         while let Some(msg) = self.state.poll_message() {
+            if let wire::Message::Piece { piece, begin, data } = msg {
+                // The header joins the small messages before it; the block goes as it is.
+                wire::encode_piece_header(&mut out, piece, begin, data.len());
+                self.send(out.split().freeze()).await?;
+                *last_sent = Instant::now();
+                self.send(data).await?;
+                continue;
+            }
             msg.encode(&mut out);
             if out.len() >= 256 * 1024 {
                 self.send(out.split().freeze()).await?;

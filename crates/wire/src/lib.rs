@@ -28,7 +28,7 @@ pub mod peer;
 pub use codec::{DecodeError, Decoder, DecoderConfig};
 pub use extended::{ExtendedHandshake, ExtendedHandshakeError};
 pub use handshake::{Handshake, HandshakeError, HandshakePrefix};
-pub use message::{BlockRequest, Message};
+pub use message::{BlockRequest, Message, encode_piece_header};
 pub use peer::{
     Bitfield, Event, PeerConfig, PeerError, PeerState, PieceGeometry, RefuseReason, RequestError,
     RequestFailure,
