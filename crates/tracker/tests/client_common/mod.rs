@@ -153,7 +153,7 @@ pub async fn fake_http(reply: impl Fn(&str) -> Reply + Send + Sync + 'static) ->
 pub struct UdpBehaviour {
     /// Ignore this many packets first.
     pub drop_first: usize,
-    /// Before each real answer, send one with a wrong transaction id.
+    /// Before each real answer, send a forged one with a wrong transaction id.
     pub wrong_txid_first: bool,
     /// Before each real answer, send a forged one from another socket.
     pub spoof_from_other_address: bool,
@@ -280,21 +280,24 @@ pub async fn fake_udp(bind: &str, behaviour: UdpBehaviour) -> FakeUdp {
                 }
                 _ => continue,
             }
+            // A forged answer says something else: a connection id never issued, or an
+            // error instead of peers. Believing it makes the test fail.
+            let mut forged = answer[..8].to_vec();
+            if action == 0 {
+                forged.extend_from_slice(&0xbad_u64.to_be_bytes());
+            } else {
+                forged[0..4].copy_from_slice(&3u32.to_be_bytes());
+                forged.extend_from_slice(b"forged");
+            }
             if behaviour.wrong_txid_first {
-                let mut wrong = answer.clone();
+                let mut wrong = forged.clone();
                 wrong[4..8].copy_from_slice(&txid.wrapping_add(1).to_be_bytes());
                 let _ = socket.send_to(&wrong, from).await;
             }
             if behaviour.spoof_from_other_address {
-                let mut forged = answer.clone();
-                forged.truncate(8);
-                if action == 0 {
-                    forged.extend_from_slice(&0xbad_u64.to_be_bytes());
-                } else {
-                    forged[0..4].copy_from_slice(&3u32.to_be_bytes());
-                    forged.extend_from_slice(b"forged");
-                }
                 let _ = spoofer.send_to(&forged, from).await;
+            }
+            if behaviour.wrong_txid_first || behaviour.spoof_from_other_address {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
             let _ = socket.send_to(&answer, from).await;
