@@ -17,10 +17,19 @@
 //!   endlessly);
 //! - [`Lsd`], the tokio shell owning the multicast socket, which moves datagrams between the
 //!   socket and the core and hands `(info_hash, peer address)` pairs to the session.
+//!
+//! Only IPv4 is served so far; the IPv6 group `[ff15::efc0:988f]:6771` is not joined.
 
 use std::collections::HashMap;
+use std::collections::hash_map::RandomState;
+use std::hash::{BuildHasher, Hasher};
+use std::io;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
 use std::time::{Duration, Instant};
+
+use tokio::net::UdpSocket;
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
 
 /// The BEP 14 IPv4 multicast group.
 pub const DEFAULT_GROUP_V4: SocketAddrV4 =
@@ -54,6 +63,10 @@ const MAX_SOURCES: usize = 256;
 
 /// Bound on the table of recently reported peers.
 const MAX_RECENT_PEERS: usize = 4096;
+
+/// Capacity of the channel of discovered peers; when the session does not keep up, new
+/// discoveries are dropped rather than queued (they come again with the next announce).
+const PEER_CHANNEL_CAPACITY: usize = 256;
 
 /// Why a datagram is not a BEP 14 announce we accept.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
@@ -394,6 +407,182 @@ impl LsdCore {
         }
         *tat = start + SOURCE_REFILL;
         true
+    }
+}
+
+/// Where and how the [`Lsd`] service runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LsdConfig {
+    /// The multicast group and port; [`DEFAULT_GROUP_V4`] in real use.
+    pub group: SocketAddrV4,
+    /// Our BitTorrent TCP port, the one announced.
+    pub listen_port: u16,
+    /// Local interface address to join the group on and send from;
+    /// `Ipv4Addr::UNSPECIFIED` lets the system choose (the default route's interface).
+    pub interface: Ipv4Addr,
+}
+
+impl LsdConfig {
+    /// The standard group on the system-chosen interface.
+    pub fn new(listen_port: u16) -> Self {
+        LsdConfig {
+            group: DEFAULT_GROUP_V4,
+            listen_port,
+            interface: Ipv4Addr::UNSPECIFIED,
+        }
+    }
+}
+
+/// The running LSD service (IPv4). Dropping it stops it, like [`shutdown`](Self::shutdown).
+pub struct Lsd {
+    torrents: watch::Sender<Vec<[u8; 20]>>,
+    task: JoinHandle<()>,
+    cookie: String,
+}
+
+impl Lsd {
+    /// Binds the group port (with SO_REUSEADDR and SO_REUSEPORT, so other LSD clients on
+    /// this host can share it), joins the group, and starts announcing and listening. The
+    /// receiver yields peers to dial for the torrents given to
+    /// [`set_torrents`](Self::set_torrents), never our own announces; it ends when the
+    /// service stops.
+    pub async fn start(
+        cfg: LsdConfig,
+    ) -> io::Result<(Lsd, mpsc::Receiver<([u8; 20], SocketAddr)>)> {
+        let socket = UdpSocket::from_std(multicast_socket(&cfg)?)?;
+        let cookie = random_cookie();
+        let core = LsdCore::new(SocketAddr::V4(cfg.group), cfg.listen_port, cookie.clone());
+        let (torrents_tx, torrents_rx) = watch::channel(Vec::new());
+        let (peers_tx, peers_rx) = mpsc::channel(PEER_CHANNEL_CAPACITY);
+        let task = tokio::spawn(run(
+            socket,
+            SocketAddr::V4(cfg.group),
+            core,
+            torrents_rx,
+            peers_tx,
+        ));
+        Ok((
+            Lsd {
+                torrents: torrents_tx,
+                task,
+                cookie,
+            },
+            peers_rx,
+        ))
+    }
+
+    /// Replaces the torrents we announce and want peers for.
+    pub fn set_torrents(&self, info_hashes: Vec<[u8; 20]>) {
+        self.torrents.send_replace(info_hashes);
+    }
+
+    /// Stops announcing and listening, closes the socket (leaving the group) and ends the
+    /// peer receiver.
+    pub fn shutdown(&self) {
+        self.task.abort();
+    }
+
+    /// This node's cookie, as sent in its announces.
+    pub fn cookie(&self) -> &str {
+        &self.cookie
+    }
+}
+
+impl Drop for Lsd {
+    fn drop(&mut self) {
+        self.task.abort();
+    }
+}
+
+fn multicast_socket(cfg: &LsdConfig) -> io::Result<std::net::UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let group = *cfg.group.ip();
+    if !group.is_multicast() {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            format!("LSD group {group} is not a multicast address"),
+        ));
+    }
+    let socket = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
+    socket.set_reuse_address(true)?;
+    #[cfg(all(
+        unix,
+        not(any(target_os = "solaris", target_os = "illumos", target_os = "cygwin"))
+    ))]
+    socket.set_reuse_port(true)?;
+    socket.set_nonblocking(true)?;
+    socket.bind(&SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, cfg.group.port()).into())?;
+    socket.join_multicast_v4(&group, &cfg.interface)?;
+    // Only datagrams of the group we joined, not of groups other sockets on this host joined
+    // on the same port.
+    #[cfg(target_os = "linux")]
+    socket.set_multicast_all_v4(false)?;
+    if !cfg.interface.is_unspecified() {
+        socket.set_multicast_if_v4(&cfg.interface)?;
+    }
+    socket.set_multicast_loop_v4(true)?;
+    socket.set_multicast_ttl_v4(1)?;
+    Ok(socket.into())
+}
+
+/// A random hex token; not secret, only distinct per node.
+fn random_cookie() -> String {
+    let mut hasher = RandomState::new().build_hasher();
+    let since_epoch = std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH);
+    hasher.write_u128(since_epoch.map(|d| d.as_nanos()).unwrap_or_default());
+    hasher.write_u32(std::process::id());
+    format!("{:08x}", hasher.finish() as u32)
+}
+
+async fn run(
+    socket: UdpSocket,
+    group: SocketAddr,
+    mut core: LsdCore,
+    mut torrents: watch::Receiver<Vec<[u8; 20]>>,
+    peers: mpsc::Sender<([u8; 20], SocketAddr)>,
+) {
+    // One byte more than we accept, so an oversized datagram is seen as such.
+    let mut buf = vec![0u8; MAX_DATAGRAM + 1];
+    let mut torrents_open = true;
+    loop {
+        let now = Instant::now();
+        while let Some(datagram) = core.poll_transmit(now) {
+            // A failed send (no route, interface down) is retried at the next announce.
+            let _ = socket.send_to(&datagram, group).await;
+        }
+        let deadline = core.poll_timeout().map(tokio::time::Instant::from_std);
+        tokio::select! {
+            received = socket.recv_from(&mut buf) => {
+                match received {
+                    Ok((len, source)) => {
+                        if let Ok(found) = core.handle_datagram(source, &buf[..len], Instant::now()) {
+                            for peer in found {
+                                let _ = peers.try_send(peer);
+                            }
+                        }
+                    }
+                    // UDP receive errors are per-datagram (e.g. ICMP); pause briefly so a
+                    // persistent one cannot spin this task.
+                    Err(_) => tokio::time::sleep(Duration::from_millis(50)).await,
+                }
+            }
+            changed = torrents.changed(), if torrents_open => {
+                if changed.is_ok() {
+                    let list = torrents.borrow_and_update().clone();
+                    core.set_torrents(&list, Instant::now());
+                } else {
+                    torrents_open = false;
+                }
+            }
+            _ = sleep_until(deadline) => {}
+        }
+    }
+}
+
+async fn sleep_until(deadline: Option<tokio::time::Instant>) {
+    match deadline {
+        Some(deadline) => tokio::time::sleep_until(deadline).await,
+        None => std::future::pending().await,
     }
 }
 
