@@ -4,17 +4,23 @@
 //! send with IP_MULTICAST_IF = 127.0.0.1 and multicast loop on. On the Linux kernels we run
 //! on this works even though `lo` lacks the MULTICAST flag; where it does not, the test
 //! turns the flag on (as root) with `ip link set lo multicast on` and turns it off again at
-//! the end. Each test uses its own random group port (not 6771), so concurrent tests and
-//! real LSD clients on this host do not see each other's datagrams.
+//! the end. Each test of our nodes uses its own random group port (not 6771), so concurrent
+//! tests and real LSD clients on this host do not see each other's datagrams.
+//!
+//! The interop test runs libtorrent (Debian's python3-libtorrent, driven by
+//! `/usr/bin/python3`) on the real group 239.192.152.143:6771 over loopback, the only port
+//! libtorrent speaks; it tells its torrent apart from any other LSD traffic by info-hash.
 
 #![cfg(target_os = "linux")]
 
+use std::io::{BufRead, BufReader};
 use std::net::{Ipv4Addr, SocketAddr, SocketAddrV4, TcpListener};
-use std::process::Command;
+use std::process::{Child, Command, Stdio};
 use std::time::Duration;
 
-use engine::lsd::{Lsd, LsdConfig, parse_announce};
+use engine::lsd::{DEFAULT_GROUP_V4, Lsd, LsdConfig, parse_announce};
 use socket2::{Domain, Protocol, Socket, Type};
+use tokio::io::AsyncReadExt;
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 use tokio::time::{Instant, timeout};
@@ -318,4 +324,142 @@ async fn start_rejects_a_unicast_group() {
         .err()
         .expect("a unicast group must be refused");
     assert_eq!(err.kind(), std::io::ErrorKind::InvalidInput);
+}
+
+/// libtorrent with one torrent it wants to download (no data on disk), LSD on, announcing
+/// every second, listening on 127.0.0.1 only. Prints `INFOHASH PORT` once ready, then runs
+/// until killed or for argv[2] seconds.
+const LT_LSD_PEER: &str = r#"
+import libtorrent as lt, os, sys, time
+work = sys.argv[1]
+src, dst = os.path.join(work, "src"), os.path.join(work, "dst")
+os.makedirs(src); os.makedirs(dst)
+with open(os.path.join(src, "f.bin"), "wb") as f:
+    f.write(os.urandom(65536))
+fs = lt.file_storage()
+lt.add_files(fs, os.path.join(src, "f.bin"))
+ct = lt.create_torrent(fs, 0, lt.create_torrent.v1_only)
+lt.set_piece_hashes(ct, src)
+ti = lt.torrent_info(ct.generate())
+s = lt.session({"listen_interfaces": "127.0.0.1:0", "enable_lsd": True, "enable_dht": False,
+    "enable_upnp": False, "enable_natpmp": False, "local_service_announce_interval": 1})
+s.add_torrent({"ti": ti, "save_path": dst})
+print(str(ti.info_hashes().v1), s.listen_port(), flush=True)
+time.sleep(float(sys.argv[2]))
+"#;
+
+/// Kills and reaps the child when the test ends, pass or fail.
+struct KillOnDrop(Child);
+
+impl Drop for KillOnDrop {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn from_hex(hex: &str) -> [u8; 20] {
+    assert_eq!(hex.len(), 40, "not an info-hash: {hex:?}");
+    let mut out = [0u8; 20];
+    for (i, byte) in out.iter_mut().enumerate() {
+        *byte = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap();
+    }
+    out
+}
+
+#[tokio::test]
+async fn libtorrent_and_bitpeer_find_each_other() {
+    if std::env::var_os("BITPEER_SKIP_INTEROP").is_some_and(|v| v == "1") {
+        eprintln!("BITPEER_SKIP_INTEROP=1: not running the libtorrent LSD test");
+        return;
+    }
+    let has_lt = Command::new("/usr/bin/python3")
+        .args(["-c", "import libtorrent"])
+        .status()
+        .is_ok_and(|s| s.success());
+    assert!(
+        has_lt,
+        "/usr/bin/python3 cannot import libtorrent: `apt-get install python3-libtorrent`, \
+         or set BITPEER_SKIP_INTEROP=1 to skip interop tests"
+    );
+    let _lo = ensure_loopback_multicast();
+    let work = tempfile::tempdir().unwrap();
+    let lt = KillOnDrop(
+        Command::new("/usr/bin/python3")
+            .args(["-c", LT_LSD_PEER])
+            .arg(work.path())
+            .arg("90")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .spawn()
+            .unwrap(),
+    );
+    timeout(Duration::from_secs(60), libtorrent_scenario(lt))
+        .await
+        .expect("test took over 60 s");
+}
+
+async fn libtorrent_scenario(mut lt: KillOnDrop) {
+    // libtorrent's first line, read on a thread so the wait is bounded.
+    let stdout = lt.0.stdout.take().unwrap();
+    let (line_tx, line_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut line = String::new();
+        let _ = BufReader::new(stdout).read_line(&mut line);
+        let _ = line_tx.send(line);
+    });
+    let line = tokio::task::spawn_blocking(move || line_rx.recv_timeout(Duration::from_secs(30)))
+        .await
+        .unwrap()
+        .expect("libtorrent did not start within 30 s");
+    let mut words = line.split_whitespace();
+    let info_hash = from_hex(words.next().expect("no info-hash from libtorrent"));
+    let lt_port: u16 = words
+        .next()
+        .and_then(|w| w.parse().ok())
+        .expect("no port from libtorrent");
+
+    let listener = tokio::net::TcpListener::bind((LOOPBACK, 0)).await.unwrap();
+    let our_port = listener.local_addr().unwrap().port();
+    let cfg = LsdConfig {
+        group: DEFAULT_GROUP_V4,
+        listen_port: our_port,
+        interface: LOOPBACK,
+    };
+    let (lsd, mut rx) = Lsd::start(cfg).await.unwrap();
+    lsd.set_torrents(vec![info_hash]);
+
+    // We understand libtorrent's announce...
+    let mut seen = Vec::new();
+    expect_peer(
+        &mut rx,
+        (info_hash, SocketAddr::from((LOOPBACK, lt_port))),
+        &mut seen,
+    )
+    .await;
+
+    // ...and libtorrent understands ours: it dials our port and asks for the torrent.
+    let deadline = Instant::now() + Duration::from_secs(15);
+    let mut handshake = [0u8; 68];
+    loop {
+        let (mut conn, from) = tokio::time::timeout_at(deadline, listener.accept())
+            .await
+            .expect("libtorrent did not dial the port we announced")
+            .unwrap();
+        let read = tokio::time::timeout_at(deadline, conn.read_exact(&mut handshake)).await;
+        if matches!(read, Ok(Ok(_))) && from.ip() == LOOPBACK {
+            break;
+        }
+    }
+    assert_eq!(
+        &handshake[..20],
+        b"\x13BitTorrent protocol",
+        "not a BitTorrent handshake"
+    );
+    assert_eq!(
+        handshake[28..48],
+        info_hash,
+        "libtorrent asked for another torrent"
+    );
+    lsd.shutdown();
 }
