@@ -471,7 +471,8 @@ impl Lsd {
         ))
     }
 
-    /// Replaces the torrents we announce and want peers for.
+    /// Replaces the torrents we announce and want peers for. Leave out private torrents
+    /// (BEP 27): their peers come from their trackers only.
     pub fn set_torrents(&self, info_hashes: Vec<[u8; 20]>) {
         self.torrents.send_replace(info_hashes);
     }
