@@ -5,6 +5,7 @@
 
 pub mod bitfield;
 pub mod choker;
+pub mod lsd;
 pub mod picker;
 pub mod pool;
 pub mod resume;
