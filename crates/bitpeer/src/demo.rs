@@ -61,7 +61,7 @@ fn run_in(args: &Args, work: &std::path::Path) -> Result<(), String> {
             let meta = meta.clone();
             async move {
                 let session = Session::bind(local).await?;
-                let config = TorrentConfig { dir, peers };
+                let config = TorrentConfig::new(dir, peers);
                 session
                     .add_torrent(meta, config, Arc::new(AtomicU64::new(0)))
                     .await

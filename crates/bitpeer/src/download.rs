@@ -1,7 +1,7 @@
 //! `bitpeer download` and `bitpeer seed`: run one torrent over TCP with the peers given.
 
 use crate::{CliError, CliResult, info::read_torrent_file, units};
-use engine::session::Session;
+use engine::session::{LsdSettings, Session, SessionConfig};
 use engine::torrent::{Stats, Torrent, TorrentConfig};
 use indicatif::{ProgressBar, ProgressStyle};
 use metainfo::Metainfo;
@@ -15,6 +15,7 @@ use std::time::{Duration, Instant};
 #[derive(clap::Args)]
 pub struct DownloadArgs {
     /// The .torrent file to download (magnet links need the DHT, which is not built yet).
+    /// Peers come from the torrent's trackers, the local network (LSD) and --peer.
     torrent: String,
     /// The folder that receives the content (a multi-file torrent named X goes in DIR/X/).
     #[arg(short = 'o', long = "output", value_name = "DIR", default_value = ".")]
@@ -28,6 +29,9 @@ pub struct DownloadArgs {
     /// Keep seeding once the download is complete, until interrupted.
     #[arg(long)]
     seed: bool,
+    /// Do not look for peers on the local network (BEP 14 Local Service Discovery).
+    #[arg(long)]
+    no_lsd: bool,
     /// Print one JSON progress object per line instead of a progress bar.
     #[arg(long)]
     json: bool,
@@ -46,6 +50,9 @@ pub struct SeedArgs {
     /// A peer to connect to; repeatable.
     #[arg(long = "peer", value_name = "HOST:PORT")]
     peers: Vec<String>,
+    /// Do not announce on the local network (BEP 14 Local Service Discovery).
+    #[arg(long)]
+    no_lsd: bool,
 }
 
 fn runtime() -> CliResult<tokio::runtime::Runtime> {
@@ -92,6 +99,7 @@ async fn start(
     dir: PathBuf,
     listen: &str,
     peers: Vec<SocketAddr>,
+    lsd: bool,
 ) -> CliResult<(Session, Torrent)> {
     let listen: SocketAddr = listen.parse().map_err(|_| {
         CliError::new(format!(
@@ -102,7 +110,9 @@ async fn start(
     let mut bound = Err(CliError::new("cannot listen"));
     for i in 0..tries {
         let addr = SocketAddr::new(listen.ip(), listen.port() + i);
-        bound = Session::bind(addr)
+        let mut config = SessionConfig::new(addr);
+        config.lsd = lsd.then(|| lsd_settings(addr));
+        bound = Session::start(config)
             .await
             .map_err(|e| CliError::new(e.to_string()));
         if bound.is_ok() {
@@ -110,7 +120,10 @@ async fn start(
         }
     }
     let session = bound?;
-    let config = TorrentConfig { dir, peers };
+    if let Some(e) = session.lsd_error() {
+        eprintln!("warning: local peer discovery is off: {e}");
+    }
+    let config = TorrentConfig::new(dir, peers);
     let torrent = session
         .add_torrent(meta, config, Arc::new(AtomicU64::new(0)))
         .await
@@ -118,26 +131,44 @@ async fn start(
     Ok((session, torrent))
 }
 
+/// LSD on the interface of the listening address: a node listening on loopback is only
+/// reachable there.
+fn lsd_settings(listen: SocketAddr) -> LsdSettings {
+    let mut s = LsdSettings::default();
+    if let std::net::IpAddr::V4(ip) = listen.ip()
+        && !ip.is_unspecified()
+    {
+        s.interface = ip;
+    }
+    s
+}
+
 pub fn download(args: DownloadArgs) -> CliResult {
     let meta = load(&args.torrent)?;
     let peers = resolve(&args.peers)?;
     let rt = runtime()?;
     rt.block_on(async {
-        let (_session, t) = start(meta, args.dir.clone(), &args.listen, peers).await?;
+        let lsd = !args.no_lsd;
+        let (_session, t) = start(meta, args.dir.clone(), &args.listen, peers, lsd).await?;
         if let Some(a) = t.listen_addr() {
             // On stderr, so stdout stays the progress stream; other peers may dial it.
             eprintln!("listening on {a}");
-            if args.peers.is_empty() {
-                eprintln!("no --peer given: waiting for peers to connect to {a}");
-            }
+        }
+        let trackers = t.tracker_status().len();
+        if args.peers.is_empty() && trackers == 0 && (args.no_lsd || t.is_private()) {
+            eprintln!("no --peer and no tracker: waiting for peers to connect");
         }
         let started = Instant::now();
         let bar = bar(&t, args.json);
         let mut tick = tokio::time::interval(Duration::from_millis(500));
+        let mut tracker_log = TrackerLog::default();
         let done = loop {
             tokio::select! {
                 _ = t.wait_complete() => break true,
-                _ = tick.tick() => report(&t.stats(), &bar, args.json, started, "downloading"),
+                _ = tick.tick() => {
+                    tracker_log.update(&t, &bar);
+                    report(&t.stats(), &bar, args.json, started, "downloading");
+                }
                 _ = tokio::signal::ctrl_c() => break false,
             }
         };
@@ -180,7 +211,8 @@ pub fn seed(args: SeedArgs) -> CliResult {
     let peers = resolve(&args.peers)?;
     let rt = runtime()?;
     rt.block_on(async {
-        let (_session, t) = start(meta, args.dir.clone(), &args.listen, peers).await?;
+        let lsd = !args.no_lsd;
+        let (_session, t) = start(meta, args.dir.clone(), &args.listen, peers, lsd).await?;
         let s = t.stats();
         if s.pieces_have < s.piece_count {
             t.shutdown().await;
@@ -195,10 +227,42 @@ pub fn seed(args: SeedArgs) -> CliResult {
             Some(a) => println!("listening on {a}"),
             None => println!("listening"),
         }
-        let _ = tokio::signal::ctrl_c().await;
+        let mut tracker_log = TrackerLog::default();
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        loop {
+            tokio::select! {
+                _ = tick.tick() => tracker_log.update(&t, &ProgressBar::hidden()),
+                _ = tokio::signal::ctrl_c() => break,
+            }
+        }
         t.shutdown().await;
         Ok(())
     })
+}
+
+/// Tells the user on stderr when a tracker starts failing (once, not at every retry) and
+/// when it works again.
+#[derive(Default)]
+struct TrackerLog {
+    failing: std::collections::HashMap<String, String>,
+}
+
+impl TrackerLog {
+    fn update(&mut self, t: &Torrent, bar: &ProgressBar) {
+        for st in t.tracker_status() {
+            match (&st.last_error, self.failing.get(&st.url)) {
+                (Some(e), None) => {
+                    bar.suspend(|| eprintln!("warning: tracker {}: {e}", st.url));
+                    self.failing.insert(st.url.clone(), e.clone());
+                }
+                (None, Some(_)) if st.successes > 0 => {
+                    bar.suspend(|| eprintln!("tracker {} works again", st.url));
+                    self.failing.remove(&st.url);
+                }
+                _ => {}
+            }
+        }
+    }
 }
 
 fn bar(t: &Torrent, json: bool) -> ProgressBar {
@@ -227,6 +291,7 @@ fn report(s: &Stats, bar: &ProgressBar, json: bool, started: Instant, state: &st
                 "downloaded": s.downloaded,
                 "uploaded": s.uploaded,
                 "peers": s.peers,
+                "candidates": s.candidates,
                 "hash_failures": s.hash_failures,
                 "banned": s.banned,
                 "elapsed": secs,

@@ -1,6 +1,7 @@
 //! The session: one TCP listener for every torrent of this node, routing each incoming
 //! connection by the info-hash in its handshake (BEP 3), and the limits that span torrents.
 
+use crate::lsd::{Lsd, LsdConfig};
 use crate::torrent::{self, EngineError, Shared, Torrent, TorrentConfig};
 use metainfo::Metainfo;
 use std::collections::HashMap;
@@ -17,11 +18,56 @@ const MAX_CONNECTIONS: usize = 500;
 const MAX_HALF_OPEN: usize = 64;
 const PREFIX_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// How to run a node.
+#[derive(Debug, Clone)]
+pub struct SessionConfig {
+    /// Where to listen for peers (port 0: any free port).
+    pub listen: SocketAddr,
+    /// Local Service Discovery (BEP 14): announce our torrents on the local network and
+    /// dial the peers that announce them. `None`: off.
+    pub lsd: Option<LsdSettings>,
+    /// Settings of the tracker client.
+    pub tracker: tracker::client::ClientConfig,
+}
+
+/// Where LSD multicasts; the defaults are BEP 14's.
+#[derive(Debug, Clone)]
+pub struct LsdSettings {
+    pub group: std::net::SocketAddrV4,
+    /// The interface to multicast on (unspecified: the system's choice).
+    pub interface: std::net::Ipv4Addr,
+}
+
+impl Default for LsdSettings {
+    fn default() -> Self {
+        LsdSettings {
+            group: crate::lsd::DEFAULT_GROUP_V4,
+            interface: std::net::Ipv4Addr::UNSPECIFIED,
+        }
+    }
+}
+
+impl SessionConfig {
+    /// Listen on `listen`, LSD on, default tracker settings.
+    pub fn new(listen: SocketAddr) -> Self {
+        SessionConfig {
+            listen,
+            lsd: Some(LsdSettings::default()),
+            tracker: tracker::client::ClientConfig::default(),
+        }
+    }
+}
+
 pub(crate) struct SessionShared {
     pub(crate) listen_addr: SocketAddr,
     /// Our peer id (BEP 20 style: `-BP0100-` and 12 random digits), the same for every
     /// torrent and tracker of the session.
     pub(crate) peer_id: [u8; 20],
+    /// Sent with every announce, so trackers know us across address changes.
+    pub(crate) tracker_key: u32,
+    pub(crate) tracker_client: tracker::client::TrackerClient,
+    /// Running when LSD is on and its socket could be opened.
+    lsd: Mutex<Option<Lsd>>,
     pub(crate) torrents: Mutex<HashMap<[u8; 20], Arc<Shared>>>,
     connections: AtomicUsize,
     half_open: AtomicUsize,
@@ -38,6 +84,23 @@ impl SessionShared {
             .is_ok()
     }
 
+    /// Torrents were added or removed: tell LSD which ones to announce (never private
+    /// ones, BEP 27).
+    pub(crate) fn torrents_changed(&self) {
+        let lsd = self.lsd.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(lsd) = lsd.as_ref() {
+            let hashes = self
+                .torrents
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .filter(|(_, t)| !t.is_private())
+                .map(|(h, _)| *h)
+                .collect();
+            lsd.set_torrents(hashes);
+        }
+    }
+
     pub(crate) fn release_connection_slot(&self) {
         let _ = self
             .connections
@@ -49,11 +112,23 @@ impl SessionShared {
 #[derive(Clone)]
 pub struct Session {
     shared: Arc<SessionShared>,
+    lsd_error: Option<String>,
 }
 
 impl Session {
-    /// Listen on `addr` (port 0: any free port) and start accepting peers.
+    /// Listen on `addr` (port 0: any free port) and start accepting peers; no LSD.
     pub async fn bind(addr: SocketAddr) -> Result<Session, EngineError> {
+        let mut config = SessionConfig::new(addr);
+        config.lsd = None;
+        Self::start(config).await
+    }
+
+    /// Start a node: listen for peers, and run LSD if asked. An LSD socket that cannot be
+    /// opened is not an error (the node still works without it); see [`Session::lsd_error`].
+    pub async fn start(config: SessionConfig) -> Result<Session, EngineError> {
+        let addr = config.listen;
+        let tracker_client = tracker::client::TrackerClient::new(config.tracker.clone())
+            .map_err(|e| EngineError::Tracker(e.to_string()))?;
         let listener = TcpListener::bind(addr)
             .await
             .map_err(|source| EngineError::Listen { addr, source })?;
@@ -68,13 +143,49 @@ impl Session {
         let shared = Arc::new(SessionShared {
             listen_addr,
             peer_id,
+            tracker_key: (seed >> 16) as u32,
+            tracker_client,
+            lsd: Mutex::new(None),
             torrents: Mutex::new(HashMap::new()),
             connections: AtomicUsize::new(0),
             half_open: AtomicUsize::new(0),
             shutdown: AtomicBool::new(false),
         });
         tokio::spawn(accept_loop(shared.clone(), listener));
-        Ok(Session { shared })
+        let mut lsd_error = None;
+        if let Some(settings) = config.lsd {
+            let cfg = LsdConfig {
+                group: settings.group,
+                listen_port: listen_addr.port(),
+                interface: settings.interface,
+            };
+            match Lsd::start(cfg).await {
+                Ok((lsd, mut found)) => {
+                    *shared.lsd.lock().unwrap_or_else(|e| e.into_inner()) = Some(lsd);
+                    let s = shared.clone();
+                    tokio::spawn(async move {
+                        while let Some((info_hash, addr)) = found.recv().await {
+                            let t = s
+                                .torrents
+                                .lock()
+                                .unwrap_or_else(|e| e.into_inner())
+                                .get(&info_hash)
+                                .cloned();
+                            if let Some(t) = t.filter(|t| !t.is_private()) {
+                                torrent::add_peers(&t, &[addr], false);
+                            }
+                        }
+                    });
+                }
+                Err(e) => lsd_error = Some(e.to_string()),
+            }
+        }
+        Ok(Session { shared, lsd_error })
+    }
+
+    /// Why LSD is not running although it was asked for.
+    pub fn lsd_error(&self) -> Option<&str> {
+        self.lsd_error.as_deref()
     }
 
     pub fn listen_addr(&self) -> SocketAddr {
@@ -100,6 +211,15 @@ impl Session {
     /// Stop accepting connections. Torrents are shut down by their own handles.
     pub fn close(&self) {
         self.shared.shutdown.store(true, Ordering::SeqCst);
+        if let Some(lsd) = self
+            .shared
+            .lsd
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take()
+        {
+            lsd.shutdown();
+        }
     }
 }
 

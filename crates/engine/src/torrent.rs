@@ -28,6 +28,8 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 use tokio::sync::{Notify, mpsc};
+use tracker::client::{Progress, TrackerStatus, run_announcer};
+use tracker::proto::AnnounceRequest;
 use wire::{
     BlockRequest, Decoder, DecoderConfig, Event, Handshake, PeerConfig, PeerState, PieceGeometry,
 };
@@ -68,6 +70,8 @@ pub enum EngineError {
         #[source]
         source: std::io::Error,
     },
+    #[error("cannot start the tracker client: {0}")]
+    Tracker(String),
     #[error("this torrent is already running in the session")]
     Duplicate,
     #[error("v2-only torrents cannot be downloaded yet")]
@@ -84,6 +88,20 @@ pub struct TorrentConfig {
 
     /// Peers to dial, whatever else is found; they are never forgotten.
     pub peers: Vec<SocketAddr>,
+
+    /// Announce to the torrent's trackers (BEP 3, 12) and dial the peers they give.
+    pub trackers: bool,
+}
+
+impl TorrentConfig {
+    /// Content in `dir`, the given peers, trackers on.
+    pub fn new(dir: impl Into<PathBuf>, peers: Vec<SocketAddr>) -> Self {
+        TorrentConfig {
+            dir: dir.into(),
+            peers,
+            trackers: true,
+        }
+    }
 }
 
 /// Counters for progress displays.
@@ -166,6 +184,14 @@ pub(crate) struct Shared {
     /// Buffers of pieces evicted from the cache that nobody else held, to read into again.
     read_spare: Mutex<Vec<BytesMut>>,
     session: Arc<SessionShared>,
+    /// The announcer's per-tracker status, and how to stop it (it then sends `stopped`).
+    trackers: Mutex<Option<Announcing>>,
+}
+
+struct Announcing {
+    status: tokio::sync::watch::Receiver<Vec<TrackerStatus>>,
+    stop: tokio::sync::watch::Sender<bool>,
+    task: tokio::task::JoinHandle<()>,
 }
 
 /// A running torrent. Dropping it does not stop its tasks; call [`Torrent::shutdown`].
@@ -244,6 +270,7 @@ impl Torrent {
             read_cache: Mutex::new(VecDeque::new()),
             read_spare: Mutex::new(Vec::new()),
             session: session.clone(),
+            trackers: Mutex::new(None),
         });
 
         let mut torrents = session.torrents.lock().unwrap_or_else(|e| e.into_inner());
@@ -255,6 +282,11 @@ impl Torrent {
 
         add_peers(&shared, &config.peers, true);
         tokio::spawn(dial_loop(shared.clone()));
+        if config.trackers && !shared.meta.trackers.is_empty() {
+            let announcing = start_announcing(&shared);
+            *shared.trackers.lock().unwrap_or_else(|e| e.into_inner()) = Some(announcing);
+        }
+        session.torrents_changed();
         tokio::spawn(resume_loop(shared.clone()));
         tokio::spawn(choke_loop(shared.clone()));
         Ok(Torrent { shared })
@@ -264,6 +296,23 @@ impl Torrent {
     /// address and addresses over the pool's bound are ignored.
     pub fn add_peers(&self, addrs: &[SocketAddr]) {
         add_peers(&self.shared, addrs, false);
+    }
+
+    /// What each of the torrent's trackers answered last (empty without trackers).
+    pub fn tracker_status(&self) -> Vec<TrackerStatus> {
+        let t = self
+            .shared
+            .trackers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner());
+        t.as_ref()
+            .map(|a| a.status.borrow().clone())
+            .unwrap_or_default()
+    }
+
+    /// Whether the torrent is private (BEP 27): its trackers are its only source of peers.
+    pub fn is_private(&self) -> bool {
+        self.shared.is_private()
     }
 
     /// The torrent's info-hash (v1, or the truncated v2 hash), as used on the wire.
@@ -324,8 +373,27 @@ impl Torrent {
             let _ = p.tx.send(Cmd::Close);
         }
         self.shared.dial_wake.notify_one();
+        self.shared.session.torrents_changed();
+        let announcing = self
+            .shared
+            .trackers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
         let shared = self.shared.clone();
-        let _ = tokio::task::spawn_blocking(move || save_resume(&shared)).await;
+        let resume = tokio::task::spawn_blocking(move || save_resume(&shared));
+        if let Some(a) = announcing {
+            // `stopped` to every tracker that knows us; the announcer bounds it itself.
+            let _ = a.stop.send(true);
+            let _ = tokio::time::timeout(Duration::from_secs(10), a.task).await;
+        }
+        let _ = resume.await;
+    }
+}
+
+impl Shared {
+    pub(crate) fn is_private(&self) -> bool {
+        self.meta.info.private
     }
 }
 
@@ -458,7 +526,74 @@ pub(crate) async fn accept(
     }
 }
 
-fn add_peers(shared: &Shared, addrs: &[SocketAddr], pinned: bool) {
+/// Run the torrent's announcer (`tracker::client`): progress in, peers out.
+fn start_announcing(shared: &Arc<Shared>) -> Announcing {
+    use tokio::sync::watch;
+    let session = &shared.session;
+    let base = AnnounceRequest {
+        info_hash: shared.info_hash,
+        peer_id: session.peer_id,
+        port: session.listen_addr.port(),
+        uploaded: 0,
+        downloaded: 0,
+        left: 0,
+        event: tracker::proto::AnnounceEvent::Started,
+        numwant: Some(50),
+        key: session.tracker_key,
+    };
+    let (progress_tx, progress_rx) = watch::channel(progress(shared));
+    let (peers_tx, mut peers_rx) = mpsc::channel::<Vec<SocketAddr>>(16);
+    let (status_tx, status_rx) = watch::channel(Vec::new());
+    let (stop_tx, stop_rx) = watch::channel(false);
+    let task = tokio::spawn(run_announcer(
+        session.tracker_client.clone(),
+        shared.meta.trackers.clone(),
+        base,
+        progress_rx,
+        peers_tx,
+        status_tx,
+        stop_rx,
+    ));
+    let s = shared.clone();
+    tokio::spawn(async move {
+        while let Some(peers) = peers_rx.recv().await {
+            add_peers(&s, &peers, false);
+        }
+    });
+    let s = shared.clone();
+    tokio::spawn(async move {
+        // The counters the next announce reports; `left` reaching 0 sends `completed`.
+        let mut tick = tokio::time::interval(Duration::from_secs(1));
+        while !s.shutdown.load(Ordering::SeqCst) {
+            tick.tick().await;
+            if progress_tx.send(progress(&s)).is_err() {
+                return;
+            }
+        }
+    });
+    Announcing {
+        status: status_rx,
+        stop: stop_tx,
+        task,
+    }
+}
+
+fn progress(shared: &Shared) -> Progress {
+    let s = lock(shared);
+    let have: u64 = s
+        .picker
+        .have()
+        .iter_ones()
+        .map(|p| u64::from(s.picker.piece_size(p)))
+        .sum();
+    Progress {
+        uploaded: s.uploaded,
+        downloaded: s.downloaded,
+        left: shared.meta.info.total_length.saturating_sub(have),
+    }
+}
+
+pub(crate) fn add_peers(shared: &Shared, addrs: &[SocketAddr], pinned: bool) {
     let now = Instant::now();
     let mut s = lock(shared);
     let mut added = false;

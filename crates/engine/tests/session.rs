@@ -1,7 +1,7 @@
 //! One session listener serving two torrents: each incoming connection is routed by the
 //! info-hash in its handshake, and a handshake for an unknown torrent is dropped.
 
-use engine::session::Session;
+use engine::session::{LsdSettings, Session, SessionConfig};
 use engine::torrent::{Torrent, TorrentConfig};
 use metainfo::Metainfo;
 use metainfo::create::{self, CreateOptions};
@@ -32,10 +32,7 @@ fn make(dir: &Path, name: &str, len: usize, seed: u8) -> Metainfo {
 }
 
 async fn add(session: &Session, meta: &Metainfo, dir: &Path, peers: Vec<SocketAddr>) -> Torrent {
-    let config = TorrentConfig {
-        dir: dir.to_path_buf(),
-        peers,
-    };
+    let config = TorrentConfig::new(dir, peers);
     session
         .add_torrent(meta.clone(), config, Arc::new(AtomicU64::new(0)))
         .await
@@ -94,10 +91,7 @@ async fn one_listener_routes_two_torrents() {
     let again = seeder
         .add_torrent(
             a.clone(),
-            TorrentConfig {
-                dir: src.clone(),
-                peers: vec![],
-            },
+            TorrentConfig::new(&src, vec![]),
             Arc::new(AtomicU64::new(0)),
         )
         .await;
@@ -108,4 +102,71 @@ async fn one_listener_routes_two_torrents() {
     for t in [&sa, &sb, &ta, &tb] {
         t.shutdown().await;
     }
+}
+
+fn make_with(dir: &Path, name: &str, len: usize, seed: u8, private: bool) -> Metainfo {
+    let data: Vec<u8> = (0..len)
+        .map(|i| (i as u8).wrapping_mul(37) ^ seed)
+        .collect();
+    std::fs::write(dir.join(name), &data).unwrap();
+    let opts = CreateOptions {
+        piece_length: Some(16384),
+        private,
+        ..CreateOptions::default()
+    };
+    let bytes = create::create(
+        &dir.join(name),
+        &opts,
+        &AtomicU64::new(0),
+        &AtomicBool::new(false),
+    )
+    .unwrap();
+    Metainfo::from_bytes(&bytes).unwrap()
+}
+
+/// LSD (BEP 14) between two sessions over loopback multicast, on a group port of this test's
+/// own: the leecher, given no peer at all, is found by the seeder and downloads the public
+/// torrent; the private one (BEP 27) is never announced, so it finds nobody.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn local_service_discovery_finds_peers_for_public_torrents_only() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    let public = make_with(&src, "public.bin", 200_000, 7, false);
+    let private = make_with(&src, "private.bin", 100_000, 8, true);
+    let group_port = std::net::UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let config = || {
+        let mut c = SessionConfig::new("127.0.0.1:0".parse().unwrap());
+        c.lsd = Some(LsdSettings {
+            group: std::net::SocketAddrV4::new([239, 192, 152, 143].into(), group_port),
+            interface: std::net::Ipv4Addr::LOCALHOST,
+        });
+        c
+    };
+    let seeder = Session::start(config()).await.unwrap();
+    assert_eq!(seeder.lsd_error(), None);
+    add(&seeder, &public, &src, vec![]).await;
+    add(&seeder, &private, &src, vec![]).await;
+
+    let leecher = Session::start(config()).await.unwrap();
+    assert_eq!(leecher.lsd_error(), None);
+    let out = tmp.path().join("out");
+    let tp = add(&leecher, &public, &out, vec![]).await;
+    let tq = add(&leecher, &private, &out, vec![]).await;
+    tokio::time::timeout(Duration::from_secs(30), tp.wait_complete())
+        .await
+        .expect("the public torrent is found through LSD and downloaded");
+    assert_eq!(
+        std::fs::read(out.join("public.bin")).unwrap(),
+        std::fs::read(src.join("public.bin")).unwrap()
+    );
+    tokio::time::sleep(Duration::from_secs(2)).await;
+    let s = tq.stats();
+    assert_eq!((s.peers, s.candidates, s.pieces_have), (0, 0, 0), "{s:?}");
+    seeder.close();
+    leecher.close();
 }
