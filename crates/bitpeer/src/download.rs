@@ -199,7 +199,7 @@ pub fn download(args: DownloadArgs) -> CliResult {
             if let Some(a) = t.listen_addr() {
                 println!("seeding on {a}");
             }
-            let _ = tokio::signal::ctrl_c().await;
+            serve_until_interrupted(&t, &mut tracker_log).await;
         }
         t.shutdown().await;
         Ok(())
@@ -227,17 +227,21 @@ pub fn seed(args: SeedArgs) -> CliResult {
             Some(a) => println!("listening on {a}"),
             None => println!("listening"),
         }
-        let mut tracker_log = TrackerLog::default();
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
-        loop {
-            tokio::select! {
-                _ = tick.tick() => tracker_log.update(&t, &ProgressBar::hidden()),
-                _ = tokio::signal::ctrl_c() => break,
-            }
-        }
+        serve_until_interrupted(&t, &mut TrackerLog::default()).await;
         t.shutdown().await;
         Ok(())
     })
+}
+
+/// Seed until Ctrl-C, telling the user about trackers that fail.
+async fn serve_until_interrupted(t: &Torrent, tracker_log: &mut TrackerLog) {
+    let mut tick = tokio::time::interval(Duration::from_secs(1));
+    loop {
+        tokio::select! {
+            _ = tick.tick() => tracker_log.update(t, &ProgressBar::hidden()),
+            _ = tokio::signal::ctrl_c() => break,
+        }
+    }
 }
 
 /// Tells the user on stderr when a tracker starts failing (once, not at every retry) and
