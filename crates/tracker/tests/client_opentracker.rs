@@ -152,6 +152,7 @@ async fn two_peers_find_each_other_through_opentracker_over_http_and_udp() {
         udp_max_retries: 3,
         udp_bind_v4: "127.0.0.1:0".parse().unwrap(),
         http_timeout: Duration::from_secs(5),
+        use_env_proxy: false,
         ..ClientConfig::default()
     })
     .unwrap();

@@ -129,8 +129,9 @@ impl Endpoint {
                 received = self.socket.recv_from(&mut buf) => {
                     // Errors such as ICMP port unreachable say nothing certain about this
                     // transaction: keep waiting until the deadline.
-                    if let Ok((n, from)) = received {
-                        self.dispatch(&buf[..n], from);
+                    match received {
+                        Ok((n, from)) => self.dispatch(&buf[..n], from),
+                        Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
                     }
                 }
                 _ = tokio::time::sleep_until(deadline) => return Ok(None),

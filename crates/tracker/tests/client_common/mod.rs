@@ -39,6 +39,8 @@ pub fn fast_config() -> ClientConfig {
         udp_max_retries: 2,
         udp_bind_v4: "127.0.0.1:0".parse().unwrap(),
         udp_bind_v6: "[::1]:0".parse().unwrap(),
+        // The fake trackers are on loopback: a proxy from the environment must not matter.
+        use_env_proxy: false,
         ..ClientConfig::default()
     }
 }
