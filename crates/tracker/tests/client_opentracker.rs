@@ -160,6 +160,23 @@ async fn two_peers_find_each_other_through_opentracker_over_http_and_udp() {
     let addr_a: SocketAddr = ([127, 0, 0, 1], port_a).into();
     let addr_b: SocketAddr = ([127, 0, 0, 1], port_b).into();
 
+    // opentracker listens before it has read its whitelist: wait until it accepts the
+    // hash, probing with a `stopped` announce, which adds no peer.
+    let probe = peer(b'p', 41009, 0, AnnounceEvent::Stopped, info_hash);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    loop {
+        match bounded(client.announce(&ot.http(), &probe, None)).await {
+            Ok(_) => break,
+            Err(TrackerError::Failure(_)) if Instant::now() < deadline => {
+                tokio::time::sleep(Duration::from_millis(50)).await
+            }
+            Err(e) => panic!(
+                "opentracker never accepted the whitelisted hash: {e}; it says: {}",
+                ot.log()
+            ),
+        }
+    }
+
     // A, a leecher, over HTTP; B, a seeder, over UDP.
     let a = peer(b'a', port_a, 1000, AnnounceEvent::Started, info_hash);
     let b = peer(b'b', port_b, 0, AnnounceEvent::Started, info_hash);
