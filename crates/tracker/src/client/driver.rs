@@ -118,6 +118,11 @@ impl Run {
             downloaded: p.downloaded,
             left: p.left,
             event,
+            // Leaving: no peers wanted.
+            numwant: match event {
+                AnnounceEvent::Stopped => Some(0),
+                _ => self.base.numwant,
+            },
             ..self.base.clone()
         }
     }
