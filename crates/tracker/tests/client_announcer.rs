@@ -107,6 +107,11 @@ async fn announces_through_the_tiers_and_sends_every_event_once() {
         .unwrap();
     let requests = good.requests();
     assert_eq!(events(&requests, "stopped"), 1);
+    let stopped = requests
+        .iter()
+        .find(|r| r.contains("event=stopped"))
+        .unwrap();
+    assert!(stopped.contains("&numwant=0&"), "{stopped}");
     assert_eq!(events(&requests, "completed"), 1);
     assert_eq!(events(&requests, "started"), 1);
     assert_eq!(requests.len(), 3, "{requests:?}");

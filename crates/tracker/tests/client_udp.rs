@@ -75,7 +75,7 @@ async fn a_lost_packet_is_retransmitted() {
     let server = fake_udp(
         "127.0.0.1:0",
         UdpBehaviour {
-            drop_first: 1,
+            drop: vec![1],
             peers: peers(),
             ..Default::default()
         },
@@ -94,6 +94,31 @@ async fn a_lost_packet_is_retransmitted() {
     );
     let log = server.log();
     assert_eq!((log.received, log.connects, log.announces.len()), (3, 1, 1));
+}
+
+#[tokio::test]
+async fn a_connection_id_that_expires_while_retransmitting_is_renewed() {
+    // Packet 2 is the first announce: lost. By the retransmission 200 ms later the
+    // 100 ms connection id is too old, so the client connects again first.
+    let server = fake_udp(
+        "127.0.0.1:0",
+        UdpBehaviour {
+            drop: vec![2],
+            ..Default::default()
+        },
+    )
+    .await;
+    let cfg = ClientConfig {
+        connection_id_ttl: Duration::from_millis(100),
+        ..fast_config()
+    };
+    let c = TrackerClient::new(cfg).unwrap();
+    bounded(c.announce(&server.url(), &request(AnnounceEvent::None), None))
+        .await
+        .unwrap();
+    let log = server.log();
+    assert_eq!((log.received, log.connects, log.announces.len()), (4, 2, 1));
+    assert_eq!(log.bad_connection_ids, 0);
 }
 
 #[tokio::test]

@@ -50,6 +50,8 @@ pub struct Announcer {
     started: bool,
     /// The download finished and `completed` has not been accepted yet.
     completed_pending: bool,
+    /// A tracker accepted `completed`: it is never sent again in this session.
+    completed_sent: bool,
     stopping: bool,
     /// Nothing more to send.
     finished: bool,
@@ -106,6 +108,7 @@ impl Announcer {
             due: now,
             started: false,
             completed_pending: false,
+            completed_sent: false,
             stopping: false,
             finished,
             in_flight: None,
@@ -204,7 +207,10 @@ impl Announcer {
         }
         match event {
             AnnounceEvent::Started => self.started = true,
-            AnnounceEvent::Completed => self.completed_pending = false,
+            AnnounceEvent::Completed => {
+                self.completed_pending = false;
+                self.completed_sent = true;
+            }
             AnnounceEvent::Stopped => {
                 self.finished = true;
                 return;
@@ -235,9 +241,10 @@ impl Announcer {
         }
     }
 
-    /// The download finished: send `completed` (once) as soon as possible.
+    /// The download finished: send `completed` as soon as possible, once per session even
+    /// if the download finishes again.
     pub fn on_completed(&mut self, now: Instant) {
-        if self.stopping {
+        if self.stopping || self.completed_sent {
             return;
         }
         self.completed_pending = true;
@@ -307,6 +314,7 @@ mod tests {
         let (url, ev) = a.next_action(t0 + secs(700)).unwrap();
         assert_eq!(ev, AnnounceEvent::Completed);
         a.on_success(t0 + secs(700), &url, &ok(600));
+        a.on_completed(t0 + secs(800));
         let (_, ev) = a.next_action(t0 + secs(1300)).unwrap();
         assert_eq!(ev, AnnounceEvent::None, "completed is sent once");
         a.on_failure(t0 + secs(1300), &url);
@@ -487,6 +495,81 @@ mod tests {
         a.on_success(t0, &url, &ok(600));
         let (_, ev) = a.next_action(t0).unwrap();
         assert_eq!(ev, AnnounceEvent::Completed);
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        Advance(u64),
+        Succeed(u32, Option<u32>),
+        Fail,
+        Complete,
+        Stop,
+        WakeAtTimeout,
+    }
+
+    fn op() -> impl proptest::strategy::Strategy<Value = Op> {
+        use proptest::prelude::*;
+        prop_oneof![
+            (0u64..4000).prop_map(Op::Advance),
+            (any::<u32>(), proptest::option::of(any::<u32>())).prop_map(|(i, m)| Op::Succeed(i, m)),
+            Just(Op::Fail),
+            Just(Op::Complete),
+            Just(Op::Stop),
+            Just(Op::WakeAtTimeout),
+        ]
+    }
+
+    proptest::proptest! {
+        /// Whatever happens: one announce in flight at most, `poll_timeout` never promises
+        /// an announce that `next_action` then refuses, `stopped` is the last event, and
+        /// `completed` goes out at most once.
+        #[test]
+        fn schedule_invariants(seed: u64, ops in proptest::collection::vec(op(), 0..80)) {
+            let t0 = Instant::now();
+            let mut now = t0;
+            let mut a = Announcer::new(tiers(&[&["a", "b"], &["c"]]), seed, t0);
+            let mut in_flight: Option<(String, AnnounceEvent)> = None;
+            let mut completed_ok = 0;
+            let mut stopped_ok = false;
+            for op in ops {
+                match op {
+                    Op::Advance(s) => now += secs(s),
+                    Op::Succeed(interval, min_interval) => {
+                        if let Some((url, event)) = in_flight.take() {
+                            let resp = AnnounceResponse { interval, min_interval, ..Default::default() };
+                            a.on_success(now, &url, &resp);
+                            completed_ok += usize::from(event == AnnounceEvent::Completed);
+                            stopped_ok |= event == AnnounceEvent::Stopped;
+                        }
+                    }
+                    Op::Fail => {
+                        if let Some((url, _)) = in_flight.take() {
+                            a.on_failure(now, &url);
+                        }
+                    }
+                    Op::Complete => a.on_completed(now),
+                    Op::Stop => a.on_stop(now),
+                    Op::WakeAtTimeout => {
+                        if let Some(t) = a.poll_timeout() {
+                            proptest::prop_assert!(in_flight.is_none());
+                            now = now.max(t);
+                            let action = a.next_action(now);
+                            proptest::prop_assert!(action.is_some(), "poll_timeout promised an announce");
+                            in_flight = action;
+                        }
+                    }
+                }
+                if let Some(action) = a.next_action(now) {
+                    proptest::prop_assert!(in_flight.is_none(), "two announces in flight");
+                    proptest::prop_assert!(!stopped_ok, "announce after stopped");
+                    in_flight = Some(action);
+                }
+                proptest::prop_assert!(completed_ok <= 1);
+                if stopped_ok {
+                    proptest::prop_assert!(a.is_finished());
+                }
+            }
+        }
     }
 
     #[test]

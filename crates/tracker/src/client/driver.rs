@@ -29,7 +29,7 @@ pub struct Progress {
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct TrackerStatus {
     pub url: String,
-    /// Tier index in the announce-list.
+    /// Tier index in the announce-list (empty tiers not counted).
     pub tier: usize,
     /// The error of the last announce, if it failed.
     pub last_error: Option<String>,
@@ -63,8 +63,8 @@ struct Run {
 }
 
 impl Run {
-    /// Send one announce and feed the outcome to the schedule. `None` as `result` means
-    /// it was abandoned because we are stopping.
+    /// Feed the outcome of one announce to the schedule, the peers channel and the status.
+    /// `None` as `result` means it was abandoned because we are stopping.
     fn record(
         &mut self,
         url: &str,
@@ -118,6 +118,11 @@ impl Run {
             downloaded: p.downloaded,
             left: p.left,
             event,
+            // Leaving: no peers wanted.
+            numwant: match event {
+                AnnounceEvent::Stopped => Some(0),
+                _ => self.base.numwant,
+            },
             ..self.base.clone()
         }
     }

@@ -53,8 +53,14 @@ fn query_separator(url: &str) -> char {
     if url.contains('?') { '&' } else { '?' }
 }
 
+/// The URL without its `#fragment`, after which nothing may be appended.
+fn without_fragment(url: &str) -> &str {
+    url.split('#').next().unwrap_or(url)
+}
+
 /// The full announce URL for `req` on the tracker at `announce`.
 pub fn announce_url(announce: &str, req: &AnnounceRequest, tracker_id: Option<&[u8]>) -> String {
+    let announce = without_fragment(announce);
     let mut url = String::with_capacity(announce.len() + 256);
     url.push_str(announce);
     url.push(query_separator(announce));
@@ -85,6 +91,7 @@ pub fn announce_url(announce: &str, req: &AnnounceRequest, tracker_id: Option<&[
 /// `announce`, which becomes `scrape` (`/announce.php` becomes `/scrape.php`). Trackers
 /// whose URL does not follow that convention do not support scrape.
 pub fn scrape_base(announce: &str) -> Result<String, TrackerError> {
+    let announce = without_fragment(announce);
     let path_end = announce.find('?').unwrap_or(announce.len());
     let (path, query) = announce.split_at(path_end);
     let slash = path.rfind('/').ok_or(TrackerError::ScrapeUnsupported)?;

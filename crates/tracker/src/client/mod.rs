@@ -81,6 +81,12 @@ pub struct ClientConfig {
     pub udp_bind_v6: SocketAddr,
     /// Most peers kept from one answer.
     pub max_peers: usize,
+    /// Send HTTP announces through the proxy named by `HTTP_PROXY`/`HTTPS_PROXY`/
+    /// `ALL_PROXY` (and `NO_PROXY`), if set.
+    pub use_env_proxy: bool,
+    /// Extra trusted root certificates (DER), for private trackers with their own CA; the
+    /// system's roots are always trusted.
+    pub extra_root_certs: Vec<Vec<u8>>,
 }
 
 impl Default for ClientConfig {
@@ -97,6 +103,8 @@ impl Default for ClientConfig {
             udp_bind_v4: "0.0.0.0:0".parse().expect("valid address"),
             udp_bind_v6: "[::]:0".parse().expect("valid address"),
             max_peers: 2000,
+            use_env_proxy: true,
+            extra_root_certs: Vec::new(),
         }
     }
 }
@@ -143,10 +151,15 @@ fn http_error(e: reqwest::Error) -> TrackerError {
     }
 }
 
-fn tls_config() -> Result<rustls::ClientConfig, TrackerError> {
+/// rustls on the ring provider, checking certificates against the system's roots (webpki).
+fn tls_config(extra_roots: &[Vec<u8>]) -> Result<rustls::ClientConfig, TrackerError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let verifier = rustls_platform_verifier::Verifier::new(provider.clone())
-        .map_err(|e| TrackerError::Tls(e.to_string()))?;
+    let extra = extra_roots
+        .iter()
+        .map(|der| rustls::pki_types::CertificateDer::from(der.clone()));
+    let verifier =
+        rustls_platform_verifier::Verifier::new_with_extra_roots(extra, provider.clone())
+            .map_err(|e| TrackerError::Tls(e.to_string()))?;
     let mut config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| TrackerError::Tls(e.to_string()))?
@@ -159,8 +172,12 @@ fn tls_config() -> Result<rustls::ClientConfig, TrackerError> {
 
 impl TrackerClient {
     pub fn new(cfg: ClientConfig) -> Result<Self, TrackerError> {
-        let http = reqwest::Client::builder()
-            .tls_backend_preconfigured(tls_config()?)
+        let mut http = reqwest::Client::builder();
+        if !cfg.use_env_proxy {
+            http = http.no_proxy();
+        }
+        let http = http
+            .tls_backend_preconfigured(tls_config(&cfg.extra_root_certs)?)
             .user_agent(cfg.user_agent.clone())
             .timeout(cfg.http_timeout)
             .connect_timeout(cfg.http_connect_timeout)

@@ -129,8 +129,9 @@ impl Endpoint {
                 received = self.socket.recv_from(&mut buf) => {
                     // Errors such as ICMP port unreachable say nothing certain about this
                     // transaction: keep waiting until the deadline.
-                    if let Ok((n, from)) = received {
-                        self.dispatch(&buf[..n], from);
+                    match received {
+                        Ok((n, from)) => self.dispatch(&buf[..n], from),
+                        Err(_) => tokio::time::sleep(Duration::from_millis(10)).await,
                     }
                 }
                 _ = tokio::time::sleep_until(deadline) => return Ok(None),
@@ -207,9 +208,10 @@ impl UdpClient {
     }
 
     /// Run one request: get a connection id (cached or by `connect`), send the request
-    /// built by `request(connection_id, transaction_id)`, and return the answer. Each
-    /// unanswered packet waits twice as long as the one before, up to `max_retries`
-    /// retransmissions in all.
+    /// built by `request(connection_id, transaction_id)`, and return the answer. An
+    /// unanswered packet is sent again after 15 * 2^n s (BEP 15; the base is configurable),
+    /// at most `max_retries` times for the connect and as many for the request. A
+    /// connection id that gets too old while retransmitting is renewed first.
     async fn request(
         &self,
         url: &str,
@@ -217,40 +219,42 @@ impl UdpClient {
     ) -> Result<UdpResponse, TrackerError> {
         let (to, endpoint) = self.resolve(url).await?;
         let ipv6 = to.is_ipv6();
-        // Sends so far of the current packet; BEP 15 waits 15 * 2^n s after the n-th.
-        let mut attempt = 0u32;
-
-        let mut connection_id = self.cached_connection(to);
-        let mut connect_tx = None;
-        let mut request_tx = None;
+        let timeout = |sends: u32| self.timeout * (1u32 << sends.min(16));
+        let (mut connect_sends, mut request_sends) = (0u32, 0u32);
+        let (mut connect_tx, mut request_tx) = (None, None);
+        // A connection id just received is used at least once, however short its life.
+        let mut fresh = None;
         loop {
-            if attempt > self.max_retries {
-                return Err(TrackerError::Timeout);
-            }
-            let timeout = self.timeout * (1u32 << attempt.min(16));
-            attempt += 1;
-            let Some(id) = connection_id else {
+            let Some(id) = fresh.take().or_else(|| self.cached_connection(to)) else {
+                if connect_sends > self.max_retries {
+                    return Err(TrackerError::Timeout);
+                }
+                let wait = timeout(connect_sends);
+                connect_sends += 1;
                 let tx = connect_tx.get_or_insert_with(|| endpoint.begin(to));
                 let packet = udp::encode_connect(tx.id);
-                let Some(answer) = endpoint.exchange(tx, to, &packet, timeout).await? else {
+                let Some(answer) = endpoint.exchange(tx, to, &packet, wait).await? else {
                     continue;
                 };
                 connect_tx = None;
                 match udp::decode_response(&answer, ipv6, self.max_peers)?.1 {
-                    UdpResponse::Connect { connection_id: id } => {
-                        lock(&self.connections).insert(to, (id, Instant::now()));
-                        connection_id = Some(id);
-                        // A fresh round of timeouts for the request itself.
-                        attempt = 0;
+                    UdpResponse::Connect { connection_id } => {
+                        lock(&self.connections).insert(to, (connection_id, Instant::now()));
+                        fresh = Some(connection_id);
                         continue;
                     }
                     UdpResponse::Error(msg) => return Err(TrackerError::Failure(msg)),
                     _ => return Err(TrackerError::Malformed("UDP answer of the wrong kind")),
                 }
             };
+            if request_sends > self.max_retries {
+                return Err(TrackerError::Timeout);
+            }
+            let wait = timeout(request_sends);
+            request_sends += 1;
             let tx = request_tx.get_or_insert_with(|| endpoint.begin(to));
             let packet = request(id, tx.id);
-            let Some(answer) = endpoint.exchange(tx, to, &packet, timeout).await? else {
+            let Some(answer) = endpoint.exchange(tx, to, &packet, wait).await? else {
                 continue;
             };
             let response = udp::decode_response(&answer, ipv6, self.max_peers)?.1;

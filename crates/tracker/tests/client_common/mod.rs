@@ -39,6 +39,8 @@ pub fn fast_config() -> ClientConfig {
         udp_max_retries: 2,
         udp_bind_v4: "127.0.0.1:0".parse().unwrap(),
         udp_bind_v6: "[::1]:0".parse().unwrap(),
+        // The fake trackers are on loopback: a proxy from the environment must not matter.
+        use_env_proxy: false,
         ..ClientConfig::default()
     }
 }
@@ -151,8 +153,8 @@ pub async fn fake_http(reply: impl Fn(&str) -> Reply + Send + Sync + 'static) ->
 /// How the fake UDP tracker misbehaves.
 #[derive(Clone, Default)]
 pub struct UdpBehaviour {
-    /// Ignore this many packets first.
-    pub drop_first: usize,
+    /// Ignore these packets (numbered from 1 in arrival order).
+    pub drop: Vec<usize>,
     /// Before each real answer, send a forged one with a wrong transaction id.
     pub wrong_txid_first: bool,
     /// Before each real answer, send a forged one from another socket.
@@ -221,7 +223,7 @@ pub async fn fake_udp(bind: &str, behaviour: UdpBehaviour) -> FakeUdp {
                 l.received += 1;
                 l.received
             };
-            if behaviour.silent || index <= behaviour.drop_first || p.len() < 16 {
+            if behaviour.silent || behaviour.drop.contains(&index) || p.len() < 16 {
                 continue;
             }
             let conn_id = u64::from_be_bytes(p[0..8].try_into().unwrap());
