@@ -80,6 +80,15 @@ impl Opentracker {
             );
             std::thread::sleep(Duration::from_millis(50));
         }
+        // It listens before it has read its whitelist: wait until it takes our info-hash.
+        while !announce_accepted(tcp, &info_hash) {
+            assert!(
+                Instant::now() < deadline,
+                "opentracker did not accept the whitelisted info-hash in 10 s: {}",
+                proc.explain()
+            );
+            std::thread::sleep(Duration::from_millis(100));
+        }
         Opentracker {
             _proc: proc,
             _dir: dir,
@@ -87,6 +96,28 @@ impl Opentracker {
             udp,
         }
     }
+}
+
+/// One HTTP announce (as a stopped peer, so it leaves nothing behind); whether the tracker
+/// answered without a `failure reason`.
+fn announce_accepted(port: u16, info_hash: &[u8; 20]) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(2)));
+    let ih: String = info_hash.iter().map(|b| format!("%{b:02x}")).collect();
+    let req = format!(
+        "GET /announce?info_hash={ih}&peer_id=-XX0000-probeprobe00&port=1&uploaded=0&\
+         downloaded=0&left=0&compact=1&event=stopped HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n"
+    );
+    if s.write_all(req.as_bytes()).is_err() {
+        return false;
+    }
+    let mut body = Vec::new();
+    let _ = s.take(64 * 1024).read_to_end(&mut body);
+    let text = String::from_utf8_lossy(&body);
+    text.contains("200") && text.contains("interval") && !text.contains("failure")
 }
 
 /// A single-file torrent of `len` pseudo-random bytes in `root/seed/NAME`, announcing to

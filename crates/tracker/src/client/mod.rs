@@ -147,7 +147,9 @@ fn http_error(e: reqwest::Error) -> TrackerError {
     if e.is_timeout() {
         TrackerError::Timeout
     } else {
-        TrackerError::Http(error_chain(&e))
+        // Without the URL: the caller knows it, and its query (info-hash, peer id, counters)
+        // only makes the message unreadable.
+        TrackerError::Http(error_chain(&e.without_url()))
     }
 }
 
