@@ -526,3 +526,15 @@ proptest::proptest! {
         let _ = Metainfo::from_bytes(&t);
     }
 }
+
+#[test]
+fn from_info_bytes_rebuilds_the_torrent_from_its_info_dictionary() {
+    let m = Metainfo::from_bytes(&single(40_000)).unwrap();
+    let trackers = vec![vec!["udp://t.example:6969/announce".to_string()]];
+    let back = Metainfo::from_info_bytes(&m.info_bytes, trackers.clone(), vec![]).unwrap();
+    assert_eq!(back.info_hashes, m.info_hashes);
+    assert_eq!(back.info, m.info);
+    assert_eq!(back.trackers, trackers);
+    assert!(Metainfo::from_info_bytes(b"d4:name1:xe", vec![], vec![]).is_err());
+    assert!(Metainfo::from_info_bytes(b"garbage", vec![], vec![]).is_err());
+}

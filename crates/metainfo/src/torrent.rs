@@ -239,6 +239,26 @@ impl Metainfo {
             creation_date: top.get(b"creation date").and_then(Value::as_int),
         })
     }
+
+    /// A torrent from a bare `info` dictionary (as fetched from peers with BEP 9) and the
+    /// trackers and web seeds a magnet link named. The caller checks the info-hash.
+    pub fn from_info_bytes(
+        info_bytes: &[u8],
+        trackers: Vec<Vec<String>>,
+        web_seeds: Vec<String>,
+    ) -> Result<Self> {
+        let (info_hashes, info) = parse_info_bytes(info_bytes, &Limits::default())?;
+        Ok(Metainfo {
+            info_hashes,
+            info_bytes: info_bytes.to_vec(),
+            info,
+            trackers,
+            web_seeds,
+            comment: None,
+            created_by: None,
+            creation_date: None,
+        })
+    }
 }
 
 /// Parse and hash a bare `info` dictionary, as received through BEP 9 metadata exchange.
