@@ -13,6 +13,8 @@
 //! - [`message`]: the [`Message`] enum and its encoding.
 //! - [`codec`]: the framing [`Decoder`] with its length bounds and typed errors.
 //! - [`extended`]: the BEP 10 extended handshake dictionary.
+//! - [`metadata`]: BEP 9 `ut_metadata` messages and the [`MetadataAssembler`] that
+//!   fetches an info dictionary from peers (magnet links).
 //! - [`peer`]: [`PeerState`], the per-connection protocol rules (choking, interest,
 //!   request queues in both directions, fast-extension rejects).
 //!
@@ -23,12 +25,17 @@ pub mod codec;
 pub mod extended;
 pub mod handshake;
 pub mod message;
+pub mod metadata;
 pub mod peer;
 
 pub use codec::{DecodeError, Decoder, DecoderConfig};
 pub use extended::{ExtendedHandshake, ExtendedHandshakeError};
 pub use handshake::{Handshake, HandshakeError, HandshakePrefix};
 pub use message::{BlockRequest, Message, encode_piece_header};
+pub use metadata::{
+    MAX_METADATA_SIZE, METADATA_PIECE_SIZE, MetadataAssembler, MetadataError, MetadataMessage,
+    Progress, metadata_piece,
+};
 pub use peer::{
     Bitfield, Event, PeerConfig, PeerError, PeerState, PieceGeometry, RefuseReason, RequestError,
     RequestFailure,
