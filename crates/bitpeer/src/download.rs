@@ -1,10 +1,12 @@
 //! `bitpeer download` and `bitpeer seed`: run one torrent over TCP with the peers given.
 
 use crate::{CliError, CliResult, info::read_torrent_file, units};
+use engine::magnet::MetadataSources;
 use engine::session::{LsdSettings, Session, SessionConfig};
 use engine::torrent::{Stats, Torrent, TorrentConfig};
 use indicatif::{ProgressBar, ProgressStyle};
 use metainfo::Metainfo;
+use metainfo::magnet::Magnet;
 use std::io::IsTerminal;
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -14,8 +16,8 @@ use std::time::{Duration, Instant};
 
 #[derive(clap::Args)]
 pub struct DownloadArgs {
-    /// The .torrent file to download (magnet links need the DHT, which is not built yet).
-    /// Peers come from the torrent's trackers, the local network (LSD) and --peer.
+    /// The .torrent file or magnet link to download. Peers come from the torrent's
+    /// trackers, the local network (LSD), a magnet's x.pe peers and --peer.
     torrent: String,
     /// The folder that receives the content (a multi-file torrent named X goes in DIR/X/).
     #[arg(short = 'o', long = "output", value_name = "DIR", default_value = ".")]
@@ -62,17 +64,38 @@ fn runtime() -> CliResult<tokio::runtime::Runtime> {
         .map_err(|e| CliError::new(format!("cannot start the runtime: {e}")))
 }
 
-fn load(path: &str) -> CliResult<Metainfo> {
-    if path
-        .get(..7)
+/// What `download` was given.
+enum Source {
+    Torrent(Box<Metainfo>),
+    Magnet(Box<Magnet>),
+}
+
+fn is_magnet(arg: &str) -> bool {
+    arg.get(..7)
         .is_some_and(|p| p.eq_ignore_ascii_case("magnet:"))
-    {
+}
+
+fn load(path: &str) -> CliResult<Metainfo> {
+    if is_magnet(path) {
         return Err(CliError::new(
-            "magnet links need the DHT and metadata exchange, which bitpeer does not have yet; use a .torrent file",
+            "seeding needs the .torrent file (or download the magnet link with --seed)",
         ));
     }
     let bytes = read_torrent_file(path)?;
     Metainfo::from_bytes(&bytes).map_err(|e| CliError::new(format!("{path}: invalid torrent: {e}")))
+}
+
+fn load_source(arg: &str) -> CliResult<Source> {
+    if !is_magnet(arg) {
+        return Ok(Source::Torrent(Box::new(load(arg)?)));
+    }
+    let m = Magnet::parse(arg).map_err(|e| CliError::new(format!("invalid magnet link: {e}")))?;
+    if m.info_hashes.get_v1().is_none() {
+        return Err(CliError::new(
+            "this magnet link has only a v2 info-hash (btmh), which bitpeer cannot download yet",
+        ));
+    }
+    Ok(Source::Magnet(Box::new(m)))
 }
 
 fn resolve(addrs: &[String]) -> CliResult<Vec<SocketAddr>> {
@@ -92,15 +115,9 @@ fn resolve(addrs: &[String]) -> CliResult<Vec<SocketAddr>> {
         .collect()
 }
 
-/// Bind the session and add the torrent. `--listen`: the address given, or if its port is
-/// taken and it is the default 6881, the next free port up to 6889.
-async fn start(
-    meta: Metainfo,
-    dir: PathBuf,
-    listen: &str,
-    peers: Vec<SocketAddr>,
-    lsd: bool,
-) -> CliResult<(Session, Torrent)> {
+/// Bind the session. `--listen`: the address given, or if its port is taken and it is the
+/// default 6881, the next free port up to 6889.
+async fn bind(listen: &str, lsd: bool) -> CliResult<Session> {
     let listen: SocketAddr = listen.parse().map_err(|_| {
         CliError::new(format!(
             "bad --listen address `{listen}` (expected HOST:PORT)"
@@ -123,12 +140,104 @@ async fn start(
     if let Some(e) = session.lsd_error() {
         eprintln!("warning: local peer discovery is off: {e}");
     }
+    Ok(session)
+}
+
+async fn add(
+    session: &Session,
+    meta: Metainfo,
+    dir: PathBuf,
+    peers: Vec<SocketAddr>,
+) -> CliResult<Torrent> {
     let config = TorrentConfig::new(dir, peers);
-    let torrent = session
+    session
         .add_torrent(meta, config, Arc::new(AtomicU64::new(0)))
         .await
-        .map_err(|e| CliError::new(e.to_string()))?;
+        .map_err(|e| CliError::new(e.to_string()))
+}
+
+/// Bind the session and add the torrent.
+async fn start(
+    meta: Metainfo,
+    dir: PathBuf,
+    listen: &str,
+    peers: Vec<SocketAddr>,
+    lsd: bool,
+) -> CliResult<(Session, Torrent)> {
+    let session = bind(listen, lsd).await?;
+    let torrent = add(&session, meta, dir, peers).await?;
     Ok((session, torrent))
+}
+
+/// A magnet link's first step: the info dictionary from peers (BEP 9), found through the
+/// link's `x.pe` peers and `tr` trackers and `--peer`. Shows its progress; Ctrl-C stops it.
+/// Returns the torrent and the addresses met on the way.
+async fn fetch_metadata(
+    session: &Session,
+    magnet: &Magnet,
+    peers: &[SocketAddr],
+    json: bool,
+) -> CliResult<(Metainfo, Vec<SocketAddr>)> {
+    let mut all = peers.to_vec();
+    for p in &magnet.peers {
+        // A bad x.pe entry is the link's problem, not a reason to stop.
+        if let Ok(a) = resolve(std::slice::from_ref(p)) {
+            all.extend(a);
+        }
+    }
+    let trackers: Vec<Vec<String>> = magnet.trackers.iter().map(|t| vec![t.clone()]).collect();
+    let info_hash = magnet.info_hashes.get_v1().map(|h| h.0).unwrap_or_default();
+    let fetch = session.fetch_metadata(
+        info_hash,
+        MetadataSources {
+            peers: all,
+            trackers: trackers.clone(),
+        },
+    );
+    let started = Instant::now();
+    let spinner = if json || !std::io::stderr().is_terminal() {
+        ProgressBar::hidden()
+    } else {
+        ProgressBar::new_spinner()
+    };
+    let mut tick = tokio::time::interval(Duration::from_millis(500));
+    let meta = loop {
+        tokio::select! {
+            m = fetch.wait(trackers.clone(), magnet.web_seeds.clone()) => {
+                break m.map_err(|e| CliError::new(e.to_string()))?;
+            }
+            _ = tick.tick() => {
+                let s = fetch.stats();
+                if json {
+                    println!(
+                        "{}",
+                        serde_json::json!({
+                            "state": "metadata",
+                            "candidates": s.candidates,
+                            "peers": s.connected,
+                            "metadata_pieces": s.pieces,
+                            "metadata_piece_count": s.piece_count,
+                            "banned": s.banned,
+                            "elapsed": started.elapsed().as_secs_f64(),
+                        })
+                    );
+                } else {
+                    spinner.set_message(format!(
+                        "fetching the torrent's metadata: {} peers known, {} connected, {}/{} pieces",
+                        s.candidates, s.connected, s.pieces, s.piece_count
+                    ));
+                    spinner.tick();
+                }
+            }
+            _ = tokio::signal::ctrl_c() => {
+                return Err(CliError::new("interrupted while fetching the metadata"));
+            }
+        }
+    };
+    spinner.finish_and_clear();
+    let known = fetch.known_peers();
+    fetch.stop();
+    Ok((meta, known))
 }
 
 /// LSD on the interface of the listening address: a node listening on loopback is only
@@ -144,15 +253,27 @@ fn lsd_settings(listen: SocketAddr) -> LsdSettings {
 }
 
 pub fn download(args: DownloadArgs) -> CliResult {
-    let meta = load(&args.torrent)?;
+    let source = load_source(&args.torrent)?;
     let peers = resolve(&args.peers)?;
     let rt = runtime()?;
     rt.block_on(async {
         let lsd = !args.no_lsd;
-        let (_session, t) = start(meta, args.dir.clone(), &args.listen, peers, lsd).await?;
-        if let Some(a) = t.listen_addr() {
-            // On stderr, so stdout stays the progress stream; other peers may dial it.
-            eprintln!("listening on {a}");
+        let session = bind(&args.listen, lsd).await?;
+        // On stderr, so stdout stays the progress stream; other peers may dial it. For a
+        // .torrent once the torrent is ready for them; for a magnet link at once.
+        let listening = format!("listening on {}", session.listen_addr());
+        let from_magnet = matches!(source, Source::Magnet(_));
+        let (meta, met) = match source {
+            Source::Torrent(meta) => (*meta, Vec::new()),
+            Source::Magnet(m) => {
+                eprintln!("{listening}");
+                fetch_metadata(&session, &m, &peers, args.json).await?
+            }
+        };
+        let t = add(&session, meta, args.dir.clone(), peers).await?;
+        t.add_peers(&met);
+        if !from_magnet {
+            eprintln!("{listening}");
         }
         let trackers = t.tracker_status().len();
         if args.peers.is_empty() && trackers == 0 && (args.no_lsd || t.is_private()) {

@@ -6,6 +6,7 @@
 pub mod bitfield;
 pub mod choker;
 pub mod lsd;
+pub mod magnet;
 pub mod picker;
 pub mod pool;
 pub mod resume;

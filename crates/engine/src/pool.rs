@@ -149,6 +149,11 @@ impl PeerPool {
         self.candidates.is_empty()
     }
 
+    /// Every address in the pool.
+    pub fn addrs(&self) -> impl Iterator<Item = SocketAddr> + '_ {
+        self.candidates.keys().copied()
+    }
+
     /// When the next address becomes ready to dial, if any is waiting.
     pub fn next_ready(&self) -> Option<Instant> {
         self.candidates

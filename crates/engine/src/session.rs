@@ -69,6 +69,8 @@ pub(crate) struct SessionShared {
     /// Running when LSD is on and its socket could be opened.
     lsd: Mutex<Option<Lsd>>,
     pub(crate) torrents: Mutex<HashMap<[u8; 20], Arc<Shared>>>,
+    /// Magnet links whose metadata is being fetched: incoming peers for them go there.
+    pub(crate) fetches: Mutex<HashMap<[u8; 20], Arc<crate::magnet::Fetch>>>,
     connections: AtomicUsize,
     half_open: AtomicUsize,
     shutdown: AtomicBool,
@@ -147,6 +149,7 @@ impl Session {
             tracker_client,
             lsd: Mutex::new(None),
             torrents: Mutex::new(HashMap::new()),
+            fetches: Mutex::new(HashMap::new()),
             connections: AtomicUsize::new(0),
             half_open: AtomicUsize::new(0),
             shutdown: AtomicBool::new(false),
@@ -208,6 +211,16 @@ impl Session {
         Torrent::start(&self.shared, meta, config, check_progress).await
     }
 
+    /// Start fetching the info dictionary of `info_hash` from peers (BEP 9): a magnet link's
+    /// first step. Peers come from `sources` and whatever is added to the fetch later.
+    pub fn fetch_metadata(
+        &self,
+        info_hash: [u8; 20],
+        sources: crate::magnet::MetadataSources,
+    ) -> crate::magnet::MetadataFetch {
+        crate::magnet::MetadataFetch::start(&self.shared, info_hash, sources)
+    }
+
     /// Stop accepting connections. Torrents are shut down by their own handles.
     pub fn close(&self) {
         self.shared.shutdown.store(true, Ordering::SeqCst);
@@ -237,18 +250,30 @@ async fn accept_loop(session: Arc<SessionShared>, listener: TcpListener) {
         tokio::spawn(async move {
             let routed = route(&s, stream).await;
             s.half_open.fetch_sub(1, Ordering::SeqCst);
-            if let Some((torrent, stream, prefix)) = routed {
-                torrent::accept(torrent, stream, addr, prefix).await;
+            match routed {
+                Some((Route::Torrent(t), stream, prefix)) => {
+                    torrent::accept(t, stream, addr, prefix).await;
+                }
+                Some((Route::Fetch(f), stream, prefix)) => {
+                    crate::magnet::accept(f, stream, addr, prefix).await;
+                }
+                None => {}
             }
         });
     }
 }
 
-/// Read the first 48 bytes of the handshake and find the torrent it names.
+enum Route {
+    Torrent(Arc<Shared>),
+    Fetch(Arc<crate::magnet::Fetch>),
+}
+
+/// Read the first 48 bytes of the handshake and find the torrent (or metadata fetch) it
+/// names.
 async fn route(
     session: &SessionShared,
     mut stream: TcpStream,
-) -> Option<(Arc<Shared>, TcpStream, [u8; 48])> {
+) -> Option<(Route, TcpStream, [u8; 48])> {
     let mut prefix = [0u8; 48];
     tokio::time::timeout(PREFIX_TIMEOUT, stream.read_exact(&mut prefix))
         .await
@@ -260,6 +285,15 @@ async fn route(
         .lock()
         .unwrap_or_else(|e| e.into_inner())
         .get(&parsed.info_hash)
+        .cloned();
+    if let Some(t) = torrent {
+        return Some((Route::Torrent(t), stream, prefix));
+    }
+    let fetch = session
+        .fetches
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .get(&parsed.info_hash)
         .cloned()?;
-    Some((torrent, stream, prefix))
+    Some((Route::Fetch(fetch), stream, prefix))
 }

@@ -34,6 +34,10 @@ use wire::{
     BlockRequest, Decoder, DecoderConfig, Event, Handshake, PeerConfig, PeerState, PieceGeometry,
 };
 
+/// The ids under which we receive extension messages (BEP 10; our choice).
+pub(crate) const UT_PEX_ID: u8 = 1;
+pub(crate) use crate::magnet::UT_METADATA_ID;
+
 /// Most peer connections per torrent.
 const MAX_PEERS: usize = 80;
 /// Outgoing connections of one torrent still connecting at once.
@@ -72,6 +76,8 @@ pub enum EngineError {
     },
     #[error("cannot start the tracker client: {0}")]
     Tracker(String),
+    #[error("the metadata from peers is not a valid torrent: {0}")]
+    Metadata(String),
     #[error("this torrent is already running in the session")]
     Duplicate,
     #[error("v2-only torrents cannot be downloaded yet")]
@@ -131,6 +137,9 @@ enum Cmd {
 struct PeerEntry {
     tx: mpsc::UnboundedSender<Cmd>,
     addr: SocketAddr,
+    /// Where the peer accepts connections: the address we dialled, or for an incoming
+    /// peer its IP and the port of its extended handshake. What PEX tells others.
+    listen_addr: Option<SocketAddr>,
     /// Totals, and their values at the last choker round.
     downloaded: u64,
     uploaded: u64,
@@ -699,6 +708,7 @@ async fn run_peer(
             PeerEntry {
                 tx,
                 addr,
+                listen_addr: prefix.is_none().then_some(addr),
                 downloaded: 0,
                 uploaded: 0,
                 round_downloaded: 0,
@@ -735,6 +745,8 @@ async fn run_peer(
 fn tracing_off(_r: Result<(), String>) {}
 
 struct Conn {
+    /// What we told this peer through PEX (BEP 11), and when.
+    pex: wire::PexState,
     /// Pieces being read from disk to serve this peer's requests.
     reading: HashSet<u32>,
     read: tokio::net::tcp::OwnedReadHalf,
@@ -774,10 +786,18 @@ async fn handshake(
     let config = PeerConfig::negotiated(&ours, &hs);
     let mut state = PeerState::new(config, shared.geometry);
     if config.extension_protocol {
+        let mut m = std::collections::BTreeMap::new();
+        m.insert("ut_metadata".to_string(), UT_METADATA_ID);
+        if !shared.is_private() {
+            // BEP 27: no peer exchange for private torrents.
+            m.insert("ut_pex".to_string(), UT_PEX_ID);
+        }
         let ext = wire::ExtendedHandshake {
+            m,
             v: Some(concat!("bitpeer ", env!("CARGO_PKG_VERSION")).into()),
             reqq: Some(config.max_peer_requests as u32),
             p: Some(shared.session.listen_addr.port()),
+            metadata_size: Some(shared.meta.info_bytes.len() as u64),
             ..Default::default()
         };
         state.send_extended_handshake(&ext);
@@ -804,6 +824,7 @@ async fn handshake(
         let _ = write.shutdown().await;
     });
     Ok(Conn {
+        pex: wire::PexState::new(),
         reading: HashSet::new(),
         read,
         out,
@@ -953,6 +974,7 @@ impl Conn {
                     if last_sent.elapsed() > KEEPALIVE {
                         self.state.send_keep_alive();
                     }
+                    self.send_pex(shared, id);
                 }
             }
             self.fill_requests(shared, rate);
@@ -1041,6 +1063,22 @@ impl Conn {
             Event::RequestFailed { request, .. } => {
                 lock(shared).picker.request_dropped(&block_of(&request));
             }
+            Event::ExtendedHandshake(hs) => {
+                if let Some(port) = hs.p.filter(|&p| p != 0) {
+                    let mut s = lock(shared);
+                    if let Some(p) = s.peers.get_mut(&id)
+                        && p.listen_addr.is_none()
+                    {
+                        p.listen_addr = Some(SocketAddr::new(addr.ip(), port));
+                    }
+                }
+            }
+            Event::Extended { id: ext, payload } if ext == UT_METADATA_ID => {
+                self.serve_metadata(shared, &payload)?;
+            }
+            Event::Extended { id: ext, payload } if ext == UT_PEX_ID => {
+                self.receive_pex(shared, &payload);
+            }
             _ => {}
         }
         Ok(0)
@@ -1059,6 +1097,73 @@ impl Conn {
             if let Some(p) = s.peers.get_mut(&id) {
                 p.uploaded += len;
             }
+        }
+    }
+
+    /// BEP 9: answer a request for a piece of our info dictionary.
+    fn serve_metadata(&mut self, shared: &Shared, payload: &Bytes) -> Result<(), String> {
+        use wire::metadata::{MetadataError, MetadataMessage, metadata_piece};
+        let msg = match MetadataMessage::decode(payload) {
+            Ok(m) => m,
+            Err(MetadataError::UnknownMessageType(_)) => return Ok(()), // BEP 9: ignore
+            Err(e) => return Err(e.to_string()),
+        };
+        let MetadataMessage::Request { piece } = msg else {
+            return Ok(()); // data or reject we never asked for: ignore
+        };
+        let Some(their) = self
+            .state
+            .peer_extensions()
+            .and_then(|e| e.extension_id("ut_metadata"))
+        else {
+            return Err("metadata request without ut_metadata in its handshake".into());
+        };
+        let info = &shared.meta.info_bytes;
+        let answer = match metadata_piece(info, piece) {
+            Some(data) => MetadataMessage::Data {
+                piece,
+                total_size: info.len() as u32,
+                data: Bytes::copy_from_slice(data),
+            },
+            None => MetadataMessage::Reject { piece },
+        };
+        self.state
+            .send_extended(their, Bytes::from(answer.encode()));
+        Ok(())
+    }
+
+    /// BEP 11: tell the peer, at most once a minute, which peers we gained and lost.
+    fn send_pex(&mut self, shared: &Shared, id: u64) {
+        if shared.is_private() || self.pex.next_send_at().is_some_and(|t| Instant::now() < t) {
+            return;
+        }
+        let Some(their) = self
+            .state
+            .peer_extensions()
+            .and_then(|e| e.extension_id("ut_pex"))
+        else {
+            return;
+        };
+        let current: Vec<(SocketAddr, wire::PexFlags)> = lock(shared)
+            .peers
+            .iter()
+            .filter(|(k, _)| **k != id)
+            .filter_map(|(_, p)| p.listen_addr)
+            .map(|a| (a, wire::PexFlags(0)))
+            .collect();
+        if let Some(msg) = self.pex.poll_message(Instant::now(), &current) {
+            self.state.send_extended(their, Bytes::from(msg.encode()));
+        }
+    }
+
+    /// BEP 11: peers the peer met; dial them too (never for private torrents).
+    fn receive_pex(&mut self, shared: &Shared, payload: &[u8]) {
+        if shared.is_private() || !self.pex.accept_incoming(Instant::now()) {
+            return;
+        }
+        if let Ok(msg) = wire::PexMessage::decode(payload) {
+            let addrs: Vec<SocketAddr> = msg.added.iter().map(|(a, _)| *a).collect();
+            add_peers(shared, &addrs, false);
         }
     }
 

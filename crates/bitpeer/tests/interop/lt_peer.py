@@ -1,6 +1,6 @@
 """A libtorrent peer on 127.0.0.1 for transfer interop tests.
 
-Usage: lt_peer.py TORRENT SAVE_PATH [--peer HOST:PORT]... [--deadline SECONDS] [--seed]
+Usage: lt_peer.py TORRENT|MAGNET SAVE_PATH [--peer HOST:PORT]... [--deadline SECONDS] [--seed]
                   [--upload-limit BYTES_PER_S] [--stats]
 
 Listens on 127.0.0.1 (a free port), prints {"port": N} as its first line, connects to the
@@ -13,6 +13,8 @@ included (libtorrent exempts local peers from rate limits unless told otherwise)
 With --stats, prints {"uploaded": N, "downloaded": N, "peers": N, "seeding": B} every second and once
 more when it stops (deadline, SIGTERM or SIGINT); without it nothing more is printed while
 seeding, so a reader that only reads the port line never fills the pipe.
+With a magnet link, the metadata is fetched from the peers first (BEP 9).
+Peer exchange (BEP 11) is on, as in libtorrent's default session.
 No DHT, LSD, UPnP or NAT-PMP; trackers are removed, so nothing leaves 127.0.0.1.
 """
 
@@ -54,9 +56,11 @@ def main():
         "allow_multiple_connections_per_ip": True,
         "alert_mask": 0,
     })
-    ti = lt.torrent_info(a.torrent)
-    params = lt.add_torrent_params()
-    params.ti = ti
+    if a.torrent.startswith("magnet:"):
+        params = lt.parse_magnet_uri(a.torrent)
+    else:
+        params = lt.add_torrent_params()
+        params.ti = lt.torrent_info(a.torrent)
     params.save_path = a.save_path
     params.trackers = []
     h = ses.add_torrent(params)
@@ -92,7 +96,8 @@ def main():
                 h.connect_peer((host, int(port)))
             connected = True
         if not a.seed and st.is_seeding:
-            print_json({"done": True, "have": st.num_pieces, "num_pieces": ti.num_pieces()})
+            print_json({"done": True, "have": st.num_pieces,
+                        "num_pieces": h.torrent_file().num_pieces()})
             return 0
         time.sleep(0.1)
     if a.stats:
@@ -100,7 +105,9 @@ def main():
     if a.seed:
         return 0
     st = h.status()
-    print_json({"done": False, "have": st.num_pieces, "num_pieces": ti.num_pieces(),
+    ti = h.torrent_file()
+    print_json({"done": False, "have": st.num_pieces,
+                "num_pieces": ti.num_pieces() if ti else None,
                 "state": str(st.state), "peers": st.num_peers})
     return 1
 
