@@ -8,7 +8,7 @@
 //! This file is the tokio shell: it binds the sockets, moves bytes between them and the cores
 //! under a short mutex (never held across an `.await`), and expires peers on a timer. The
 //! HTTP side is a plain hyper HTTP/1.1 server: two routes whose query must be read as raw
-//! bytes need no router. It bounds the request head (8 KiB), the connections open at once
+//! bytes need no router. It bounds the request head (16 KiB), the connections open at once
 //! and their lifetime.
 
 pub mod http;
@@ -32,6 +32,9 @@ use tokio::sync::Semaphore;
 
 /// HTTP connections served at once; more wait in the kernel's accept queue.
 pub const MAX_HTTP_CONNECTIONS: usize = 1024;
+/// Largest HTTP request head read: room for a query of [`http::MAX_QUERY`] and headers;
+/// a larger head is refused by hyper (431) before it reaches the tracker.
+pub const MAX_HTTP_HEAD: usize = 16 * 1024;
 /// How long one HTTP connection may stay open (keep-alive included).
 const HTTP_CONNECTION_LIFETIME: Duration = Duration::from_secs(60);
 /// How long a client may take to send a request head.
@@ -191,7 +194,7 @@ async fn serve_http(listener: TcpListener, state: Arc<Mutex<TrackerState>>) {
             let conn = hyper::server::conn::http1::Builder::new()
                 .timer(TokioTimer::new())
                 .header_read_timeout(HTTP_HEADER_TIMEOUT)
-                .max_buf_size(8192)
+                .max_buf_size(MAX_HTTP_HEAD)
                 .keep_alive(true)
                 .serve_connection(TokioIo::new(stream), service);
             let _ = tokio::time::timeout(HTTP_CONNECTION_LIFETIME, conn).await;
