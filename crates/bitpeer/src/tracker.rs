@@ -97,7 +97,12 @@ pub fn run(args: Args) -> CliResult {
     if let Some(path) = &args.allow {
         tracker.allow = Some(read_allow(path)?);
     }
-    let config = ServerConfig { http, udp, tracker };
+    let config = ServerConfig {
+        http,
+        udp,
+        tracker,
+        ..ServerConfig::default()
+    };
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

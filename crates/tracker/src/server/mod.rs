@@ -30,7 +30,7 @@ use hyper_util::rt::{TokioIo, TokioTimer};
 use tokio::net::{TcpListener, UdpSocket};
 use tokio::sync::Semaphore;
 
-/// HTTP connections served at once; more wait in the kernel's accept queue.
+/// Default for [`ServerConfig::max_http_connections`].
 pub const MAX_HTTP_CONNECTIONS: usize = 1024;
 /// Largest HTTP request head read: room for a query of [`http::MAX_QUERY`] and headers;
 /// a larger head is refused by hyper (431) before it reaches the tracker.
@@ -60,11 +60,24 @@ pub enum ServerError {
 }
 
 /// Where to listen and how to track.
-#[derive(Debug, Clone, Default)]
+#[derive(Debug, Clone)]
 pub struct ServerConfig {
     pub http: Option<SocketAddr>,
     pub udp: Option<SocketAddr>,
     pub tracker: Config,
+    /// HTTP connections served at once; further ones wait in the kernel's accept queue.
+    pub max_http_connections: usize,
+}
+
+impl Default for ServerConfig {
+    fn default() -> Self {
+        ServerConfig {
+            http: None,
+            udp: None,
+            tracker: Config::default(),
+            max_http_connections: MAX_HTTP_CONNECTIONS,
+        }
+    }
 }
 
 /// A bound tracker server; [`Server::run`] serves until the future is dropped.
@@ -73,6 +86,7 @@ pub struct Server {
     udp: Option<UdpSocket>,
     state: Arc<Mutex<TrackerState>>,
     ids: ConnectionIds,
+    max_http_connections: usize,
 }
 
 impl Server {
@@ -104,6 +118,7 @@ impl Server {
             udp,
             state: Arc::new(Mutex::new(TrackerState::new(config.tracker))),
             ids: ConnectionIds::new(secret, Instant::now()),
+            max_http_connections: config.max_http_connections.max(1),
         })
     }
 
@@ -125,7 +140,7 @@ impl Server {
         let expiry = expire_loop(self.state.clone());
         let http = async {
             match self.http {
-                Some(l) => serve_http(l, self.state.clone()).await,
+                Some(l) => serve_http(l, self.state.clone(), self.max_http_connections).await,
                 None => std::future::pending().await,
             }
         };
@@ -170,8 +185,8 @@ async fn serve_udp(socket: UdpSocket, state: Arc<Mutex<TrackerState>>, ids: Conn
     }
 }
 
-async fn serve_http(listener: TcpListener, state: Arc<Mutex<TrackerState>>) {
-    let slots = Arc::new(Semaphore::new(MAX_HTTP_CONNECTIONS));
+async fn serve_http(listener: TcpListener, state: Arc<Mutex<TrackerState>>, max: usize) {
+    let slots = Arc::new(Semaphore::new(max));
     loop {
         let Ok(permit) = slots.clone().acquire_owned().await else {
             return;
