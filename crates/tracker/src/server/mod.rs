@@ -104,11 +104,9 @@ impl Server {
             None => None,
         };
         let udp = match config.udp {
-            Some(addr) => Some(
-                UdpSocket::bind(addr)
-                    .await
-                    .map_err(|source| ServerError::BindUdp { addr, source })?,
-            ),
+            Some(addr) => {
+                Some(bind_udp(addr).map_err(|source| ServerError::BindUdp { addr, source })?)
+            }
             None => None,
         };
         let mut secret = [0u8; 32];
@@ -152,6 +150,20 @@ impl Server {
         };
         tokio::join!(expiry, http, udp);
     }
+}
+
+/// Kernel receive buffer asked for the UDP socket: a burst of announces waits there while
+/// the tracker answers the ones before (the default ~200 KiB holds only ~150 datagrams).
+const UDP_RECV_BUFFER: usize = 4 << 20;
+
+fn bind_udp(addr: SocketAddr) -> std::io::Result<UdpSocket> {
+    use socket2::{Domain, Protocol, Socket, Type};
+    let s = Socket::new(Domain::for_address(addr), Type::DGRAM, Some(Protocol::UDP))?;
+    // Best effort: the kernel caps it at net.core.rmem_max.
+    let _ = s.set_recv_buffer_size(UDP_RECV_BUFFER);
+    s.bind(&addr.into())?;
+    s.set_nonblocking(true)?;
+    UdpSocket::from_std(s.into())
 }
 
 fn lock(state: &Mutex<TrackerState>) -> std::sync::MutexGuard<'_, TrackerState> {
