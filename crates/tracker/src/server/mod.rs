@@ -133,22 +133,18 @@ impl Server {
         self.state.clone()
     }
 
-    /// Serves HTTP and UDP and expires peers, until dropped.
+    /// Serves HTTP and UDP and expires peers, until dropped. Each runs as its own task
+    /// (so HTTP and UDP use both cores); dropping this future aborts them.
     pub async fn run(self) {
-        let expiry = expire_loop(self.state.clone());
-        let http = async {
-            match self.http {
-                Some(l) => serve_http(l, self.state.clone(), self.max_http_connections).await,
-                None => std::future::pending().await,
-            }
-        };
-        let udp = async {
-            match self.udp {
-                Some(s) => serve_udp(s, self.state.clone(), self.ids.clone()).await,
-                None => std::future::pending().await,
-            }
-        };
-        tokio::join!(expiry, http, udp);
+        let mut tasks = tokio::task::JoinSet::new();
+        tasks.spawn(expire_loop(self.state.clone()));
+        if let Some(l) = self.http {
+            tasks.spawn(serve_http(l, self.state.clone(), self.max_http_connections));
+        }
+        if let Some(s) = self.udp {
+            tasks.spawn(serve_udp(s, self.state.clone(), self.ids.clone()));
+        }
+        while tasks.join_next().await.is_some() {}
     }
 }
 
