@@ -23,6 +23,14 @@ lt = import_libtorrent()
 
 
 def tracker_report(h):
+    # Diagnostics only: never let a change in the bindings' shapes hide the result line.
+    try:
+        return _tracker_report(h)
+    except Exception as e:  # noqa: BLE001
+        return [{"report_error": repr(e)}]
+
+
+def _tracker_report(h):
     out = []
     for t in h.trackers():
         entry = {"url": t["url"]}
@@ -30,8 +38,9 @@ def tracker_report(h):
             for ih in ep.get("info_hashes", []):
                 if ih.get("message"):
                     entry["message"] = ih["message"]
-                if ih.get("last_error") and ih["last_error"].value():
-                    entry["error"] = ih["last_error"].message()
+                err = ih.get("last_error")
+                if isinstance(err, dict) and err.get("value"):
+                    entry["error"] = f"{err.get('category')}:{err.get('value')}"
                 entry["fails"] = ih.get("fails", 0)
         out.append(entry)
     return out
