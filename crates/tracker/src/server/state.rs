@@ -796,4 +796,58 @@ mod tests {
         );
         assert_eq!(t.stats().swarms, 1);
     }
+
+    use proptest::prelude::*;
+
+    proptest! {
+        /// Whatever announces arrive, in whatever order, with time going forward: the
+        /// counts agree with the peers held, no cap is passed, and no one is handed itself.
+        #[test]
+        fn invariants_hold(ops in proptest::collection::vec(
+            (0u32..6, 0u32..40, 0u8..4, 0u64..3, 0u64..30, proptest::option::of(0u32..300)),
+            1..300,
+        )) {
+            let mut c = short();
+            c.max_swarms = 4;
+            c.max_peers_per_swarm = 6;
+            c.max_peers = 15;
+            let mut t = TrackerState::new(c);
+            let t0 = Instant::now();
+            let mut secs = 0;
+            for (ih, peer, event, left, step, numwant) in ops {
+                secs += step;
+                let now = t0 + Duration::from_secs(secs);
+                let event = AnnounceEvent::from_udp(event as u32).unwrap();
+                let mut r = req(ih, peer, 1 + peer as u16, left, event);
+                r.numwant = numwant;
+                if step % 7 == 0 {
+                    t.expire(now);
+                }
+                if let Ok(a) = t.announce_peers(now, &r, src(peer).ip(), Family::Any) {
+                    prop_assert!(a.peers.len() <= numwant.map_or(DEFAULT_NUMWANT, |n| (n as usize).min(MAX_NUMWANT)));
+                    prop_assert!(a.peers.iter().all(|p| p.peer_id != r.peer_id));
+                    if left == 0 {
+                        let no_seeders = t.swarms.get(&r.info_hash).is_none_or(|s| {
+                            a.peers.iter().all(|p| {
+                                s.index.get(&p.peer_id).is_none_or(|&i| !s.peers[i].is_seeder())
+                            })
+                        });
+                        prop_assert!(no_seeders, "a seeder was handed seeders");
+                    }
+                }
+                let total: usize = t.swarms.values().map(|s| s.peers.len()).sum();
+                prop_assert_eq!(total, t.stats().peers);
+                prop_assert!(total <= 15 && t.swarms.len() <= 4);
+                for s in t.swarms.values() {
+                    prop_assert!(s.peers.len() <= 6);
+                    prop_assert_eq!(s.index.len(), s.peers.len());
+                    let seeders = s.peers.iter().filter(|p| p.is_seeder()).count() as u32;
+                    prop_assert_eq!(seeders, s.seeders);
+                    for (i, p) in s.peers.iter().enumerate() {
+                        prop_assert_eq!(s.index[&p.peer_id], i);
+                    }
+                }
+            }
+        }
+    }
 }
