@@ -20,9 +20,15 @@ pub struct Running {
 }
 
 impl Running {
+    /// On 127.0.0.1, whatever addresses `config` names.
     pub fn start(mut config: ServerConfig) -> Running {
         config.http = Some("127.0.0.1:0".parse().unwrap());
         config.udp = Some("127.0.0.1:0".parse().unwrap());
+        Running::start_at(config)
+    }
+
+    /// On the addresses `config` names.
+    pub fn start_at(config: ServerConfig) -> Running {
         let rt = tokio::runtime::Builder::new_multi_thread()
             .worker_threads(2)
             .enable_all()
