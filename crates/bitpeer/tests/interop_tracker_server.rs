@@ -3,8 +3,8 @@
 //! DHT entry point, no LSD), and checks that the download completes byte for byte.
 //!
 //! - libtorrent seeder and libtorrent leecher through `http://`;
-//! - aria2 downloads from a libtorrent seeder through `udp://` only (aria2 sends UDP tracker
-//!   requests from its DHT socket, so its DHT is on, with no entry point);
+//! - aria2 downloads from a libtorrent seeder through `udp://`, and through `http://` (aria2
+//!   sends UDP tracker requests from its DHT socket, so its DHT is on, with no entry point);
 //! - Transmission (transmission-cli) seeds, libtorrent finds it and downloads. Transmission
 //!   drops 127.x addresses a tracker hands it, so it is the one that is found.
 //!
@@ -251,18 +251,20 @@ fn libtorrent_peers_meet_through_http_tracker() {
     tracker.proc.assert_no_panic();
 }
 
-#[test]
-fn aria2_downloads_from_libtorrent_through_udp_tracker() {
+/// aria2 downloads from a libtorrent seeder that it can only learn of from our tracker at
+/// `pick(tracker)` (the torrent's own tracker list is dropped with `--bt-exclude-tracker`).
+fn aria2_from_libtorrent(pick: fn(&Tracker) -> String) {
     if skip_interop() || !libtorrent_available() {
         return;
     }
     require("aria2c", "aria2");
     let mut tracker = Tracker::spawn(&["--interval", "10"]);
+    let url = pick(&tracker);
     let tmp = tempfile::tempdir().unwrap();
-    let (data, torrent) = make_torrent(tmp.path(), &tracker.udp);
+    let (data, torrent) = make_torrent(tmp.path(), &url);
     let ih = info_hash_v1(&torrent);
-    // libtorrent announces over UDP too; the HTTP scrape sees the same swarm.
-    let mut seeder = spawn_lt(&torrent, &tmp.path().join("seed"), &tracker.udp, true);
+    // libtorrent announces to the same URL; the HTTP scrape sees the same swarm.
+    let mut seeder = spawn_lt(&torrent, &tmp.path().join("seed"), &url, true);
     tracker.wait_for_seeder(&ih, &mut seeder);
     let out = tmp.path().join("aria2");
     let mut cmd = Command::new("aria2c");
@@ -280,11 +282,10 @@ fn aria2_downloads_from_libtorrent_through_udp_tracker() {
             "--console-log-level=warn",
             "--summary-interval=0",
             "--follow-torrent=false",
-            "--check-certificate=false",
             "--bt-tracker-connect-timeout=10",
             "--bt-tracker-timeout=10",
         ])
-        .arg(format!("--bt-tracker={}", tracker.udp))
+        .arg(format!("--bt-tracker={url}"))
         .arg(format!("--listen-port={}", free_tcp_port()))
         .arg(format!("--dht-listen-port={}", free_udp_port()))
         .arg(format!(
@@ -295,13 +296,23 @@ fn aria2_downloads_from_libtorrent_through_udp_tracker() {
     let o = run(cmd, DOWNLOAD_TIMEOUT);
     assert!(
         o.status.success(),
-        "aria2c failed through our UDP tracker: {}\nseeder: {}\ntracker: {}",
+        "aria2c failed through our tracker at {url}: {}\nseeder: {}\ntracker: {}",
         o.explain(),
         seeder.explain(),
         tracker.proc.explain()
     );
     assert_same_tree(&data, &out.join("tracked.bin"));
     tracker.proc.assert_no_panic();
+}
+
+#[test]
+fn aria2_downloads_from_libtorrent_through_udp_tracker() {
+    aria2_from_libtorrent(|t| t.udp.clone());
+}
+
+#[test]
+fn aria2_downloads_from_libtorrent_through_http_tracker() {
+    aria2_from_libtorrent(|t| t.http.clone());
 }
 
 #[test]
