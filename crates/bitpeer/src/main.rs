@@ -10,6 +10,7 @@ mod create;
 mod demo;
 mod download;
 mod info;
+mod tracker;
 mod units;
 
 use clap::{Parser, Subcommand};
@@ -35,6 +36,8 @@ enum Command {
     Seed(download::SeedArgs),
     /// Run a small swarm of bitpeer nodes on 127.0.0.1 sharing a generated file.
     Demo(demo::Args),
+    /// Run a BitTorrent tracker (HTTP and UDP announce and scrape) until interrupted.
+    Tracker(tracker::Args),
 }
 
 fn main() -> ExitCode {
@@ -45,6 +48,7 @@ fn main() -> ExitCode {
         Command::Download(args) => download::download(args),
         Command::Seed(args) => download::seed(args),
         Command::Demo(args) => demo::run(args),
+        Command::Tracker(args) => tracker::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -1,0 +1,141 @@
+//! `bitpeer tracker`: run a BitTorrent tracker, HTTP (BEP 3, 23, 7, 48) and UDP (BEP 15),
+//! until interrupted. The work is done by `tracker::server`; this module reads the options
+//! and the allow list, and prints one line per endpoint once it is listening:
+//!
+//! ```text
+//! http tracker listening on http://ADDR/announce
+//! udp tracker listening on udp://ADDR
+//! ```
+
+use crate::{CliError, CliResult};
+use std::collections::HashSet;
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+use tracker::server::{Config, Server, ServerConfig};
+
+#[derive(clap::Args)]
+pub struct Args {
+    /// Where to serve HTTP announces and scrapes (port 0: any free port).
+    #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:6969")]
+    http: String,
+    /// Where to serve UDP announces and scrapes (port 0: any free port).
+    #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:6969")]
+    udp: String,
+    /// Serve no HTTP.
+    #[arg(long, conflicts_with = "no_udp")]
+    no_http: bool,
+    /// Serve no UDP.
+    #[arg(long)]
+    no_udp: bool,
+    /// Track only the info-hashes in FILE (40 hex digits a line; `#` starts a comment).
+    #[arg(long, value_name = "FILE")]
+    allow: Option<PathBuf>,
+    /// Seconds between announces asked of peers; peers silent for about two are dropped.
+    #[arg(long, value_name = "SECS", default_value_t = 1800,
+          value_parser = clap::value_parser!(u64).range(1..=86_400))]
+    interval: u64,
+    /// Most torrents tracked at once.
+    #[arg(long, value_name = "N", default_value_t = 100_000)]
+    max_torrents: usize,
+    /// Most peers tracked in all torrents together.
+    #[arg(long, value_name = "N", default_value_t = 1_000_000)]
+    max_peers: usize,
+    /// Most peers tracked in one torrent.
+    #[arg(long, value_name = "N", default_value_t = 50_000)]
+    max_peers_per_torrent: usize,
+}
+
+fn parse_addr(what: &str, s: &str) -> CliResult<SocketAddr> {
+    s.parse().map_err(|_| {
+        CliError::new(format!(
+            "invalid {what} address `{s}` (expected IP:PORT, e.g. 0.0.0.0:6969 or [::]:6969)"
+        ))
+    })
+}
+
+/// Reads an allow list: one info-hash in hex a line, blank lines and `#` comments skipped.
+fn read_allow(path: &Path) -> CliResult<HashSet<[u8; 20]>> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| CliError::new(format!("{}: {e}", path.display())))?;
+    let mut set = HashSet::new();
+    for (n, line) in text.lines().enumerate() {
+        let line = line.split('#').next().unwrap_or("").trim();
+        if line.is_empty() {
+            continue;
+        }
+        let bad = || {
+            CliError::new(format!(
+                "{}:{}: not an info-hash (40 hex digits): `{line}`",
+                path.display(),
+                n + 1
+            ))
+        };
+        if line.len() != 40 || !line.is_ascii() {
+            return Err(bad());
+        }
+        let mut h = [0u8; 20];
+        for (i, b) in h.iter_mut().enumerate() {
+            *b = u8::from_str_radix(&line[2 * i..2 * i + 2], 16).map_err(|_| bad())?;
+        }
+        set.insert(h);
+    }
+    Ok(set)
+}
+
+pub fn run(args: Args) -> CliResult {
+    let http = (!args.no_http)
+        .then(|| parse_addr("--http", &args.http))
+        .transpose()?;
+    let udp = (!args.no_udp)
+        .then(|| parse_addr("--udp", &args.udp))
+        .transpose()?;
+    let mut tracker = Config::with_interval(Duration::from_secs(args.interval));
+    tracker.max_swarms = args.max_torrents;
+    tracker.max_peers = args.max_peers;
+    tracker.max_peers_per_swarm = args.max_peers_per_torrent;
+    if let Some(path) = &args.allow {
+        tracker.allow = Some(read_allow(path)?);
+    }
+    let config = ServerConfig {
+        http,
+        udp,
+        tracker,
+        ..ServerConfig::default()
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::new(format!("cannot start the runtime: {e}")))?;
+    rt.block_on(async {
+        let server = Server::bind(config)
+            .await
+            .map_err(|e| CliError::new(e.to_string()))?;
+        if let Some(a) = server.http_addr() {
+            println!("http tracker listening on http://{a}/announce");
+        }
+        if let Some(a) = server.udp_addr() {
+            println!("udp tracker listening on udp://{a}");
+        }
+        tokio::select! {
+            _ = server.run() => Ok(()),
+            _ = shutdown_signal() => Ok(()),
+        }
+    })
+}
+
+/// Ctrl-C or SIGTERM.
+async fn shutdown_signal() {
+    #[cfg(unix)]
+    {
+        use tokio::signal::unix::{SignalKind, signal};
+        if let Ok(mut term) = signal(SignalKind::terminate()) {
+            tokio::select! {
+                _ = tokio::signal::ctrl_c() => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = tokio::signal::ctrl_c().await;
+}

@@ -1,0 +1,490 @@
+//! `bitpeer tracker` as the only way real clients meet: each test starts our tracker on
+//! 127.0.0.1 (ports picked by the OS), gives real clients nothing but its URL (no peers, no
+//! DHT entry point, no LSD), and checks that the download completes byte for byte.
+//!
+//! - libtorrent seeder and libtorrent leecher through `http://`;
+//! - aria2 downloads from a libtorrent seeder through `udp://`, and through `http://` (aria2
+//!   sends UDP tracker requests from its DHT socket, so its DHT is on, with no entry point);
+//! - Transmission (transmission-cli) seeds, libtorrent finds it and downloads. Transmission
+//!   drops 127.x addresses a tracker hands it, so it is the one that is found.
+//!
+//! Interop tests are skipped when BITPEER_SKIP_INTEROP=1; a missing client fails them
+//! otherwise. `tracker_cli_answers_and_survives_garbage` does not need a real client and
+//! always runs.
+
+mod common;
+
+use std::net::{SocketAddr, TcpListener, TcpStream, UdpSocket};
+use std::path::Path;
+use std::process::Command;
+use std::thread;
+use std::time::{Duration, Instant};
+
+use common::*;
+
+/// Deadline of a tracker process started by a test.
+const TRACKER_TIMEOUT: Duration = Duration::from_secs(300);
+/// How long a real client may take to download the test file through the tracker.
+const DOWNLOAD_TIMEOUT: Duration = Duration::from_secs(150);
+
+fn skip_interop() -> bool {
+    if std::env::var("BITPEER_SKIP_INTEROP").as_deref() == Ok("1") {
+        eprintln!("skipping interop test (BITPEER_SKIP_INTEROP=1)");
+        return true;
+    }
+    false
+}
+
+/// Panics with a clear message when `prog --version` cannot be run.
+fn require(prog: &str, package: &str) {
+    let mut cmd = Command::new(prog);
+    cmd.arg("--version");
+    let ok = matches!(try_run(cmd, CLIENT_TIMEOUT), Ok(o) if o.status.success());
+    assert!(
+        ok,
+        "{prog} cannot be run: install it (`apt-get install {package}`, scripts/test.sh does) \
+         or set BITPEER_SKIP_INTEROP=1"
+    );
+}
+
+/// A running `bitpeer tracker` and the endpoints it printed.
+struct Tracker {
+    proc: Proc,
+    /// `http://127.0.0.1:P/announce`
+    http: String,
+    /// `udp://127.0.0.1:P`
+    udp: String,
+}
+
+impl Tracker {
+    fn spawn(extra: &[&str]) -> Tracker {
+        let mut cmd = Command::new(bitpeer_bin());
+        cmd.args(["tracker", "--http", "127.0.0.1:0", "--udp", "127.0.0.1:0"])
+            .args(extra);
+        let mut proc = Proc::spawn(cmd, TRACKER_TIMEOUT);
+        let (mut http, mut udp) = (None, None);
+        while http.is_none() || udp.is_none() {
+            let line = proc.wait_line(Duration::from_secs(60), |l| Some(l.to_owned()));
+            if let Some(u) = line.strip_prefix("http tracker listening on ") {
+                http = Some(u.trim().to_owned());
+            } else if let Some(u) = line.strip_prefix("udp tracker listening on ") {
+                udp = Some(u.trim().to_owned());
+            } else {
+                panic!("unexpected tracker line {line:?}: {}", proc.explain());
+            }
+        }
+        let (http, udp) = (http.unwrap(), udp.unwrap());
+        assert!(
+            http.starts_with("http://127.0.0.1:") && http.ends_with("/announce"),
+            "{http}"
+        );
+        assert!(udp.starts_with("udp://127.0.0.1:"), "{udp}");
+        Tracker { proc, http, udp }
+    }
+
+    fn http_addr(&self) -> SocketAddr {
+        let rest = self.http.strip_prefix("http://").unwrap();
+        rest.split('/').next().unwrap().parse().unwrap()
+    }
+
+    fn udp_addr(&self) -> SocketAddr {
+        self.udp.strip_prefix("udp://").unwrap().parse().unwrap()
+    }
+
+    /// `GET path?query` over HTTP/1.1; returns the status code and the body.
+    fn get(&self, target: &str) -> (u16, Vec<u8>) {
+        http_get(self.http_addr(), target)
+    }
+
+    /// (seeders, completed, leechers) for `info_hash`, by an HTTP scrape.
+    fn scrape(&self, info_hash: &[u8; 20]) -> (i64, i64, i64) {
+        let (status, body) = self.get(&format!("/scrape?info_hash={}", escape(info_hash)));
+        assert_eq!(status, 200);
+        let v = bencode::decode(&body)
+            .unwrap_or_else(|e| panic!("scrape answer is not bencode ({e}): {body:?}"));
+        let files = v
+            .as_dict()
+            .and_then(|d| d.get(b"files"))
+            .and_then(|f| f.as_dict());
+        let entry = files
+            .and_then(|f| f.get(info_hash))
+            .and_then(|e| e.as_dict())
+            .unwrap_or_else(|| panic!("scrape answer without our info-hash: {v:?}"));
+        let n = |k: &[u8]| entry.get(k).and_then(|x| x.as_int()).unwrap_or(-1);
+        (n(b"complete"), n(b"downloaded"), n(b"incomplete"))
+    }
+
+    /// Waits until the tracker knows at least one seeder of `info_hash`.
+    fn wait_for_seeder(&mut self, info_hash: &[u8; 20], who: &mut Proc) {
+        let end = Instant::now() + Duration::from_secs(90);
+        loop {
+            let (seeders, _, _) = self.scrape(info_hash);
+            if seeders >= 1 {
+                return;
+            }
+            assert!(
+                who.try_status().is_none(),
+                "the seeder exited before it announced: {}",
+                who.explain()
+            );
+            assert!(
+                Instant::now() < end,
+                "no seeder announced to our tracker within 90 s\nseeder: {}\ntracker: {}",
+                who.explain(),
+                self.proc.explain()
+            );
+            thread::sleep(Duration::from_millis(200));
+        }
+    }
+}
+
+fn http_get(addr: SocketAddr, target: &str) -> (u16, Vec<u8>) {
+    use std::io::{Read, Write};
+    let mut s = TcpStream::connect_timeout(&addr, Duration::from_secs(5)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "GET {target} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n"
+    )
+    .unwrap();
+    let mut resp = Vec::new();
+    s.read_to_end(&mut resp).expect("read the HTTP answer");
+    let split = resp
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or_else(|| panic!("no HTTP head in {:?}", String::from_utf8_lossy(&resp)));
+    let head = String::from_utf8_lossy(&resp[..split]).into_owned();
+    let status = head
+        .split_whitespace()
+        .nth(1)
+        .and_then(|c| c.parse().ok())
+        .unwrap_or_else(|| panic!("bad status line: {head}"));
+    (status, resp[split + 4..].to_vec())
+}
+
+fn escape(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("%{b:02X}")).collect()
+}
+
+fn free_tcp_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+fn free_udp_port() -> u16 {
+    UdpSocket::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// One file of pseudo-random bytes in `dir/name` and a torrent of it naming `tracker`.
+fn make_torrent(root: &Path, tracker: &str) -> (std::path::PathBuf, std::path::PathBuf) {
+    let data = root.join("seed").join("tracked.bin");
+    write_random(&data, 0x7ac4, 3 * 1024 * 1024 + 12_345);
+    let torrent = root.join("tracked.torrent");
+    bitpeer_create(&data, &torrent, &["--tracker", tracker]);
+    (data, torrent)
+}
+
+fn spawn_lt(torrent: &Path, save: &Path, tracker: &str, seed: bool) -> Proc {
+    let mut cmd = Command::new(python());
+    cmd.arg(interop_dir().join("lt_tracker_peer.py"))
+        .arg(torrent)
+        .arg(save)
+        .args(["--tracker", tracker])
+        .args(["--deadline", &DOWNLOAD_TIMEOUT.as_secs().to_string()]);
+    if seed {
+        cmd.arg("--seed");
+    }
+    let mut p = Proc::spawn(cmd, DOWNLOAD_TIMEOUT + Duration::from_secs(60));
+    p.wait_line(Duration::from_secs(60), |l| {
+        serde_json::from_str::<serde_json::Value>(l)
+            .ok()
+            .and_then(|v| v["port"].as_u64())
+    });
+    p
+}
+
+/// Waits for an `lt_tracker_peer.py` leecher to say it is done, and checks that it is.
+fn expect_lt_done(leecher: &mut Proc, tracker: &Tracker, others: &Proc) {
+    let v = leecher.wait_line(DOWNLOAD_TIMEOUT + Duration::from_secs(30), |l| {
+        serde_json::from_str::<serde_json::Value>(l)
+            .ok()
+            .filter(|v| v.get("done").is_some())
+    });
+    assert_eq!(
+        v["done"],
+        true,
+        "libtorrent did not finish through our tracker: {v}\nleecher: {}\nseeder: {}\ntracker: {}",
+        leecher.explain(),
+        others.explain(),
+        tracker.proc.explain()
+    );
+}
+
+#[test]
+fn libtorrent_peers_meet_through_http_tracker() {
+    if skip_interop() || !libtorrent_available() {
+        return;
+    }
+    let mut tracker = Tracker::spawn(&["--interval", "10"]);
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, torrent) = make_torrent(tmp.path(), &tracker.http);
+    let ih = info_hash_v1(&torrent);
+    let mut seeder = spawn_lt(&torrent, &tmp.path().join("seed"), &tracker.http, true);
+    tracker.wait_for_seeder(&ih, &mut seeder);
+    let leech_dir = tmp.path().join("leech");
+    let mut leecher = spawn_lt(&torrent, &leech_dir, &tracker.http, false);
+    expect_lt_done(&mut leecher, &tracker, &seeder);
+    assert_same_tree(&data, &leech_dir.join("tracked.bin"));
+    // The leecher told the tracker it completed.
+    let end = Instant::now() + Duration::from_secs(30);
+    while tracker.scrape(&ih).1 < 1 && Instant::now() < end {
+        thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(tracker.scrape(&ih).1, 1, "no completed event was counted");
+    tracker.proc.assert_no_panic();
+}
+
+/// aria2 downloads from a libtorrent seeder that it can only learn of from our tracker at
+/// `pick(tracker)` (the torrent's own tracker list is dropped with `--bt-exclude-tracker`).
+fn aria2_from_libtorrent(pick: fn(&Tracker) -> String) {
+    if skip_interop() || !libtorrent_available() {
+        return;
+    }
+    require("aria2c", "aria2");
+    let mut tracker = Tracker::spawn(&["--interval", "10"]);
+    let url = pick(&tracker);
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, torrent) = make_torrent(tmp.path(), &url);
+    let ih = info_hash_v1(&torrent);
+    // libtorrent announces to the same URL; the HTTP scrape sees the same swarm.
+    let mut seeder = spawn_lt(&torrent, &tmp.path().join("seed"), &url, true);
+    tracker.wait_for_seeder(&ih, &mut seeder);
+    let out = tmp.path().join("aria2");
+    let mut cmd = Command::new("aria2c");
+    cmd.arg("-d")
+        .arg(&out)
+        .args([
+            "--seed-time=0",
+            "--bt-enable-lpd=false",
+            "--enable-peer-exchange=false",
+            // aria2 sends UDP tracker requests from its DHT socket; no entry point is
+            // given, so the DHT itself finds nobody.
+            "--enable-dht=true",
+            "--enable-dht6=false",
+            "--bt-exclude-tracker=*",
+            "--console-log-level=warn",
+            "--summary-interval=0",
+            "--follow-torrent=false",
+            "--bt-tracker-connect-timeout=10",
+            "--bt-tracker-timeout=10",
+        ])
+        .arg(format!("--bt-tracker={url}"))
+        .arg(format!("--listen-port={}", free_tcp_port()))
+        .arg(format!("--dht-listen-port={}", free_udp_port()))
+        .arg(format!(
+            "--dht-file-path={}",
+            tmp.path().join("dht.dat").display()
+        ))
+        .arg(&torrent);
+    let o = run(cmd, DOWNLOAD_TIMEOUT);
+    assert!(
+        o.status.success(),
+        "aria2c failed through our tracker at {url}: {}\nseeder: {}\ntracker: {}",
+        o.explain(),
+        seeder.explain(),
+        tracker.proc.explain()
+    );
+    assert_same_tree(&data, &out.join("tracked.bin"));
+    tracker.proc.assert_no_panic();
+}
+
+#[test]
+fn aria2_downloads_from_libtorrent_through_udp_tracker() {
+    aria2_from_libtorrent(|t| t.udp.clone());
+}
+
+#[test]
+fn aria2_downloads_from_libtorrent_through_http_tracker() {
+    aria2_from_libtorrent(|t| t.http.clone());
+}
+
+#[test]
+fn libtorrent_finds_transmission_seeder_through_http_tracker() {
+    if skip_interop() || !libtorrent_available() {
+        return;
+    }
+    require("transmission-cli", "transmission-cli");
+    let mut tracker = Tracker::spawn(&["--interval", "10"]);
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, torrent) = make_torrent(tmp.path(), &tracker.http);
+    let ih = info_hash_v1(&torrent);
+    let config = tmp.path().join("transmission");
+    std::fs::create_dir_all(&config).unwrap();
+    let port = free_tcp_port();
+    let settings = serde_json::json!({
+        "dht-enabled": false,
+        "lpd-enabled": false,
+        "pex-enabled": false,
+        "utp-enabled": false,
+        "port-forwarding-enabled": false,
+        "peer-port": port,
+        "peer-port-random-on-start": false,
+        "encryption": 1,
+        "ratio-limit-enabled": false,
+        "idle-seeding-limit-enabled": false,
+        "speed-limit-up-enabled": false,
+    });
+    std::fs::write(config.join("settings.json"), settings.to_string()).unwrap();
+    let mut cmd = Command::new("transmission-cli");
+    cmd.arg("-g")
+        .arg(&config)
+        .arg("-w")
+        .arg(tmp.path().join("seed"))
+        .args(["-p", &port.to_string(), "-M", "-v"])
+        .arg(&torrent);
+    let mut seeder = Proc::spawn(cmd, DOWNLOAD_TIMEOUT + Duration::from_secs(60));
+    tracker.wait_for_seeder(&ih, &mut seeder);
+    let leech_dir = tmp.path().join("leech");
+    let mut leecher = spawn_lt(&torrent, &leech_dir, &tracker.http, false);
+    expect_lt_done(&mut leecher, &tracker, &seeder);
+    assert_same_tree(&data, &leech_dir.join("tracked.bin"));
+    tracker.proc.assert_no_panic();
+}
+
+/// The binary itself, no real client: the printed endpoints answer, garbage gets no UDP
+/// reply and a `failure reason` over HTTP, the server keeps serving, and `--allow` works.
+#[test]
+fn tracker_cli_answers_and_survives_garbage() {
+    let tmp = tempfile::tempdir().unwrap();
+    let allowed = [0x11u8; 20];
+    let allow = tmp.path().join("allow.txt");
+    std::fs::write(&allow, format!("# test\n{}\n\n", "11".repeat(20))).unwrap();
+    let tracker = Tracker::spawn(&["--allow", allow.to_str().unwrap(), "--interval", "60"]);
+
+    let sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(300)))
+        .unwrap();
+    let to = tracker.udp_addr();
+    let mut buf = [0u8; 2048];
+    // Garbage, a short packet, a connect without the magic, an announce with a made-up
+    // connection id, an oversized packet: no reply to any.
+    let mut fake_announce = vec![0u8; 98];
+    fake_announce[8..12].copy_from_slice(&1u32.to_be_bytes());
+    let junk: Vec<Vec<u8>> = vec![
+        b"hello tracker".to_vec(),
+        vec![0; 15],
+        [&[0u8; 8][..], &[0, 0, 0, 0, 0, 0, 0, 1]].concat(),
+        fake_announce,
+        vec![0x41; 4000],
+    ];
+    for j in &junk {
+        sock.send_to(j, to).unwrap();
+        assert!(
+            sock.recv_from(&mut buf).is_err(),
+            "reply to {} garbage bytes",
+            j.len()
+        );
+    }
+    // A real connect still gets an answer.
+    let mut connect = 0x0417_2710_1980u64.to_be_bytes().to_vec();
+    connect.extend_from_slice(&0u32.to_be_bytes());
+    connect.extend_from_slice(&0xfeedu32.to_be_bytes());
+    sock.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+    sock.send_to(&connect, to).unwrap();
+    let (n, _) = sock.recv_from(&mut buf).expect("no answer to a connect");
+    assert_eq!(n, 16);
+    assert_eq!(&buf[..8], &[0, 0, 0, 0, 0, 0, 0xfe, 0xed]);
+
+    // HTTP: bad queries get a failure reason with status 200.
+    let peer = "-XX0001-abcdefghijkl";
+    for (query, reason) in [
+        (String::new(), "missing info_hash"),
+        (
+            format!("info_hash={}", escape(&[1; 19])),
+            "invalid info_hash",
+        ),
+        (
+            format!(
+                "info_hash={}&peer_id={peer}&port=99999&left=0",
+                escape(&allowed)
+            ),
+            "invalid port",
+        ),
+        (
+            format!("info_hash={}", "%41".repeat(3000)),
+            "request too long",
+        ),
+        (
+            format!(
+                "info_hash={}&peer_id={peer}&port=1&left=0",
+                escape(&[2; 20])
+            ),
+            "not allowed",
+        ),
+    ] {
+        let (status, body) = tracker.get(&format!("/announce?{query}"));
+        assert_eq!(status, 200);
+        let text = String::from_utf8_lossy(&body);
+        assert!(
+            text.starts_with("d14:failure reason") && text.contains(reason),
+            "{query:.60}: expected a failure reason with {reason:?}, got {text}"
+        );
+    }
+    // An allowed info-hash is tracked.
+    let q = format!(
+        "info_hash={}&peer_id={peer}&port=6881&left=0",
+        escape(&allowed)
+    );
+    let (status, body) = tracker.get(&format!("/announce?{q}"));
+    assert_eq!(status, 200);
+    let v = bencode::decode(&body).unwrap();
+    assert_eq!(
+        v.as_dict()
+            .unwrap()
+            .get(b"complete")
+            .and_then(|c| c.as_int()),
+        Some(1),
+        "{v:?}"
+    );
+    assert_eq!(tracker.scrape(&allowed), (1, 0, 0));
+    let (status, _) = tracker.get("/nothing-here");
+    assert_eq!(status, 404);
+}
+
+/// Bad command lines: one `error:` line on stderr and exit 1.
+#[test]
+fn tracker_cli_errors() {
+    let tmp = tempfile::tempdir().unwrap();
+    let bad_allow = tmp.path().join("allow.txt");
+    std::fs::write(&bad_allow, "not-a-hash\n").unwrap();
+    let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+    let taken_addr = taken.local_addr().unwrap().to_string();
+    for (args, what) in [
+        (vec!["--http", "127.0.0.1:99999"], "invalid --http address"),
+        (
+            vec!["--allow", bad_allow.to_str().unwrap()],
+            "not an info-hash",
+        ),
+        (
+            vec!["--http", taken_addr.as_str()],
+            "cannot listen for HTTP",
+        ),
+    ] {
+        let mut all = vec!["tracker", "--udp", "127.0.0.1:0"];
+        all.extend(args.iter().copied());
+        let o = bitpeer(&all, None);
+        assert_eq!(o.code(), Some(1), "{all:?}: {}", o.explain());
+        let err = o.stderr_str();
+        assert!(
+            err.starts_with("error: ") && err.contains(what) && err.trim_end().lines().count() == 1,
+            "{all:?}: {err}"
+        );
+    }
+}

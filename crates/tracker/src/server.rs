@@ -1,1 +1,0 @@
-//! A tracker server (`bitpeer tracker`): HTTP and UDP announce and scrape, bounded memory.
