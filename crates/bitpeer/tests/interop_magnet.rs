@@ -292,3 +292,58 @@ fn metadata_that_does_not_match_the_info_hash_is_rejected_and_its_sender_banned(
         "a banned peer was dialled again"
     );
 }
+
+/// PEX (BEP 11): libtorrent seeder A; libtorrent peer B, connected to A, downloading and
+/// uploading at a trickle (so it stays a leecher, connected to A); bitpeer is told only of
+/// B. B's peer exchange names A, bitpeer dials A and finishes long before B alone could
+/// have served it.
+#[test]
+fn bitpeer_learns_a_peer_from_libtorrent_pex_and_connects_to_it() {
+    if !libtorrent_available() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let seed_dir = tmp.path().join("seed");
+    // 3 MB at B's 16 KB/s would take over three minutes.
+    write_random(&seed_dir.join("pex.bin"), 77, 3_000_000);
+    let torrent = tmp.path().join("pex.torrent");
+    bitpeer_create(
+        &seed_dir.join("pex.bin"),
+        &torrent,
+        &["--piece-length", "32768"],
+    );
+    let (_a, a_port) = spawn_lt_peer(&torrent, &seed_dir, &[], &["--seed"]);
+    let (_b, b_port) = spawn_lt_peer(
+        &torrent,
+        &tmp.path().join("b"),
+        &[format!("127.0.0.1:{a_port}")],
+        &[
+            "--seed",
+            "--upload-limit",
+            "16000",
+            "--download-limit",
+            "16000",
+        ],
+    );
+    let out = tmp.path().join("out");
+    let started = Instant::now();
+    let mut cmd = Command::new(bitpeer_bin());
+    cmd.arg("download")
+        .arg(&torrent)
+        .arg("-o")
+        .arg(&out)
+        .args(["--listen", "127.0.0.1:0", "--json", "--no-lsd"])
+        .args(["--peer", &format!("127.0.0.1:{b_port}")]);
+    let mut dl = Proc::spawn(cmd, Duration::from_secs(150));
+    let last = finish_download(&mut dl, Duration::from_secs(150));
+    let secs = started.elapsed().as_secs_f64();
+    eprintln!("done in {secs:.1} s: {last}");
+    assert_same_tree(&seed_dir.join("pex.bin"), &out.join("pex.bin"));
+    // B alone needs over three minutes; the candidates are B and the one PEX gave.
+    assert!(last["candidates"].as_u64() >= Some(2), "{last}");
+    assert!(
+        secs < 60.0,
+        "took {secs:.0} s: A was not found through PEX? {}",
+        dl.explain()
+    );
+}

@@ -126,7 +126,7 @@ fn make_torrent(root: &Path, name: &str, len: usize, trackers: &[String]) -> (Pa
     let seed_dir = root.join("seed");
     write_random(&seed_dir.join(name), len as u64 ^ 0x5eed, len);
     let torrent = root.join(format!("{name}.torrent"));
-    let mut extra = vec!["--piece-length", "32768"];
+    let mut extra = vec!["--piece-length", "32768", "--force"];
     for t in trackers {
         extra.extend(["--tracker", t.as_str()]);
     }

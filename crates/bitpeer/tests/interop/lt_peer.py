@@ -1,15 +1,16 @@
 """A libtorrent peer on 127.0.0.1 for transfer interop tests.
 
 Usage: lt_peer.py TORRENT|MAGNET SAVE_PATH [--peer HOST:PORT]... [--deadline SECONDS] [--seed]
-                  [--upload-limit BYTES_PER_S] [--stats]
+                  [--upload-limit BYTES_PER_S] [--download-limit BYTES_PER_S] [--stats]
 
 Listens on 127.0.0.1 (a free port), prints {"port": N} as its first line, connects to the
 given peers, and then:
   - with --seed: checks the data and serves it until killed or the deadline passes;
   - without: downloads until every piece is valid, prints {"done": true, ...} and exits 0,
     or exits 1 at the deadline.
-With --upload-limit, uploads are limited to that many bytes per second, loopback peers
-included (libtorrent exempts local peers from rate limits unless told otherwise).
+With --upload-limit (--download-limit), uploads (downloads) are limited to that many bytes
+per second, loopback peers included (libtorrent exempts local peers from rate limits unless
+told otherwise).
 With --stats, prints {"uploaded": N, "downloaded": N, "peers": N, "seeding": B} every second and once
 more when it stops (deadline, SIGTERM or SIGINT); without it nothing more is printed while
 seeding, so a reader that only reads the port line never fills the pipe.
@@ -36,6 +37,7 @@ def main():
     ap.add_argument("--deadline", type=float, default=120)
     ap.add_argument("--seed", action="store_true")
     ap.add_argument("--upload-limit", type=int, default=0)
+    ap.add_argument("--download-limit", type=int, default=0)
     ap.add_argument("--stats", action="store_true")
     a = ap.parse_args()
 
@@ -65,14 +67,18 @@ def main():
     params.trackers = []
     h = ses.add_torrent(params)
     h.replace_trackers([])
-    if a.upload_limit > 0:
+    if a.upload_limit > 0 or a.download_limit > 0:
         # Put every address in the global peer class only, so the session's limit also
         # applies to loopback peers (by default they are in the unlimited local class).
         f = lt.ip_filter()
         f.add_rule("0.0.0.0", "255.255.255.255", 1 << lt.session.global_peer_class_id)
         ses.set_peer_class_filter(f)
+    if a.upload_limit > 0:
         ses.apply_settings({"upload_rate_limit": a.upload_limit})
         h.set_upload_limit(a.upload_limit)
+    if a.download_limit > 0:
+        ses.apply_settings({"download_rate_limit": a.download_limit})
+        h.set_download_limit(a.download_limit)
     print_json({"port": ses.listen_port()})
 
     def stats():
