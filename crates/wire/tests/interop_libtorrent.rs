@@ -8,22 +8,30 @@
 //! info-hash libtorrent printed) and waits for libtorrent's PEX message, which must list
 //! the second connection at the listen port it announced.
 //!
+//! The other way round, `tests/interop/lt_magnet.py` runs a libtorrent downloader that is
+//! given only the info-hash and our address: it must fetch the info dictionary we serve
+//! with [`metadata_piece`] and [`MetadataMessage::Data`] (libtorrent checks its SHA-1),
+//! and dial the peer we announce in a PEX message built by [`PexState`].
+//!
 //! If libtorrent cannot be imported the test fails with a hint, unless
 //! `BITPEER_SKIP_INTEROP=1` (then it prints why and passes), like the other interop tests.
 
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{BufRead, BufReader, ErrorKind, Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
+use std::sync::mpsc::Receiver;
 use std::time::{Duration, Instant};
 
 use bytes::{Bytes, BytesMut};
+use sha1::{Digest as _, Sha1};
 use wire::extended::{UT_METADATA, UT_PEX};
 use wire::handshake::HANDSHAKE_LEN;
 use wire::metadata::Progress;
+use wire::metadata::metadata_piece;
 use wire::{
     Decoder, DecoderConfig, ExtendedHandshake, Handshake, Message, MetadataAssembler,
-    MetadataMessage, PexMessage,
+    MetadataMessage, PexFlags, PexMessage, PexState,
 };
 
 /// Our extended message ids, as announced in our extended handshake.
@@ -56,13 +64,15 @@ fn libtorrent_available() -> bool {
     );
 }
 
-/// The libtorrent process and its work directory; both go away when the test ends.
-struct Seed {
+/// A libtorrent helper process and its work directory; both go away when the test ends.
+struct Helper {
     child: Child,
     dir: PathBuf,
+    /// The helper's stdout, line by line.
+    lines: Receiver<String>,
 }
 
-impl Drop for Seed {
+impl Drop for Helper {
     fn drop(&mut self) {
         let _ = self.child.kill();
         let _ = self.child.wait();
@@ -70,30 +80,47 @@ impl Drop for Seed {
     }
 }
 
+impl Helper {
+    fn spawn(script: &str, args: &[&str]) -> Helper {
+        let dir = std::env::temp_dir().join(format!(
+            "bitpeer-wire-interop-{}-{}",
+            std::process::id(),
+            script.trim_end_matches(".py")
+        ));
+        std::fs::create_dir_all(&dir).unwrap();
+        let script = Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/interop")
+            .join(script);
+        let mut child = Command::new(python())
+            .arg(&script)
+            .arg(&dir)
+            .args(args)
+            .args(["--deadline", "90"])
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("spawn libtorrent helper");
+        let stdout = child.stdout.take().unwrap();
+        // A reader thread, so that every wait on the helper can have a deadline.
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if tx.send(line).is_err() {
+                    break;
+                }
+            }
+        });
+        Helper { child, dir, lines }
+    }
+}
+
 /// Starts the libtorrent seed; returns it with its port, info-hash and metadata size.
-fn start_seed() -> (Seed, u16, [u8; 20], u64) {
-    let dir = std::env::temp_dir().join(format!("bitpeer-wire-interop-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/lt_metadata_pex.py");
-    let mut child = Command::new(python())
-        .arg(&script)
-        .arg(&dir)
-        .args(["--deadline", "90"])
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .expect("spawn libtorrent helper");
-    let stdout = child.stdout.take().unwrap();
-    let seed = Seed { child, dir };
-    // The helper prints its line within a second or two; a reader thread bounds the wait.
-    let (tx, rx) = std::sync::mpsc::channel();
-    std::thread::spawn(move || {
-        let mut line = String::new();
-        let _ = BufReader::new(stdout).read_line(&mut line);
-        let _ = tx.send(line);
-    });
-    let line = rx
+fn start_seed() -> (Helper, u16, [u8; 20], u64) {
+    let seed = Helper::spawn("lt_metadata_pex.py", &[]);
+    let line = seed
+        .lines
         .recv_timeout(Duration::from_secs(30))
         .expect("libtorrent helper printed nothing in 30 s");
     let fields: Vec<&str> = line.split_whitespace().collect();
@@ -120,13 +147,7 @@ struct Conn {
 
 impl Conn {
     fn open(port: u16, info_hash: [u8; 20], peer_id: [u8; 20], listen_port: u16) -> Conn {
-        let mut stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to libtorrent");
-        stream
-            .set_read_timeout(Some(Duration::from_millis(500)))
-            .unwrap();
-        let mut hs = Handshake::new(info_hash, peer_id);
-        hs.set_extension_protocol(true);
-        stream.write_all(&hs.encode()).unwrap();
+        let stream = TcpStream::connect(("127.0.0.1", port)).expect("connect to libtorrent");
         let mut ours = ExtendedHandshake {
             v: Some("bitpeer-wire interop test".into()),
             p: Some(listen_port),
@@ -134,12 +155,29 @@ impl Conn {
         };
         ours.m.insert(UT_METADATA.into(), OUR_METADATA_ID);
         ours.m.insert(UT_PEX.into(), OUR_PEX_ID);
+        Conn::handshake(stream, info_hash, peer_id, &ours)
+    }
+
+    /// Sends our handshake and extended handshake, then reads libtorrent's. Works in
+    /// both directions: who sends first does not matter on a buffered socket.
+    fn handshake(
+        stream: TcpStream,
+        info_hash: [u8; 20],
+        peer_id: [u8; 20],
+        ours: &ExtendedHandshake,
+    ) -> Conn {
+        stream
+            .set_read_timeout(Some(Duration::from_millis(100)))
+            .unwrap();
+        let mut hs = Handshake::new(info_hash, peer_id);
+        hs.set_extension_protocol(true);
         let mut conn = Conn {
             stream,
             decoder: Decoder::new(DecoderConfig::default()),
             buf: BytesMut::new(),
             theirs: ExtendedHandshake::default(),
         };
+        conn.stream.write_all(&hs.encode()).unwrap();
         conn.send(&Message::Extended {
             id: 0,
             payload: Bytes::from(ours.encode()),
@@ -331,4 +369,121 @@ fn fetches_metadata_and_receives_pex_from_libtorrent() {
             PexMessage::decode(&payload).expect("ut_pex");
         }
     }
+}
+
+/// A v1 info dictionary spanning two metadata pieces, with made-up piece hashes.
+fn make_info() -> Vec<u8> {
+    let pieces: Vec<u8> = (0..1500u32 * 20).map(|i| (i * 31 % 251) as u8).collect();
+    let mut e = bencode::Encoder::new();
+    e.dict(|d| {
+        d.int(b"length", 1500 * 16384);
+        d.bytes(b"name", b"bitpeer-served-metadata.bin");
+        d.int(b"piece length", 16384);
+        d.bytes(b"pieces", &pieces);
+    });
+    e.into_bytes()
+}
+
+fn hex(bytes: &[u8]) -> String {
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+#[test]
+fn serves_metadata_and_pex_to_libtorrent() {
+    if !libtorrent_available() {
+        return;
+    }
+    let info = make_info();
+    let info_hash: [u8; 20] = Sha1::digest(&info).into();
+    assert_eq!(wire::metadata::piece_count(info.len() as u64), 2);
+
+    // libtorrent dials us with a magnet link; the address we give it in PEX is another
+    // listener of ours, and libtorrent dialing it proves it understood our PEX message.
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let pex_target = TcpListener::bind("127.0.0.1:0").unwrap();
+    pex_target.set_nonblocking(true).unwrap();
+    let pex_addr = pex_target.local_addr().unwrap();
+    let port = listener.local_addr().unwrap().port().to_string();
+    let helper = Helper::spawn("lt_magnet.py", &[&hex(&info_hash), &port]);
+
+    listener.set_nonblocking(true).unwrap();
+    let deadline = Instant::now() + DEADLINE;
+    let stream = loop {
+        match listener.accept() {
+            Ok((s, _)) => break s,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {
+                assert!(Instant::now() < deadline, "libtorrent never connected");
+                std::thread::sleep(Duration::from_millis(20));
+            }
+            Err(e) => panic!("accept: {e}"),
+        }
+    };
+    stream.set_nonblocking(false).unwrap();
+    let mut ours = ExtendedHandshake {
+        v: Some("bitpeer-wire interop test".into()),
+        metadata_size: Some(info.len() as u64),
+        ..Default::default()
+    };
+    ours.m.insert(UT_METADATA.into(), OUR_METADATA_ID);
+    ours.m.insert(UT_PEX.into(), OUR_PEX_ID);
+    let mut conn = Conn::handshake(stream, info_hash, *b"-BW0001-cccccccccccc", &ours);
+    let lt_metadata = conn.theirs.extension_id(UT_METADATA).expect("ut_metadata");
+    let lt_pex = conn.theirs.extension_id(UT_PEX).expect("ut_pex");
+
+    let mut pex = PexState::new();
+    let t0 = Instant::now();
+    let current = [(pex_addr, PexFlags::SEED | PexFlags::REACHABLE)];
+    let first = pex
+        .poll_message(t0, &current)
+        .expect("a first PEX message is due");
+    conn.send(&Message::Extended {
+        id: lt_pex,
+        payload: first.encode().into(),
+    });
+
+    let mut served = Vec::new();
+    let mut have_metadata = false;
+    let mut dialed = false;
+    while !(have_metadata && dialed) {
+        if let Some(Message::Extended {
+            id: OUR_METADATA_ID,
+            payload,
+        }) = conn.try_next(Instant::now() + Duration::from_millis(50))
+        {
+            let reply = match MetadataMessage::decode(&payload).expect("libtorrent's request") {
+                MetadataMessage::Request { piece } => match metadata_piece(&info, piece) {
+                    Some(data) => {
+                        served.push(piece);
+                        MetadataMessage::Data {
+                            piece,
+                            total_size: info.len() as u32,
+                            data: Bytes::copy_from_slice(data),
+                        }
+                    }
+                    None => MetadataMessage::Reject { piece },
+                },
+                other => panic!("unexpected {other:?}"),
+            };
+            conn.send(&Message::Extended {
+                id: lt_metadata,
+                payload: reply.encode().into(),
+            });
+        }
+        if let Ok(line) = helper.lines.try_recv() {
+            assert_eq!(line, "metadata bitpeer-served-metadata.bin");
+            have_metadata = true;
+        }
+        match pex_target.accept() {
+            Ok(_) => dialed = true,
+            Err(e) if e.kind() == ErrorKind::WouldBlock => {}
+            Err(e) => panic!("accept: {e}"),
+        }
+        assert!(
+            Instant::now() < deadline,
+            "libtorrent: metadata {have_metadata}, dialed the PEX peer {dialed}"
+        );
+    }
+    served.sort();
+    served.dedup();
+    assert_eq!(served, [0, 1]);
 }
