@@ -4,7 +4,8 @@
 # command: the README and CI (.ci/run) call it. Safe to run again and again.
 #
 # Installs the real clients the interop tests need (Debian packages python3-libtorrent,
-# transmission-cli, aria2, opentracker) when one is missing, as root or through sudo.
+# transmission-cli, aria2, opentracker; openssl and ca-certificates for the HTTPS tracker
+# test) when one is missing, as root or through sudo.
 #
 # Environment:
 #   BITPEER_SKIP_INTEROP=1   let interop tests pass (with a notice) when a client is missing
@@ -23,7 +24,7 @@ fi
 
 # --- Debian packages of the real clients ------------------------------------------------
 step "checking Debian packages for interop tests"
-packages=(python3-libtorrent transmission-cli aria2 opentracker)
+packages=(python3-libtorrent transmission-cli aria2 opentracker openssl ca-certificates)
 missing=()
 for p in "${packages[@]}"; do
     if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
