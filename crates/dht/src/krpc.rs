@@ -182,7 +182,7 @@ pub fn encode_compact_addr(addr: &SocketAddr, out: &mut Vec<u8>) {
 /// Compact node infos: `id ‖ addr` repeated, `entry` bytes each. At most [`MAX_NODES`]
 /// are kept; a length that is not a multiple of `entry` is an error.
 fn decode_nodes(b: &[u8], entry: usize) -> Option<Vec<(NodeId, SocketAddr)>> {
-    if b.len() % entry != 0 {
+    if !b.len().is_multiple_of(entry) {
         return None;
     }
     Some(
