@@ -12,3 +12,5 @@ pub mod id;
 pub mod krpc;
 
 pub use id::NodeId;
+pub mod store;
+pub mod table;
