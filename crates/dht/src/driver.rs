@@ -1,0 +1,3 @@
+//! placeholder
+pub struct Dht;
+pub struct DhtConfig;
