@@ -466,6 +466,19 @@ impl Node {
                 lookup.add(None, a, 0);
             }
         }
+        if matches!(kind, Kind::GetPeers | Kind::Announce { .. }) {
+            // Peers announced to us count too: we may be one of the closest nodes.
+            let mut local = self.store.peers(&target, None, VALUES_PER_RESPONSE, now);
+            local.retain(|p| lookup.peers.insert(*p));
+            if !local.is_empty() {
+                lookup.stats.peers += local.len();
+                self.events.push_back(Event::PeersFound {
+                    lookup: lid,
+                    info_hash: target,
+                    peers: local,
+                });
+            }
+        }
         if self.lookups.len() >= MAX_LOOKUPS {
             self.finish_lookup(lid, lookup, now);
             return lid;
@@ -516,7 +529,7 @@ impl Node {
                 r.token = Some(self.tokens.make(from.ip()));
                 r.values = self
                     .store
-                    .peers(info_hash, from.ip(), VALUES_PER_RESPONSE, now);
+                    .peers(info_hash, Some(from.ip()), VALUES_PER_RESPONSE, now);
             }
             Query::AnnouncePeer {
                 info_hash,

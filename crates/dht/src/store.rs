@@ -131,12 +131,12 @@ impl PeerStore {
         true
     }
 
-    /// Up to `max` live peers for `info_hash`, of the same address family as `family`,
-    /// most recently announced first.
+    /// Up to `max` live peers for `info_hash` (of the same address family as `family`, if
+    /// given), most recently announced first.
     pub fn peers(
         &self,
         info_hash: &NodeId,
-        family: IpAddr,
+        family: Option<IpAddr>,
         max: usize,
         now: Instant,
     ) -> Vec<SocketAddr> {
@@ -145,7 +145,7 @@ impl PeerStore {
         };
         let mut live: Vec<&(SocketAddr, Instant)> = list
             .iter()
-            .filter(|(a, exp)| *exp > now && a.is_ipv4() == family.is_ipv4())
+            .filter(|(a, exp)| *exp > now && family.is_none_or(|f| a.is_ipv4() == f.is_ipv4()))
             .collect();
         live.sort_unstable_by_key(|(_, exp)| std::cmp::Reverse(*exp));
         live.into_iter().take(max).map(|(a, _)| *a).collect()
@@ -253,7 +253,7 @@ mod tests {
             info_hashes: 2,
         };
         let mut s = PeerStore::new(limits);
-        let v4 = IpAddr::from([0, 0, 0, 0]);
+        let v4 = Some(IpAddr::from([0, 0, 0, 0]));
         let peer = |i: u16| SocketAddr::from(([10, 0, 0, 1], i));
         let (a, b, c) = (NodeId([1; 20]), NodeId([2; 20]), NodeId([3; 20]));
         for i in 1..=5 {
