@@ -322,6 +322,8 @@ pub struct Node {
     store: PeerStore,
     limiter: RateLimiter,
     pending: HashMap<[u8; 2], Pending>,
+    /// Queries in flight per address, to avoid asking one address twice at once.
+    pending_to: HashMap<SocketAddr, u16>,
     next_tid: u16,
     transmits: VecDeque<(SocketAddr, Vec<u8>)>,
     events: VecDeque<Event>,
@@ -350,6 +352,7 @@ impl Node {
             rng,
             tokens,
             pending: HashMap::new(),
+            pending_to: HashMap::new(),
             next_tid,
             transmits: VecDeque::new(),
             events: VecDeque::new(),
@@ -578,7 +581,7 @@ impl Node {
             && from.port() != 0
             && self.table.get(&id).is_none()
             && self.id_acceptable(&id, from)
-            && !self.pending.values().any(|p| p.to == from)
+            && !self.pending_to.contains_key(&from)
         {
             self.send_query(
                 now,
@@ -623,7 +626,7 @@ impl Node {
             Some(p) if p.to == from => {}
             _ => return,
         }
-        let p = self.pending.remove(&tid).expect("checked above");
+        let p = self.take_pending(&tid).expect("checked above");
         if let Some(ip) = msg.ip {
             self.external = Some(ip);
         }
@@ -875,7 +878,7 @@ impl Node {
             .collect();
         let mut touched = Vec::new();
         for tid in expired {
-            let p = self.pending.remove(&tid).expect("listed");
+            let p = self.take_pending(&tid).expect("listed");
             if let Some(id) = p.id {
                 self.table.failed(&id, &p.to, now);
             }
@@ -977,6 +980,17 @@ impl Node {
         );
     }
 
+    fn take_pending(&mut self, tid: &[u8; 2]) -> Option<Pending> {
+        let p = self.pending.remove(tid)?;
+        if let Some(n) = self.pending_to.get_mut(&p.to) {
+            *n -= 1;
+            if *n == 0 {
+                self.pending_to.remove(&p.to);
+            }
+        }
+        Some(p)
+    }
+
     /// Send a query and remember it; false if too many are in flight.
     fn send_query(
         &mut self,
@@ -996,6 +1010,7 @@ impl Node {
                 break t;
             }
         };
+        *self.pending_to.entry(to).or_default() += 1;
         self.pending.insert(
             tid,
             Pending {

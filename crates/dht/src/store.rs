@@ -175,6 +175,9 @@ pub struct RateLimiter {
     burst: f64,
     max_ips: usize,
     buckets: HashMap<IpAddr, (f64, Instant)>,
+    /// When the map was last swept because it was full (a sweep costs O(max_ips), so a flood
+    /// of new sources must not trigger one per query).
+    last_sweep: Option<Instant>,
 }
 
 impl RateLimiter {
@@ -184,13 +187,20 @@ impl RateLimiter {
             burst,
             max_ips,
             buckets: HashMap::new(),
+            last_sweep: None,
         }
     }
 
     /// Whether a query from `ip` may be served now (and spend a token if so).
     pub fn allow(&mut self, ip: IpAddr, now: Instant) -> bool {
         if !self.buckets.contains_key(&ip) && self.buckets.len() >= self.max_ips {
-            self.forget_idle(now);
+            let swept_lately = self
+                .last_sweep
+                .is_some_and(|t| now.saturating_duration_since(t) < Duration::from_secs(1));
+            if !swept_lately {
+                self.last_sweep = Some(now);
+                self.forget_idle(now);
+            }
             if self.buckets.len() >= self.max_ips {
                 // Full of busy sources: new ones wait rather than grow the map.
                 return false;
