@@ -72,7 +72,7 @@ fn garbage_never_panics_and_the_node_keeps_answering() {
                 v.truncate(rng.below(v.len() as u64 + 1) as usize);
                 v
             }
-            2 => [b"d".repeat(1), vec![b'l'; 1000], vec![b'e'; 1001]].concat(),
+            2 => [b"d".to_vec(), vec![b'l'; 1000], vec![b'e'; 1001]].concat(),
             3 => [
                 b"d1:t2:aa1:y1:q1:q4:ping1:ad2:id20:".to_vec(),
                 vec![b'x'; 4000],
