@@ -407,3 +407,18 @@ fn bep42_ids_are_enforced_on_public_addresses_only() {
             .any(|(a, m)| *a == public && matches!(m.body, Body::Query(_)))
     );
 }
+
+#[test]
+fn fuzz_seeds_decode() {
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/../../fuzz/corpus/krpc_decode");
+    let mut n = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let bytes = std::fs::read(entry.unwrap().path()).unwrap();
+        let m = krpc::decode(&bytes).unwrap_or_else(|e| panic!("seed does not decode: {e}"));
+        if !matches!(m.body, Body::Error { .. }) {
+            assert_eq!(krpc::decode(&m.encode()).unwrap(), m);
+        }
+        n += 1;
+    }
+    assert!(n >= 10);
+}
