@@ -2,7 +2,7 @@
 
 use crate::{CliError, CliResult, info::read_torrent_file, units};
 use engine::magnet::MetadataSources;
-use engine::session::{LsdSettings, Session, SessionConfig};
+use engine::session::{DhtSettings, LsdSettings, Session, SessionConfig};
 use engine::torrent::{Stats, Torrent, TorrentConfig};
 use indicatif::{ProgressBar, ProgressStyle};
 use metainfo::Metainfo;
@@ -34,6 +34,8 @@ pub struct DownloadArgs {
     /// Do not look for peers on the local network (BEP 14 Local Service Discovery).
     #[arg(long)]
     no_lsd: bool,
+    #[command(flatten)]
+    dht: DhtArgs,
     /// Print one JSON progress object per line instead of a progress bar.
     #[arg(long)]
     json: bool,
@@ -55,6 +57,49 @@ pub struct SeedArgs {
     /// Do not announce on the local network (BEP 14 Local Service Discovery).
     #[arg(long)]
     no_lsd: bool,
+    #[command(flatten)]
+    dht: DhtArgs,
+}
+
+/// The DHT options of `download` and `seed`.
+#[derive(clap::Args)]
+pub struct DhtArgs {
+    /// Do not use the mainline DHT (BEP 5). Private torrents never use it.
+    #[arg(long)]
+    no_dht: bool,
+    /// A DHT node to join through, instead of the well-known routers; repeatable. The
+    /// routing table of the last run on the same port is tried first.
+    #[arg(long = "dht-bootstrap", value_name = "HOST:PORT")]
+    dht_bootstrap: Vec<String>,
+}
+
+impl DhtArgs {
+    fn settings(&self, listen: SocketAddr) -> Option<DhtSettings> {
+        if self.no_dht {
+            return None;
+        }
+        let mut s = DhtSettings::default();
+        if !self.dht_bootstrap.is_empty() {
+            s.bootstrap = self.dht_bootstrap.clone();
+        }
+        // Kept per port: two nodes on one machine must not share a node id. A node on an
+        // ephemeral port (0) keeps nothing.
+        if listen.port() != 0 {
+            s.state_file = state_dir().map(|d| d.join(format!("dht-{}.dat", listen.port())));
+        }
+        Some(s)
+    }
+}
+
+/// `$XDG_STATE_HOME/bitpeer` or `~/.local/state/bitpeer`, created if needed.
+fn state_dir() -> Option<PathBuf> {
+    let base = std::env::var_os("XDG_STATE_HOME")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")))?;
+    let dir = base.join("bitpeer");
+    std::fs::create_dir_all(&dir).ok()?;
+    Some(dir)
 }
 
 fn runtime() -> CliResult<tokio::runtime::Runtime> {
@@ -117,7 +162,7 @@ fn resolve(addrs: &[String]) -> CliResult<Vec<SocketAddr>> {
 
 /// Bind the session. `--listen`: the address given, or if its port is taken and it is the
 /// default 6881, the next free port up to 6889.
-async fn bind(listen: &str, lsd: bool) -> CliResult<Session> {
+async fn bind(listen: &str, lsd: bool, dht: &DhtArgs) -> CliResult<Session> {
     let listen: SocketAddr = listen.parse().map_err(|_| {
         CliError::new(format!(
             "bad --listen address `{listen}` (expected HOST:PORT)"
@@ -129,6 +174,7 @@ async fn bind(listen: &str, lsd: bool) -> CliResult<Session> {
         let addr = SocketAddr::new(listen.ip(), listen.port() + i);
         let mut config = SessionConfig::new(addr);
         config.lsd = lsd.then(|| lsd_settings(addr));
+        config.dht = dht.settings(addr);
         bound = Session::start(config)
             .await
             .map_err(|e| CliError::new(e.to_string()));
@@ -139,6 +185,9 @@ async fn bind(listen: &str, lsd: bool) -> CliResult<Session> {
     let session = bound?;
     if let Some(e) = session.lsd_error() {
         eprintln!("warning: local peer discovery is off: {e}");
+    }
+    if let Some(e) = session.dht_error() {
+        eprintln!("warning: the DHT is off: {e}");
     }
     Ok(session)
 }
@@ -163,8 +212,9 @@ async fn start(
     listen: &str,
     peers: Vec<SocketAddr>,
     lsd: bool,
+    dht: &DhtArgs,
 ) -> CliResult<(Session, Torrent)> {
-    let session = bind(listen, lsd).await?;
+    let session = bind(listen, lsd, dht).await?;
     let torrent = add(&session, meta, dir, peers).await?;
     Ok((session, torrent))
 }
@@ -258,7 +308,7 @@ pub fn download(args: DownloadArgs) -> CliResult {
     let rt = runtime()?;
     rt.block_on(async {
         let lsd = !args.no_lsd;
-        let session = bind(&args.listen, lsd).await?;
+        let session = bind(&args.listen, lsd, &args.dht).await?;
         // On stderr, so stdout stays the progress stream; other peers may dial it. For a
         // .torrent once the torrent is ready for them; for a magnet link at once.
         let listening = format!("listening on {}", session.listen_addr());
@@ -303,6 +353,7 @@ pub fn download(args: DownloadArgs) -> CliResult {
         bar.finish_and_clear();
         if !done {
             t.shutdown().await;
+            session.shutdown().await;
             return Err(CliError::new(
                 "interrupted; run the same command again to resume",
             ));
@@ -323,6 +374,7 @@ pub fn download(args: DownloadArgs) -> CliResult {
             serve_until_interrupted(&t, &mut tracker_log).await;
         }
         t.shutdown().await;
+        session.shutdown().await;
         Ok(())
     })
 }
@@ -333,10 +385,12 @@ pub fn seed(args: SeedArgs) -> CliResult {
     let rt = runtime()?;
     rt.block_on(async {
         let lsd = !args.no_lsd;
-        let (_session, t) = start(meta, args.dir.clone(), &args.listen, peers, lsd).await?;
+        let (session, t) =
+            start(meta, args.dir.clone(), &args.listen, peers, lsd, &args.dht).await?;
         let s = t.stats();
         if s.pieces_have < s.piece_count {
             t.shutdown().await;
+            session.shutdown().await;
             return Err(CliError::new(format!(
                 "the data in {} is incomplete: {} of {} pieces are valid",
                 args.dir.display(),
@@ -350,6 +404,7 @@ pub fn seed(args: SeedArgs) -> CliResult {
         }
         serve_until_interrupted(&t, &mut TrackerLog::default()).await;
         t.shutdown().await;
+        session.shutdown().await;
         Ok(())
     })
 }

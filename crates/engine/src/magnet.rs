@@ -168,6 +168,7 @@ impl MetadataFetch {
                 }
             });
         }
+        tokio::spawn(dht_loop(fetch.clone(), stop_rx.clone()));
         tokio::spawn(dial_loop(fetch.clone(), stop_rx));
         MetadataFetch { fetch }
     }
@@ -262,6 +263,31 @@ impl Fetch {
 
     fn finished(&self) -> bool {
         lock(self).result.is_some()
+    }
+}
+
+/// Ask the DHT for peers until the metadata is here: again soon after a lookup that found
+/// none (the routing table may still be filling), else every minute.
+async fn dht_loop(fetch: Arc<Fetch>, stop: watch::Receiver<bool>) {
+    let mut wait = Duration::from_secs(2);
+    while !*stop.borrow() && !fetch.finished() {
+        let Some(mut found) = fetch.session.dht_lookup(fetch.info_hash, false) else {
+            return;
+        };
+        let mut any = false;
+        while let Some(peers) = found.recv().await {
+            any |= !peers.is_empty();
+            fetch.add_peers(&peers, false);
+        }
+        wait = if any {
+            Duration::from_secs(60)
+        } else {
+            (wait * 2).min(Duration::from_secs(30))
+        };
+        let end = Instant::now() + wait;
+        while Instant::now() < end && !*stop.borrow() && !fetch.finished() {
+            tokio::time::sleep(Duration::from_millis(250)).await;
+        }
     }
 }
 

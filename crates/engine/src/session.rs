@@ -28,6 +28,29 @@ pub struct SessionConfig {
     pub lsd: Option<LsdSettings>,
     /// Settings of the tracker client.
     pub tracker: tracker::client::ClientConfig,
+    /// The mainline DHT (BEP 5), on a UDP socket at the listening address. `None`: off.
+    pub dht: Option<DhtSettings>,
+}
+
+/// How to join the DHT.
+#[derive(Debug, Clone)]
+pub struct DhtSettings {
+    /// `HOST:PORT` of nodes to start from (the well-known routers by default).
+    pub bootstrap: Vec<String>,
+    /// Where the routing table is kept between runs (used before the bootstrap nodes).
+    pub state_file: Option<std::path::PathBuf>,
+}
+
+impl Default for DhtSettings {
+    fn default() -> Self {
+        DhtSettings {
+            bootstrap: dht::driver::DEFAULT_BOOTSTRAP
+                .iter()
+                .map(|s| s.to_string())
+                .collect(),
+            state_file: None,
+        }
+    }
 }
 
 /// Where LSD multicasts; the defaults are BEP 14's.
@@ -54,6 +77,7 @@ impl SessionConfig {
             listen,
             lsd: Some(LsdSettings::default()),
             tracker: tracker::client::ClientConfig::default(),
+            dht: Some(DhtSettings::default()),
         }
     }
 }
@@ -68,6 +92,8 @@ pub(crate) struct SessionShared {
     pub(crate) tracker_client: tracker::client::TrackerClient,
     /// Running when LSD is on and its socket could be opened.
     lsd: Mutex<Option<Lsd>>,
+    /// Running when the DHT is on and its socket could be opened.
+    dht: Mutex<Option<Arc<dht::Dht>>>,
     pub(crate) torrents: Mutex<HashMap<[u8; 20], Arc<Shared>>>,
     /// Magnet links whose metadata is being fetched: incoming peers for them go there.
     pub(crate) fetches: Mutex<HashMap<[u8; 20], Arc<crate::magnet::Fetch>>>,
@@ -103,6 +129,22 @@ impl SessionShared {
         }
     }
 
+    /// Start a DHT lookup of `info_hash`, announcing our port if `announce`. `None` when
+    /// the DHT is off.
+    pub(crate) fn dht_lookup(
+        &self,
+        info_hash: [u8; 20],
+        announce: bool,
+    ) -> Option<tokio::sync::mpsc::Receiver<Vec<SocketAddr>>> {
+        let dht = self.dht.lock().unwrap_or_else(|e| e.into_inner());
+        let dht = dht.as_ref()?;
+        Some(if announce {
+            dht.announce(info_hash, Some(self.listen_addr.port()))
+        } else {
+            dht.get_peers(info_hash)
+        })
+    }
+
     pub(crate) fn release_connection_slot(&self) {
         let _ = self
             .connections
@@ -115,13 +157,15 @@ impl SessionShared {
 pub struct Session {
     shared: Arc<SessionShared>,
     lsd_error: Option<String>,
+    dht_error: Option<String>,
 }
 
 impl Session {
-    /// Listen on `addr` (port 0: any free port) and start accepting peers; no LSD.
+    /// Listen on `addr` (port 0: any free port) and start accepting peers; no LSD, no DHT.
     pub async fn bind(addr: SocketAddr) -> Result<Session, EngineError> {
         let mut config = SessionConfig::new(addr);
         config.lsd = None;
+        config.dht = None;
         Self::start(config).await
     }
 
@@ -148,6 +192,7 @@ impl Session {
             tracker_key: (seed >> 16) as u32,
             tracker_client,
             lsd: Mutex::new(None),
+            dht: Mutex::new(None),
             torrents: Mutex::new(HashMap::new()),
             fetches: Mutex::new(HashMap::new()),
             connections: AtomicUsize::new(0),
@@ -155,6 +200,20 @@ impl Session {
             shutdown: AtomicBool::new(false),
         });
         tokio::spawn(accept_loop(shared.clone(), listener));
+        let mut dht_error = None;
+        if let Some(settings) = config.dht {
+            let cfg = dht::DhtConfig {
+                bind: listen_addr,
+                bootstrap: settings.bootstrap,
+                state_file: settings.state_file,
+                read_only: false,
+                node_id: None,
+            };
+            match dht::Dht::start(cfg) {
+                Ok(d) => *shared.dht.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(d)),
+                Err(e) => dht_error = Some(format!("cannot open its UDP socket: {e}")),
+            }
+        }
         let mut lsd_error = None;
         if let Some(settings) = config.lsd {
             let cfg = LsdConfig {
@@ -183,7 +242,54 @@ impl Session {
                 Err(e) => lsd_error = Some(e.to_string()),
             }
         }
-        Ok(Session { shared, lsd_error })
+        Ok(Session {
+            shared,
+            lsd_error,
+            dht_error,
+        })
+    }
+
+    /// Why the DHT is not running although it was asked for.
+    pub fn dht_error(&self) -> Option<&str> {
+        self.dht_error.as_deref()
+    }
+
+    /// Nodes in the DHT routing table (0 without the DHT).
+    pub async fn dht_nodes(&self) -> usize {
+        let dht = self
+            .shared
+            .dht
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone();
+        match dht {
+            Some(dht) => dht.routing_table_size().await,
+            None => 0,
+        }
+    }
+
+    /// Stop LSD and the DHT (saving its routing table). Torrents are shut down by their
+    /// own handles, first.
+    pub async fn shutdown(&self) {
+        self.close();
+        let mut dht = self
+            .shared
+            .dht
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+        // Others hold it only for a moment (to start a lookup).
+        for _ in 0..50 {
+            match dht.map(Arc::try_unwrap) {
+                Some(Ok(d)) => {
+                    let _ = tokio::time::timeout(Duration::from_secs(5), d.shutdown()).await;
+                    return;
+                }
+                Some(Err(shared)) => dht = Some(shared),
+                None => return,
+            }
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
 
     /// Why LSD is not running although it was asked for.

@@ -296,6 +296,10 @@ impl Torrent {
             *shared.trackers.lock().unwrap_or_else(|e| e.into_inner()) = Some(announcing);
         }
         session.torrents_changed();
+        if !shared.is_private() {
+            // BEP 27: private torrents stay out of the DHT.
+            tokio::spawn(dht_loop(shared.clone()));
+        }
         tokio::spawn(resume_loop(shared.clone()));
         tokio::spawn(choke_loop(shared.clone()));
         Ok(Torrent { shared })
@@ -532,6 +536,36 @@ pub(crate) async fn accept(
     };
     if !refuse && !shared.shutdown.load(Ordering::SeqCst) {
         run_peer(shared, stream, addr, Some(prefix)).await;
+    }
+}
+
+/// Announce the torrent on the DHT and dial the peers found there: every few seconds at
+/// first (while the routing table fills), then every 5 minutes while downloading and every
+/// 15 once complete.
+async fn dht_loop(shared: Arc<Shared>) {
+    let mut wait = Duration::from_secs(5);
+    while !shared.shutdown.load(Ordering::SeqCst) {
+        let Some(mut found) = shared.session.dht_lookup(shared.info_hash, true) else {
+            return;
+        };
+        let mut any = false;
+        while let Some(peers) = found.recv().await {
+            any |= !peers.is_empty();
+            add_peers(&shared, &peers, false);
+        }
+        wait = if any {
+            if lock(&shared).picker.is_complete() {
+                Duration::from_secs(15 * 60)
+            } else {
+                Duration::from_secs(5 * 60)
+            }
+        } else {
+            (wait * 2).min(Duration::from_secs(5 * 60))
+        };
+        let end = Instant::now() + wait;
+        while Instant::now() < end && !shared.shutdown.load(Ordering::SeqCst) {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+        }
     }
 }
 
