@@ -488,3 +488,69 @@ fn tracker_cli_errors() {
         );
     }
 }
+
+/// `bitpeer download TORRENT` with no peer, LSD and DHT off: the torrent's tracker (ours)
+/// is its only way to the seeder.
+fn bitpeer_download_through_trackers(torrent: &Path, out: &Path) -> Proc {
+    let mut cmd = Command::new(bitpeer_bin());
+    cmd.arg("download").arg(torrent).arg("-o").arg(out).args([
+        "--listen",
+        "127.0.0.1:0",
+        "--json",
+        "--no-lsd",
+        "--no-dht",
+    ]);
+    Proc::spawn(cmd, DOWNLOAD_TIMEOUT)
+}
+
+#[test]
+fn bitpeer_finds_libtorrent_through_our_udp_tracker() {
+    if skip_interop() || !libtorrent_available() {
+        return;
+    }
+    let mut tracker = Tracker::spawn(&["--interval", "10"]);
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, torrent) = make_torrent(tmp.path(), &tracker.udp);
+    let ih = info_hash_v1(&torrent);
+    let mut seeder = spawn_lt(&torrent, &tmp.path().join("seed"), &tracker.udp, true);
+    tracker.wait_for_seeder(&ih, &mut seeder);
+    let out = tmp.path().join("out");
+    let mut dl = bitpeer_download_through_trackers(&torrent, &out);
+    finish_download(&mut dl, DOWNLOAD_TIMEOUT);
+    assert_same_tree(&data, &out.join("tracked.bin"));
+    // bitpeer said `completed` (and `stopped` on its way out).
+    let end = Instant::now() + Duration::from_secs(30);
+    while tracker.scrape(&ih).1 < 1 && Instant::now() < end {
+        thread::sleep(Duration::from_millis(200));
+    }
+    assert_eq!(
+        tracker.scrape(&ih).1,
+        1,
+        "bitpeer's completed event was not counted"
+    );
+    tracker.proc.assert_no_panic();
+}
+
+#[test]
+fn libtorrent_finds_bitpeer_through_our_http_tracker() {
+    if skip_interop() || !libtorrent_available() {
+        return;
+    }
+    let mut tracker = Tracker::spawn(&["--interval", "10"]);
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, torrent) = make_torrent(tmp.path(), &tracker.http);
+    let ih = info_hash_v1(&torrent);
+    let mut cmd = Command::new(bitpeer_bin());
+    cmd.arg("seed")
+        .arg(&torrent)
+        .arg("--data")
+        .arg(tmp.path().join("seed"))
+        .args(["--listen", "127.0.0.1:0", "--no-lsd", "--no-dht"]);
+    let mut seeder = Proc::spawn(cmd, DOWNLOAD_TIMEOUT + Duration::from_secs(60));
+    tracker.wait_for_seeder(&ih, &mut seeder);
+    let leech_dir = tmp.path().join("leech");
+    let mut leecher = spawn_lt(&torrent, &leech_dir, &tracker.http, false);
+    expect_lt_done(&mut leecher, &tracker, &seeder);
+    assert_same_tree(&data, &leech_dir.join("tracked.bin"));
+    seeder.assert_no_panic();
+}

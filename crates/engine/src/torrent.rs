@@ -199,6 +199,7 @@ pub(crate) struct Shared {
 
 struct Announcing {
     status: tokio::sync::watch::Receiver<Vec<TrackerStatus>>,
+    progress: tokio::sync::watch::Sender<Progress>,
     stop: tokio::sync::watch::Sender<bool>,
     task: tokio::task::JoinHandle<()>,
 }
@@ -396,7 +397,9 @@ impl Torrent {
         let shared = self.shared.clone();
         let resume = tokio::task::spawn_blocking(move || save_resume(&shared));
         if let Some(a) = announcing {
-            // `stopped` to every tracker that knows us; the announcer bounds it itself.
+            // The last counters (`completed` if the download just finished), then `stopped`
+            // to every tracker that knows us; the announcer bounds it itself.
+            let _ = a.progress.send(progress(&self.shared));
             let _ = a.stop.send(true);
             let _ = tokio::time::timeout(Duration::from_secs(10), a.task).await;
         }
@@ -604,18 +607,20 @@ fn start_announcing(shared: &Arc<Shared>) -> Announcing {
         }
     });
     let s = shared.clone();
+    let tx = progress_tx.clone();
     tokio::spawn(async move {
         // The counters the next announce reports; `left` reaching 0 sends `completed`.
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         while !s.shutdown.load(Ordering::SeqCst) {
             tick.tick().await;
-            if progress_tx.send(progress(&s)).is_err() {
+            if tx.send(progress(&s)).is_err() {
                 return;
             }
         }
     });
     Announcing {
         status: status_rx,
+        progress: progress_tx,
         stop: stop_tx,
         task,
     }

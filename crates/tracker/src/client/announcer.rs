@@ -120,6 +120,11 @@ impl Announcer {
         &self.tiers
     }
 
+    /// `completed` is waiting to be sent.
+    pub fn completed_pending(&self) -> bool {
+        self.completed_pending
+    }
+
     /// Nothing more will be sent: stopped, or no trackers at all.
     pub fn is_finished(&self) -> bool {
         self.finished

@@ -203,9 +203,26 @@ pub async fn run_announcer(
         }
     }
 
+    // A download that completed just before stopping still says `completed` first, so the
+    // tracker counts it (libtorrent and Transmission do the same).
+    let p = *progress.borrow();
+    if left > 0 && p.left == 0 {
+        run.announcer.on_completed(Instant::now().into_std());
+    }
+    let _ = tokio::time::timeout(STOP_BUDGET / 2, async {
+        if run.announcer.completed_pending()
+            && let Some((url, event)) = run.announcer.next_action(Instant::now().into_std())
+        {
+            let req = run.request(event, p);
+            let tracker_id = run.tracker_ids.get(&url).cloned();
+            let result = run.client.announce(&url, &req, tracker_id.as_deref()).await;
+            run.record(&url, event, Some(result));
+        }
+    })
+    .await;
+
     // Tell the trackers that know us that we leave; never hold up shutdown for long.
     run.announcer.on_stop(Instant::now().into_std());
-    let p = *progress.borrow();
     let _ = tokio::time::timeout(STOP_BUDGET, async {
         while let Some((url, event)) = run.announcer.next_action(Instant::now().into_std()) {
             let req = run.request(event, p);
