@@ -218,3 +218,37 @@ fn liars_flooding_fake_nodes_do_not_break_lookups() {
         assert_eq!(fakes, 0, "node {i} has fake nodes in its table");
     }
 }
+
+#[test]
+fn tables_fill_by_refresh_and_lookups_survive_churn() {
+    let n = 300;
+    let mut net = Net::new(0x5eed_0003);
+    build(&mut net, n);
+    let mut before: Vec<usize> = (0..n).map(|i| net.node(i).table_len()).collect();
+    // 20 virtual minutes: every bucket goes 15 minutes without news and is refreshed.
+    net.run_for(Duration::from_secs(20 * 60));
+    let mut after: Vec<usize> = (0..n).map(|i| net.node(i).table_len()).collect();
+    let (b, a) = (median(&mut before), median(&mut after));
+    println!("median table size: {b} after joining, {a} after refresh");
+    assert!(a > b, "refresh did not grow the tables ({b} -> {a})");
+
+    // A fifth of the nodes leave without a word; the rest still find an announcer.
+    let mut gone = std::collections::HashSet::new();
+    while gone.len() < n / 5 {
+        let i = 1 + net.rng.below(n as u64 - 1) as usize;
+        if gone.insert(i) {
+            net.take_offline(i);
+        }
+    }
+    let alive: Vec<usize> = (0..n).filter(|i| !gone.contains(i)).collect();
+    let announcer = alive[1 + net.rng.below(alive.len() as u64 - 1) as usize];
+    let askers: Vec<usize> = alive.iter().copied().filter(|&i| i != announcer).collect();
+    let results = announce_and_find(&mut net, announcer, &askers, 50);
+    report("300 nodes, 60 gone", &results);
+    let found = results.iter().filter(|(_, f)| *f).count();
+    assert!(
+        found * 100 >= results.len() * 98,
+        "only {found}/{} found the announcer",
+        results.len()
+    );
+}

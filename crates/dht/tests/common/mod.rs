@@ -46,6 +46,8 @@ pub enum Host {
     Liar {
         id: NodeId,
     },
+    /// Gone: datagrams to it are lost.
+    Offline,
 }
 
 struct InFlight {
@@ -142,8 +144,15 @@ impl Net {
     pub fn node(&mut self, i: usize) -> &mut Node {
         match &mut self.hosts[i].1 {
             Host::Node(n) => n,
-            Host::Liar { .. } => panic!("host {i} is not a node"),
+            _ => panic!("host {i} is not a node"),
         }
+    }
+
+    /// Host `i` leaves without a word.
+    pub fn take_offline(&mut self, i: usize) {
+        let addr = self.hosts[i].0;
+        self.by_addr.remove(&addr);
+        self.hosts[i].1 = Host::Offline;
     }
 
     pub fn addr(&self, i: usize) -> SocketAddr {
@@ -269,6 +278,7 @@ impl Net {
                         n.handle_datagram(now, m.from, &m.bytes);
                         self.flush(to);
                     }
+                    Host::Offline => self.dropped += 1,
                     Host::Liar { id } => {
                         let id = *id;
                         if let Some(answer) = self.liar_answer(id, m.from, &m.bytes) {
