@@ -36,7 +36,7 @@ pub const MAX_LOOKUPS: usize = 128;
 /// Most candidate nodes a lookup remembers (the farthest are forgotten first).
 pub const MAX_CANDIDATES: usize = 100;
 /// Most nodes taken from one response (the closest to the target).
-pub const NODES_PER_RESPONSE: usize = 2 * K;
+pub const NODES_PER_RESPONSE: usize = K;
 /// Most distinct peers one lookup reports.
 pub const MAX_PEERS_PER_LOOKUP: usize = 2000;
 /// Most peers put in one `get_peers` response (50 IPv6 peers still fit in a datagram).

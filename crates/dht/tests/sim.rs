@@ -147,21 +147,29 @@ fn five_hundred_nodes_find_the_announcer() {
 }
 
 #[test]
-fn liars_flooding_fake_nodes_do_not_break_lookups() {
+fn liars_flooding_random_fake_nodes_do_not_break_lookups() {
+    liars_scenario(0x5eed_0002, 30, false, 95);
+}
+
+#[test]
+fn liars_flooding_fake_nodes_next_to_the_target_slow_lookups_but_do_not_break_them() {
+    liars_scenario(0x5eed_0004, 15, true, 90);
+}
+
+fn liars_scenario(seed: u64, liars: usize, targeted: bool, percent_found: usize) {
     let n = 300;
-    let liars = 30;
-    let mut net = Net::new(0x5eed_0002);
+    let mut net = Net::new(seed);
     build(&mut net, n);
     // Liars join by querying a few real nodes, which ping them back and add them.
     let liar_ids: Vec<usize> = (0..liars)
-        .map(|j| net.add_liar(public_addr(10_000 + j)))
+        .map(|j| net.add_liar(public_addr(10_000 + j), targeted))
         .collect();
     for &l in &liar_ids {
         for _ in 0..20 {
             let target = net.rng.below(n as u64) as usize;
             let from = net.addr(l);
             let id = match &net.hosts[l].1 {
-                common::Host::Liar { id } => *id,
+                common::Host::Liar { id, .. } => *id,
                 _ => unreachable!(),
             };
             let q = dht::krpc::Message {
@@ -195,10 +203,14 @@ fn liars_flooding_fake_nodes_do_not_break_lookups() {
     let announcer = 1 + net.rng.below(n as u64 - 1) as usize;
     let askers: Vec<usize> = (0..n).filter(|&i| i != announcer).step_by(2).collect();
     let results = announce_and_find(&mut net, announcer, &askers, 50);
-    report("300 nodes + 30 liars", &results);
+    let name = format!("300 nodes + {liars} liars (targeted: {targeted})");
+    report(&name, &results);
+    // Every lookup stays within its query budget, whatever the liars sent.
+    let budget = dht::NodeConfig::new(NodeId([0; 20]), 0).max_lookup_queries;
+    assert!(results.iter().all(|(s, _)| s.queries <= budget));
     let found = results.iter().filter(|(_, f)| *f).count();
     assert!(
-        found * 100 >= results.len() * 95,
+        found * 100 >= results.len() * percent_found,
         "only {found}/{} found the announcer",
         results.len()
     );

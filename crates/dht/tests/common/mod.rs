@@ -45,6 +45,9 @@ pub enum Host {
     /// (random ids, random unreachable addresses) as one datagram holds.
     Liar {
         id: NodeId,
+        /// Fake ids next to the looked-up target (sharing its first 6 bytes) rather than
+        /// random: they beat every real node on distance.
+        targeted: bool,
     },
     /// Gone: datagrams to it are lost.
     Offline,
@@ -126,9 +129,9 @@ impl Net {
         self.add_host(addr, Host::Node(Box::new(node)))
     }
 
-    pub fn add_liar(&mut self, addr: SocketAddr) -> usize {
+    pub fn add_liar(&mut self, addr: SocketAddr, targeted: bool) -> usize {
         let id = bep42_id(addr.ip(), self.rng.next() as u8, self.rng.bytes20());
-        self.add_host(addr, Host::Liar { id })
+        self.add_host(addr, Host::Liar { id, targeted })
     }
 
     fn add_host(&mut self, addr: SocketAddr, host: Host) -> usize {
@@ -211,24 +214,29 @@ impl Net {
         }
     }
 
-    fn liar_answer(&mut self, liar_id: NodeId, from: SocketAddr, bytes: &[u8]) -> Option<Vec<u8>> {
+    fn liar_answer(&mut self, liar_id: NodeId, targeted: bool, bytes: &[u8]) -> Option<Vec<u8>> {
         let msg = krpc::decode(bytes).ok()?;
         let Body::Query(q) = &msg.body else {
             return None;
+        };
+        let target = match q {
+            krpc::Query::FindNode { target, .. } => Some(*target),
+            krpc::Query::GetPeers { info_hash, .. } => Some(*info_hash),
+            _ => None,
         };
         // As many fake IPv4 nodes as fit in a datagram under the decoder's limit.
         let nodes = (0..50)
             .map(|_| {
                 let ip = Ipv4Addr::from(self.rng.next() as u32 | 0x0100_0000);
                 let port = (self.rng.next() as u16) | 1;
-                (
-                    NodeId(self.rng.bytes20()),
-                    SocketAddr::new(IpAddr::V4(ip), port),
-                )
+                let mut id = self.rng.bytes20();
+                if let (true, Some(t)) = (targeted, target) {
+                    id[..6].copy_from_slice(&t.0[..6]);
+                }
+                (NodeId(id), SocketAddr::new(IpAddr::V4(ip), port))
             })
             .collect();
         let token = matches!(q, krpc::Query::GetPeers { .. }).then(|| b"liar".to_vec());
-        let _ = from;
         Some(
             Message {
                 tid: msg.tid,
@@ -279,9 +287,9 @@ impl Net {
                         self.flush(to);
                     }
                     Host::Offline => self.dropped += 1,
-                    Host::Liar { id } => {
-                        let id = *id;
-                        if let Some(answer) = self.liar_answer(id, m.from, &m.bytes) {
+                    Host::Liar { id, targeted } => {
+                        let (id, targeted) = (*id, *targeted);
+                        if let Some(answer) = self.liar_answer(id, targeted, &m.bytes) {
                             let at = now + self.latency();
                             self.seq += 1;
                             self.queue.push(Reverse(InFlight {
