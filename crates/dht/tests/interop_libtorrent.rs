@@ -287,6 +287,23 @@ async fn scenario() {
         lt.seen
     );
 
+    // (b') With implied_port, libtorrent stores the UDP source port of B's announce.
+    let ih3 = [0xc3; 20];
+    let want3 = format!("127.0.0.1:{}", b.local_addr().port());
+    collect(b.announce(ih3, None), Duration::from_secs(15)).await;
+    let accepted = lt
+        .expect(Duration::from_secs(10), |l| {
+            (l.starts_with(&format!("announced {}", hex(&ih3))) && l.ends_with(&want3))
+                .then_some(())
+        })
+        .await
+        .is_some();
+    assert!(
+        accepted,
+        "libtorrent did not take B's implied_port announce as {want3}; it said {:?}",
+        lt.seen
+    );
+
     // (c) Our codec reads libtorrent's answers as they are on the wire: a get_peers for ih2
     // straight to libtorrent returns a token and the peer B announced there.
     let raw = tokio::net::UdpSocket::bind((LOOPBACK, 0)).await.unwrap();
