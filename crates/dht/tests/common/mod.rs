@@ -327,3 +327,51 @@ pub fn median(v: &mut [usize]) -> usize {
     v.sort_unstable();
     v[v.len() / 2]
 }
+
+/// Helpers for tests of the tokio driver on loopback.
+pub mod live {
+    use std::net::{Ipv4Addr, SocketAddr};
+    use std::time::Duration;
+
+    use dht::{Dht, DhtConfig};
+    use tokio::sync::mpsc;
+    use tokio::time::{Instant, timeout};
+
+    pub const LOOPBACK: Ipv4Addr = Ipv4Addr::LOCALHOST;
+
+    pub fn config(bootstrap: Vec<String>) -> DhtConfig {
+        DhtConfig {
+            bind: SocketAddr::from((LOOPBACK, 0)),
+            bootstrap,
+            state_file: None,
+            read_only: false,
+            node_id: None,
+        }
+    }
+
+    /// All peers a lookup yields until it ends (bounded by `limit`).
+    pub async fn collect(
+        mut rx: mpsc::Receiver<Vec<SocketAddr>>,
+        limit: Duration,
+    ) -> Vec<SocketAddr> {
+        let mut all = Vec::new();
+        let _ = timeout(limit, async {
+            while let Some(batch) = rx.recv().await {
+                all.extend(batch);
+            }
+        })
+        .await;
+        all
+    }
+
+    pub async fn wait_table(dht: &Dht, at_least: usize, limit: Duration) -> usize {
+        let deadline = Instant::now() + limit;
+        loop {
+            let n = dht.routing_table_size().await;
+            if n >= at_least || Instant::now() >= deadline {
+                return n;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
+}
