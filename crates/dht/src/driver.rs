@@ -108,6 +108,9 @@ impl Dht {
             u64::from_le_bytes(random_bytes()[..8].try_into().expect("8")),
         );
         cfg.read_only = config.read_only;
+        // An id the user chose is kept; otherwise BEP 42 may replace it once our public
+        // address is known.
+        cfg.adopt_bep42_id = config.node_id.is_none();
         cfg.local_port = local_addr.port();
         let now = Instant::now();
         let mut node = Node::new(cfg, now);
@@ -151,6 +154,8 @@ impl Dht {
         self.local_addr
     }
 
+    /// Our node id at start. (Unless it was configured, BEP 42 may later replace it with one
+    /// that fits our public address; the state file keeps the current one.)
     pub fn node_id(&self) -> [u8; 20] {
         self.node_id.0
     }
@@ -245,7 +250,7 @@ async fn run(
                 Event::LookupDone { lookup, .. } => {
                     lookups.remove(&lookup);
                 }
-                Event::Bootstrapped { .. } => {}
+                Event::Bootstrapped { .. } | Event::NodeIdChanged { .. } => {}
             }
         }
         let deadline = node

@@ -173,6 +173,22 @@ impl RoutingTable {
         self.get(id).is_some_and(|e| e.addr == *addr)
     }
 
+    /// The same nodes under a new own id (BEP 42 made us change it), keeping what we know of
+    /// each; nodes that no longer fit wait in replacement caches.
+    pub fn rebuild(self, own: NodeId, now: Instant) -> RoutingTable {
+        let mut t = RoutingTable::new(own, now);
+        for b in self.buckets {
+            for e in b.nodes.into_iter().chain(b.replacements) {
+                t.insert_entry(e, now);
+            }
+        }
+        // Nobody is pinging on the new table's behalf yet.
+        for e in t.buckets.iter_mut().flat_map(|b| b.nodes.iter_mut()) {
+            e.ping_pending = false;
+        }
+        t
+    }
+
     /// `id` at `addr` answered one of our queries.
     pub fn insert(&mut self, id: NodeId, addr: SocketAddr, now: Instant) -> Insert {
         self.insert_entry(Entry::new(id, addr, Some(now)), now)
