@@ -591,6 +591,7 @@ impl Node {
         // A querier we do not know may belong in our table: ping it, and add it if it
         // answers (a query's source address alone proves nothing). Not if it is read-only.
         let id = q.id();
+        self.table.heard_query(&id, &from, now);
         if !msg.read_only
             && id != self.cfg.id
             && from.port() != 0
