@@ -84,6 +84,7 @@ fn report(name: &str, results: &[(LookupStats, bool)]) -> (usize, usize) {
     let mut rounds: Vec<usize> = results.iter().map(|(s, _)| s.rounds as usize).collect();
     let mut queries: Vec<usize> = results.iter().map(|(s, _)| s.queries).collect();
     let mut timeouts: Vec<usize> = results.iter().map(|(s, _)| s.timeouts).collect();
+    let mut responses: Vec<usize> = results.iter().map(|(s, _)| s.responses).collect();
     let mut ms: Vec<usize> = results
         .iter()
         .map(|(s, _)| s.duration.as_millis() as usize)
@@ -92,10 +93,12 @@ fn report(name: &str, results: &[(LookupStats, bool)]) -> (usize, usize) {
     let (mr, mq) = (median(&mut rounds), median(&mut queries));
     println!(
         "{name}: {found}/{} lookups found the announcer; median rounds {mr} (max {}), \
-         median queries {mq} (max {}), median timeouts {}, median virtual time {} ms",
+         median queries sent {mq} (max {}), median responses {}, median timeouts {}, \
+         median virtual time {} ms",
         results.len(),
         rounds.last().unwrap(),
         queries.last().unwrap(),
+        median(&mut responses),
         median(&mut timeouts),
         median(&mut ms),
     );
