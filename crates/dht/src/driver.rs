@@ -35,7 +35,9 @@ pub const DEFAULT_BOOTSTRAP: [&str; 4] = [
 
 /// How long resolving one bootstrap host may take.
 const RESOLVE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Peer batches buffered per lookup channel; a consumer slower than that loses batches.
+/// Peer batches buffered per lookup channel. A lookup yields at most one batch per response
+/// (plus one from our own store), and sends at most `max_lookup_queries` (200) queries, so
+/// even a consumer that reads nothing until the end loses no batch.
 const LOOKUP_CHANNEL: usize = 256;
 /// Largest state file read.
 const MAX_STATE_FILE: u64 = 1 << 20;
