@@ -35,7 +35,9 @@ pub const DEFAULT_BOOTSTRAP: [&str; 4] = [
 
 /// How long resolving one bootstrap host may take.
 const RESOLVE_TIMEOUT: Duration = Duration::from_secs(10);
-/// Peer batches buffered per lookup channel; a consumer slower than that loses batches.
+/// Peer batches buffered per lookup channel. A lookup yields at most one batch per response
+/// (plus one from our own store), and sends at most `max_lookup_queries` (200) queries, so
+/// even a consumer that reads nothing until the end loses no batch.
 const LOOKUP_CHANNEL: usize = 256;
 /// Largest state file read.
 const MAX_STATE_FILE: u64 = 1 << 20;
@@ -108,6 +110,9 @@ impl Dht {
             u64::from_le_bytes(random_bytes()[..8].try_into().expect("8")),
         );
         cfg.read_only = config.read_only;
+        // An id the user chose is kept; otherwise BEP 42 may replace it once our public
+        // address is known.
+        cfg.adopt_bep42_id = config.node_id.is_none();
         cfg.local_port = local_addr.port();
         let now = Instant::now();
         let mut node = Node::new(cfg, now);
@@ -151,6 +156,8 @@ impl Dht {
         self.local_addr
     }
 
+    /// Our node id at start. (Unless it was configured, BEP 42 may later replace it with one
+    /// that fits our public address; the state file keeps the current one.)
     pub fn node_id(&self) -> [u8; 20] {
         self.node_id.0
     }
@@ -245,7 +252,7 @@ async fn run(
                 Event::LookupDone { lookup, .. } => {
                     lookups.remove(&lookup);
                 }
-                Event::Bootstrapped { .. } => {}
+                Event::Bootstrapped { .. } | Event::NodeIdChanged { .. } => {}
             }
         }
         let deadline = node

@@ -22,7 +22,7 @@ use std::collections::{BTreeMap, HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use crate::id::{NodeId, bep42_valid};
+use crate::id::{NodeId, bep42_id, bep42_valid};
 use crate::krpc::{self, Body, DecodeError, Message, Query, Response, code};
 use crate::store::{PeerStore, RateLimiter, StoreLimits, Tokens};
 use crate::table::{Insert, K, RoutingTable};
@@ -36,7 +36,7 @@ pub const MAX_LOOKUPS: usize = 128;
 /// Most candidate nodes a lookup remembers (the farthest are forgotten first).
 pub const MAX_CANDIDATES: usize = 100;
 /// Most nodes taken from one response (the closest to the target).
-pub const NODES_PER_RESPONSE: usize = 2 * K;
+pub const NODES_PER_RESPONSE: usize = K;
 /// Most distinct peers one lookup reports.
 pub const MAX_PEERS_PER_LOOKUP: usize = 2000;
 /// Most peers put in one `get_peers` response (50 IPv6 peers still fit in a datagram).
@@ -45,6 +45,10 @@ pub const VALUES_PER_RESPONSE: usize = 50;
 pub const MAX_QUEUED_TRANSMITS: usize = 4096;
 /// Most bootstrap addresses remembered.
 pub const MAX_BOOTSTRAP: usize = 32;
+/// Distinct responders that must agree on our address before we change our id (BEP 42).
+pub const IP_VOTES_NEEDED: usize = 3;
+/// Most recent address reports remembered.
+pub const IP_VOTES_KEPT: usize = 10;
 /// How often housekeeping runs (token rotation, expiry, bucket refresh, re-bootstrap).
 pub const MAINTENANCE_EVERY: Duration = Duration::from_secs(60);
 
@@ -74,6 +78,10 @@ pub struct NodeConfig {
     pub version: Option<Vec<u8>>,
     /// The port sent in `announce_peer` with `implied_port=1`: our UDP port, when known.
     pub local_port: u16,
+    /// BEP 42 for ourselves: once responders agree on our public IPv4 address and our id
+    /// does not fit it, take an id that does (keeping the routing table). Off when the user
+    /// chose the id.
+    pub adopt_bep42_id: bool,
     /// Seed of the node's pseudo-random numbers (transaction ids, token secrets, refresh
     /// targets). The driver seeds it from the OS; tests pass a fixed one.
     pub seed: u64,
@@ -95,6 +103,7 @@ impl NodeConfig {
             rate_limited_ips: 10_000,
             version: Some(b"BP01".to_vec()),
             local_port: 0,
+            adopt_bep42_id: true,
             seed,
         }
     }
@@ -139,6 +148,9 @@ pub enum Event {
     },
     /// A bootstrap lookup ended with this many nodes in the table.
     Bootstrapped { nodes: usize },
+    /// Responders agree on our public address and our id did not fit it (BEP 42): we now
+    /// use `id`.
+    NodeIdChanged { id: NodeId, external: SocketAddr },
 }
 
 /// Sizes of the node's state, to check that it stays bounded.
@@ -333,6 +345,8 @@ pub struct Node {
     next_maintenance: Instant,
     last_bootstrap: Option<Instant>,
     external: Option<SocketAddr>,
+    /// Recent `ip` reports (BEP 42): which responder said what, newest last.
+    ip_votes: VecDeque<(std::net::IpAddr, std::net::IpAddr)>,
 }
 
 impl Node {
@@ -362,6 +376,7 @@ impl Node {
             next_maintenance: now + MAINTENANCE_EVERY,
             last_bootstrap: None,
             external: None,
+            ip_votes: VecDeque::new(),
         }
     }
 
@@ -576,6 +591,7 @@ impl Node {
         // A querier we do not know may belong in our table: ping it, and add it if it
         // answers (a query's source address alone proves nothing). Not if it is read-only.
         let id = q.id();
+        self.table.heard_query(&id, &from, now);
         if !msg.read_only
             && id != self.cfg.id
             && from.port() != 0
@@ -591,6 +607,38 @@ impl Node {
                 Purpose::Ping,
             );
         }
+    }
+
+    /// Count a responder's report of our address; adopt a BEP 42 id once
+    /// [`IP_VOTES_NEEDED`] distinct responders among the last [`IP_VOTES_KEPT`] agree on a
+    /// public address our id does not fit.
+    fn vote_external(&mut self, from: SocketAddr, ours: SocketAddr, now: Instant) {
+        self.external = Some(ours);
+        self.ip_votes.retain(|(voter, _)| *voter != from.ip());
+        self.ip_votes.push_back((from.ip(), ours.ip()));
+        if self.ip_votes.len() > IP_VOTES_KEPT {
+            self.ip_votes.pop_front();
+        }
+        let agree = self
+            .ip_votes
+            .iter()
+            .filter(|(_, ip)| *ip == ours.ip())
+            .count();
+        if !self.cfg.adopt_bep42_id
+            || !ours.is_ipv4()
+            || agree < IP_VOTES_NEEDED
+            || bep42_valid(&self.cfg.id, ours.ip())
+        {
+            return;
+        }
+        let rand = self.rng.next() as u8;
+        let id = bep42_id(ours.ip(), rand, self.rng.bytes20());
+        self.cfg.id = id;
+        self.table =
+            std::mem::replace(&mut self.table, RoutingTable::new(id, now)).rebuild(id, now);
+        self.ip_votes.clear();
+        self.events
+            .push_back(Event::NodeIdChanged { id, external: ours });
     }
 
     fn id_acceptable(&self, id: &NodeId, addr: SocketAddr) -> bool {
@@ -628,7 +676,7 @@ impl Node {
         }
         let p = self.take_pending(&tid).expect("checked above");
         if let Some(ip) = msg.ip {
-            self.external = Some(ip);
+            self.vote_external(from, ip, now);
         }
         let responder = match r {
             Some(r) if p.id.is_none_or(|want| want == r.id) => Some(r),

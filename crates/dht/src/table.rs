@@ -3,8 +3,8 @@
 //! Bucket `i` holds nodes whose id shares exactly `i` leading bits with ours; the last bucket
 //! holds everything closer, and it is the only one that splits when full (the table starts
 //! with one bucket covering the whole space). A node is *good* if it answered one of our
-//! queries in the last 15 minutes, *bad* after [`MAX_FAILURES`] unanswered queries in a row,
-//! and *questionable* otherwise. A full bucket takes a newcomer only in place of a bad node;
+//! queries in the last 15 minutes (or answered once and queried us in the last 15 minutes),
+//! *bad* after [`MAX_FAILURES`] unanswered queries in a row, and *questionable* otherwise. A full bucket takes a newcomer only in place of a bad node;
 //! newcomers wait in the bucket's replacement cache while its questionable nodes are pinged,
 //! and take the place of the first one that turns bad. Only nodes that answered us are
 //! inserted (except imported ones, which come in questionable), so a spoofed source address
@@ -33,6 +33,8 @@ pub struct Entry {
     pub addr: SocketAddr,
     /// When it last answered one of our queries.
     pub last_response: Option<Instant>,
+    /// When it last queried us.
+    pub last_query: Option<Instant>,
     /// Unanswered queries in a row.
     pub failures: u8,
     /// A ping to decide its fate is on the way.
@@ -52,6 +54,7 @@ impl Entry {
             id,
             addr,
             last_response: responded,
+            last_query: None,
             failures: 0,
             ping_pending: false,
         }
@@ -61,9 +64,11 @@ impl Entry {
         if self.failures >= MAX_FAILURES {
             Status::Bad
         } else if self.failures == 0
-            && self
-                .last_response
-                .is_some_and(|t| now.saturating_duration_since(t) < GOOD_FOR)
+            && self.last_response.is_some_and(|answered| {
+                // Answered us lately, or answered once and queries us lately (BEP 5).
+                let last = self.last_query.map_or(answered, |q| q.max(answered));
+                now.saturating_duration_since(last) < GOOD_FOR
+            })
         {
             Status::Good
         } else {
@@ -171,6 +176,22 @@ impl RoutingTable {
     /// Whether `id` at `addr` is in the table.
     pub fn contains(&self, id: &NodeId, addr: &SocketAddr) -> bool {
         self.get(id).is_some_and(|e| e.addr == *addr)
+    }
+
+    /// The same nodes under a new own id (BEP 42 made us change it), keeping what we know of
+    /// each; nodes that no longer fit wait in replacement caches.
+    pub fn rebuild(self, own: NodeId, now: Instant) -> RoutingTable {
+        let mut t = RoutingTable::new(own, now);
+        for b in self.buckets {
+            for e in b.nodes.into_iter().chain(b.replacements) {
+                t.insert_entry(e, now);
+            }
+        }
+        // Nobody is pinging on the new table's behalf yet.
+        for e in t.buckets.iter_mut().flat_map(|b| b.nodes.iter_mut()) {
+            e.ping_pending = false;
+        }
+        t
     }
 
     /// `id` at `addr` answered one of our queries.
@@ -292,6 +313,19 @@ impl RoutingTable {
         }
         self.buckets.push(new);
         true
+    }
+
+    /// `id` at `addr` sent us a query: if it is in the table and has answered us before, it
+    /// stays good without being pinged.
+    pub fn heard_query(&mut self, id: &NodeId, addr: &SocketAddr, now: Instant) {
+        let bi = self.bucket_index(id);
+        if let Some(e) = self.buckets[bi]
+            .nodes
+            .iter_mut()
+            .find(|e| e.id == *id && e.addr == *addr)
+        {
+            e.last_query = Some(now);
+        }
     }
 
     /// A query to `id` at `addr` went unanswered. A node that turns bad gives its place to
@@ -495,6 +529,23 @@ mod tests {
         let ids = t.due_refreshes(later, || [7; 20]);
         assert_eq!(ids.len(), 1);
         assert!(t.due_refreshes(later, || [7; 20]).is_empty());
+    }
+
+    #[test]
+    fn queries_keep_a_node_that_answered_once_good() {
+        let now = Instant::now();
+        let mut t = RoutingTable::new(NodeId([0; 20]), now);
+        let (id, a) = (NodeId([0x80; 20]), addr(1));
+        t.insert(id, a, now);
+        let later = now + GOOD_FOR + Duration::from_secs(1);
+        assert_eq!(t.get(&id).unwrap().status(later), Status::Questionable);
+        t.heard_query(&id, &a, later);
+        assert_eq!(t.get(&id).unwrap().status(later), Status::Good);
+        // A node that never answered is not made good by its queries.
+        let (id2, a2) = (NodeId([0x81; 20]), addr(2));
+        t.insert_unverified(id2, a2, now);
+        t.heard_query(&id2, &a2, now);
+        assert_eq!(t.get(&id2).unwrap().status(now), Status::Questionable);
     }
 
     #[test]

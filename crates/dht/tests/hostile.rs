@@ -422,3 +422,41 @@ fn fuzz_seeds_decode() {
     }
     assert!(n >= 10);
 }
+
+#[test]
+fn a_node_adopts_a_bep42_id_once_responders_agree_on_its_public_address() {
+    let (mut n, now) = node(|_| {});
+    let ours: SocketAddr = "203.0.113.7:6881".parse().unwrap();
+    // Put three nodes in the table, then have each answer a ping with our address in `ip`.
+    let peers: Vec<(NodeId, SocketAddr)> = (0..3u8)
+        .map(|i| (NodeId([0x80 | i; 20]), addr(u32::from(i) + 1)))
+        .collect();
+    n.import(&peers, now);
+    n.bootstrap(&[], now);
+    let out = drain(&mut n);
+    assert_eq!(out.len(), 3, "{out:?}");
+    let old_id = n.id();
+    for (i, (to, m)) in out.iter().enumerate() {
+        let (id, _) = peers.iter().find(|(_, a)| a == to).unwrap();
+        let answer = Message {
+            tid: m.tid.clone(),
+            version: None,
+            read_only: false,
+            ip: Some(ours),
+            body: Body::Response(krpc::Response {
+                id: *id,
+                ..Default::default()
+            }),
+        };
+        n.handle_datagram(now, *to, &answer.encode());
+        if i < 2 {
+            assert_eq!(n.id(), old_id, "changed id after {} votes", i + 1);
+        }
+    }
+    assert_ne!(n.id(), old_id);
+    assert!(dht::id::bep42_valid(&n.id(), ours.ip()));
+    assert_eq!(n.table_len(), 3, "the table survives the new id");
+    let changed = std::iter::from_fn(|| n.poll_event())
+        .any(|e| matches!(e, dht::Event::NodeIdChanged { external, .. } if external == ours));
+    assert!(changed);
+}

@@ -1,108 +1,21 @@
-//! The tokio driver over real UDP sockets on 127.0.0.1: two of our nodes with a saved and
-//! reloaded routing table, and a three-node DHT with libtorrent (Debian's python3-libtorrent,
-//! driven by `tests/lt_dht.py` under `/usr/bin/python3`) where each side finds the peers the
-//! other announced.
+//! Interop with libtorrent (Debian's python3-libtorrent, driven by `tests/lt_dht.py` under
+//! `/usr/bin/python3`) over 127.0.0.1: a three-node DHT of libtorrent and two of our nodes,
+//! where each side finds the peers the other announced, and our codec reads libtorrent's
+//! responses as they are on the wire.
 //!
-//! Without libtorrent the interop test fails with a message, unless BITPEER_SKIP_INTEROP=1.
+//! Without libtorrent the test fails with a message, unless BITPEER_SKIP_INTEROP=1.
+
+mod common;
 
 use std::io::{BufRead, BufReader, Write};
-use std::net::{Ipv4Addr, SocketAddr, TcpListener};
+use std::net::SocketAddr;
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::time::Duration;
 
-use dht::{Dht, DhtConfig};
+use common::live::{LOOPBACK, collect, config, wait_table};
+use dht::Dht;
 use tokio::sync::mpsc;
 use tokio::time::{Instant, timeout};
-
-const LOOPBACK: Ipv4Addr = Ipv4Addr::LOCALHOST;
-
-fn config(bootstrap: Vec<String>) -> DhtConfig {
-    DhtConfig {
-        bind: SocketAddr::from((LOOPBACK, 0)),
-        bootstrap,
-        state_file: None,
-        read_only: false,
-        node_id: None,
-    }
-}
-
-/// All peers a lookup yields until it ends (bounded by `limit`).
-async fn collect(mut rx: mpsc::Receiver<Vec<SocketAddr>>, limit: Duration) -> Vec<SocketAddr> {
-    let mut all = Vec::new();
-    let _ = timeout(limit, async {
-        while let Some(batch) = rx.recv().await {
-            all.extend(batch);
-        }
-    })
-    .await;
-    all
-}
-
-async fn wait_table(dht: &Dht, at_least: usize, limit: Duration) -> usize {
-    let deadline = Instant::now() + limit;
-    loop {
-        let n = dht.routing_table_size().await;
-        if n >= at_least || Instant::now() >= deadline {
-            return n;
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-}
-
-fn free_tcp_port() -> u16 {
-    TcpListener::bind((LOOPBACK, 0))
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
-
-#[tokio::test]
-async fn our_nodes_find_each_other_and_reload_their_table() {
-    let dir = tempfile::tempdir().unwrap();
-    let state = dir.path().join("dht.state");
-    let b = Dht::start(config(vec![])).unwrap();
-    let mut cfg = config(vec![b.local_addr().to_string()]);
-    cfg.state_file = Some(state.clone());
-    let a = Dht::start(cfg.clone()).unwrap();
-    assert_eq!(wait_table(&a, 1, Duration::from_secs(10)).await, 1);
-    assert_eq!(wait_table(&b, 1, Duration::from_secs(10)).await, 1);
-
-    // A announces with implied_port; B, which stored it, finds A's UDP port.
-    let info_hash = [0x11; 20];
-    let on_the_way = collect(a.announce(info_hash, None), Duration::from_secs(15)).await;
-    assert!(on_the_way.is_empty(), "{on_the_way:?}");
-    let found = collect(b.get_peers(info_hash), Duration::from_secs(15)).await;
-    assert_eq!(found, vec![a.local_addr()]);
-
-    // A saves its table on shutdown and loads it (and its id) on the next start.
-    let a_id = a.node_id();
-    let a_addr = a.local_addr();
-    a.shutdown().await.unwrap();
-    assert!(state.exists());
-    cfg.bootstrap = vec![];
-    let a2 = Dht::start(cfg).unwrap();
-    assert_eq!(a2.node_id(), a_id);
-    assert_eq!(a2.routing_table_size().await, 1, "table not reloaded");
-    // Unresolvable bootstrap hosts are not fatal.
-    let c = Dht::start(config(vec![
-        "no-such-host.invalid:6881".into(),
-        "not even a host".into(),
-        b.local_addr().to_string(),
-    ]))
-    .unwrap();
-    assert_eq!(wait_table(&c, 1, Duration::from_secs(15)).await, 1);
-    // Non-KRPC datagrams are ignored; the node keeps working.
-    let junk = std::net::UdpSocket::bind((LOOPBACK, 0)).unwrap();
-    for d in [&b"\x41\x00junk"[..], b"", b"d1:x", &[b'd'; 3000]] {
-        let _ = junk.send_to(d, c.local_addr());
-    }
-    let found = collect(c.get_peers(info_hash), Duration::from_secs(15)).await;
-    assert_eq!(found, vec![a_addr]);
-    for d in [a2, b, c] {
-        d.shutdown().await.unwrap();
-    }
-}
 
 /// Kills the child by PID when dropped, pass or fail.
 struct KillOnDrop(Child);
@@ -175,6 +88,14 @@ impl Lt {
             }
         }
     }
+}
+
+fn free_tcp_port() -> u16 {
+    std::net::TcpListener::bind((LOOPBACK, 0))
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn libtorrent_available() -> bool {
@@ -284,6 +205,23 @@ async fn scenario() {
     assert!(
         got.is_some(),
         "libtorrent's get_peers did not find {want2}; it said {:?}",
+        lt.seen
+    );
+
+    // (b') With implied_port, libtorrent stores the UDP source port of B's announce.
+    let ih3 = [0xc3; 20];
+    let want3 = format!("127.0.0.1:{}", b.local_addr().port());
+    collect(b.announce(ih3, None), Duration::from_secs(15)).await;
+    let accepted = lt
+        .expect(Duration::from_secs(10), |l| {
+            (l.starts_with(&format!("announced {}", hex(&ih3))) && l.ends_with(&want3))
+                .then_some(())
+        })
+        .await
+        .is_some();
+    assert!(
+        accepted,
+        "libtorrent did not take B's implied_port announce as {want3}; it said {:?}",
         lt.seen
     );
 

@@ -84,6 +84,7 @@ fn report(name: &str, results: &[(LookupStats, bool)]) -> (usize, usize) {
     let mut rounds: Vec<usize> = results.iter().map(|(s, _)| s.rounds as usize).collect();
     let mut queries: Vec<usize> = results.iter().map(|(s, _)| s.queries).collect();
     let mut timeouts: Vec<usize> = results.iter().map(|(s, _)| s.timeouts).collect();
+    let mut responses: Vec<usize> = results.iter().map(|(s, _)| s.responses).collect();
     let mut ms: Vec<usize> = results
         .iter()
         .map(|(s, _)| s.duration.as_millis() as usize)
@@ -92,10 +93,12 @@ fn report(name: &str, results: &[(LookupStats, bool)]) -> (usize, usize) {
     let (mr, mq) = (median(&mut rounds), median(&mut queries));
     println!(
         "{name}: {found}/{} lookups found the announcer; median rounds {mr} (max {}), \
-         median queries {mq} (max {}), median timeouts {}, median virtual time {} ms",
+         median queries sent {mq} (max {}), median responses {}, median timeouts {}, \
+         median virtual time {} ms",
         results.len(),
         rounds.last().unwrap(),
         queries.last().unwrap(),
+        median(&mut responses),
         median(&mut timeouts),
         median(&mut ms),
     );
@@ -147,21 +150,29 @@ fn five_hundred_nodes_find_the_announcer() {
 }
 
 #[test]
-fn liars_flooding_fake_nodes_do_not_break_lookups() {
+fn liars_flooding_random_fake_nodes_do_not_break_lookups() {
+    liars_scenario(0x5eed_0002, 30, false, 95);
+}
+
+#[test]
+fn liars_flooding_fake_nodes_next_to_the_target_slow_lookups_but_do_not_break_them() {
+    liars_scenario(0x5eed_0004, 15, true, 90);
+}
+
+fn liars_scenario(seed: u64, liars: usize, targeted: bool, percent_found: usize) {
     let n = 300;
-    let liars = 30;
-    let mut net = Net::new(0x5eed_0002);
+    let mut net = Net::new(seed);
     build(&mut net, n);
     // Liars join by querying a few real nodes, which ping them back and add them.
     let liar_ids: Vec<usize> = (0..liars)
-        .map(|j| net.add_liar(public_addr(10_000 + j)))
+        .map(|j| net.add_liar(public_addr(10_000 + j), targeted))
         .collect();
     for &l in &liar_ids {
         for _ in 0..20 {
             let target = net.rng.below(n as u64) as usize;
             let from = net.addr(l);
             let id = match &net.hosts[l].1 {
-                common::Host::Liar { id } => *id,
+                common::Host::Liar { id, .. } => *id,
                 _ => unreachable!(),
             };
             let q = dht::krpc::Message {
@@ -195,10 +206,14 @@ fn liars_flooding_fake_nodes_do_not_break_lookups() {
     let announcer = 1 + net.rng.below(n as u64 - 1) as usize;
     let askers: Vec<usize> = (0..n).filter(|&i| i != announcer).step_by(2).collect();
     let results = announce_and_find(&mut net, announcer, &askers, 50);
-    report("300 nodes + 30 liars", &results);
+    let name = format!("300 nodes + {liars} liars (targeted: {targeted})");
+    report(&name, &results);
+    // Every lookup stays within its query budget, whatever the liars sent.
+    let budget = dht::NodeConfig::new(NodeId([0; 20]), 0).max_lookup_queries;
+    assert!(results.iter().all(|(s, _)| s.queries <= budget));
     let found = results.iter().filter(|(_, f)| *f).count();
     assert!(
-        found * 100 >= results.len() * 95,
+        found * 100 >= results.len() * percent_found,
         "only {found}/{} found the announcer",
         results.len()
     );
@@ -217,4 +232,38 @@ fn liars_flooding_fake_nodes_do_not_break_lookups() {
             .count();
         assert_eq!(fakes, 0, "node {i} has fake nodes in its table");
     }
+}
+
+#[test]
+fn tables_fill_by_refresh_and_lookups_survive_churn() {
+    let n = 300;
+    let mut net = Net::new(0x5eed_0003);
+    build(&mut net, n);
+    let mut before: Vec<usize> = (0..n).map(|i| net.node(i).table_len()).collect();
+    // 20 virtual minutes: every bucket goes 15 minutes without news and is refreshed.
+    net.run_for(Duration::from_secs(20 * 60));
+    let mut after: Vec<usize> = (0..n).map(|i| net.node(i).table_len()).collect();
+    let (b, a) = (median(&mut before), median(&mut after));
+    println!("median table size: {b} after joining, {a} after refresh");
+    assert!(a > b, "refresh did not grow the tables ({b} -> {a})");
+
+    // A fifth of the nodes leave without a word; the rest still find an announcer.
+    let mut gone = std::collections::HashSet::new();
+    while gone.len() < n / 5 {
+        let i = 1 + net.rng.below(n as u64 - 1) as usize;
+        if gone.insert(i) {
+            net.take_offline(i);
+        }
+    }
+    let alive: Vec<usize> = (0..n).filter(|i| !gone.contains(i)).collect();
+    let announcer = alive[1 + net.rng.below(alive.len() as u64 - 1) as usize];
+    let askers: Vec<usize> = alive.iter().copied().filter(|&i| i != announcer).collect();
+    let results = announce_and_find(&mut net, announcer, &askers, 50);
+    report("300 nodes, 60 gone", &results);
+    let found = results.iter().filter(|(_, f)| *f).count();
+    assert!(
+        found * 100 >= results.len() * 98,
+        "only {found}/{} found the announcer",
+        results.len()
+    );
 }

@@ -45,7 +45,12 @@ pub enum Host {
     /// (random ids, random unreachable addresses) as one datagram holds.
     Liar {
         id: NodeId,
+        /// Fake ids next to the looked-up target (sharing its first 6 bytes) rather than
+        /// random: they beat every real node on distance.
+        targeted: bool,
     },
+    /// Gone: datagrams to it are lost.
+    Offline,
 }
 
 struct InFlight {
@@ -124,9 +129,9 @@ impl Net {
         self.add_host(addr, Host::Node(Box::new(node)))
     }
 
-    pub fn add_liar(&mut self, addr: SocketAddr) -> usize {
+    pub fn add_liar(&mut self, addr: SocketAddr, targeted: bool) -> usize {
         let id = bep42_id(addr.ip(), self.rng.next() as u8, self.rng.bytes20());
-        self.add_host(addr, Host::Liar { id })
+        self.add_host(addr, Host::Liar { id, targeted })
     }
 
     fn add_host(&mut self, addr: SocketAddr, host: Host) -> usize {
@@ -142,8 +147,15 @@ impl Net {
     pub fn node(&mut self, i: usize) -> &mut Node {
         match &mut self.hosts[i].1 {
             Host::Node(n) => n,
-            Host::Liar { .. } => panic!("host {i} is not a node"),
+            _ => panic!("host {i} is not a node"),
         }
+    }
+
+    /// Host `i` leaves without a word.
+    pub fn take_offline(&mut self, i: usize) {
+        let addr = self.hosts[i].0;
+        self.by_addr.remove(&addr);
+        self.hosts[i].1 = Host::Offline;
     }
 
     pub fn addr(&self, i: usize) -> SocketAddr {
@@ -202,24 +214,29 @@ impl Net {
         }
     }
 
-    fn liar_answer(&mut self, liar_id: NodeId, from: SocketAddr, bytes: &[u8]) -> Option<Vec<u8>> {
+    fn liar_answer(&mut self, liar_id: NodeId, targeted: bool, bytes: &[u8]) -> Option<Vec<u8>> {
         let msg = krpc::decode(bytes).ok()?;
         let Body::Query(q) = &msg.body else {
             return None;
+        };
+        let target = match q {
+            krpc::Query::FindNode { target, .. } => Some(*target),
+            krpc::Query::GetPeers { info_hash, .. } => Some(*info_hash),
+            _ => None,
         };
         // As many fake IPv4 nodes as fit in a datagram under the decoder's limit.
         let nodes = (0..50)
             .map(|_| {
                 let ip = Ipv4Addr::from(self.rng.next() as u32 | 0x0100_0000);
                 let port = (self.rng.next() as u16) | 1;
-                (
-                    NodeId(self.rng.bytes20()),
-                    SocketAddr::new(IpAddr::V4(ip), port),
-                )
+                let mut id = self.rng.bytes20();
+                if let (true, Some(t)) = (targeted, target) {
+                    id[..6].copy_from_slice(&t.0[..6]);
+                }
+                (NodeId(id), SocketAddr::new(IpAddr::V4(ip), port))
             })
             .collect();
         let token = matches!(q, krpc::Query::GetPeers { .. }).then(|| b"liar".to_vec());
-        let _ = from;
         Some(
             Message {
                 tid: msg.tid,
@@ -269,9 +286,10 @@ impl Net {
                         n.handle_datagram(now, m.from, &m.bytes);
                         self.flush(to);
                     }
-                    Host::Liar { id } => {
-                        let id = *id;
-                        if let Some(answer) = self.liar_answer(id, m.from, &m.bytes) {
+                    Host::Offline => self.dropped += 1,
+                    Host::Liar { id, targeted } => {
+                        let (id, targeted) = (*id, *targeted);
+                        if let Some(answer) = self.liar_answer(id, targeted, &m.bytes) {
                             let at = now + self.latency();
                             self.seq += 1;
                             self.queue.push(Reverse(InFlight {
@@ -308,4 +326,52 @@ impl Net {
 pub fn median(v: &mut [usize]) -> usize {
     v.sort_unstable();
     v[v.len() / 2]
+}
+
+/// Helpers for tests of the tokio driver on loopback.
+pub mod live {
+    use std::net::{Ipv4Addr, SocketAddr};
+    use std::time::Duration;
+
+    use dht::{Dht, DhtConfig};
+    use tokio::sync::mpsc;
+    use tokio::time::{Instant, timeout};
+
+    pub const LOOPBACK: Ipv4Addr = Ipv4Addr::LOCALHOST;
+
+    pub fn config(bootstrap: Vec<String>) -> DhtConfig {
+        DhtConfig {
+            bind: SocketAddr::from((LOOPBACK, 0)),
+            bootstrap,
+            state_file: None,
+            read_only: false,
+            node_id: None,
+        }
+    }
+
+    /// All peers a lookup yields until it ends (bounded by `limit`).
+    pub async fn collect(
+        mut rx: mpsc::Receiver<Vec<SocketAddr>>,
+        limit: Duration,
+    ) -> Vec<SocketAddr> {
+        let mut all = Vec::new();
+        let _ = timeout(limit, async {
+            while let Some(batch) = rx.recv().await {
+                all.extend(batch);
+            }
+        })
+        .await;
+        all
+    }
+
+    pub async fn wait_table(dht: &Dht, at_least: usize, limit: Duration) -> usize {
+        let deadline = Instant::now() + limit;
+        loop {
+            let n = dht.routing_table_size().await;
+            if n >= at_least || Instant::now() >= deadline {
+                return n;
+            }
+            tokio::time::sleep(Duration::from_millis(100)).await;
+        }
+    }
 }
