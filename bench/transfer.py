@@ -48,7 +48,9 @@ def make_data(path, size):
 
 def start_seeder(kind, torrent, data_dir):
     if kind == "bitpeer":
-        p = subprocess.Popen([BITPEER, "seed", torrent, "--data", data_dir, "--listen", "127.0.0.1:0"],
+        # Like lt_peer.py: no DHT, no local discovery; only the peer it is given.
+        p = subprocess.Popen([BITPEER, "seed", torrent, "--data", data_dir, "--listen", "127.0.0.1:0",
+                              "--no-dht", "--no-lsd"],
                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         line = p.stdout.readline()
         if "listening on" not in line:
@@ -67,7 +69,7 @@ def start_seeder(kind, torrent, data_dir):
 def leecher_cmd(kind, torrent, out_dir, port):
     if kind == "bitpeer":
         return [BITPEER, "download", torrent, "-o", out_dir, "--peer", f"127.0.0.1:{port}",
-                "--listen", "127.0.0.1:0", "--json"]
+                "--listen", "127.0.0.1:0", "--json", "--no-dht", "--no-lsd"]
     return ["/usr/bin/python3", LT_PEER, torrent, out_dir, "--peer", f"127.0.0.1:{port}",
             "--deadline", str(TIMEOUT)]
 

@@ -319,7 +319,10 @@ pub fn save_state(path: &Path, id: &NodeId, nodes: &[(NodeId, SocketAddr)]) -> i
         d.bytes(b"nodes", &v4);
         d.bytes(b"nodes6", &v6);
     });
-    let tmp = path.with_extension("tmp");
+    // Unique per process: two nodes saving at once must not write one temp file.
+    let mut tmp = path.as_os_str().to_owned();
+    tmp.push(format!(".{}.tmp", std::process::id()));
+    let tmp = PathBuf::from(tmp);
     {
         use std::io::Write;
         let mut f = std::fs::File::create(&tmp)?;
