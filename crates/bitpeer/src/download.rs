@@ -279,7 +279,7 @@ async fn fetch_metadata(
                     spinner.tick();
                 }
             }
-            _ = tokio::signal::ctrl_c() => {
+            _ = crate::shutdown_signal() => {
                 return Err(CliError::new("interrupted while fetching the metadata"));
             }
         }
@@ -340,7 +340,7 @@ pub fn download(args: DownloadArgs) -> CliResult {
                     tracker_log.update(&t, &bar);
                     report(&t.stats(), &bar, args.json, started, "downloading");
                 }
-                _ = tokio::signal::ctrl_c() => break false,
+                _ = crate::shutdown_signal() => break false,
             }
         };
         report(
@@ -415,7 +415,7 @@ async fn serve_until_interrupted(t: &Torrent, tracker_log: &mut TrackerLog) {
     loop {
         tokio::select! {
             _ = tick.tick() => tracker_log.update(t, &ProgressBar::hidden()),
-            _ = tokio::signal::ctrl_c() => break,
+            _ = crate::shutdown_signal() => break,
         }
     }
 }

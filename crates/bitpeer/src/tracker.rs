@@ -119,23 +119,7 @@ pub fn run(args: Args) -> CliResult {
         }
         tokio::select! {
             _ = server.run() => Ok(()),
-            _ = shutdown_signal() => Ok(()),
+            _ = crate::shutdown_signal() => Ok(()),
         }
     })
-}
-
-/// Ctrl-C or SIGTERM.
-async fn shutdown_signal() {
-    #[cfg(unix)]
-    {
-        use tokio::signal::unix::{SignalKind, signal};
-        if let Ok(mut term) = signal(SignalKind::terminate()) {
-            tokio::select! {
-                _ = tokio::signal::ctrl_c() => {}
-                _ = term.recv() => {}
-            }
-            return;
-        }
-    }
-    let _ = tokio::signal::ctrl_c().await;
 }

@@ -101,13 +101,21 @@ fn libtorrent_finds_a_bitpeer_seeder_through_the_dht_from_a_magnet_link() {
     let tmp = tempfile::tempdir().unwrap();
     let (_node, boot) = spawn_bootstrap_node(tmp.path());
     let (torrent, seed_dir) = make(tmp.path(), "dht-b.bin");
+    // A fixed port, so that the routing table is kept (in XDG_STATE_HOME) when it stops.
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let state = tmp.path().join("state");
     let mut cmd = Command::new(bitpeer_bin());
     cmd.arg("seed")
         .arg(&torrent)
         .arg("--data")
         .arg(&seed_dir)
-        .args(["--listen", "127.0.0.1:0", "--no-lsd"])
-        .args(["--dht-bootstrap", &boot]);
+        .args(["--listen", &format!("127.0.0.1:{port}"), "--no-lsd"])
+        .args(["--dht-bootstrap", &boot])
+        .env("XDG_STATE_HOME", &state);
     let mut seeder = Proc::spawn(cmd, TIMEOUT);
     seeder.wait_line(Duration::from_secs(60), |l| {
         l.strip_prefix("listening on ").map(|_| ())
@@ -129,4 +137,17 @@ fn libtorrent_finds_a_bitpeer_seeder_through_the_dht_from_a_magnet_link() {
     );
     assert_same_tree(&seed_dir.join("dht-b.bin"), &out.join("dht-b.bin"));
     seeder.assert_no_panic();
+
+    // SIGTERM: a clean stop that saves the routing table, with the nodes it met.
+    let status = seeder.terminate(Duration::from_secs(15));
+    assert!(status.is_some(), "bitpeer seed did not stop on SIGTERM");
+    let saved = std::fs::read(state.join(format!("bitpeer/dht-{port}.dat")))
+        .unwrap_or_else(|e| panic!("no saved routing table: {e}; {}", seeder.explain()));
+    let v = bencode::decode(&saved).expect("the routing table file is bencode");
+    let nodes = v
+        .as_dict()
+        .and_then(|d| d.get(b"nodes"))
+        .and_then(|n| n.as_bytes())
+        .map_or(0, |n| n.len() / 26);
+    assert!(nodes >= 1, "the saved routing table has no node: {v:?}");
 }
