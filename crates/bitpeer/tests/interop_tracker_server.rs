@@ -315,17 +315,12 @@ fn aria2_downloads_from_libtorrent_through_http_tracker() {
     aria2_from_libtorrent(|t| t.http.clone());
 }
 
-#[test]
-fn libtorrent_finds_transmission_seeder_through_http_tracker() {
-    if skip_interop() || !libtorrent_available() {
-        return;
-    }
+/// A Transmission seeder (transmission-cli) announcing to `tracker` only; returned once
+/// the tracker counts it as a seeder. Transmission drops 127.x peers a tracker hands it, so
+/// on loopback it can only be the one others find.
+fn spawn_transmission_seeder(tmp: &Path, torrent: &Path, tracker: &mut Tracker) -> Proc {
     require("transmission-cli", "transmission-cli");
-    let mut tracker = Tracker::spawn(&["--interval", "10"]);
-    let tmp = tempfile::tempdir().unwrap();
-    let (data, torrent) = make_torrent(tmp.path(), &tracker.http);
-    let ih = info_hash_v1(&torrent);
-    let config = tmp.path().join("transmission");
+    let config = tmp.join("transmission");
     std::fs::create_dir_all(&config).unwrap();
     let port = free_tcp_port();
     let settings = serde_json::json!({
@@ -346,15 +341,43 @@ fn libtorrent_finds_transmission_seeder_through_http_tracker() {
     cmd.arg("-g")
         .arg(&config)
         .arg("-w")
-        .arg(tmp.path().join("seed"))
+        .arg(tmp.join("seed"))
         .args(["-p", &port.to_string(), "-M", "-v"])
-        .arg(&torrent);
+        .arg(torrent);
     let mut seeder = Proc::spawn(cmd, DOWNLOAD_TIMEOUT + Duration::from_secs(60));
-    tracker.wait_for_seeder(&ih, &mut seeder);
+    tracker.wait_for_seeder(&info_hash_v1(torrent), &mut seeder);
+    seeder
+}
+
+#[test]
+fn libtorrent_finds_transmission_seeder_through_http_tracker() {
+    if skip_interop() || !libtorrent_available() {
+        return;
+    }
+    let mut tracker = Tracker::spawn(&["--interval", "10"]);
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, torrent) = make_torrent(tmp.path(), &tracker.http);
+    let seeder = spawn_transmission_seeder(tmp.path(), &torrent, &mut tracker);
     let leech_dir = tmp.path().join("leech");
     let mut leecher = spawn_lt(&torrent, &leech_dir, &tracker.http, false);
     expect_lt_done(&mut leecher, &tracker, &seeder);
     assert_same_tree(&data, &leech_dir.join("tracked.bin"));
+    tracker.proc.assert_no_panic();
+}
+
+#[test]
+fn bitpeer_finds_transmission_seeder_through_http_tracker() {
+    if skip_interop() {
+        return;
+    }
+    let mut tracker = Tracker::spawn(&["--interval", "10"]);
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, torrent) = make_torrent(tmp.path(), &tracker.http);
+    let _seeder = spawn_transmission_seeder(tmp.path(), &torrent, &mut tracker);
+    let out = tmp.path().join("out");
+    let mut dl = bitpeer_download_through_trackers(&torrent, &out);
+    finish_download(&mut dl, DOWNLOAD_TIMEOUT);
+    assert_same_tree(&data, &out.join("tracked.bin"));
     tracker.proc.assert_no_panic();
 }
 
@@ -553,4 +576,25 @@ fn libtorrent_finds_bitpeer_through_our_http_tracker() {
     expect_lt_done(&mut leecher, &tracker, &seeder);
     assert_same_tree(&data, &leech_dir.join("tracked.bin"));
     seeder.assert_no_panic();
+}
+
+/// A magnet link's `tr=` tracker is used: bitpeer, with no DHT, no LSD and no peer, meets the
+/// libtorrent seeder through it, fetches the metadata (BEP 9) and then the data.
+#[test]
+fn bitpeer_downloads_a_magnet_link_through_its_tr_tracker() {
+    if skip_interop() || !libtorrent_available() {
+        return;
+    }
+    let mut tracker = Tracker::spawn(&["--interval", "10"]);
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, torrent) = make_torrent(tmp.path(), &tracker.udp);
+    let ih = info_hash_v1(&torrent);
+    let mut seeder = spawn_lt(&torrent, &tmp.path().join("seed"), &tracker.udp, true);
+    tracker.wait_for_seeder(&ih, &mut seeder);
+    let hex: String = ih.iter().map(|b| format!("{b:02x}")).collect();
+    let link = format!("magnet:?xt=urn:btih:{hex}&tr={}", tracker.udp);
+    let out = tmp.path().join("out");
+    let mut dl = bitpeer_download_through_trackers(Path::new(&link), &out);
+    finish_download(&mut dl, DOWNLOAD_TIMEOUT);
+    assert_same_tree(&data, &out.join("tracked.bin"));
 }

@@ -170,3 +170,55 @@ async fn local_service_discovery_finds_peers_for_public_torrents_only() {
     seeder.close();
     leecher.close();
 }
+
+/// The extension handshake a session sends for `meta` to a peer that dials it.
+async fn extension_handshake_of(addr: SocketAddr, info_hash: [u8; 20]) -> wire::ExtendedHandshake {
+    let mut s = tokio::net::TcpStream::connect(addr).await.unwrap();
+    let mut hs = wire::Handshake::new(info_hash, *b"-XX0000-extcheck0000");
+    hs.set_extension_protocol(true);
+    s.write_all(&hs.encode()).await.unwrap();
+    let mut theirs = [0u8; 68];
+    s.read_exact(&mut theirs).await.unwrap();
+    loop {
+        let mut len = [0u8; 4];
+        s.read_exact(&mut len).await.unwrap();
+        let mut body = vec![0u8; u32::from_be_bytes(len) as usize];
+        assert!(body.len() < 1 << 20);
+        s.read_exact(&mut body).await.unwrap();
+        if body.len() >= 2 && body[0] == 20 && body[1] == 0 {
+            return wire::ExtendedHandshake::decode(&body[2..]).unwrap();
+        }
+    }
+}
+
+/// BEP 27: a private torrent offers no peer exchange; a public one does. Both serve their
+/// metadata (BEP 9) and say its size.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn private_torrents_offer_no_peer_exchange() {
+    let tmp = tempfile::tempdir().unwrap();
+    let public = make_with(tmp.path(), "pub.bin", 50_000, 1, false);
+    let private = make_with(tmp.path(), "priv.bin", 50_000, 2, true);
+    let session = Session::bind("127.0.0.1:0".parse().unwrap()).await.unwrap();
+    add(&session, &public, tmp.path(), vec![]).await;
+    add(&session, &private, tmp.path(), vec![]).await;
+    let addr = session.listen_addr();
+    let of = |m: &Metainfo| m.info_hashes.get_v1().unwrap().0;
+    let p = tokio::time::timeout(
+        Duration::from_secs(10),
+        extension_handshake_of(addr, of(&public)),
+    )
+    .await
+    .unwrap();
+    assert!(p.extension_id("ut_pex").is_some(), "{p:?}");
+    assert!(p.extension_id("ut_metadata").is_some(), "{p:?}");
+    assert_eq!(p.metadata_size, Some(public.info_bytes.len() as u64));
+    let q = tokio::time::timeout(
+        Duration::from_secs(10),
+        extension_handshake_of(addr, of(&private)),
+    )
+    .await
+    .unwrap();
+    assert!(q.extension_id("ut_pex").is_none(), "{q:?}");
+    assert!(q.extension_id("ut_metadata").is_some(), "{q:?}");
+    session.close();
+}

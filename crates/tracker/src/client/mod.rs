@@ -184,6 +184,10 @@ impl TrackerClient {
             .timeout(cfg.http_timeout)
             .connect_timeout(cfg.http_connect_timeout)
             .redirect(reqwest::redirect::Policy::limited(cfg.max_redirects))
+            // A fresh connection per announce: announces are minutes apart, and trackers
+            // (opentracker among them) close idle connections, so a pooled one would often
+            // be reset under us.
+            .pool_max_idle_per_host(0)
             .build()
             .map_err(|e| TrackerError::Http(error_chain(&e)))?;
         let udp = UdpClient::new(&cfg);
