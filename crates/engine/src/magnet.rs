@@ -409,27 +409,12 @@ async fn handshake(
 ) -> std::io::Result<()> {
     let mut ours = Handshake::new(fetch.info_hash, fetch.session.peer_id);
     ours.set_extension_protocol(true);
-    let mut theirs = [0u8; 68];
-    if let Some(prefix) = prefix {
-        theirs[..48].copy_from_slice(&prefix);
-        stream.read_exact(&mut theirs[48..]).await?;
-        stream.write_all(&ours.encode()).await?;
-    } else {
-        stream.write_all(&ours.encode()).await?;
-        stream.read_exact(&mut theirs).await?;
-    }
-    let bad = |m: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, m.to_string());
-    let hs = Handshake::parse(&theirs)
-        .map_err(|e| bad(&e.to_string()))?
-        .ok_or_else(|| bad("short handshake"))?;
-    if hs.info_hash != fetch.info_hash {
-        return Err(bad("wrong info-hash"));
-    }
-    if hs.peer_id == fetch.session.peer_id {
-        return Err(bad("connected to ourselves"));
-    }
+    let hs = crate::torrent::exchange_handshakes(stream, &ours, prefix).await?;
     if !hs.supports_extension_protocol() {
-        return Err(bad("the peer has no extension protocol, so no metadata"));
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::InvalidData,
+            "the peer has no extension protocol, so no metadata",
+        ));
     }
     let ext = ExtendedHandshake {
         m: [("ut_metadata".to_string(), UT_METADATA_ID)].into(),

@@ -794,15 +794,14 @@ struct Conn {
     buf: BytesMut,
 }
 
-/// BEP 3 handshake. On an incoming connection the session has already read the first 48
-/// bytes (`prefix`) to find the torrent; we answer after reading the peer id.
-async fn handshake(
-    shared: &Arc<Shared>,
-    mut stream: TcpStream,
+/// Send `ours` and read the peer's handshake (BEP 3), which must name the same info-hash
+/// and not be our own (a connection to ourselves). On an incoming connection the session has
+/// already read the first 48 bytes (`prefix`), and we answer after the peer id.
+pub(crate) async fn exchange_handshakes(
+    stream: &mut TcpStream,
+    ours: &Handshake,
     prefix: Option<[u8; 48]>,
-) -> std::io::Result<Conn> {
-    let mut ours = Handshake::new(shared.info_hash, shared.session.peer_id);
-    ours.set_extension_protocol(true).set_fast_extension(true);
+) -> std::io::Result<Handshake> {
     let mut theirs = [0u8; 68];
     if let Some(prefix) = prefix {
         theirs[..48].copy_from_slice(&prefix);
@@ -816,12 +815,25 @@ async fn handshake(
     let hs = Handshake::parse(&theirs)
         .map_err(|e| bad(&e.to_string()))?
         .ok_or_else(|| bad("short handshake"))?;
-    if hs.info_hash != shared.info_hash {
+    if hs.info_hash != ours.info_hash {
         return Err(bad("wrong info-hash"));
     }
-    if hs.peer_id == shared.session.peer_id {
+    if hs.peer_id == ours.peer_id {
         return Err(bad("connected to ourselves"));
     }
+    Ok(hs)
+}
+
+/// BEP 3 handshake. On an incoming connection the session has already read the first 48
+/// bytes (`prefix`) to find the torrent; we answer after reading the peer id.
+async fn handshake(
+    shared: &Arc<Shared>,
+    mut stream: TcpStream,
+    prefix: Option<[u8; 48]>,
+) -> std::io::Result<Conn> {
+    let mut ours = Handshake::new(shared.info_hash, shared.session.peer_id);
+    ours.set_extension_protocol(true).set_fast_extension(true);
+    let hs = exchange_handshakes(&mut stream, &ours, prefix).await?;
     let config = PeerConfig::negotiated(&ours, &hs);
     let mut state = PeerState::new(config, shared.geometry);
     if config.extension_protocol {

@@ -17,6 +17,36 @@ def import_libtorrent():
     return lt
 
 
+def stop_on_signals():
+    """A list that gets an item when SIGTERM or SIGINT arrives: `while not stop: ...`."""
+    import signal
+    stop = []
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.append(True))
+    return stop
+
+
+def loopback_settings(**extra):
+    """Session settings for a libtorrent peer on 127.0.0.1 that meets others only the way a
+    test allows: a free port, no DHT, LSD, UPnP or NAT-PMP, TCP only (bitpeer speaks no uTP
+    yet, and libtorrent prefers uTP between two libtorrent peers, which would make lt -> lt
+    a different, on loopback slower, transport), several peers per IP allowed (everyone is
+    127.0.0.1). `extra` adds or overrides settings."""
+    settings = {
+        "listen_interfaces": "127.0.0.1:0",
+        "enable_dht": False,
+        "enable_lsd": False,
+        "enable_upnp": False,
+        "enable_natpmp": False,
+        "enable_outgoing_utp": False,
+        "enable_incoming_utp": False,
+        "allow_multiple_connections_per_ip": True,
+        "alert_mask": 0,
+    }
+    settings.update(extra)
+    return settings
+
+
 def hex_or_none(h):
     """Hex of a sha1_hash/sha256_hash, or None when libtorrent reports it as all zeros."""
     if h is None or h.is_all_zeros():

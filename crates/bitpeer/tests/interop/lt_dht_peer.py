@@ -14,11 +14,10 @@ announced to the DHT every few seconds. Then:
 """
 
 import argparse
-import signal
 import sys
 import time
 
-from lt_common import import_libtorrent, print_json
+from lt_common import import_libtorrent, loopback_settings, print_json, stop_on_signals
 
 lt = import_libtorrent()
 
@@ -32,27 +31,17 @@ def main():
     ap.add_argument("--deadline", type=float, default=120)
     a = ap.parse_args()
 
-    stop = []
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.append(True))
+    stop = stop_on_signals()
 
-    ses = lt.session({
-        "listen_interfaces": "127.0.0.1:0",
-        "enable_dht": True,
-        "dht_bootstrap_nodes": a.dht_bootstrap,
-        "dht_restrict_routing_ips": False,
-        "dht_restrict_search_ips": False,
-        "dht_enforce_node_id": False,
-        "dht_prefer_verified_node_ids": False,
-        "dht_announce_interval": 5,
-        "enable_lsd": False,
-        "enable_upnp": False,
-        "enable_natpmp": False,
-        "enable_outgoing_utp": False,
-        "enable_incoming_utp": False,
-        "allow_multiple_connections_per_ip": True,
-        "alert_mask": 0,
-    })
+    ses = lt.session(loopback_settings(
+        enable_dht=True,
+        dht_bootstrap_nodes=a.dht_bootstrap,
+        dht_restrict_routing_ips=False,
+        dht_restrict_search_ips=False,
+        dht_enforce_node_id=False,
+        dht_prefer_verified_node_ids=False,
+        dht_announce_interval=5,
+    ))
     if a.torrent.startswith("magnet:"):
         params = lt.parse_magnet_uri(a.torrent)
     else:

@@ -20,11 +20,10 @@ No DHT, LSD, UPnP or NAT-PMP; trackers are removed, so nothing leaves 127.0.0.1.
 """
 
 import argparse
-import signal
 import sys
 import time
 
-from lt_common import import_libtorrent, print_json
+from lt_common import import_libtorrent, loopback_settings, print_json, stop_on_signals
 
 lt = import_libtorrent()
 
@@ -41,23 +40,9 @@ def main():
     ap.add_argument("--stats", action="store_true")
     a = ap.parse_args()
 
-    stop = []
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.append(True))
+    stop = stop_on_signals()
 
-    ses = lt.session({
-        "listen_interfaces": "127.0.0.1:0",
-        "enable_dht": False,
-        "enable_lsd": False,
-        "enable_upnp": False,
-        "enable_natpmp": False,
-        # TCP only: bitpeer speaks no uTP yet, and libtorrent prefers uTP between two
-        # libtorrent peers, which would make lt -> lt a different (slower on loopback) transport.
-        "enable_outgoing_utp": False,
-        "enable_incoming_utp": False,
-        "allow_multiple_connections_per_ip": True,
-        "alert_mask": 0,
-    })
+    ses = lt.session(loopback_settings())
     if a.torrent.startswith("magnet:"):
         params = lt.parse_magnet_uri(a.torrent)
     else:

@@ -13,11 +13,10 @@ Each line is one JSON object; trackers' messages and errors are in "trackers".
 """
 
 import argparse
-import signal
 import sys
 import time
 
-from lt_common import import_libtorrent, print_json
+from lt_common import import_libtorrent, loopback_settings, print_json, stop_on_signals
 
 lt = import_libtorrent()
 
@@ -55,23 +54,9 @@ def main():
     ap.add_argument("--seed", action="store_true")
     a = ap.parse_args()
 
-    stop = []
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        signal.signal(sig, lambda *_: stop.append(True))
+    stop = stop_on_signals()
 
-    ses = lt.session({
-        "listen_interfaces": "127.0.0.1:0",
-        "enable_dht": False,
-        "enable_lsd": False,
-        "enable_upnp": False,
-        "enable_natpmp": False,
-        "enable_outgoing_utp": False,
-        "enable_incoming_utp": False,
-        "allow_multiple_connections_per_ip": True,
-        "announce_to_all_trackers": True,
-        "announce_to_all_tiers": True,
-        "alert_mask": 0,
-    })
+    ses = lt.session(loopback_settings(announce_to_all_trackers=True, announce_to_all_tiers=True))
     ti = lt.torrent_info(a.torrent)
     params = lt.add_torrent_params()
     params.ti = ti
