@@ -16,8 +16,9 @@ use std::time::{Duration, Instant};
 
 #[derive(clap::Args)]
 pub struct DownloadArgs {
-    /// The .torrent file or magnet link to download. Peers come from the torrent's
-    /// trackers, the local network (LSD), a magnet's x.pe peers and --peer.
+    /// The .torrent file or magnet link to download. Peers come from the torrent's (or
+    /// the magnet's tr=) trackers, the DHT, peer exchange, the local network (LSD), a
+    /// magnet's x.pe peers and --peer.
     torrent: String,
     /// The folder that receives the content (a multi-file torrent named X goes in DIR/X/).
     #[arg(short = 'o', long = "output", value_name = "DIR", default_value = ".")]
