@@ -318,7 +318,13 @@ pub fn download(args: DownloadArgs) -> CliResult {
             Source::Torrent(meta) => (*meta, Vec::new()),
             Source::Magnet(m) => {
                 eprintln!("{listening}");
-                fetch_metadata(&session, &m, &peers, args.json).await?
+                match fetch_metadata(&session, &m, &peers, args.json).await {
+                    Ok(found) => found,
+                    Err(e) => {
+                        session.shutdown().await;
+                        return Err(e);
+                    }
+                }
             }
         };
         let t = add(&session, meta, args.dir.clone(), peers).await?;
