@@ -972,7 +972,7 @@ impl Conn {
                             window_bytes += self.handle_event(shared, id, addr, ev, &disk_tx)?;
                         }
                     }
-                                        if self.buf.capacity() - self.buf.len() < 64 * 1024 {
+                    if self.buf.capacity() - self.buf.len() < 64 * 1024 {
                         self.buf.reserve(256 * 1024);
                     }
                 }
@@ -984,7 +984,7 @@ impl Conn {
                     Cmd::Cancel(b) => {
                         self.state.cancel(request_of(&b));
                     }
-                                        Cmd::Choke => {
+                    Cmd::Choke => {
                         self.state.choke();
                     }
                     Cmd::Unchoke => {
@@ -992,7 +992,7 @@ impl Conn {
                     }
                     Cmd::Close => return Ok(()),
                 },
-                                Some((piece, data)) = disk_rx.recv() => {
+                Some((piece, data)) = disk_rx.recv() => {
                     let data = data?;
                     self.reading.remove(&piece);
                     cache_piece(shared, piece, data.clone());
