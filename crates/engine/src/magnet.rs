@@ -109,7 +109,7 @@ impl MetadataFetch {
             stop,
             session: session.clone(),
             state: Mutex::new(FetchState {
-                pool: PeerPool::new(vec![session.listen_addr]),
+                pool: PeerPool::new(crate::torrent::own_addrs(session.listen_addr)),
                 dialing: 0,
                 connected: HashSet::new(),
                 assembler: None,
@@ -394,6 +394,14 @@ async fn talk(
         for p in peer.in_flight.drain(..) {
             a.request_failed(p);
         }
+    }
+    // Its key is kept only while a piece it sent may still be blamed.
+    let blamable = s
+        .assembler
+        .as_ref()
+        .is_some_and(|a| a.contributors().contains(&key));
+    if !blamable {
+        s.keys.remove(&key);
     }
     drop(s);
     fetch.wake.notify_one();

@@ -657,7 +657,7 @@ pub(crate) fn add_peers(shared: &Shared, addrs: &[SocketAddr], pinned: bool) {
 }
 
 /// The addresses a peer list may give back for this node itself.
-fn own_addrs(listen: SocketAddr) -> Vec<SocketAddr> {
+pub(crate) fn own_addrs(listen: SocketAddr) -> Vec<SocketAddr> {
     let port = listen.port();
     let mut v = vec![listen];
     if listen.ip().is_unspecified() || listen.ip().is_loopback() {
