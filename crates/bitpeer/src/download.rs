@@ -103,6 +103,12 @@ fn state_dir() -> Option<PathBuf> {
     Some(dir)
 }
 
+/// Stop the runtime without waiting long for blocking work still running (a DNS lookup of a
+/// DHT router that will never answer): everything that must reach the disk was awaited.
+fn finish(rt: tokio::runtime::Runtime) {
+    rt.shutdown_timeout(Duration::from_millis(500));
+}
+
 fn runtime() -> CliResult<tokio::runtime::Runtime> {
     tokio::runtime::Builder::new_multi_thread()
         .enable_all()
@@ -252,6 +258,8 @@ async fn fetch_metadata(
         ProgressBar::new_spinner()
     };
     let mut tick = tokio::time::interval(Duration::from_millis(500));
+    let stop = crate::shutdown_signal();
+    tokio::pin!(stop);
     let meta = loop {
         tokio::select! {
             m = fetch.wait(trackers.clone(), magnet.web_seeds.clone()) => {
@@ -280,7 +288,7 @@ async fn fetch_metadata(
                     spinner.tick();
                 }
             }
-            _ = crate::shutdown_signal() => {
+            _ = &mut stop => {
                 return Err(CliError::new("interrupted while fetching the metadata"));
             }
         }
@@ -307,7 +315,7 @@ pub fn download(args: DownloadArgs) -> CliResult {
     let source = load_source(&args.torrent)?;
     let peers = resolve(&args.peers)?;
     let rt = runtime()?;
-    rt.block_on(async {
+    let result = rt.block_on(async {
         let lsd = !args.no_lsd;
         let session = bind(&args.listen, lsd, &args.dht).await?;
         // On stderr, so stdout stays the progress stream; other peers may dial it. For a
@@ -340,6 +348,9 @@ pub fn download(args: DownloadArgs) -> CliResult {
         let bar = bar(&t, args.json);
         let mut tick = tokio::time::interval(Duration::from_millis(500));
         let mut tracker_log = TrackerLog::default();
+        // One listener for the whole wait: a signal between two loop turns is not lost.
+        let stop = crate::shutdown_signal();
+        tokio::pin!(stop);
         let done = loop {
             tokio::select! {
                 _ = t.wait_complete() => break true,
@@ -347,7 +358,7 @@ pub fn download(args: DownloadArgs) -> CliResult {
                     tracker_log.update(&t, &bar);
                     report(&t.stats(), &bar, args.json, started, "downloading");
                 }
-                _ = crate::shutdown_signal() => break false,
+                _ = &mut stop => break false,
             }
         };
         report(
@@ -383,14 +394,16 @@ pub fn download(args: DownloadArgs) -> CliResult {
         t.shutdown().await;
         session.shutdown().await;
         Ok(())
-    })
+    });
+    finish(rt);
+    result
 }
 
 pub fn seed(args: SeedArgs) -> CliResult {
     let meta = load(&args.torrent)?;
     let peers = resolve(&args.peers)?;
     let rt = runtime()?;
-    rt.block_on(async {
+    let result = rt.block_on(async {
         let lsd = !args.no_lsd;
         let (session, t) =
             start(meta, args.dir.clone(), &args.listen, peers, lsd, &args.dht).await?;
@@ -413,16 +426,20 @@ pub fn seed(args: SeedArgs) -> CliResult {
         t.shutdown().await;
         session.shutdown().await;
         Ok(())
-    })
+    });
+    finish(rt);
+    result
 }
 
 /// Seed until Ctrl-C, telling the user about trackers that fail.
 async fn serve_until_interrupted(t: &Torrent, tracker_log: &mut TrackerLog) {
     let mut tick = tokio::time::interval(Duration::from_secs(1));
+    let stop = crate::shutdown_signal();
+    tokio::pin!(stop);
     loop {
         tokio::select! {
             _ = tick.tick() => tracker_log.update(t, &ProgressBar::hidden()),
-            _ = crate::shutdown_signal() => break,
+            _ = &mut stop => break,
         }
     }
 }

@@ -38,6 +38,9 @@ use wire::{
 pub(crate) const UT_PEX_ID: u8 = 1;
 pub(crate) use crate::magnet::UT_METADATA_ID;
 
+/// Requests one peer may have queued with us (our `reqq`). libtorrent's default: a fast
+/// leecher keeps a second or more of blocks asked for.
+const MAX_PEER_REQUESTS: usize = 2000;
 /// Most peer connections per torrent.
 const MAX_PEERS: usize = 80;
 /// Outgoing connections of one torrent still connecting at once.
@@ -52,6 +55,11 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 const STRIKES_TO_BAN: u32 = 2;
 /// Bytes of recently read pieces kept for serving (always at least one piece).
 const READ_CACHE_BYTES: usize = 8 << 20;
+/// Pieces being read from disk for one peer at once.
+const MAX_READS_PER_PEER: usize = 4;
+/// Bytes being read from disk for uploads at once, for the whole torrent: with pieces of
+/// up to hundreds of MiB and peers asking for one block of each, memory stays bounded.
+const READ_BUDGET: usize = 64 << 20;
 /// Buffers (block payloads, message headers) one vectored write takes at most.
 const WRITE_BATCH: usize = 64;
 /// Read buffers of pieces that left the read cache, kept for the next reads.
@@ -192,6 +200,8 @@ pub(crate) struct Shared {
     read_cache: Mutex<VecDeque<(u32, Bytes)>>,
     /// Buffers of pieces evicted from the cache that nobody else held, to read into again.
     read_spare: Mutex<Vec<BytesMut>>,
+    /// Bytes being read for uploads now (see [`READ_BUDGET`]).
+    read_bytes: Arc<std::sync::atomic::AtomicUsize>,
     session: Arc<SessionShared>,
     /// The announcer's per-tracker status, and how to stop it (it then sends `stopped`).
     trackers: Mutex<Option<Announcing>>,
@@ -279,6 +289,7 @@ impl Torrent {
             shutdown: AtomicBool::new(false),
             read_cache: Mutex::new(VecDeque::new()),
             read_spare: Mutex::new(Vec::new()),
+            read_bytes: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
             session: session.clone(),
             trackers: Mutex::new(None),
         });
@@ -834,7 +845,8 @@ async fn handshake(
     let mut ours = Handshake::new(shared.info_hash, shared.session.peer_id);
     ours.set_extension_protocol(true).set_fast_extension(true);
     let hs = exchange_handshakes(&mut stream, &ours, prefix).await?;
-    let config = PeerConfig::negotiated(&ours, &hs);
+    let mut config = PeerConfig::negotiated(&ours, &hs);
+    config.max_peer_requests = MAX_PEER_REQUESTS;
     let mut state = PeerState::new(config, shared.geometry);
     if config.extension_protocol {
         let mut m = std::collections::BTreeMap::new();
@@ -993,14 +1005,16 @@ impl Conn {
                     Cmd::Close => return Ok(()),
                 },
                 Some((piece, data)) = disk_rx.recv() => {
-                    let data = data?;
                     self.reading.remove(&piece);
+                    let data = data?;
                     cache_piece(shared, piece, data.clone());
                     let queued: Vec<BlockRequest> =
                         self.state.peer_requests().filter(|r| r.piece == piece).copied().collect();
                     for req in queued {
                         self.serve(shared, id, req, &data);
                     }
+                    self.serve_cached(shared, id);
+                    self.start_reads(shared, &disk_tx);
                 }
                 _ = tick.tick() => {
                     rate = (rate + window_bytes) / 2;
@@ -1025,6 +1039,9 @@ impl Conn {
                     if last_sent.elapsed() > KEEPALIVE {
                         self.state.send_keep_alive();
                     }
+                    // Requests left waiting when the read budget was spent.
+                    self.serve_cached(shared, id);
+                    self.start_reads(shared, &disk_tx);
                     self.send_pex(shared, id);
                 }
             }
@@ -1078,26 +1095,9 @@ impl Conn {
                     self.state.reject_request(req);
                 } else if let Some(data) = cached_piece(shared, req.piece) {
                     self.serve(shared, id, req, &data);
-                } else if self.reading.insert(req.piece) {
-                    // One positioned read of the whole piece serves all its blocks, for this
-                    // peer and (through the cache) for the others.
-                    let storage = shared.storage.clone();
-                    let tx = disk_tx.clone();
-                    let size = shared.geometry.piece_len(req.piece).unwrap_or(0) as usize;
-                    let mut buf = shared
-                        .read_spare
-                        .lock()
-                        .unwrap_or_else(|e| e.into_inner())
-                        .pop()
-                        .unwrap_or_default();
-                    tokio::task::spawn_blocking(move || {
-                        buf.resize(size, 0);
-                        let r = storage
-                            .read(req.piece, 0, &mut buf)
-                            .map(|()| buf.freeze())
-                            .map_err(|e| e.to_string());
-                        let _ = tx.send((req.piece, r));
-                    });
+                } else {
+                    // Queued in the peer state until its piece is read.
+                    self.start_reads(shared, disk_tx);
                 }
             }
             Event::Block { request, data } => {
@@ -1133,6 +1133,72 @@ impl Conn {
             _ => {}
         }
         Ok(0)
+    }
+
+    /// Serve the queued requests whose pieces are in the read cache now (read for another
+    /// peer, or for this one earlier).
+    fn serve_cached(&mut self, shared: &Shared, id: u64) {
+        let queued: Vec<BlockRequest> = self.state.peer_requests().copied().collect();
+        for req in queued {
+            if let Some(data) = cached_piece(shared, req.piece) {
+                self.serve(shared, id, req, &data);
+            }
+        }
+    }
+
+    /// Start reading the pieces of queued requests, oldest first: at most
+    /// [`MAX_READS_PER_PEER`] for this peer, and at most [`READ_BUDGET`] bytes being read
+    /// for the whole torrent (one read is always allowed). One positioned read of a whole
+    /// piece serves all its blocks, for this peer and, through the cache, for the others.
+    fn start_reads(
+        &mut self,
+        shared: &Shared,
+        disk_tx: &mpsc::UnboundedSender<(u32, Result<Bytes, String>)>,
+    ) {
+        let mut wanted: Vec<u32> = Vec::new();
+        for r in self.state.peer_requests() {
+            if self.reading.len() + wanted.len() >= MAX_READS_PER_PEER {
+                break;
+            }
+            if !self.reading.contains(&r.piece) && !wanted.contains(&r.piece) {
+                wanted.push(r.piece);
+            }
+        }
+        for piece in wanted {
+            if cached_piece(shared, piece).is_some() {
+                continue; // served by serve_cached
+            }
+            let size = shared.geometry.piece_len(piece).unwrap_or(0) as usize;
+            let taken = shared
+                .read_bytes
+                .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                    (n == 0 || n + size <= READ_BUDGET).then_some(n + size)
+                })
+                .is_ok();
+            if !taken {
+                return; // retried when a read ends or at the next tick
+            }
+            self.reading.insert(piece);
+            let storage = shared.storage.clone();
+            let tx = disk_tx.clone();
+            let mut buf = shared
+                .read_spare
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .pop()
+                .unwrap_or_default();
+            let budget = shared.read_bytes.clone();
+            tokio::task::spawn_blocking(move || {
+                buf.resize(size, 0);
+                let r = storage
+                    .read(piece, 0, &mut buf)
+                    .map(|()| buf.freeze())
+                    .map_err(|e| e.to_string());
+                // Given back here, not by the receiver, which may be gone.
+                budget.fetch_sub(size, Ordering::SeqCst);
+                let _ = tx.send((piece, r));
+            });
+        }
     }
 
     /// Send the block `req` out of its piece's data.
