@@ -62,8 +62,8 @@ const MAX_READS_PER_PEER: usize = 4;
 const READ_BUDGET: usize = 64 << 20;
 /// Buffers (block payloads, message headers) one vectored write takes at most.
 const WRITE_BATCH: usize = 64;
-/// Read buffers of pieces that left the read cache, kept for the next reads.
-const SPARE_READ_BUFFERS: usize = 4;
+/// Bytes of read buffers of pieces that left the read cache, kept for the next reads.
+const SPARE_READ_BYTES: usize = 8 << 20;
 /// How often the choker runs (BEP 3 suggests 10 s).
 const CHOKE_INTERVAL: Duration = Duration::from_secs(10);
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -448,7 +448,9 @@ fn cache_piece(shared: &Shared, piece: u32, data: Bytes) {
             && let Ok(buf) = old.try_into_mut()
         {
             let mut spare = shared.read_spare.lock().unwrap_or_else(|e| e.into_inner());
-            if spare.len() < SPARE_READ_BUFFERS {
+            if spare.iter().map(|b| b.capacity()).sum::<usize>() + buf.capacity()
+                <= SPARE_READ_BYTES
+            {
                 spare.push(buf);
             }
         }
