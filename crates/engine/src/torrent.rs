@@ -38,6 +38,9 @@ use wire::{
 pub(crate) const UT_PEX_ID: u8 = 1;
 pub(crate) use crate::magnet::UT_METADATA_ID;
 
+/// Most requests we keep outstanding with one peer (also bounded by its `reqq`): 8 MiB,
+/// over a second of a fast link's transfer; deeper queues only delay our hashing.
+const MAX_OUR_REQUESTS: usize = 500;
 /// Requests one peer may have queued with us (our `reqq`). libtorrent's default: a fast
 /// leecher keeps a second or more of blocks asked for.
 const MAX_PEER_REQUESTS: usize = 2000;
@@ -55,8 +58,11 @@ const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 const STRIKES_TO_BAN: u32 = 2;
 /// Bytes of recently read pieces kept for serving (always at least one piece).
 const READ_CACHE_BYTES: usize = 8 << 20;
-/// Pieces being read from disk for one peer at once.
-const MAX_READS_PER_PEER: usize = 4;
+/// Bytes of complete pieces waiting for their hash check and write; past it, no new
+/// requests are sent until they catch up.
+const VERIFY_BUDGET: usize = 32 << 20;
+/// Bytes being read from disk for one peer at once (at least one piece, at most 8 pieces).
+const PEER_READ_BYTES: usize = 8 << 20;
 /// Bytes being read from disk for uploads at once, for the whole torrent: with pieces of
 /// up to hundreds of MiB and peers asking for one block of each, memory stays bounded.
 const READ_BUDGET: usize = 64 << 20;
@@ -167,6 +173,8 @@ struct PieceBuf {
 struct State {
     picker: Picker,
     buffers: HashMap<u32, PieceBuf>,
+    /// Bytes of complete pieces being hashed and written (see [`VERIFY_BUDGET`]).
+    verifying_bytes: usize,
     /// Buffers of stored pieces, kept for the next ones: no allocation, page faults or
     /// zeroing per piece. Every byte is overwritten by blocks before a piece is hashed.
     spare_buffers: Vec<Vec<u8>>,
@@ -271,6 +279,7 @@ impl Torrent {
                 picker,
                 buffers: HashMap::new(),
                 spare_buffers: Vec::new(),
+                verifying_bytes: 0,
                 peers: HashMap::new(),
                 next_peer: 0,
                 pool: PeerPool::new(own_addrs(session.listen_addr)),
@@ -1149,7 +1158,7 @@ impl Conn {
     }
 
     /// Start reading the pieces of queued requests, oldest first: at most
-    /// [`MAX_READS_PER_PEER`] for this peer, and at most [`READ_BUDGET`] bytes being read
+    /// [`PEER_READ_BYTES`] for this peer, and at most [`READ_BUDGET`] bytes being read
     /// for the whole torrent (one read is always allowed). One positioned read of a whole
     /// piece serves all its blocks, for this peer and, through the cache, for the others.
     fn start_reads(
@@ -1157,9 +1166,11 @@ impl Conn {
         shared: &Shared,
         disk_tx: &mpsc::UnboundedSender<(u32, Result<Bytes, String>)>,
     ) {
+        let piece_len = shared.geometry.piece_len(0).unwrap_or(1).max(1) as usize;
+        let max_reads = (PEER_READ_BYTES / piece_len).clamp(1, 8);
         let mut wanted: Vec<u32> = Vec::new();
         for r in self.state.peer_requests() {
-            if self.reading.len() + wanted.len() >= MAX_READS_PER_PEER {
+            if self.reading.len() + wanted.len() >= max_reads {
                 break;
             }
             if !self.reading.contains(&r.piece) && !wanted.contains(&r.piece) {
@@ -1304,7 +1315,7 @@ impl Conn {
             .peer_extensions()
             .and_then(|e| e.reqq)
             .map_or(250, |q| q as usize)
-            .clamp(1, 1000);
+            .clamp(1, MAX_OUR_REQUESTS);
         let target = ((rate / u64::from(BLOCK_SIZE)) as usize).clamp(16, peer_max);
         let outstanding = self.state.our_requests().len();
         // Refill in batches (below three quarters of the target), not after every block.
@@ -1314,6 +1325,11 @@ impl Conn {
         let state = &self.state;
         let mine = |b: &Block| state.our_requests().any(|r| *r == request_of(b));
         let mut s = lock(shared);
+        if s.verifying_bytes >= VERIFY_BUDGET {
+            // Hashing and writing lag behind the network: take no more blocks until they
+            // catch up, so completed pieces cannot pile up in memory.
+            return;
+        }
         let blocks = s
             .picker
             .pick(self.state.peer_pieces(), target - outstanding, mine);
@@ -1400,6 +1416,7 @@ fn on_block(
             if outcome == Received::PieceComplete
                 && let Some(buf) = s.buffers.remove(&block.piece)
             {
+                s.verifying_bytes += buf.data.len();
                 let shared = shared.clone();
                 let piece = block.piece;
                 tokio::task::spawn_blocking(move || verify_and_store(&shared, piece, buf));
@@ -1415,6 +1432,7 @@ fn verify_and_store(shared: &Arc<Shared>, piece: u32, buf: PieceBuf) {
     let stored = ok && shared.storage.write_piece(piece, &buf.data).is_ok();
     let PieceBuf { data, from } = buf;
     let mut s = lock(shared);
+    s.verifying_bytes = s.verifying_bytes.saturating_sub(data.len());
     if s.spare_buffers.len() < MAX_PARTIAL_PIECES {
         s.spare_buffers.push(data);
     }
