@@ -114,6 +114,19 @@ impl Tracker {
         (n(b"complete"), n(b"downloaded"), n(b"incomplete"))
     }
 
+    /// The completed downloads the tracker counted for `info_hash`, once it counts any (or
+    /// after 30 s).
+    fn completed(&self, info_hash: &[u8; 20]) -> i64 {
+        let end = Instant::now() + Duration::from_secs(30);
+        loop {
+            let n = self.scrape(info_hash).1;
+            if n >= 1 || Instant::now() >= end {
+                return n;
+            }
+            thread::sleep(Duration::from_millis(200));
+        }
+    }
+
     /// Waits until the tracker knows at least one seeder of `info_hash`.
     fn wait_for_seeder(&mut self, info_hash: &[u8; 20], who: &mut Proc) {
         let end = Instant::now() + Duration::from_secs(90);
@@ -243,11 +256,7 @@ fn libtorrent_peers_meet_through_http_tracker() {
     expect_lt_done(&mut leecher, &tracker, &seeder);
     assert_same_tree(&data, &leech_dir.join("tracked.bin"));
     // The leecher told the tracker it completed.
-    let end = Instant::now() + Duration::from_secs(30);
-    while tracker.scrape(&ih).1 < 1 && Instant::now() < end {
-        thread::sleep(Duration::from_millis(200));
-    }
-    assert_eq!(tracker.scrape(&ih).1, 1, "no completed event was counted");
+    assert_eq!(tracker.completed(&ih), 1, "no completed event was counted");
     tracker.proc.assert_no_panic();
 }
 
@@ -542,12 +551,8 @@ fn bitpeer_finds_libtorrent_through_our_udp_tracker() {
     finish_download(&mut dl, DOWNLOAD_TIMEOUT);
     assert_same_tree(&data, &out.join("tracked.bin"));
     // bitpeer said `completed` (and `stopped` on its way out).
-    let end = Instant::now() + Duration::from_secs(30);
-    while tracker.scrape(&ih).1 < 1 && Instant::now() < end {
-        thread::sleep(Duration::from_millis(200));
-    }
     assert_eq!(
-        tracker.scrape(&ih).1,
+        tracker.completed(&ih),
         1,
         "bitpeer's completed event was not counted"
     );

@@ -268,7 +268,7 @@ impl Fetch {
 
 /// Ask the DHT for peers until the metadata is here: again soon after a lookup that found
 /// none (the routing table may still be filling), else every minute.
-async fn dht_loop(fetch: Arc<Fetch>, stop: watch::Receiver<bool>) {
+async fn dht_loop(fetch: Arc<Fetch>, mut stop: watch::Receiver<bool>) {
     let mut wait = Duration::from_secs(2);
     while !*stop.borrow() && !fetch.finished() {
         let Some(mut found) = fetch.session.dht_lookup(fetch.info_hash, false) else {
@@ -284,9 +284,10 @@ async fn dht_loop(fetch: Arc<Fetch>, stop: watch::Receiver<bool>) {
         } else {
             (wait * 2).min(Duration::from_secs(30))
         };
-        let end = Instant::now() + wait;
-        while Instant::now() < end && !*stop.borrow() && !fetch.finished() {
-            tokio::time::sleep(Duration::from_millis(250)).await;
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = stop.wait_for(|s| *s) => return,
+            _ = fetch.done.notified() => return,
         }
     }
 }

@@ -93,7 +93,7 @@ pub(crate) struct SessionShared {
     /// Running when LSD is on and its socket could be opened.
     lsd: Mutex<Option<Lsd>>,
     /// Running when the DHT is on and its socket could be opened.
-    dht: Mutex<Option<Arc<dht::Dht>>>,
+    dht: Mutex<Option<dht::Dht>>,
     pub(crate) torrents: Mutex<HashMap<[u8; 20], Arc<Shared>>>,
     /// Magnet links whose metadata is being fetched: incoming peers for them go there.
     pub(crate) fetches: Mutex<HashMap<[u8; 20], Arc<crate::magnet::Fetch>>>,
@@ -210,7 +210,7 @@ impl Session {
                 node_id: None,
             };
             match dht::Dht::start(cfg) {
-                Ok(d) => *shared.dht.lock().unwrap_or_else(|e| e.into_inner()) = Some(Arc::new(d)),
+                Ok(d) => *shared.dht.lock().unwrap_or_else(|e| e.into_inner()) = Some(d),
                 Err(e) => dht_error = Some(format!("cannot open its UDP socket: {e}")),
             }
         }
@@ -254,41 +254,18 @@ impl Session {
         self.dht_error.as_deref()
     }
 
-    /// Nodes in the DHT routing table (0 without the DHT).
-    pub async fn dht_nodes(&self) -> usize {
+    /// Stop LSD and the DHT (saving its routing table). Torrents are shut down by their
+    /// own handles, first.
+    pub async fn shutdown(&self) {
+        self.close();
         let dht = self
             .shared
             .dht
             .lock()
             .unwrap_or_else(|e| e.into_inner())
-            .clone();
-        match dht {
-            Some(dht) => dht.routing_table_size().await,
-            None => 0,
-        }
-    }
-
-    /// Stop LSD and the DHT (saving its routing table). Torrents are shut down by their
-    /// own handles, first.
-    pub async fn shutdown(&self) {
-        self.close();
-        let mut dht = self
-            .shared
-            .dht
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
             .take();
-        // Others hold it only for a moment (to start a lookup).
-        for _ in 0..50 {
-            match dht.map(Arc::try_unwrap) {
-                Some(Ok(d)) => {
-                    let _ = tokio::time::timeout(Duration::from_secs(5), d.shutdown()).await;
-                    return;
-                }
-                Some(Err(shared)) => dht = Some(shared),
-                None => return,
-            }
-            tokio::time::sleep(Duration::from_millis(20)).await;
+        if let Some(dht) = dht {
+            let _ = tokio::time::timeout(Duration::from_secs(5), dht.shutdown()).await;
         }
     }
 

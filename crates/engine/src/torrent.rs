@@ -204,6 +204,8 @@ pub(crate) struct Shared {
     /// Wakes the dialer: new addresses, or a free connection slot.
     dial_wake: Notify,
     shutdown: AtomicBool,
+    /// Turns true with `shutdown`, for tasks that sleep long and must wake for it.
+    stopped: tokio::sync::watch::Sender<bool>,
     /// Pieces recently read for uploading, newest last, at most [`READ_CACHE_BYTES`].
     read_cache: Mutex<VecDeque<(u32, Bytes)>>,
     /// Buffers of pieces evicted from the cache that nobody else held, to read into again.
@@ -296,6 +298,7 @@ impl Torrent {
             complete: Notify::new(),
             dial_wake: Notify::new(),
             shutdown: AtomicBool::new(false),
+            stopped: tokio::sync::watch::Sender::new(false),
             read_cache: Mutex::new(VecDeque::new()),
             read_spare: Mutex::new(Vec::new()),
             read_bytes: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
@@ -397,6 +400,7 @@ impl Torrent {
     /// Close every connection and write the resume file.
     pub async fn shutdown(&self) {
         self.shared.shutdown.store(true, Ordering::SeqCst);
+        self.shared.stopped.send_replace(true);
         self.shared
             .session
             .torrents
@@ -587,9 +591,10 @@ async fn dht_loop(shared: Arc<Shared>) {
         } else {
             (wait * 2).min(Duration::from_secs(5 * 60))
         };
-        let end = Instant::now() + wait;
-        while Instant::now() < end && !shared.shutdown.load(Ordering::SeqCst) {
-            tokio::time::sleep(Duration::from_millis(500)).await;
+        let mut stopped = shared.stopped.subscribe();
+        tokio::select! {
+            _ = tokio::time::sleep(wait) => {}
+            _ = stopped.wait_for(|s| *s) => return,
         }
     }
 }
