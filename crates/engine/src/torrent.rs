@@ -364,10 +364,7 @@ impl Torrent {
     pub fn stats(&self) -> Stats {
         let s = lock(&self.shared);
         let have = s.picker.have();
-        let bytes_have = have
-            .iter_ones()
-            .map(|p| u64::from(s.picker.piece_size(p)))
-            .sum();
+        let bytes_have = bytes_have(&s);
         Stats {
             pieces_have: have.count_ones(),
             piece_count: have.len(),
@@ -653,14 +650,18 @@ fn start_announcing(shared: &Arc<Shared>) -> Announcing {
     }
 }
 
-fn progress(shared: &Shared) -> Progress {
-    let s = lock(shared);
-    let have: u64 = s
-        .picker
+/// Bytes of the verified pieces.
+fn bytes_have(s: &State) -> u64 {
+    s.picker
         .have()
         .iter_ones()
         .map(|p| u64::from(s.picker.piece_size(p)))
-        .sum();
+        .sum()
+}
+
+fn progress(shared: &Shared) -> Progress {
+    let s = lock(shared);
+    let have = bytes_have(&s);
     Progress {
         uploaded: s.uploaded,
         downloaded: s.downloaded,
