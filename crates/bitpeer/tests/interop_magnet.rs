@@ -111,6 +111,59 @@ fn libtorrent_seeds_bitpeer_downloads_a_magnet_link() {
     assert_same_tree(&seed_dir.join("album"), &out.join("album"));
 }
 
+/// The connection that fetched the metadata carries on into the download: libtorrent,
+/// the only seeder, sees exactly one connection from bitpeer for the whole magnet
+/// download.
+#[test]
+fn the_metadata_connection_also_delivers_the_pieces() {
+    if !libtorrent_available() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let (torrent, seed_dir) = make_album(tmp.path());
+    let (mut seeder, port) = spawn_lt_peer(
+        &torrent,
+        &seed_dir,
+        &[],
+        &["--seed", "--stats", "--count-incoming"],
+    );
+    let link = magnet(&torrent, &[format!("127.0.0.1:{port}")]);
+    let out = tmp.path().join("out");
+    let mut dl = bitpeer_download_magnet(&link, &out);
+    finish_download(&mut dl, DOWNLOAD_TIMEOUT);
+    assert_same_tree(&seed_dir.join("album"), &out.join("album"));
+    // The seeder's next stats line counts every connection bitpeer opened to it.
+    let seen = seeder.stdout_lines().len();
+    let incoming = seeder.wait_line(Duration::from_secs(10), |l| {
+        let v: Value = serde_json::from_str(l).ok()?;
+        v["incoming"].as_u64()
+    });
+    let lines = seeder.stdout_lines();
+    let last = lines[seen.saturating_sub(1)..]
+        .iter()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter_map(|v| v["incoming"].as_u64())
+        .max()
+        .unwrap_or(incoming);
+    let uploaded = lines
+        .iter()
+        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+        .filter_map(|v| v["uploaded"].as_u64())
+        .max()
+        .unwrap_or(0);
+    assert!(
+        uploaded > 0,
+        "the seeder uploaded nothing: {}",
+        seeder.explain()
+    );
+    assert_eq!(
+        last,
+        1,
+        "bitpeer should reuse its metadata connection for the pieces\n{}",
+        dl.explain()
+    );
+}
+
 #[test]
 fn bitpeer_seeds_libtorrent_downloads_a_magnet_link() {
     if !libtorrent_available() {

@@ -62,6 +62,8 @@ pub struct Picker {
     rng: u64,
     /// Whether endgame has asked a second peer for a block (so arrivals need cancels).
     endgame_copies: bool,
+    /// Bytes of the pieces in `have`, kept as pieces come and go (never a walk).
+    bytes_have: u64,
 }
 
 impl Picker {
@@ -75,7 +77,13 @@ impl Picker {
         seed: u64,
     ) -> Self {
         let n = have.len() as usize;
+        let size = |p: u32| {
+            let start = u64::from(p) * u64::from(piece_length);
+            u64::from(piece_length).min(total_length.saturating_sub(start))
+        };
+        let bytes_have = have.iter_ones().map(size).sum();
         Picker {
+            bytes_have,
             piece_length,
             total_length,
             hashing: Bitfield::new(have.len()),
@@ -335,7 +343,14 @@ impl Picker {
     /// The piece's hash matched: it is ours now.
     pub fn piece_verified(&mut self, piece: u32) {
         self.hashing.clear(piece);
-        self.have.set(piece);
+        if self.have.set(piece) {
+            self.bytes_have += u64::from(self.piece_size(piece));
+        }
+    }
+
+    /// Bytes of the verified pieces.
+    pub fn bytes_have(&self) -> u64 {
+        self.bytes_have
     }
 
     /// The piece's hash did not match: fetch it again.

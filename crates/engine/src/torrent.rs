@@ -1,4 +1,5 @@
-//! A torrent being downloaded or seeded over TCP (BEP 3, with BEP 6 and BEP 10 negotiated).
+//! A torrent being downloaded or seeded (BEP 3, with BEP 6 and BEP 10 negotiated), over
+//! any transport: a peer connection is a [`PeerStream`].
 //!
 //! [`Torrent`] owns the state that all its peer connections share: the picker, the piece
 //! buffers of pieces in progress, the peer list, hash-failure strikes and bans. Each peer
@@ -11,11 +12,19 @@
 //! the address for the session.
 
 use crate::choker::{Choker, PeerSample};
+use crate::context::{NodeContext, PeerSink, own_addrs, seed_from_time};
+use crate::error::CloseReason;
+pub use crate::error::EngineError;
+use crate::peer::{
+    CLIENT_NAME, Handoff, UT_METADATA_ID, UT_PEX_ID, exchange_handshakes, write_all_vectored,
+};
+use crate::peer_timers::{PeerTimers, TimerAction, TimerConfig, pipeline_target};
 use crate::picker::{BLOCK_SIZE, Block, Picker, Received};
 use crate::pool::PeerPool;
 use crate::resume::{self, ResumeData};
-use crate::session::SessionShared;
+use crate::settings::{Limits, SharedBucket};
 use crate::storage::{Storage, StorageError};
+use crate::transport::{BoxRead, PeerAddr, PeerStream};
 use bytes::{Bytes, BytesMut};
 use metainfo::Metainfo;
 use sha1::{Digest, Sha1};
@@ -26,7 +35,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::sync::{Notify, mpsc};
 use tracker::client::{Progress, TrackerStatus, run_announcer};
 use tracker::proto::AnnounceRequest;
@@ -34,26 +42,10 @@ use wire::{
     BlockRequest, Decoder, DecoderConfig, Event, Handshake, PeerConfig, PeerState, PieceGeometry,
 };
 
-/// The ids under which we receive extension messages (BEP 10; our choice).
-pub(crate) const UT_PEX_ID: u8 = 1;
-pub(crate) use crate::magnet::UT_METADATA_ID;
-
-/// Most requests we keep outstanding with one peer (also bounded by its `reqq`): 8 MiB,
-/// over a second of a fast link's transfer; deeper queues only delay our hashing.
-const MAX_OUR_REQUESTS: usize = 500;
-/// Requests one peer may have queued with us (our `reqq`). libtorrent's default: a fast
-/// leecher keeps a second or more of blocks asked for.
-const MAX_PEER_REQUESTS: usize = 2000;
-/// Most peer connections per torrent.
-const MAX_PEERS: usize = 80;
 /// Outgoing connections of one torrent still connecting at once.
 const MAX_DIALS: usize = 16;
 /// Pieces in progress at once: bounds the memory held in piece buffers.
 const MAX_PARTIAL_PIECES: usize = 24;
-/// Peers we upload to at once (plus the ones that want nothing from us).
-const UPLOAD_SLOTS: usize = 8;
-/// A peer that sends none of the blocks we asked for in this long loses those requests.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 /// Hash failures a peer may take part in before it is banned.
 const STRIKES_TO_BAN: u32 = 2;
 /// Bytes of recently read pieces kept for serving (always at least one piece).
@@ -73,32 +65,6 @@ const SPARE_READ_BYTES: usize = 8 << 20;
 /// How often the choker runs (BEP 3 suggests 10 s).
 const CHOKE_INTERVAL: Duration = Duration::from_secs(10);
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-const KEEPALIVE: Duration = Duration::from_secs(90);
-/// A connection that sends us nothing for this long is closed (BEP 3 peers send keep-alives
-/// every two minutes).
-const IDLE_TIMEOUT: Duration = Duration::from_secs(180);
-
-#[derive(Debug, thiserror::Error)]
-pub enum EngineError {
-    #[error("{0}")]
-    Storage(#[from] StorageError),
-    #[error("cannot listen on {addr}: {source}")]
-    Listen {
-        addr: SocketAddr,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("cannot start the tracker client: {0}")]
-    Tracker(String),
-    #[error("the metadata from peers is not a valid torrent: {0}")]
-    Metadata(String),
-    #[error("this torrent is already running in the session")]
-    Duplicate,
-    #[error("v2-only torrents cannot be downloaded yet")]
-    V2Only,
-    #[error("the piece length {0} is too large")]
-    PieceLength(u64),
-}
 
 /// How to run a torrent.
 #[derive(Debug, Clone)]
@@ -111,6 +77,11 @@ pub struct TorrentConfig {
 
     /// Announce to the torrent's trackers (BEP 3, 12) and dial the peers they give.
     pub trackers: bool,
+
+    /// This torrent's own rate limits, bytes per second (0: none; the session's limits
+    /// apply too).
+    pub download_limit: u64,
+    pub upload_limit: u64,
 }
 
 impl TorrentConfig {
@@ -120,6 +91,8 @@ impl TorrentConfig {
             dir: dir.into(),
             peers,
             trackers: true,
+            download_limit: 0,
+            upload_limit: 0,
         }
     }
 }
@@ -138,6 +111,11 @@ pub struct Stats {
     pub candidates: usize,
     pub hash_failures: u64,
     pub banned: usize,
+    /// Bytes per second over the last seconds.
+    pub download_rate: u64,
+    pub upload_rate: u64,
+    /// Peers that have every piece.
+    pub seeds: usize,
 }
 
 enum Cmd {
@@ -162,6 +140,10 @@ struct PeerEntry {
     interested: bool,
     unchoked: bool,
     snubbed: bool,
+    /// Pieces the peer has (from its bitfield and haves).
+    pieces: u32,
+    /// Its client name (`v` of its extended handshake), for displays.
+    client: Option<String>,
 }
 
 struct PieceBuf {
@@ -189,6 +171,8 @@ struct State {
     choker: Choker<u64>,
     downloaded: u64,
     uploaded: u64,
+    download_rate: crate::peer_timers::RateEstimate,
+    upload_rate: crate::peer_timers::RateEstimate,
     hash_failures: u64,
     dirty: bool,
 }
@@ -212,9 +196,15 @@ pub(crate) struct Shared {
     read_spare: Mutex<Vec<BytesMut>>,
     /// Bytes being read for uploads now (see [`READ_BUDGET`]).
     read_bytes: Arc<std::sync::atomic::AtomicUsize>,
-    session: Arc<SessionShared>,
+    ctx: Arc<NodeContext>,
     /// The announcer's per-tracker status, and how to stop it (it then sends `stopped`).
     trackers: Mutex<Option<Announcing>>,
+    /// This torrent's rate limits.
+    download: SharedBucket,
+    upload: SharedBucket,
+    /// Set once when the torrent cannot go on (a disk write failed): the session turns it
+    /// into the torrent's `Error` state and stops it.
+    fatal: tokio::sync::watch::Sender<Option<String>>,
 }
 
 struct Announcing {
@@ -234,7 +224,7 @@ impl Torrent {
     /// Open the storage, find the pieces already there (from the resume file if it still
     /// matches the files, else by hashing them), listen, and dial the given peers.
     pub(crate) async fn start(
-        session: &Arc<SessionShared>,
+        ctx: &Arc<NodeContext>,
         meta: Metainfo,
         config: TorrentConfig,
         check_progress: Arc<AtomicU64>,
@@ -246,9 +236,7 @@ impl Torrent {
             .ok_or(EngineError::PieceLength(meta.info.piece_length))?;
         let info = meta.info.clone();
         let dir = config.dir.clone();
-        let resume_path = config
-            .dir
-            .join(format!(".bitpeer-{}.resume", hex(&info_hash)));
+        let resume_path = resume_path(&config.dir, &meta);
         let rp = resume_path.clone();
         let (storage, have) = tokio::task::spawn_blocking(move || -> Result<_, StorageError> {
             let storage = Storage::open(&info, &dir)?;
@@ -264,6 +252,8 @@ impl Torrent {
         .map_err(|_| EngineError::Storage(StorageError::Cancelled))??;
 
         let seed = seed_from_time();
+        let settings = ctx.settings();
+        let now = Instant::now();
         let picker = Picker::new(
             piece_length,
             meta.info.total_length,
@@ -284,14 +274,15 @@ impl Torrent {
                 verifying_bytes: 0,
                 peers: HashMap::new(),
                 next_peer: 0,
-                pool: PeerPool::new(own_addrs(session.listen_addr)),
+                pool: PeerPool::new(own_addrs(ctx.listen_addr)),
                 dialing: 0,
                 strikes: HashMap::new(),
                 banned: HashSet::new(),
-                choker: Choker::new(UPLOAD_SLOTS, seed.rotate_left(17)),
-
+                choker: Choker::new(settings.upload_slots, seed.rotate_left(17)),
                 downloaded: 0,
                 uploaded: 0,
+                download_rate: crate::peer_timers::RateEstimate::new(now),
+                upload_rate: crate::peer_timers::RateEstimate::new(now),
                 hash_failures: 0,
                 dirty: false,
             }),
@@ -302,24 +293,27 @@ impl Torrent {
             read_cache: Mutex::new(VecDeque::new()),
             read_spare: Mutex::new(Vec::new()),
             read_bytes: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
-            session: session.clone(),
+            ctx: ctx.clone(),
             trackers: Mutex::new(None),
+            download: SharedBucket::new(config.download_limit),
+            upload: SharedBucket::new(config.upload_limit),
+            fatal: tokio::sync::watch::Sender::new(None),
         });
 
-        let mut torrents = session.torrents.lock().unwrap_or_else(|e| e.into_inner());
-        if torrents.contains_key(&info_hash) {
-            return Err(EngineError::Duplicate);
-        }
-        torrents.insert(info_hash, shared.clone());
-        drop(torrents);
-
+        // The session checked for a duplicate before any file was touched.
+        ctx.register(info_hash, shared.clone());
         add_peers(&shared, &config.peers, true);
         tokio::spawn(dial_loop(shared.clone()));
         if config.trackers && !shared.meta.trackers.is_empty() {
             let announcing = start_announcing(&shared);
             *shared.trackers.lock().unwrap_or_else(|e| e.into_inner()) = Some(announcing);
         }
-        session.torrents_changed();
+        tracing::info!(
+            info_hash = %hex(&info_hash),
+            name = %shared.meta.info.name,
+            pieces = shared.geometry.piece_count(),
+            "torrent started"
+        );
         if !shared.is_private() {
             // BEP 27: private torrents stay out of the DHT.
             tokio::spawn(dht_loop(shared.clone()));
@@ -358,14 +352,83 @@ impl Torrent {
     }
 
     pub fn listen_addr(&self) -> Option<SocketAddr> {
-        Some(self.shared.session.listen_addr)
+        Some(self.shared.ctx.listen_addr)
+    }
+
+    /// The torrent's metainfo.
+    pub fn metainfo(&self) -> &Metainfo {
+        &self.shared.meta
+    }
+
+    /// The verified pieces.
+    pub fn have(&self) -> wire::Bitfield {
+        lock(&self.shared).picker.have().clone()
+    }
+
+    /// Change this torrent's own rate limits (bytes per second, 0: none).
+    pub fn set_rate_limits(&self, download: u64, upload: u64) {
+        self.shared.download.set_rate(download);
+        self.shared.upload.set_rate(upload);
+    }
+
+    /// This torrent's own rate limits (download, upload; 0: none).
+    pub fn rate_limits(&self) -> (u64, u64) {
+        (self.shared.download.rate(), self.shared.upload.rate())
+    }
+
+    /// Resolves when the torrent cannot go on, with why (a disk write failed).
+    pub async fn wait_fatal(&self) -> String {
+        let mut rx = self.shared.fatal.subscribe();
+        loop {
+            if let Some(e) = rx.borrow_and_update().clone() {
+                return e;
+            }
+            if rx.changed().await.is_err() {
+                return "the torrent stopped".into();
+            }
+        }
+    }
+
+    /// Take over a live connection that fetched this torrent's metadata. It is counted
+    /// among the torrent's peers at once, so the dialer does not dial its address again.
+    pub(crate) fn adopt(&self, handoff: Handoff) {
+        let PeerAddr::Ip(addr) = handoff.stream.remote else {
+            return;
+        };
+        let incoming = handoff.incoming;
+        let shared = self.shared.clone();
+        let Some((id, rx)) = register(&shared, addr, incoming) else {
+            return;
+        };
+        let conn = adopt_conn(&shared, handoff);
+        tokio::spawn(async move {
+            run_registered(shared.clone(), conn, addr, id, rx, incoming).await;
+            if !incoming {
+                let mut s = lock(&shared);
+                let done_with = s.picker.is_complete();
+                s.pool.add(addr, false, Instant::now());
+                s.pool.dial_ended(addr, true, done_with, Instant::now());
+            }
+        });
     }
 
     pub fn stats(&self) -> Stats {
-        let s = lock(&self.shared);
+        let mut s = lock(&self.shared);
+        let now = Instant::now();
+        let download_rate = s.download_rate.rate(now);
+        let upload_rate = s.upload_rate.rate(now);
+        let piece_count = s.picker.piece_count();
+        let seeds = s
+            .peers
+            .values()
+            .filter(|p| p.pieces == piece_count && piece_count > 0)
+            .count();
         let have = s.picker.have();
-        let bytes_have = bytes_have(&s);
+        let bytes_have = s.picker.bytes_have();
         Stats {
+            download_rate,
+            upload_rate,
+            seeds,
             pieces_have: have.count_ones(),
             piece_count: have.len(),
             bytes_have,
@@ -396,19 +459,17 @@ impl Torrent {
 
     /// Close every connection and write the resume file.
     pub async fn shutdown(&self) {
-        self.shared.shutdown.store(true, Ordering::SeqCst);
+        if self.shared.shutdown.swap(true, Ordering::SeqCst) {
+            return; // already shut down
+        }
         self.shared.stopped.send_replace(true);
-        self.shared
-            .session
-            .torrents
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&self.shared.info_hash);
+        let sink: Arc<dyn PeerSink> = self.shared.clone();
+        self.shared.ctx.unregister(&self.shared.info_hash, &sink);
         for p in lock(&self.shared).peers.values() {
             let _ = p.tx.send(Cmd::Close);
         }
         self.shared.dial_wake.notify_one();
-        self.shared.session.torrents_changed();
+        tracing::info!(info_hash = %hex(&self.shared.info_hash), "torrent stopped");
         let announcing = self
             .shared
             .trackers
@@ -477,15 +538,14 @@ fn ban_key(addr: SocketAddr) -> SocketAddr {
     }
 }
 
-fn hex(b: &[u8]) -> String {
-    metainfo::hash::to_hex(b)
+/// Where the resume data of `meta` lives when its content is in `dir`.
+pub(crate) fn resume_path(dir: &std::path::Path, meta: &Metainfo) -> PathBuf {
+    let h = meta.info_hashes.get_v1().map(|h| h.0).unwrap_or_default();
+    dir.join(format!(".bitpeer-{}.resume", hex(&h)))
 }
 
-pub(crate) fn seed_from_time() -> u64 {
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64);
-    t ^ u64::from(std::process::id()).rotate_left(32)
+fn hex(b: &[u8]) -> String {
+    metainfo::hash::to_hex(b)
 }
 
 fn save_resume(shared: &Shared) {
@@ -536,6 +596,7 @@ async fn choke_loop(shared: Arc<Shared>) {
             })
             .collect();
         let seeding = s.picker.is_complete();
+        s.choker.set_slots(shared.ctx.settings().upload_slots);
         let unchoke = s.choker.round(&samples, seeding);
         for (key, p) in s.peers.iter_mut() {
             p.round_downloaded = p.downloaded;
@@ -550,18 +611,48 @@ async fn choke_loop(shared: Arc<Shared>) {
 }
 
 /// An incoming connection whose handshake named this torrent.
-pub(crate) async fn accept(
-    shared: Arc<Shared>,
-    stream: TcpStream,
-    addr: SocketAddr,
-    prefix: [u8; 48],
-) {
+pub(crate) async fn accept(shared: Arc<Shared>, stream: PeerStream, prefix: [u8; 48]) {
+    let Some(addr) = stream.remote.ip() else {
+        // Strikes and bans are kept per IP address; a peer without one (WebRTC) needs
+        // its own key first.
+        tracing::debug!(peer = %stream.remote, "refused: torrents take IP peers only");
+        return;
+    };
+    let max = shared.ctx.settings().max_peers_per_torrent;
     let refuse = {
         let s = lock(&shared);
-        s.peers.len() >= MAX_PEERS || s.banned.contains(&ban_key(addr))
+        if s.banned.contains(&ban_key(addr)) {
+            Some(CloseReason::Banned("earlier hash failures"))
+        } else if s.peers.len() >= max {
+            Some(CloseReason::Full(max))
+        } else {
+            None
+        }
     };
-    if !refuse && !shared.shutdown.load(Ordering::SeqCst) {
+    if let Some(reason) = refuse {
+        tracing::debug!(peer = %addr, %reason, "incoming connection refused");
+        return;
+    }
+    if !shared.shutdown.load(Ordering::SeqCst) {
         run_peer(shared, stream, addr, Some(prefix)).await;
+    }
+}
+
+impl PeerSink for Shared {
+    fn accept(
+        self: Arc<Self>,
+        stream: PeerStream,
+        prefix: [u8; 48],
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
+        Box::pin(accept(self, stream, prefix))
+    }
+
+    fn add_peers(&self, addrs: &[SocketAddr]) {
+        add_peers(self, addrs, false);
+    }
+
+    fn is_private(&self) -> bool {
+        self.meta.info.private
     }
 }
 
@@ -571,7 +662,7 @@ pub(crate) async fn accept(
 async fn dht_loop(shared: Arc<Shared>) {
     let mut wait = Duration::from_secs(5);
     while !shared.shutdown.load(Ordering::SeqCst) {
-        let Some(mut found) = shared.session.dht_lookup(shared.info_hash, true) else {
+        let Some(mut found) = shared.ctx.dht_lookup(shared.info_hash, true) else {
             return;
         };
         let mut any = false;
@@ -599,24 +690,24 @@ async fn dht_loop(shared: Arc<Shared>) {
 /// Run the torrent's announcer (`tracker::client`): progress in, peers out.
 fn start_announcing(shared: &Arc<Shared>) -> Announcing {
     use tokio::sync::watch;
-    let session = &shared.session;
+    let ctx = &shared.ctx;
     let base = AnnounceRequest {
         info_hash: shared.info_hash,
-        peer_id: session.peer_id,
-        port: session.listen_addr.port(),
+        peer_id: ctx.peer_id,
+        port: ctx.listen_addr.port(),
         uploaded: 0,
         downloaded: 0,
         left: 0,
         event: tracker::proto::AnnounceEvent::Started,
         numwant: Some(50),
-        key: session.tracker_key,
+        key: ctx.tracker_key,
     };
     let (progress_tx, progress_rx) = watch::channel(progress(shared));
     let (peers_tx, mut peers_rx) = mpsc::channel::<Vec<SocketAddr>>(16);
     let (status_tx, status_rx) = watch::channel(Vec::new());
     let (stop_tx, stop_rx) = watch::channel(false);
     let task = tokio::spawn(run_announcer(
-        session.tracker_client.clone(),
+        ctx.tracker_client.clone(),
         shared.meta.trackers.clone(),
         base,
         progress_rx,
@@ -634,10 +725,12 @@ fn start_announcing(shared: &Arc<Shared>) -> Announcing {
     let tx = progress_tx.clone();
     tokio::spawn(async move {
         // The counters the next announce reports; `left` reaching 0 sends `completed`.
+        // Three counters read under the lock: no walk over the pieces.
         let mut tick = tokio::time::interval(Duration::from_secs(1));
         while !s.shutdown.load(Ordering::SeqCst) {
             tick.tick().await;
-            if tx.send(progress(&s)).is_err() {
+            let p = progress(&s);
+            if *tx.borrow() != p && tx.send(p).is_err() {
                 return;
             }
         }
@@ -650,22 +743,16 @@ fn start_announcing(shared: &Arc<Shared>) -> Announcing {
     }
 }
 
-/// Bytes of the verified pieces.
-fn bytes_have(s: &State) -> u64 {
-    s.picker
-        .have()
-        .iter_ones()
-        .map(|p| u64::from(s.picker.piece_size(p)))
-        .sum()
-}
-
 fn progress(shared: &Shared) -> Progress {
     let s = lock(shared);
-    let have = bytes_have(&s);
     Progress {
         uploaded: s.uploaded,
         downloaded: s.downloaded,
-        left: shared.meta.info.total_length.saturating_sub(have),
+        left: shared
+            .meta
+            .info
+            .total_length
+            .saturating_sub(s.picker.bytes_have()),
     }
 }
 
@@ -684,26 +771,16 @@ pub(crate) fn add_peers(shared: &Shared, addrs: &[SocketAddr], pinned: bool) {
     }
 }
 
-/// The addresses a peer list may give back for this node itself.
-pub(crate) fn own_addrs(listen: SocketAddr) -> Vec<SocketAddr> {
-    let port = listen.port();
-    let mut v = vec![listen];
-    if listen.ip().is_unspecified() || listen.ip().is_loopback() {
-        v.push(SocketAddr::from(([127, 0, 0, 1], port)));
-        v.push(SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port)));
-    }
-    v
-}
-
 /// Dial the pool's addresses while there is room for more connections: at most
-/// [`MAX_DIALS`] connecting at once and [`MAX_PEERS`] connected.
+/// [`MAX_DIALS`] connecting at once and the settings' peers per torrent connected.
 async fn dial_loop(shared: Arc<Shared>) {
     while !shared.shutdown.load(Ordering::SeqCst) {
         let now = Instant::now();
+        let max_peers = shared.ctx.settings().max_peers_per_torrent;
         let (dials, next) = {
             let mut guard = lock(&shared);
             let s = &mut *guard;
-            let room = MAX_PEERS
+            let room = max_peers
                 .saturating_sub(s.peers.len() + s.dialing)
                 .min(MAX_DIALS.saturating_sub(s.dialing));
             let connected: HashSet<SocketAddr> = s.peers.values().map(|p| p.addr).collect();
@@ -730,13 +807,21 @@ async fn dial_loop(shared: Arc<Shared>) {
     }
 }
 
-/// One outgoing connection, from TCP connect to the end of the peer's session.
+/// One outgoing connection, from connect to the end of the peer's session, over the
+/// session's preferred transport.
 async fn dial(shared: Arc<Shared>, addr: SocketAddr) {
-    let stream = tokio::time::timeout(HANDSHAKE_TIMEOUT, TcpStream::connect(addr)).await;
+    let connector = shared.ctx.connectors.first().cloned();
+    let stream = match connector {
+        Some(c) => c.connect(addr, HANDSHAKE_TIMEOUT).await,
+        None => Err(std::io::Error::other("no transport to dial with")),
+    };
     lock(&shared).dialing -= 1;
     let connected = match stream {
-        Ok(Ok(stream)) => run_peer(shared.clone(), stream, addr, None).await,
-        _ => false,
+        Ok(stream) => run_peer(shared.clone(), stream, addr, None).await,
+        Err(e) => {
+            tracing::trace!(peer = %addr, error = %e, "dial failed");
+            false
+        }
     };
     let mut s = lock(&shared);
     // Both complete: nothing to trade (the peer dials us if it ever wants more).
@@ -747,27 +832,60 @@ async fn dial(shared: Arc<Shared>, addr: SocketAddr) {
     shared.dial_wake.notify_one();
 }
 
+/// Handshake, then run the connection. Returns whether the handshake worked.
 async fn run_peer(
     shared: Arc<Shared>,
-    stream: TcpStream,
+    stream: PeerStream,
     addr: SocketAddr,
     prefix: Option<[u8; 48]>,
 ) -> bool {
-    let _ = stream.set_nodelay(true);
-    let mut conn =
-        match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(&shared, stream, prefix)).await {
-            Ok(Ok(c)) => c,
-            _ => return false,
-        };
-    let (tx, rx) = mpsc::unbounded_channel();
-    let id = {
-        let mut s = lock(&shared);
-        if s.peers.len() >= MAX_PEERS
-            || s.banned.contains(&ban_key(addr))
-            || !shared.session.take_connection_slot()
-        {
+    let conn = match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(&shared, stream, prefix))
+        .await
+    {
+        Ok(Ok(c)) => c,
+        Ok(Err(e)) => {
+            tracing::debug!(peer = %addr, reason = %CloseReason::Handshake(e.to_string()), "connection ended");
             return false;
         }
+        Err(_) => {
+            tracing::debug!(peer = %addr, reason = %CloseReason::HandshakeTimeout, "connection ended");
+            return false;
+        }
+    };
+    register_and_run(shared, conn, addr, prefix.is_some()).await;
+    true
+}
+
+/// Take a slot among the torrent's peers and the session's connections, run the
+/// connection to its end, log why it ended, and give back what it held.
+async fn register_and_run(shared: Arc<Shared>, conn: Conn, addr: SocketAddr, incoming: bool) {
+    if let Some((id, rx)) = register(&shared, addr, incoming) {
+        run_registered(shared, conn, addr, id, rx, incoming).await;
+    }
+}
+
+/// Take a slot among the torrent's peers and the session's connections; `None` (logged)
+/// when there is none or the address is banned.
+fn register(
+    shared: &Arc<Shared>,
+    addr: SocketAddr,
+    incoming: bool,
+) -> Option<(u64, mpsc::UnboundedReceiver<Cmd>)> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let max = shared.ctx.settings().max_peers_per_torrent;
+    let mut s = lock(shared);
+    let refuse = if s.banned.contains(&ban_key(addr)) {
+        Some(CloseReason::Banned("earlier hash failures"))
+    } else if s.peers.len() >= max || !shared.ctx.take_connection_slot() {
+        Some(CloseReason::Full(max))
+    } else {
+        None
+    };
+    if let Some(reason) = refuse {
+        tracing::debug!(peer = %addr, %reason, "connection ended");
+        return None;
+    }
+    {
         let id = s.next_peer;
         s.next_peer += 1;
         s.peers.insert(
@@ -775,7 +893,7 @@ async fn run_peer(
             PeerEntry {
                 tx,
                 addr,
-                listen_addr: prefix.is_none().then_some(addr),
+                listen_addr: (!incoming).then_some(addr),
                 downloaded: 0,
                 uploaded: 0,
                 round_downloaded: 0,
@@ -783,21 +901,38 @@ async fn run_peer(
                 interested: false,
                 unchoked: false,
                 snubbed: false,
+                pieces: 0,
+                client: None,
             },
         );
-        id
+        Some((id, rx))
+    }
+}
+
+/// Run a registered connection to its end, log why it ended, and give back what it held.
+async fn run_registered(
+    shared: Arc<Shared>,
+    mut conn: Conn,
+    addr: SocketAddr,
+    id: u64,
+    rx: mpsc::UnboundedReceiver<Cmd>,
+    incoming: bool,
+) {
+    let span = tracing::debug_span!("peer", peer = %addr, transport = %conn.kind);
+    let reason = {
+        let _entered = span.enter();
+        tracing::debug!(incoming, "connected");
+        drop(_entered);
+        tracing::Instrument::instrument(conn.run(&shared, id, addr, rx), span.clone()).await
     };
-    let result = conn.run(&shared, id, addr, rx).await;
-    tracing_off(result);
-    shared.session.release_connection_slot();
+    tracing::debug!(parent: &span, %reason, "connection ended");
+    shared.ctx.release_connection_slot();
     let mut s = lock(&shared);
-    // Its upload slot, if it had one, goes at once to a peer that is waiting for one
-    // (the next choker round may be ten seconds away).
-    if s.peers.remove(&id).is_some_and(|p| p.unchoked)
-        && let Some(next) = s.peers.values_mut().find(|p| p.interested && !p.unchoked)
-    {
-        next.unchoked = true;
-        let _ = next.tx.send(Cmd::Unchoke);
+    let was_unchoked = s.peers.remove(&id).is_some_and(|p| p.unchoked);
+    if was_unchoked {
+        // Its upload slot goes at once to a peer waiting for one (the next choker
+        // round may be ten seconds away).
+        offer_free_slot(&mut s);
     }
     s.picker.peer_gone(conn.state.peer_pieces());
     for r in conn.state.our_requests() {
@@ -805,89 +940,149 @@ async fn run_peer(
     }
     drop(s);
     shared.dial_wake.notify_one();
-    true
 }
 
-/// Connection errors end the connection; there is nobody to tell but a future log.
-fn tracing_off(_r: Result<(), String>) {}
+/// A regular upload slot is free (a peer left, or one became interested): the choker
+/// says who gets it. The only other place that unchokes is the choker's round.
+fn offer_free_slot(s: &mut State) {
+    let samples: Vec<PeerSample<u64>> = s
+        .peers
+        .iter()
+        .map(|(&key, p)| PeerSample {
+            key,
+            interested: p.interested,
+            downloaded: p.downloaded - p.round_downloaded,
+            uploaded: p.uploaded - p.round_uploaded,
+            snubbed: p.snubbed,
+        })
+        .collect();
+    let unchoked: Vec<u64> = s
+        .peers
+        .iter()
+        .filter(|(_, p)| p.unchoked)
+        .map(|(k, _)| *k)
+        .collect();
+    if let Some(key) = s.choker.free_slot(&samples, &unchoked)
+        && let Some(p) = s.peers.get_mut(&key)
+    {
+        p.unchoked = true;
+        let _ = p.tx.send(Cmd::Unchoke);
+    }
+}
 
 struct Conn {
+    kind: crate::transport::TransportKind,
     /// What we told this peer through PEX (BEP 11), and when.
     pex: wire::PexState,
     /// Pieces being read from disk to serve this peer's requests.
     reading: HashSet<u32>,
-    read: tokio::net::tcp::OwnedReadHalf,
+    read: BoxRead,
     out: mpsc::Sender<Bytes>,
     state: PeerState,
+    decoder: Decoder,
     buf: BytesMut,
+    timers: PeerTimers,
+    down: Limits,
+    /// Messages from before the metadata arrived, to apply first (see [`Handoff`]).
+    replay: Vec<wire::Message>,
 }
 
-/// Send `ours` and read the peer's handshake (BEP 3), which must name the same info-hash
-/// and not be our own (a connection to ourselves). On an incoming connection the session has
-/// already read the first 48 bytes (`prefix`), and we answer after the peer id.
-pub(crate) async fn exchange_handshakes(
-    stream: &mut TcpStream,
-    ours: &Handshake,
-    prefix: Option<[u8; 48]>,
-) -> std::io::Result<Handshake> {
-    let mut theirs = [0u8; 68];
-    if let Some(prefix) = prefix {
-        theirs[..48].copy_from_slice(&prefix);
-        stream.read_exact(&mut theirs[48..]).await?;
-        stream.write_all(&ours.encode()).await?;
-    } else {
-        stream.write_all(&ours.encode()).await?;
-        stream.read_exact(&mut theirs).await?;
+/// The extended handshake (BEP 10) we send for this torrent.
+fn our_extended_handshake(shared: &Shared, reqq: usize) -> wire::ExtendedHandshake {
+    let mut m = std::collections::BTreeMap::new();
+    m.insert("ut_metadata".to_string(), UT_METADATA_ID);
+    if !shared.is_private() {
+        // BEP 27: no peer exchange for private torrents.
+        m.insert("ut_pex".to_string(), UT_PEX_ID);
     }
-    let bad = |m: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, m.to_string());
-    let hs = Handshake::parse(&theirs)
-        .map_err(|e| bad(&e.to_string()))?
-        .ok_or_else(|| bad("short handshake"))?;
-    if hs.info_hash != ours.info_hash {
-        return Err(bad("wrong info-hash"));
+    wire::ExtendedHandshake {
+        m,
+        v: Some(CLIENT_NAME.into()),
+        reqq: Some(reqq as u32),
+        p: Some(shared.ctx.listen_addr.port()),
+        metadata_size: Some(shared.meta.info_bytes.len() as u64),
+        ..Default::default()
     }
-    if hs.peer_id == ours.peer_id {
-        return Err(bad("connected to ourselves"));
-    }
-    Ok(hs)
 }
 
-/// BEP 3 handshake. On an incoming connection the session has already read the first 48
+/// BEP 3 handshake. On an incoming connection the router has already read the first 48
 /// bytes (`prefix`) to find the torrent; we answer after reading the peer id.
 async fn handshake(
     shared: &Arc<Shared>,
-    mut stream: TcpStream,
+    mut stream: PeerStream,
     prefix: Option<[u8; 48]>,
 ) -> std::io::Result<Conn> {
-    let mut ours = Handshake::new(shared.info_hash, shared.session.peer_id);
+    let mut ours = Handshake::new(shared.info_hash, shared.ctx.peer_id);
     ours.set_extension_protocol(true).set_fast_extension(true);
     let hs = exchange_handshakes(&mut stream, &ours, prefix).await?;
     let mut config = PeerConfig::negotiated(&ours, &hs);
-    config.max_peer_requests = MAX_PEER_REQUESTS;
+    config.max_peer_requests = shared.ctx.settings().max_peer_requests;
     let mut state = PeerState::new(config, shared.geometry);
     if config.extension_protocol {
-        let mut m = std::collections::BTreeMap::new();
-        m.insert("ut_metadata".to_string(), UT_METADATA_ID);
-        if !shared.is_private() {
-            // BEP 27: no peer exchange for private torrents.
-            m.insert("ut_pex".to_string(), UT_PEX_ID);
-        }
-        let ext = wire::ExtendedHandshake {
-            m,
-            v: Some(concat!("bitpeer ", env!("CARGO_PKG_VERSION")).into()),
-            reqq: Some(config.max_peer_requests as u32),
-            p: Some(shared.session.listen_addr.port()),
-            metadata_size: Some(shared.meta.info_bytes.len() as u64),
-            ..Default::default()
-        };
-        state.send_extended_handshake(&ext);
+        state.send_extended_handshake(&our_extended_handshake(shared, config.max_peer_requests));
     }
     state.send_pieces(lock(shared).picker.have());
-    let (read, mut write) = stream.into_split();
+    let decoder = Decoder::new(DecoderConfig::for_piece_count(
+        shared.geometry.piece_count(),
+    ));
+    Ok(new_conn(
+        shared,
+        stream,
+        state,
+        decoder,
+        BytesMut::with_capacity(64 * 1024),
+    ))
+}
+
+/// The connection of a metadata fetch, carrying on for the torrent: the peer's messages
+/// from before the metadata are replayed into a fresh [`PeerState`], and we send our full
+/// extended handshake (BEP 10 allows a second one) and what we have.
+fn adopt_conn(shared: &Arc<Shared>, h: Handoff) -> Conn {
+    let mut config = PeerConfig::negotiated(&h.ours, &h.theirs);
+    config.max_peer_requests = shared.ctx.settings().max_peer_requests;
+    let mut state = PeerState::new(config, shared.geometry);
+    if config.extension_protocol {
+        state.send_extended_handshake(&our_extended_handshake(shared, config.max_peer_requests));
+    }
+    let have = lock(shared).picker.have().clone();
+    if h.sent_availability {
+        for p in have.iter_ones() {
+            state.send_have(p);
+        }
+    } else {
+        state.send_pieces(&have);
+    }
+    let mut decoder = h.decoder;
+    decoder.set_config(DecoderConfig::for_piece_count(
+        shared.geometry.piece_count(),
+    ));
+    let mut conn = new_conn(shared, h.stream, state, decoder, h.buf);
+    conn.replay = h.replay;
+    conn
+}
+
+fn new_conn(
+    shared: &Arc<Shared>,
+    stream: PeerStream,
+    state: PeerState,
+    decoder: Decoder,
+    buf: BytesMut,
+) -> Conn {
+    let PeerStream {
+        kind,
+        read,
+        mut write,
+        ..
+    } = stream;
     let (out, mut rx) = mpsc::channel::<Bytes>(512);
+    let up = Limits {
+        torrent: shared.upload.clone(),
+        session: shared.ctx.upload.clone(),
+    };
     tokio::spawn(async move {
         // Whatever is queued goes out in one vectored write: block payloads are slices of
-        // the piece read from disk and are never copied into a send buffer.
+        // the piece read from disk and are never copied into a send buffer. Upload limits
+        // are paid here, where the bytes leave.
         let mut batch = Vec::with_capacity(WRITE_BATCH);
         while let Some(b) = rx.recv().await {
             batch.push(b);
@@ -897,54 +1092,33 @@ async fn handshake(
                     Err(_) => break,
                 }
             }
+            let bytes: usize = batch.iter().map(|b| b.len()).sum();
             if write_all_vectored(&mut write, &mut batch).await.is_err() {
                 break;
+            }
+            let wait = up.pay(bytes);
+            if !wait.is_zero() {
+                tokio::time::sleep(wait).await;
             }
         }
         let _ = write.shutdown().await;
     });
-    Ok(Conn {
+    Conn {
+        kind,
         pex: wire::PexState::new(),
         reading: HashSet::new(),
         read,
         out,
         state,
-        buf: BytesMut::with_capacity(64 * 1024),
-    })
-}
-
-/// Write every buffer of `bufs`, in order, with as few `writev` calls as the socket allows;
-/// `bufs` is empty afterwards.
-async fn write_all_vectored(
-    w: &mut tokio::net::tcp::OwnedWriteHalf,
-    bufs: &mut Vec<Bytes>,
-) -> std::io::Result<()> {
-    use bytes::Buf;
-    let mut first = 0;
-    while first < bufs.len() {
-        let mut n = {
-            let slices: Vec<std::io::IoSlice<'_>> = bufs[first..]
-                .iter()
-                .map(|b| std::io::IoSlice::new(b))
-                .collect();
-            w.write_vectored(&slices).await?
-        };
-        if n == 0 {
-            return Err(std::io::ErrorKind::WriteZero.into());
-        }
-        while n > 0 && first < bufs.len() {
-            let b = &mut bufs[first];
-            if n >= b.len() {
-                n -= b.len();
-                first += 1;
-            } else {
-                b.advance(n);
-                n = 0;
-            }
-        }
+        decoder,
+        buf,
+        timers: PeerTimers::new(TimerConfig::default(), Instant::now()),
+        down: Limits {
+            torrent: shared.download.clone(),
+            session: shared.ctx.download.clone(),
+        },
+        replay: Vec::new(),
     }
-    bufs.clear();
-    Ok(())
 }
 
 fn block_of(r: &BlockRequest) -> Block {
@@ -964,47 +1138,85 @@ fn request_of(b: &Block) -> BlockRequest {
 }
 
 impl Conn {
+    /// Feed one message from the peer to the protocol state and act on its events.
+    fn on_message(
+        &mut self,
+        shared: &Arc<Shared>,
+        id: u64,
+        addr: SocketAddr,
+        msg: wire::Message,
+        disk_tx: &mpsc::UnboundedSender<(u32, Result<Bytes, String>)>,
+    ) -> Result<(), CloseReason> {
+        self.state.handle_message(msg)?;
+        let now = Instant::now();
+        while let Some(ev) = self.state.poll_event() {
+            let is_block = matches!(ev, Event::Block { .. });
+            let bytes = self.handle_event(shared, id, addr, ev, disk_tx)?;
+            if is_block {
+                let outstanding = self.state.our_requests().len() > 0;
+                self.timers.on_block(bytes, outstanding, now);
+                lock(shared).download_rate.add(bytes, now);
+            }
+        }
+        Ok(())
+    }
+
     async fn run(
         &mut self,
         shared: &Arc<Shared>,
         id: u64,
         addr: SocketAddr,
         mut cmds: mpsc::UnboundedReceiver<Cmd>,
-    ) -> Result<(), String> {
-        let mut decoder = Decoder::new(DecoderConfig::for_piece_count(
-            shared.geometry.piece_count(),
-        ));
+    ) -> CloseReason {
+        match self.run_inner(shared, id, addr, &mut cmds).await {
+            Ok(()) => CloseReason::Stopped,
+            Err(e) => e,
+        }
+    }
+
+    async fn run_inner(
+        &mut self,
+        shared: &Arc<Shared>,
+        id: u64,
+        addr: SocketAddr,
+        cmds: &mut mpsc::UnboundedReceiver<Cmd>,
+    ) -> Result<(), CloseReason> {
         let (disk_tx, mut disk_rx) = mpsc::unbounded_channel::<(u32, Result<Bytes, String>)>();
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
-        let mut last_block = Instant::now();
-        let mut last_recv = Instant::now();
-        let mut last_sent = Instant::now();
-        // Bytes received in the last second, to size the request pipeline.
-        let mut window_bytes = 0u64;
-        let mut rate = 0u64;
+        // What the peer said while we fetched the metadata, now that it means something.
+        for msg in std::mem::take(&mut self.replay) {
+            self.on_message(shared, id, addr, msg, &disk_tx)?;
+        }
+        // Requests waiting for the read budget are retried this often.
+        let mut retry = tokio::time::interval(Duration::from_secs(1));
+        retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Reading pauses while the download rate limit is in debt.
+        let mut read_resume = tokio::time::Instant::now();
         self.update_interest(shared);
-        self.flush(&mut last_sent).await?;
+        self.flush().await?;
         loop {
+            let deadline = tokio::time::Instant::from_std(self.timers.poll_timeout());
+            let now_t = tokio::time::Instant::now();
+            let may_read = now_t >= read_resume;
             tokio::select! {
-                n = self.read.read_buf(&mut self.buf) => {
-                    let n = n.map_err(|e| e.to_string())?;
+                n = self.read.read_buf(&mut self.buf), if may_read => {
+                    let n = n?;
                     if n == 0 {
-                        return Err("peer closed the connection".into());
+                        return Err(CloseReason::PeerClosed);
                     }
-                    last_recv = Instant::now();
-                    while let Some(msg) = decoder.decode(&mut self.buf).map_err(|e| e.to_string())? {
-                        self.state.handle_message(msg).map_err(|e| e.to_string())?;
-                        while let Some(ev) = self.state.poll_event() {
-                            if let Event::Block { .. } = ev {
-                                last_block = Instant::now();
-                            }
-                            window_bytes += self.handle_event(shared, id, addr, ev, &disk_tx)?;
-                        }
+                    let now = Instant::now();
+                    self.timers.on_recv(now);
+                    while let Some(msg) = self.decoder.decode(&mut self.buf)? {
+                        self.on_message(shared, id, addr, msg, &disk_tx)?;
                     }
                     if self.buf.capacity() - self.buf.len() < 64 * 1024 {
                         self.buf.reserve(256 * 1024);
                     }
+                    let wait = self.down.pay(n);
+                    if !wait.is_zero() {
+                        read_resume = tokio::time::Instant::now() + wait;
+                    }
                 }
+                _ = tokio::time::sleep_until(read_resume), if !may_read => {}
                 Some(cmd) = cmds.recv() => match cmd {
                     Cmd::Have(p) => {
                         self.state.send_have(p);
@@ -1019,11 +1231,11 @@ impl Conn {
                     Cmd::Unchoke => {
                         self.state.unchoke();
                     }
-                    Cmd::Close => return Ok(()),
+                    Cmd::Close => return Err(CloseReason::Stopped),
                 },
                 Some((piece, data)) = disk_rx.recv() => {
                     self.reading.remove(&piece);
-                    let data = data?;
+                    let data = data.map_err(CloseReason::Disk)?;
                     cache_piece(shared, piece, data.clone());
                     let queued: Vec<BlockRequest> =
                         self.state.peer_requests().filter(|r| r.piece == piece).copied().collect();
@@ -1033,38 +1245,46 @@ impl Conn {
                     self.serve_cached(shared, id);
                     self.start_reads(shared, &disk_tx);
                 }
-                _ = tick.tick() => {
-                    rate = (rate + window_bytes) / 2;
-                    window_bytes = 0;
-                    if last_recv.elapsed() > IDLE_TIMEOUT {
-                        return Err("peer idle".into());
-                    }
-                    if self.state.our_requests().len() > 0 && last_block.elapsed() > REQUEST_TIMEOUT {
-                        // Snubbed: give its requests to other peers.
-                        let reqs: Vec<BlockRequest> = self.state.our_requests().copied().collect();
-                        let mut s = lock(shared);
-                        if let Some(p) = s.peers.get_mut(&id) {
-                            p.snubbed = true;
-                        }
-                        for r in reqs {
-                            if self.state.cancel(r) {
-                                s.picker.request_dropped(&block_of(&r));
+                _ = tokio::time::sleep_until(deadline) => {
+                    for action in self.timers.handle_timeout(Instant::now()) {
+                        match action {
+                            TimerAction::Idle => {
+                                return Err(CloseReason::Idle(
+                                    TimerConfig::default().idle_timeout.as_secs(),
+                                ));
                             }
+                            TimerAction::SendKeepAlive => self.state.send_keep_alive(),
+                            TimerAction::Snubbed => self.snubbed(shared, id),
                         }
-                        last_block = Instant::now();
                     }
-                    if last_sent.elapsed() > KEEPALIVE {
-                        self.state.send_keep_alive();
-                    }
+                }
+                _ = retry.tick() => {
                     // Requests left waiting when the read budget was spent.
                     self.serve_cached(shared, id);
                     self.start_reads(shared, &disk_tx);
                     self.send_pex(shared, id);
                 }
             }
-            self.fill_requests(shared, rate);
-            self.flush(&mut last_sent).await?;
+            self.fill_requests(shared);
+            self.flush().await?;
         }
+    }
+
+    /// No block for the request timeout: give this peer's requests to other peers, and
+    /// let the choker know it is snubbing us.
+    fn snubbed(&mut self, shared: &Shared, id: u64) {
+        let reqs: Vec<BlockRequest> = self.state.our_requests().copied().collect();
+        let mut s = lock(shared);
+        if let Some(p) = s.peers.get_mut(&id) {
+            p.snubbed = true;
+        }
+        for r in reqs {
+            if self.state.cancel(r) {
+                s.picker.request_dropped(&block_of(&r));
+            }
+        }
+        drop(s);
+        self.timers.on_requests(false, Instant::now());
     }
 
     /// Handle one event from the peer state machine; returns the bytes of new block data.
@@ -1075,10 +1295,15 @@ impl Conn {
         addr: SocketAddr,
         ev: Event,
         disk_tx: &mpsc::UnboundedSender<(u32, Result<Bytes, String>)>,
-    ) -> Result<u64, String> {
+    ) -> Result<u64, CloseReason> {
         match ev {
             Event::Have(p) => {
-                lock(shared).picker.peer_has(p);
+                let mut s = lock(shared);
+                s.picker.peer_has(p);
+                if let Some(e) = s.peers.get_mut(&id) {
+                    e.pieces += 1;
+                }
+                drop(s);
                 self.update_interest(shared);
             }
             Event::Bitfield => {
@@ -1086,24 +1311,33 @@ impl Conn {
                 for p in self.state.peer_pieces().iter_ones() {
                     s.picker.peer_has(p);
                 }
+                let count = self.state.peer_pieces().count_ones();
+                if let Some(e) = s.peers.get_mut(&id) {
+                    e.pieces = count;
+                }
                 drop(s);
                 self.update_interest(shared);
             }
             Event::HaveAll => {
-                lock(shared).picker.peer_has_all();
+                let mut s = lock(shared);
+                s.picker.peer_has_all();
+                let count = s.picker.piece_count();
+                if let Some(e) = s.peers.get_mut(&id) {
+                    e.pieces = count;
+                }
+                drop(s);
                 self.update_interest(shared);
             }
             Event::Interested | Event::NotInterested => {
                 let interested = matches!(ev, Event::Interested);
                 let mut s = lock(shared);
-                // A free regular slot is given at once rather than at the next round.
-                let busy = s.peers.values().filter(|p| p.unchoked).count();
                 if let Some(p) = s.peers.get_mut(&id) {
                     p.interested = interested;
-                    if interested && !p.unchoked && busy < UPLOAD_SLOTS {
-                        p.unchoked = true;
-                        self.state.unchoke();
-                    }
+                }
+                if interested {
+                    // A free regular slot is given at once rather than at the next round
+                    // (the unchoke comes back to us as a command).
+                    offer_free_slot(&mut s);
                 }
             }
             Event::Request(req) => {
@@ -1125,19 +1359,24 @@ impl Conn {
                 let strikes = s.strikes.entry(ban_key(addr)).or_insert(0);
                 *strikes += 1;
                 if *strikes > 20 {
-                    return Err("too many blocks nobody asked for".into());
+                    return Err(CloseReason::Protocol(
+                        "too many blocks nobody asked for".into(),
+                    ));
                 }
             }
             Event::RequestFailed { request, .. } => {
                 lock(shared).picker.request_dropped(&block_of(&request));
             }
             Event::ExtendedHandshake(hs) => {
-                if let Some(port) = hs.p.filter(|&p| p != 0) {
-                    let mut s = lock(shared);
-                    if let Some(p) = s.peers.get_mut(&id)
+                let mut s = lock(shared);
+                if let Some(p) = s.peers.get_mut(&id) {
+                    if let Some(port) = hs.p.filter(|&p| p != 0)
                         && p.listen_addr.is_none()
                     {
                         p.listen_addr = Some(SocketAddr::new(addr.ip(), port));
+                    }
+                    if let Some(v) = &hs.v {
+                        p.client = Some(v.chars().take(64).collect());
                     }
                 }
             }
@@ -1230,6 +1469,7 @@ impl Conn {
             let len = u64::from(req.length);
             let mut s = lock(shared);
             s.uploaded += len;
+            s.upload_rate.add(len, Instant::now());
             if let Some(p) = s.peers.get_mut(&id) {
                 p.uploaded += len;
             }
@@ -1237,12 +1477,12 @@ impl Conn {
     }
 
     /// BEP 9: answer a request for a piece of our info dictionary.
-    fn serve_metadata(&mut self, shared: &Shared, payload: &Bytes) -> Result<(), String> {
+    fn serve_metadata(&mut self, shared: &Shared, payload: &Bytes) -> Result<(), CloseReason> {
         use wire::metadata::{MetadataError, MetadataMessage, metadata_piece};
         let msg = match MetadataMessage::decode(payload) {
             Ok(m) => m,
             Err(MetadataError::UnknownMessageType(_)) => return Ok(()), // BEP 9: ignore
-            Err(e) => return Err(e.to_string()),
+            Err(e) => return Err(CloseReason::Protocol(e.to_string())),
         };
         let MetadataMessage::Request { piece } = msg else {
             return Ok(()); // data or reject we never asked for: ignore
@@ -1252,7 +1492,9 @@ impl Conn {
             .peer_extensions()
             .and_then(|e| e.extension_id("ut_metadata"))
         else {
-            return Err("metadata request without ut_metadata in its handshake".into());
+            return Err(CloseReason::Protocol(
+                "metadata request without ut_metadata in its handshake".into(),
+            ));
         };
         let info = &shared.meta.info_bytes;
         let answer = match metadata_piece(info, piece) {
@@ -1312,17 +1554,17 @@ impl Conn {
 
     /// Keep about one second of transfer (at the peer's measured rate) requested, at least
     /// 16 blocks, at most what the peer accepts.
-    fn fill_requests(&mut self, shared: &Shared, rate: u64) {
+    fn fill_requests(&mut self, shared: &Shared) {
         if self.state.peer_choking() || !self.state.am_interested() {
             return;
         }
-        let peer_max = self
-            .state
-            .peer_extensions()
-            .and_then(|e| e.reqq)
-            .map_or(250, |q| q as usize)
-            .clamp(1, MAX_OUR_REQUESTS);
-        let target = ((rate / u64::from(BLOCK_SIZE)) as usize).clamp(16, peer_max);
+        let now = Instant::now();
+        let target = pipeline_target(
+            self.timers.rate(now),
+            BLOCK_SIZE,
+            self.state.peer_extensions().and_then(|e| e.reqq),
+            shared.ctx.settings().max_our_requests,
+        );
         let outstanding = self.state.our_requests().len();
         // Refill in batches (below three quarters of the target), not after every block.
         if outstanding >= target - target / 4 {
@@ -1344,17 +1586,21 @@ impl Conn {
                 s.picker.request_dropped(&b);
             }
         }
+        drop(s);
+        self.timers
+            .on_requests(self.state.our_requests().len() > 0, now);
     }
 
-    async fn flush(&mut self, last_sent: &mut Instant) -> Result<(), String> {
+    async fn flush(&mut self) -> Result<(), CloseReason> {
         let mut out = BytesMut::new();
+        let mut sent = false;
         while let Some(msg) = self.state.poll_message() {
             if let wire::Message::Piece { piece, begin, data } = msg {
                 // The header joins the small messages before it; the block goes as it is.
                 wire::encode_piece_header(&mut out, piece, begin, data.len());
                 self.send(out.split().freeze()).await?;
-                *last_sent = Instant::now();
                 self.send(data).await?;
+                sent = true;
                 continue;
             }
             msg.encode(&mut out);
@@ -1363,17 +1609,22 @@ impl Conn {
             }
         }
         if !out.is_empty() {
-            *last_sent = Instant::now();
             self.send(out.freeze()).await?;
+            sent = true;
+        }
+        if sent {
+            self.timers.on_sent(Instant::now());
         }
         Ok(())
     }
 
-    async fn send(&self, b: Bytes) -> Result<(), String> {
-        self.out
-            .send(b)
-            .await
-            .map_err(|_| "connection closed".to_string())
+    async fn send(&self, b: Bytes) -> Result<(), CloseReason> {
+        self.out.send(b).await.map_err(|_| {
+            CloseReason::Io(std::io::Error::new(
+                std::io::ErrorKind::BrokenPipe,
+                "the writer stopped",
+            ))
+        })
     }
 }
 
@@ -1435,12 +1686,34 @@ fn on_block(
 fn verify_and_store(shared: &Arc<Shared>, piece: u32, buf: PieceBuf) {
     let expected = shared.meta.info.pieces.get(piece as usize);
     let ok = expected.is_some_and(|h| <[u8; 20]>::from(Sha1::digest(&buf.data)) == *h);
-    let stored = ok && shared.storage.write_piece(piece, &buf.data).is_ok();
+    // A failed write is our disk's fault, not the peers': nobody is struck, the piece
+    // goes back to the picker, and the torrent stops with the OS error (a resumed run
+    // fetches it again). Only the hash can blame peers.
+    let write_error = if ok {
+        shared.storage.write_piece(piece, &buf.data).err()
+    } else {
+        None
+    };
+    let stored = ok && write_error.is_none();
     let PieceBuf { data, from } = buf;
     let mut s = lock(shared);
     s.verifying_bytes = s.verifying_bytes.saturating_sub(data.len());
     if s.spare_buffers.len() < MAX_PARTIAL_PIECES {
         s.spare_buffers.push(data);
+    }
+    if let Some(e) = write_error {
+        s.picker.piece_failed(piece);
+        drop(s);
+        let msg = format!("cannot write to disk: {e}");
+        shared.fatal.send_if_modified(|f| {
+            if f.is_none() {
+                *f = Some(msg);
+                true
+            } else {
+                false
+            }
+        });
+        return;
     }
     if stored {
         s.picker.piece_verified(piece);
