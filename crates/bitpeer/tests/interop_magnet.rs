@@ -132,25 +132,29 @@ fn the_metadata_connection_also_delivers_the_pieces() {
     let mut dl = bitpeer_download_magnet(&link, &out);
     finish_download(&mut dl, DOWNLOAD_TIMEOUT);
     assert_same_tree(&seed_dir.join("album"), &out.join("album"));
-    // The seeder's next stats line counts every connection bitpeer opened to it.
+    // A stats line printed after the download ended counts every connection bitpeer
+    // opened to the seeder.
     let seen = seeder.stdout_lines().len();
-    let incoming = seeder.wait_line(Duration::from_secs(10), |l| {
-        let v: Value = serde_json::from_str(l).ok()?;
-        v["incoming"].as_u64()
-    });
-    let lines = seeder.stdout_lines();
-    let last = lines[seen.saturating_sub(1)..]
-        .iter()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter_map(|v| v["incoming"].as_u64())
-        .max()
-        .unwrap_or(incoming);
-    let uploaded = lines
-        .iter()
-        .filter_map(|l| serde_json::from_str::<Value>(l).ok())
-        .filter_map(|v| v["uploaded"].as_u64())
-        .max()
-        .unwrap_or(0);
+    let end = Instant::now() + Duration::from_secs(10);
+    let stats = loop {
+        let lines = seeder.stdout_lines();
+        let after: Vec<Value> = lines[seen..]
+            .iter()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|v| v["incoming"].is_u64())
+            .collect();
+        if let Some(v) = after.last() {
+            break v.clone();
+        }
+        assert!(
+            Instant::now() < end,
+            "no stats from the seeder: {}",
+            seeder.explain()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let last = stats["incoming"].as_u64().unwrap();
+    let uploaded = stats["uploaded"].as_u64().unwrap_or(0);
     assert!(
         uploaded > 0,
         "the seeder uploaded nothing: {}",

@@ -886,7 +886,7 @@ pub fn progress_line(line: &str) -> Value {
     );
     let state = v["state"].as_str().unwrap_or("");
     assert!(
-        ["downloading", "complete", "interrupted"].contains(&state),
+        ["downloading", "complete", "interrupted", "error"].contains(&state),
         "bad state in {line}"
     );
     v

@@ -48,7 +48,7 @@ def main():
 
     extra = {}
     if a.count_incoming:
-        extra["alert_mask"] = int(lt.alert_category.connect)
+        extra["alert_mask"] = int(lt.alert_category.connect) | int(lt.alert_category.peer)
     ses = lt.session(loopback_settings(**extra))
     incoming = [0]
 
