@@ -121,7 +121,7 @@ fn the_metadata_connection_also_delivers_the_pieces() {
     }
     let tmp = tempfile::tempdir().unwrap();
     let (torrent, seed_dir) = make_album(tmp.path());
-    let (mut seeder, port) = spawn_lt_peer(
+    let (seeder, port) = spawn_lt_peer(
         &torrent,
         &seed_dir,
         &[],
