@@ -59,7 +59,12 @@ pub(crate) struct NodeContext {
     connections: AtomicUsize,
     half_open: AtomicUsize,
     pub(crate) shutdown: AtomicBool,
+    /// DHT lookups running at once; the others wait here.
+    dht_queue: tokio::sync::Semaphore,
 }
+
+/// DHT lookups one session runs at once (the DHT node ends lookups past 128).
+pub(crate) const MAX_DHT_LOOKUPS: usize = 32;
 
 impl NodeContext {
     pub(crate) fn new(
@@ -85,6 +90,7 @@ impl NodeContext {
             connections: AtomicUsize::new(0),
             half_open: AtomicUsize::new(0),
             shutdown: AtomicBool::new(false),
+            dht_queue: tokio::sync::Semaphore::new(MAX_DHT_LOOKUPS),
         }
     }
 
@@ -172,20 +178,42 @@ impl NodeContext {
         }
     }
 
-    /// Start a DHT lookup of `info_hash`, announcing our port if `announce`. `None` when
-    /// the DHT is off.
+    /// Look `info_hash` up on the DHT, announcing our port if `announce`; peers arrive on
+    /// the receiver, which ends with the lookup. `None` when the DHT is off. Lookups wait
+    /// their turn in a queue ([`MAX_DHT_LOOKUPS`] at once, below the DHT node's own cap),
+    /// so a session with thousands of torrents gets every lookup done, late rather than
+    /// never.
     pub(crate) fn dht_lookup(
-        &self,
+        self: &Arc<Self>,
         info_hash: [u8; 20],
         announce: bool,
     ) -> Option<tokio::sync::mpsc::Receiver<Vec<SocketAddr>>> {
-        let dht = self.dht.lock().unwrap_or_else(|e| e.into_inner());
-        let dht = dht.as_ref()?;
-        Some(if announce {
-            dht.announce(info_hash, Some(self.listen_addr.port()))
-        } else {
-            dht.get_peers(info_hash)
-        })
+        if self.dht.lock().unwrap_or_else(|e| e.into_inner()).is_none() {
+            return None;
+        }
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        let ctx = self.clone();
+        tokio::spawn(async move {
+            let Ok(_permit) = ctx.dht_queue.acquire().await else {
+                return;
+            };
+            let found = {
+                let dht = ctx.dht.lock().unwrap_or_else(|e| e.into_inner());
+                let Some(dht) = dht.as_ref() else { return };
+                if announce {
+                    dht.announce(info_hash, Some(ctx.listen_addr.port()))
+                } else {
+                    dht.get_peers(info_hash)
+                }
+            };
+            let mut found = found;
+            while let Some(peers) = found.recv().await {
+                if tx.send(peers).await.is_err() {
+                    return; // the torrent stopped; the permit goes to the next lookup
+                }
+            }
+        });
+        Some(rx)
     }
 
     /// An incoming connection of any transport: bounded by the half-open limit, read the

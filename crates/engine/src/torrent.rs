@@ -187,6 +187,9 @@ pub(crate) struct Shared {
     complete: Notify,
     /// Wakes the dialer: new addresses, or a free connection slot.
     dial_wake: Notify,
+    /// Wakes the periodic tasks (choker, resume saver, tracker progress) of a torrent that
+    /// had no peer: a torrent without peers costs no timer at all.
+    activity: Notify,
     shutdown: AtomicBool,
     /// Turns true with `shutdown`, for tasks that sleep long and must wake for it.
     stopped: tokio::sync::watch::Sender<bool>,
@@ -288,6 +291,7 @@ impl Torrent {
             }),
             complete: Notify::new(),
             dial_wake: Notify::new(),
+            activity: Notify::new(),
             shutdown: AtomicBool::new(false),
             stopped: tokio::sync::watch::Sender::new(false),
             read_cache: Mutex::new(VecDeque::new()),
@@ -564,9 +568,32 @@ fn save_resume(shared: &Shared) {
     }
 }
 
+/// Returns at once while the torrent has peers (or unsaved progress); else waits until a
+/// peer connects or the torrent stops. Returns false once it stopped.
+async fn wait_active(shared: &Shared) -> bool {
+    let mut stopped = shared.stopped.subscribe();
+    loop {
+        let woken = shared.activity.notified();
+        if shared.shutdown.load(Ordering::SeqCst) {
+            return false;
+        }
+        {
+            let s = lock(shared);
+            if !s.peers.is_empty() || s.dirty {
+                return true;
+            }
+        }
+        tokio::select! {
+            _ = woken => {}
+            _ = stopped.wait_for(|s| *s) => return false,
+        }
+    }
+}
+
 async fn resume_loop(shared: Arc<Shared>) {
     let mut tick = tokio::time::interval(Duration::from_secs(5));
-    while !shared.shutdown.load(Ordering::SeqCst) {
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    while wait_active(&shared).await {
         tick.tick().await;
         let dirty = std::mem::take(&mut lock(&shared).dirty);
         if dirty {
@@ -579,8 +606,9 @@ async fn resume_loop(shared: Arc<Shared>) {
 /// Every 10 s, let the choker pick who we upload to.
 async fn choke_loop(shared: Arc<Shared>) {
     let mut tick = tokio::time::interval(CHOKE_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
-    while !shared.shutdown.load(Ordering::SeqCst) {
+    while wait_active(&shared).await {
         tick.tick().await;
         let mut guard = lock(&shared);
         let s = &mut *guard;
@@ -727,7 +755,8 @@ fn start_announcing(shared: &Arc<Shared>) -> Announcing {
         // The counters the next announce reports; `left` reaching 0 sends `completed`.
         // Three counters read under the lock: no walk over the pieces.
         let mut tick = tokio::time::interval(Duration::from_secs(1));
-        while !s.shutdown.load(Ordering::SeqCst) {
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        while wait_active(&s).await {
             tick.tick().await;
             let p = progress(&s);
             if *tx.borrow() != p && tx.send(p).is_err() {
@@ -794,16 +823,17 @@ async fn dial_loop(shared: Arc<Shared>) {
         for addr in dials {
             tokio::spawn(dial(shared.clone(), addr));
         }
-        // Sleep until an address is due (checked at least once a second, as slots free up
-        // without telling), or until woken by new addresses.
-        let wait = next.map_or(Duration::from_secs(1), |t| {
-            t.saturating_duration_since(now).min(Duration::from_secs(1))
-        });
-        let _ = tokio::time::timeout(
-            wait.max(Duration::from_millis(50)),
-            shared.dial_wake.notified(),
-        )
-        .await;
+        // Sleep until an address is due, or until woken by new addresses or a connection
+        // that ended. With nothing to dial, no timer at all.
+        match next {
+            Some(t) => {
+                let wait = t
+                    .saturating_duration_since(now)
+                    .max(Duration::from_millis(50));
+                let _ = tokio::time::timeout(wait, shared.dial_wake.notified()).await;
+            }
+            None => shared.dial_wake.notified().await,
+        }
     }
 }
 
@@ -905,6 +935,8 @@ fn register(
                 client: None,
             },
         );
+        drop(s);
+        shared.activity.notify_waiters();
         Some((id, rx))
     }
 }
