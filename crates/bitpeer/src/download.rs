@@ -41,9 +41,37 @@ pub struct DownloadArgs {
     dht: DhtArgs,
     #[command(flatten)]
     limits: LimitArgs,
+    /// Download only these files, by index as `bitpeer info` lists them, e.g. `0,3-5`.
+    /// Other files are not created (bytes of theirs that share a piece with a chosen
+    /// file are kept in a part file). Default: every file, or a magnet's `so=` list.
+    #[arg(long, value_name = "LIST", value_parser = parse_only)]
+    only: Option<Vec<std::ops::RangeInclusive<u32>>>,
+    /// Fetch pieces in order, so a file can be played while it downloads.
+    #[arg(long)]
+    sequential: bool,
     /// Print one JSON progress object per line instead of a progress bar.
     #[arg(long)]
     json: bool,
+}
+
+/// `0,3-5` → [0..=0, 3..=5].
+fn parse_only(s: &str) -> Result<Vec<std::ops::RangeInclusive<u32>>, String> {
+    let bad = || format!("`{s}` is not a list of file indexes like 0,3-5");
+    let mut out = Vec::new();
+    for part in s.split(',') {
+        let part = part.trim();
+        let (a, b) = match part.split_once('-') {
+            Some((a, b)) => (a.trim(), b.trim()),
+            None => (part, part),
+        };
+        let a: u32 = a.parse().map_err(|_| bad())?;
+        let b: u32 = b.parse().map_err(|_| bad())?;
+        if a > b {
+            return Err(bad());
+        }
+        out.push(a..=b);
+    }
+    Ok(out)
 }
 
 /// Rate and connection limits of `download` and `seed`.
@@ -336,13 +364,22 @@ pub fn download(args: DownloadArgs) -> CliResult {
         if from_magnet {
             eprintln!("{listening}");
         }
+        let mut config = TorrentConfig::new(args.dir.clone(), peers.clone());
+        config.sequential = args.sequential;
         let source = match source {
             Source::Torrent(meta) => AddSource::Torrent(meta),
-            Source::Magnet(m) => AddSource::Magnet(m),
+            Source::Magnet(m) => {
+                // BEP 53: the link's own file selection, unless --only says otherwise.
+                config.only = m.select_only.clone();
+                AddSource::Magnet(m)
+            }
         };
+        if let Some(only) = &args.only {
+            config.only = only.clone();
+        }
         let added = session.add(AddTorrent {
             source,
-            config: TorrentConfig::new(args.dir.clone(), peers.clone()),
+            config,
             paused: false,
         });
         let live = match added {

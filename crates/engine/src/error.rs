@@ -28,6 +28,8 @@ pub enum EngineError {
     UnknownTorrent(u64),
     #[error("the session is shutting down")]
     ShuttingDown,
+    #[error("bad file selection: {0}")]
+    BadSelection(String),
     /// The torrent went to the `Error` state; the text says why.
     #[error("{0}")]
     Failed(String),

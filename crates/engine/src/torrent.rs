@@ -82,6 +82,18 @@ pub struct TorrentConfig {
     /// apply too).
     pub download_limit: u64,
     pub upload_limit: u64,
+
+    /// Priority of each file, by index (`picker::PRIORITY_SKIP`, `_NORMAL`, `_HIGH`);
+    /// files past the end of the list are normal. A download is done when every file
+    /// that is not skipped is complete.
+    pub file_priorities: Vec<u8>,
+
+    /// Fetch pieces in order, for playing a file while it downloads.
+    pub sequential: bool,
+
+    /// When not empty: only these files (by index, as `bitpeer info` lists them) are
+    /// downloaded; the others are skipped. From `--only` or a magnet's `so` (BEP 53).
+    pub only: Vec<std::ops::RangeInclusive<u32>>,
 }
 
 impl TorrentConfig {
@@ -93,6 +105,9 @@ impl TorrentConfig {
             trackers: true,
             download_limit: 0,
             upload_limit: 0,
+            file_priorities: Vec::new(),
+            sequential: false,
+            only: Vec::new(),
         }
     }
 }
@@ -120,6 +135,8 @@ pub struct Stats {
 
 enum Cmd {
     Have(u32),
+    /// What we want changed: recompute interest.
+    Reconsider,
     Cancel(Block),
     Choke,
     Unchoke,
@@ -237,6 +254,7 @@ impl Torrent {
             .map_err(|_| EngineError::PieceLength(meta.info.piece_length))?;
         let geometry = PieceGeometry::new(meta.info.total_length, piece_length)
             .ok_or(EngineError::PieceLength(meta.info.piece_length))?;
+        let file_priorities = file_priorities(&meta.info, &config)?;
         let info = meta.info.clone();
         let dir = config.dir.clone();
         let resume_path = resume_path(&config.dir, &meta);
@@ -257,13 +275,17 @@ impl Torrent {
         let seed = seed_from_time();
         let settings = ctx.settings();
         let now = Instant::now();
-        let picker = Picker::new(
+        let mut picker = Picker::new(
             piece_length,
             meta.info.total_length,
             have,
             MAX_PARTIAL_PIECES,
             seed,
         );
+        if !file_priorities.is_empty() {
+            picker.set_priorities(&piece_priorities(&meta.info, &file_priorities));
+        }
+        picker.set_sequential(config.sequential);
         let shared = Arc::new(Shared {
             meta,
             info_hash,
@@ -446,11 +468,33 @@ impl Torrent {
         }
     }
 
+    /// Every wanted piece is verified (skipped files aside).
     pub fn is_complete(&self) -> bool {
-        lock(&self.shared).picker.is_complete()
+        lock(&self.shared).picker.is_done()
     }
 
-    /// Resolves once every piece is verified on disk.
+    /// Change the files' priorities while running (see
+    /// [`TorrentConfig::file_priorities`]).
+    pub fn set_file_priorities(&self, priorities: &[u8]) {
+        let pieces = piece_priorities(&self.shared.meta.info, priorities);
+        let mut s = lock(&self.shared);
+        s.picker.set_priorities(&pieces);
+        let done = s.picker.is_done();
+        drop(s);
+        if done {
+            self.shared.complete.notify_waiters();
+        }
+        // Peers may have become interesting, or not.
+        for p in lock(&self.shared).peers.values() {
+            let _ = p.tx.send(Cmd::Reconsider);
+        }
+    }
+
+    pub fn set_sequential(&self, on: bool) {
+        lock(&self.shared).picker.set_sequential(on);
+    }
+
+    /// Resolves once every wanted piece is verified on disk.
     pub async fn wait_complete(&self) {
         loop {
             let notified = self.shared.complete.notified();
@@ -623,7 +667,7 @@ async fn choke_loop(shared: Arc<Shared>) {
                 snubbed: p.snubbed,
             })
             .collect();
-        let seeding = s.picker.is_complete();
+        let seeding = s.picker.is_done();
         s.choker.set_slots(shared.ctx.settings().upload_slots);
         let unchoke = s.choker.round(&samples, seeding);
         for (key, p) in s.peers.iter_mut() {
@@ -777,12 +821,68 @@ fn progress(shared: &Shared) -> Progress {
     Progress {
         uploaded: s.uploaded,
         downloaded: s.downloaded,
-        left: shared
-            .meta
-            .info
-            .total_length
-            .saturating_sub(s.picker.bytes_have()),
+        // What we still want: a download of some files only is complete without the rest.
+        left: if s.picker.is_done() {
+            0
+        } else {
+            shared
+                .meta
+                .info
+                .total_length
+                .saturating_sub(s.picker.bytes_have())
+        },
     }
+}
+
+/// The files' priorities from the config: `file_priorities`, with the files outside
+/// `only` (when given) skipped. An index past the torrent's files is an error.
+fn file_priorities(info: &metainfo::Info, config: &TorrentConfig) -> Result<Vec<u8>, EngineError> {
+    use crate::picker::{PRIORITY_NORMAL, PRIORITY_SKIP};
+    let n = info.files.len();
+    if config.only.is_empty() {
+        return Ok(config.file_priorities.clone());
+    }
+    if let Some(bad) = config.only.iter().map(|r| *r.end()).find(|&e| e as usize >= n) {
+        return Err(EngineError::BadSelection(format!(
+            "file {bad} does not exist: the torrent has {n} files (0 to {})",
+            n.saturating_sub(1)
+        )));
+    }
+    Ok((0..n)
+        .map(|i| {
+            if config.only.iter().any(|r| r.contains(&(i as u32))) {
+                config
+                    .file_priorities
+                    .get(i)
+                    .copied()
+                    .unwrap_or(PRIORITY_NORMAL)
+                    .max(PRIORITY_NORMAL)
+            } else {
+                PRIORITY_SKIP
+            }
+        })
+        .collect())
+}
+
+/// Each piece's priority: the highest of the files it holds bytes of (pad files aside);
+/// files past the end of `files` are normal.
+pub(crate) fn piece_priorities(info: &metainfo::Info, files: &[u8]) -> Vec<u8> {
+    use crate::picker::{PRIORITY_NORMAL, PRIORITY_SKIP};
+    let plen = info.piece_length.max(1);
+    let count = info.pieces.len();
+    let mut out = vec![PRIORITY_SKIP; count];
+    for (i, f) in info.files.iter().enumerate() {
+        if f.attr.pad || f.length == 0 {
+            continue;
+        }
+        let prio = files.get(i).copied().unwrap_or(PRIORITY_NORMAL);
+        let first = (f.offset / plen) as usize;
+        let last = ((f.offset + f.length - 1) / plen) as usize;
+        for p in out.iter_mut().take(last.min(count.saturating_sub(1)) + 1).skip(first) {
+            *p = (*p).max(prio);
+        }
+    }
+    out
 }
 
 pub(crate) fn add_peers(shared: &Shared, addrs: &[SocketAddr], pinned: bool) {
@@ -1254,6 +1354,7 @@ impl Conn {
                         self.state.send_have(p);
                         self.update_interest(shared);
                     }
+                    Cmd::Reconsider => self.update_interest(shared),
                     Cmd::Cancel(b) => {
                         self.state.cancel(request_of(&b));
                     }
@@ -1753,7 +1854,7 @@ fn verify_and_store(shared: &Arc<Shared>, piece: u32, buf: PieceBuf) {
         for p in s.peers.values() {
             let _ = p.tx.send(Cmd::Have(piece));
         }
-        if s.picker.is_complete() {
+        if s.picker.is_done() {
             drop(s);
             save_resume(shared);
             shared.complete.notify_waiters();
