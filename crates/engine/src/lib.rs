@@ -3,10 +3,12 @@
 //! [`torrent::Torrent`] runs one task per peer connection over any transport
 //! ([`transport::PeerStream`]) with the sans-IO `wire` protocol core, the timed rules of
 //! [`peer_timers`], a [`picker`], a [`choker`], [`storage`] (positioned reads and writes
-//! of verified pieces only), [`resume`] files and the rate limits of [`settings`].
+//! of verified pieces only), [`blame`] (who sent the bad block of a failed piece),
+//! [`resume`] files and the rate limits of [`settings`].
 //! ARCHITECTURE.md at the repository root has the whole picture.
 
 pub mod bitfield;
+pub mod blame;
 pub mod choker;
 mod context;
 pub mod error;

@@ -157,7 +157,10 @@ impl Picker {
     }
 
     pub fn priority(&self, piece: u32) -> u8 {
-        self.priority.get(piece as usize).copied().unwrap_or(PRIORITY_SKIP)
+        self.priority
+            .get(piece as usize)
+            .copied()
+            .unwrap_or(PRIORITY_SKIP)
     }
 
     /// Pick new pieces in index order (still preferring higher priorities).
@@ -205,9 +208,8 @@ impl Picker {
 
     /// Whether the peer has anything we still need.
     pub fn wants_from(&self, peer: &Bitfield) -> bool {
-        peer.iter_ones().any(|i| {
-            !self.have.get(i) && !self.hashing.get(i) && self.priority(i) != PRIORITY_SKIP
-        })
+        peer.iter_ones()
+            .any(|i| !self.have.get(i) && !self.hashing.get(i) && self.priority(i) != PRIORITY_SKIP)
     }
 
     fn next_random(&mut self) -> u64 {
@@ -459,7 +461,11 @@ mod tests {
         let mut p = picker(6, 16384);
         p.set_priorities(&[0, 1, 0, 1, 0, 0]);
         let all = Bitfield::full(6);
-        let picked: Vec<u32> = p.pick(&all, 100, |_| false).iter().map(|b| b.piece).collect();
+        let picked: Vec<u32> = p
+            .pick(&all, 100, |_| false)
+            .iter()
+            .map(|b| b.piece)
+            .collect();
         let mut pieces = picked.clone();
         pieces.dedup();
         pieces.sort();
@@ -468,7 +474,11 @@ mod tests {
         assert_eq!(p.wanted_bytes(), 2 * 16384);
         for piece in [1, 3] {
             assert_eq!(
-                p.block_received(&Block { piece, begin: 0, length: 16384 }),
+                p.block_received(&Block {
+                    piece,
+                    begin: 0,
+                    length: 16384
+                }),
                 Received::PieceComplete
             );
             p.piece_verified(piece);

@@ -2,15 +2,16 @@
 //! any transport: a peer connection is a [`PeerStream`].
 //!
 //! [`Torrent`] owns the state that all its peer connections share: the picker, the piece
-//! buffers of pieces in progress, the peer list, hash-failure strikes and bans. Each peer
+//! buffers of pieces in progress, the peer list, the blame of failed pieces and bans. Each peer
 //! connection is a task that owns its socket and its [`wire::PeerState`]; it takes the
 //! torrent's lock only for short, synchronous updates, never across an `.await`.
 //!
 //! Blocks are copied into a buffer per piece. A complete piece is hashed on the blocking
 //! pool and written (pwrite) only when its hash matches, so nothing unverified reaches the
-//! disk. The peers whose blocks went into a piece that failed get a strike; two strikes ban
-//! the address for the session.
+//! disk. A piece that fails is fetched again; [`crate::blame`] then tells, block by block,
+//! which peers sent wrong data, and only those are banned (for the session).
 
+use crate::blame::{Blame, V1Verifier, Verifier, block_digests};
 use crate::choker::{Choker, PeerSample};
 use crate::context::{NodeContext, PeerSink, own_addrs, seed_from_time};
 use crate::error::CloseReason;
@@ -27,7 +28,6 @@ use crate::storage::{Storage, StorageError};
 use crate::transport::{BoxRead, PeerAddr, PeerStream};
 use bytes::{Bytes, BytesMut};
 use metainfo::Metainfo;
-use sha1::{Digest, Sha1};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -46,8 +46,6 @@ use wire::{
 const MAX_DIALS: usize = 16;
 /// Pieces in progress at once: bounds the memory held in piece buffers.
 const MAX_PARTIAL_PIECES: usize = 24;
-/// Hash failures a peer may take part in before it is banned.
-const STRIKES_TO_BAN: u32 = 2;
 /// Bytes of recently read pieces kept for serving (always at least one piece).
 const READ_CACHE_BYTES: usize = 8 << 20;
 /// Bytes of complete pieces waiting for their hash check and write; past it, no new
@@ -165,8 +163,8 @@ struct PeerEntry {
 
 struct PieceBuf {
     data: Vec<u8>,
-    /// Peers (by [`ban_key`]) whose blocks are in `data`.
-    from: HashSet<SocketAddr>,
+    /// Who (by [`ban_key`]) sent each block in `data`, by block index.
+    senders: Vec<Option<SocketAddr>>,
 }
 
 struct State {
@@ -183,8 +181,13 @@ struct State {
     pool: PeerPool,
     /// Outgoing connections in their TCP connect.
     dialing: usize,
+    /// Blocks nobody asked for, by peer.
     strikes: HashMap<SocketAddr, u32>,
     banned: HashSet<SocketAddr>,
+    /// Who sent which block of pieces that failed their hash check (smart ban).
+    blame: Blame<SocketAddr>,
+    /// The last error writing a verified piece: the disk, not a peer, is at fault.
+    disk_error: Option<String>,
     choker: Choker<u64>,
     downloaded: u64,
     uploaded: u64,
@@ -303,6 +306,8 @@ impl Torrent {
                 dialing: 0,
                 strikes: HashMap::new(),
                 banned: HashSet::new(),
+                blame: Blame::new(),
+                disk_error: None,
                 choker: Choker::new(settings.upload_slots, seed.rotate_left(17)),
                 downloaded: 0,
                 uploaded: 0,
@@ -842,7 +847,12 @@ fn file_priorities(info: &metainfo::Info, config: &TorrentConfig) -> Result<Vec<
     if config.only.is_empty() {
         return Ok(config.file_priorities.clone());
     }
-    if let Some(bad) = config.only.iter().map(|r| *r.end()).find(|&e| e as usize >= n) {
+    if let Some(bad) = config
+        .only
+        .iter()
+        .map(|r| *r.end())
+        .find(|&e| e as usize >= n)
+    {
         return Err(EngineError::BadSelection(format!(
             "file {bad} does not exist: the torrent has {n} files (0 to {})",
             n.saturating_sub(1)
@@ -878,7 +888,11 @@ pub(crate) fn piece_priorities(info: &metainfo::Info, files: &[u8]) -> Vec<u8> {
         let prio = files.get(i).copied().unwrap_or(PRIORITY_NORMAL);
         let first = (f.offset / plen) as usize;
         let last = ((f.offset + f.length - 1) / plen) as usize;
-        for p in out.iter_mut().take(last.min(count.saturating_sub(1)) + 1).skip(first) {
+        for p in out
+            .iter_mut()
+            .take(last.min(count.saturating_sub(1)) + 1)
+            .skip(first)
+        {
             *p = (*p).max(prio);
         }
     }
@@ -1783,11 +1797,12 @@ fn on_block(
             if !s.buffers.contains_key(&block.piece) {
                 let mut data = s.spare_buffers.pop().unwrap_or_default();
                 data.resize(size, 0);
+                let blocks = size.div_ceil(BLOCK_SIZE as usize);
                 s.buffers.insert(
                     block.piece,
                     PieceBuf {
                         data,
-                        from: HashSet::new(),
+                        senders: vec![None; blocks],
                     },
                 );
             }
@@ -1796,7 +1811,9 @@ fn on_block(
             };
             let begin = block.begin as usize;
             buf.data[begin..begin + data.len()].copy_from_slice(data);
-            buf.from.insert(ban_key(addr));
+            if let Some(sender) = buf.senders.get_mut(begin / BLOCK_SIZE as usize) {
+                *sender = Some(ban_key(addr));
+            }
             s.downloaded += data.len() as u64;
             if s.picker.has_endgame_copies() {
                 for p in s.peers.values() {
@@ -1816,61 +1833,67 @@ fn on_block(
     }
 }
 
+/// Check a complete piece on the blocking pool; store it if right. Then blame: the peers
+/// proven (now or by an earlier failure of this piece) to have sent a wrong block are
+/// banned, nobody else. A piece that cannot be written is not a peer's fault: it goes back
+/// to the picker and the error is kept in `disk_error`.
 fn verify_and_store(shared: &Arc<Shared>, piece: u32, buf: PieceBuf) {
-    let expected = shared.meta.info.pieces.get(piece as usize);
-    let ok = expected.is_some_and(|h| <[u8; 20]>::from(Sha1::digest(&buf.data)) == *h);
-    // A failed write is our disk's fault, not the peers': nobody is struck, the piece
-    // goes back to the picker, and the torrent stops with the OS error (a resumed run
-    // fetches it again). Only the hash can blame peers.
-    let write_error = if ok {
-        shared.storage.write_piece(piece, &buf.data).err()
+    let PieceBuf { data, senders } = buf;
+    let verdict = V1Verifier::new(&shared.meta.info.pieces).verify(piece, &data);
+    // Block digests only when blame needs them, and hashed outside the lock.
+    let digests = if lock(shared).blame.needs_digests(piece, &verdict) {
+        block_digests(&data)
     } else {
-        None
+        Vec::new()
     };
-    let stored = ok && write_error.is_none();
-    let PieceBuf { data, from } = buf;
+    let written = verdict
+        .passed()
+        .then(|| shared.storage.write_piece(piece, &data));
     let mut s = lock(shared);
     s.verifying_bytes = s.verifying_bytes.saturating_sub(data.len());
     if s.spare_buffers.len() < MAX_PARTIAL_PIECES {
         s.spare_buffers.push(data);
     }
-    if let Some(e) = write_error {
-        s.picker.piece_failed(piece);
-        drop(s);
-        let msg = format!("cannot write to disk: {e}");
-        shared.fatal.send_if_modified(|f| {
-            if f.is_none() {
-                *f = Some(msg);
-                true
-            } else {
-                false
+    for liar in s.blame.piece_checked(piece, &verdict, &digests, &senders) {
+        if s.banned.insert(liar) {
+            s.pool.remove(&liar);
+            for p in s.peers.values().filter(|p| ban_key(p.addr) == liar) {
+                let _ = p.tx.send(Cmd::Close);
             }
-        });
-        return;
+        }
     }
-    if stored {
-        s.picker.piece_verified(piece);
-        s.dirty = true;
-        for p in s.peers.values() {
-            let _ = p.tx.send(Cmd::Have(piece));
-        }
-        if s.picker.is_done() {
-            drop(s);
-            save_resume(shared);
-            shared.complete.notify_waiters();
-        }
-    } else {
-        s.picker.piece_failed(piece);
-        s.hash_failures += 1;
-        for key in from {
-            let n = s.strikes.entry(key).or_insert(0);
-            *n += 1;
-            if *n >= STRIKES_TO_BAN && s.banned.insert(key) {
-                s.pool.remove(&key);
-                for p in s.peers.values().filter(|p| ban_key(p.addr) == key) {
-                    let _ = p.tx.send(Cmd::Close);
-                }
+    match written {
+        Some(Ok(())) => {
+            s.picker.piece_verified(piece);
+            s.dirty = true;
+            for p in s.peers.values() {
+                let _ = p.tx.send(Cmd::Have(piece));
             }
+            if s.picker.is_done() {
+                drop(s);
+                save_resume(shared);
+                shared.complete.notify_waiters();
+            }
+        }
+        Some(Err(e)) => {
+            // Our disk's fault, not the peers': the torrent stops with the OS error (a
+            // resumed run fetches the piece again).
+            s.picker.piece_failed(piece);
+            let msg = format!("cannot write to disk: {e}");
+            s.disk_error = Some(msg.clone());
+            drop(s);
+            shared.fatal.send_if_modified(|f| {
+                if f.is_none() {
+                    *f = Some(msg);
+                    true
+                } else {
+                    false
+                }
+            });
+        }
+        None => {
+            s.picker.piece_failed(piece);
+            s.hash_failures += 1;
         }
     }
 }
