@@ -45,7 +45,7 @@ pub struct DownloadArgs {
     /// Other files are not created (bytes of theirs that share a piece with a chosen
     /// file are kept in a part file). Default: every file, or a magnet's `so=` list.
     #[arg(long, value_name = "LIST", value_parser = parse_only)]
-    only: Option<Vec<std::ops::RangeInclusive<u32>>>,
+    only: Option<FileSelection>,
     /// Fetch pieces in order, so a file can be played while it downloads.
     #[arg(long)]
     sequential: bool,
@@ -54,8 +54,12 @@ pub struct DownloadArgs {
     json: bool,
 }
 
+/// File indexes chosen with `--only`.
+#[derive(Debug, Clone)]
+struct FileSelection(Vec<std::ops::RangeInclusive<u32>>);
+
 /// `0,3-5` → [0..=0, 3..=5].
-fn parse_only(s: &str) -> Result<Vec<std::ops::RangeInclusive<u32>>, String> {
+fn parse_only(s: &str) -> Result<FileSelection, String> {
     let bad = || format!("`{s}` is not a list of file indexes like 0,3-5");
     let mut out = Vec::new();
     for part in s.split(',') {
@@ -71,7 +75,7 @@ fn parse_only(s: &str) -> Result<Vec<std::ops::RangeInclusive<u32>>, String> {
         }
         out.push(a..=b);
     }
-    Ok(out)
+    Ok(FileSelection(out))
 }
 
 /// Rate and connection limits of `download` and `seed`.
@@ -375,7 +379,7 @@ pub fn download(args: DownloadArgs) -> CliResult {
             }
         };
         if let Some(only) = &args.only {
-            config.only = only.clone();
+            config.only = only.0.clone();
         }
         let added = session.add(AddTorrent {
             source,

@@ -947,6 +947,7 @@ fn delete_torrent_data(meta: &Metainfo, dir: &std::path::Path) -> std::io::Resul
         let _ = std::fs::remove_dir(folder);
     }
     let _ = std::fs::remove_file(crate::torrent::resume_path(dir, meta));
+    let _ = std::fs::remove_file(crate::storage::part_file_path(info, dir));
     Ok(())
 }
 

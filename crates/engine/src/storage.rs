@@ -141,6 +141,11 @@ struct StoredFile {
     unsynced: AtomicBool,
     /// A BEP 47 pad file: never created, reads as zeros.
     pad: bool,
+    /// Not wanted: never created; its bytes that share a piece with a wanted file go to
+    /// the part file.
+    skipped: AtomicBool,
+    /// Some of its bytes are in the part file (and the file itself was not created).
+    in_part: AtomicBool,
 }
 
 /// The pool of open handles of one storage: file index to handle and when it was last
@@ -167,6 +172,11 @@ struct Span<'a> {
 pub struct Storage {
     dir: PathBuf,
     files: Vec<StoredFile>,
+    /// Where the bytes of skipped files that share pieces with wanted ones are kept: a
+    /// sparse file addressed by offset in the torrent's byte stream, in the download
+    /// folder, named after the torrent ([`part_file_path`]).
+    part_path: PathBuf,
+    part: Mutex<Option<Arc<File>>>,
     handles: Mutex<Handles>,
     max_open: AtomicUsize,
     piece_length: u64,
@@ -194,7 +204,15 @@ impl Storage {
     /// first written; a longer one is left alone and only its first `length` bytes are
     /// ever touched.
     pub fn open(info: &Info, dir: &Path) -> Result<Storage> {
+        Self::open_with_skipped(info, dir, &[])
+    }
+
+    /// Like [`Storage::open`], with the files marked `true` in `skipped` (by index)
+    /// not wanted: they are never created (see [`Storage::set_skipped`]).
+    pub fn open_with_skipped(info: &Info, dir: &Path, skipped: &[bool]) -> Result<Storage> {
         let piece_count = check_layout(info)?;
+        let part_path = part_file_path(info, dir);
+        let part_exists = std::fs::symlink_metadata(&part_path).is_ok_and(|m| m.is_file());
         std::fs::create_dir_all(dir).map_err(|source| io_err(dir, source))?;
         let mut files = Vec::with_capacity(info.files.len());
         // Folders already checked, so a torrent of many files in few folders looks at
@@ -202,10 +220,13 @@ impl Storage {
         let mut checked = HashSet::new();
         for (i, entry) in info.files.iter().enumerate() {
             let rel = info.file_path(i);
+            let skip = skipped.get(i).copied().unwrap_or(false);
             let mut old_length = 0;
+            let mut exists = false;
             if !entry.attr.pad {
                 old_length = look_at(dir, &rel, &mut checked)?.min(entry.length);
-                if entry.length == 0 {
+                exists = std::fs::symlink_metadata(dir.join(&rel)).is_ok();
+                if entry.length == 0 && !skip {
                     open_file(dir, &rel, 0, true)?;
                 }
             }
@@ -218,18 +239,105 @@ impl Storage {
                 written: AtomicBool::new(false),
                 unsynced: AtomicBool::new(false),
                 pad: entry.attr.pad,
+                skipped: AtomicBool::new(skip),
+                // A file that is not there while a part file is may have bytes in it.
+                in_part: AtomicBool::new(part_exists && !exists && !entry.attr.pad),
             });
         }
-        Ok(Storage {
+        let storage = Storage {
             dir: dir.to_path_buf(),
             files,
+            part_path,
+            part: Mutex::new(None),
             handles: Mutex::new(Handles::default()),
             max_open: AtomicUsize::new(DEFAULT_MAX_OPEN_FILES),
             piece_length: info.piece_length,
             total_length: info.total_length,
             pieces: info.pieces.clone(),
             piece_count,
-        })
+        };
+        // Files wanted now whose bytes wait in the part file move into place.
+        storage.migrate_wanted()?;
+        Ok(storage)
+    }
+
+    /// Mark files (by index) as not wanted, or wanted again. A skipped file is never
+    /// created; a file wanted again gets its bytes back from the part file.
+    pub fn set_skipped(&self, skipped: &[bool]) -> Result<()> {
+        for (i, f) in self.files.iter().enumerate() {
+            f.skipped
+                .store(skipped.get(i).copied().unwrap_or(false), Ordering::Relaxed);
+        }
+        self.migrate_wanted()
+    }
+
+    /// Copy the part-file bytes of every wanted file that has some into the file (at most
+    /// its first and last piece: bytes of a skipped file are only ever written for the
+    /// pieces it shares with wanted files).
+    fn migrate_wanted(&self) -> Result<()> {
+        for (i, f) in self.files.iter().enumerate() {
+            if f.pad || f.skipped.load(Ordering::Relaxed) || !f.in_part.load(Ordering::Relaxed) {
+                continue;
+            }
+            let Some(part) = self.part_handle(false)? else {
+                f.in_part.store(false, Ordering::Relaxed);
+                continue;
+            };
+            let plen = self.piece_length;
+            let first_end = ((f.offset / plen) + 1) * plen;
+            let last_start = ((f.offset + f.length).saturating_sub(1) / plen) * plen;
+            let mut ranges = vec![(f.offset, (f.offset + f.length).min(first_end))];
+            if last_start > f.offset {
+                ranges.push((last_start.max(first_end), f.offset + f.length));
+            }
+            let handle = self.handle(i, true)?;
+            for (a, b) in ranges {
+                if b <= a {
+                    continue;
+                }
+                let mut buf = vec![0u8; (b - a) as usize];
+                let n = read_up_to(&part, &mut buf, a)
+                    .map_err(|source| io_err(&self.part_path, source))?;
+                if n == 0 {
+                    continue;
+                }
+                if let Some(h) = &handle {
+                    h.write_all_at(&buf[..n], a - f.offset)
+                        .map_err(|source| io_err(&f.path, source))?;
+                    f.written.store(true, Ordering::Relaxed);
+                    f.unsynced.store(true, Ordering::Relaxed);
+                }
+            }
+            f.in_part.store(false, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// The part file, opened (created, to `write`) once.
+    fn part_handle(&self, write: bool) -> Result<Option<Arc<File>>> {
+        let mut part = self.part.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(f) = part.as_ref() {
+            return Ok(Some(f.clone()));
+        }
+        let mut opts = std::fs::OpenOptions::new();
+        opts.read(true).write(true).create(write);
+        match opts.open(&self.part_path) {
+            Ok(f) => {
+                let f = Arc::new(f);
+                *part = Some(f.clone());
+                Ok(Some(f))
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(io_err(&self.part_path, source)),
+        }
+    }
+
+    /// Whether the bytes of file `f` go to (and come from) the part file.
+    fn uses_part(f: &StoredFile) -> bool {
+        f.in_part.load(Ordering::Relaxed)
+            || (f.skipped.load(Ordering::Relaxed)
+                && f.old_length == 0
+                && !f.written.load(Ordering::Relaxed))
     }
 
     /// Keep at most `max` files of this storage open at once (at least 1).
@@ -321,6 +429,16 @@ impl Storage {
             if span.file.pad {
                 continue; // never written
             }
+            if Self::uses_part(span.file) {
+                let Some(part) = self.part_handle(true)? else {
+                    continue; // not reached: opened to write, the part file is created
+                };
+                span.file.in_part.store(true, Ordering::Relaxed);
+                let part_bytes = &data[span.buf_offset..span.buf_offset + span.len];
+                part.write_all_at(part_bytes, span.file.offset + span.file_offset)
+                    .map_err(|source| io_err(&self.part_path, source))?;
+                continue;
+            }
             let Some(handle) = self.handle(span.index, true)? else {
                 continue; // not reached: opened to write, the file is created
             };
@@ -358,6 +476,17 @@ impl Storage {
                 path: span.file.path.clone(),
                 needed: span.file_offset + span.len as u64,
             };
+            if span.file.in_part.load(Ordering::Relaxed) {
+                let Some(part_file) = self.part_handle(false)? else {
+                    return Err(short());
+                };
+                let n = read_up_to(&part_file, part, span.file.offset + span.file_offset)
+                    .map_err(|source| io_err(&self.part_path, source))?;
+                if n < span.len {
+                    return Err(short());
+                }
+                continue;
+            }
             let Some(handle) = self.handle(span.index, false)? else {
                 return Err(short()); // not created yet: none of its data is here
             };
@@ -492,6 +621,11 @@ impl Storage {
     /// is still open or was closed since. Call it before taking [`Storage::file_stamps`]
     /// for resume data, so a crash cannot leave resume data claiming pieces that were lost.
     pub fn sync_all(&self) -> Result<()> {
+        let part = self.part.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        if let Some(p) = part {
+            p.sync_all()
+                .map_err(|source| io_err(&self.part_path, source))?;
+        }
         let unsynced = self
             .files
             .iter()
@@ -552,8 +686,11 @@ impl Storage {
     fn may_hold_data(&self, piece: u32) -> bool {
         let start = u64::from(piece) * self.piece_length;
         let len = self.piece_size(piece).unwrap_or(0);
-        self.spans(start, len)
-            .any(|s| s.file_offset < s.file.old_length || s.file.written.load(Ordering::Relaxed))
+        self.spans(start, len).any(|s| {
+            s.file_offset < s.file.old_length
+                || s.file.written.load(Ordering::Relaxed)
+                || s.file.in_part.load(Ordering::Relaxed)
+        })
     }
 
     /// The parts of the byte range `start..start+len` of the torrent, file by file.
@@ -640,6 +777,33 @@ impl Drop for Storage {
         let n = self.pool().open.len();
         OPEN_HANDLES.fetch_sub(n, Ordering::Relaxed);
     }
+}
+
+/// Where the part file of the torrent `info` lives in `dir`: named after the torrent's
+/// piece hashes, so two torrents never share one.
+pub fn part_file_path(info: &Info, dir: &Path) -> PathBuf {
+    let mut h = Sha1::new();
+    for p in &info.pieces {
+        h.update(p);
+    }
+    h.update(info.name.as_bytes());
+    let d = h.finalize();
+    let hex: String = d[..8].iter().map(|b| format!("{b:02x}")).collect();
+    dir.join(format!(".bitpeer-{hex}.parts"))
+}
+
+/// Read into `buf` at `offset` until it is full or the file ends; how many bytes came.
+fn read_up_to(f: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match f.read_at(&mut buf[n..], offset + n as u64) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
 }
 
 /// Whether `rel`, below `dir`, is a plain relative path.
@@ -808,6 +972,62 @@ mod tests {
 
     fn no_cancel() -> (AtomicU64, AtomicBool) {
         (AtomicU64::new(0), AtomicBool::new(false))
+    }
+
+    /// A skipped file is never created: the bytes of it that share a piece with a wanted
+    /// file live in the part file, read back from there, and move into the file once it
+    /// is wanted again (also after a restart).
+    #[test]
+    fn skipped_files_are_not_created_and_straddling_bytes_go_to_the_part_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("downloads");
+        let (info, stream) = fixture();
+        // Skip sub/b.bin (index 2): pieces 0 (a + b) and 2 (b + pad) straddle it.
+        let skip = [false, false, true, false, false];
+        let st = Storage::open_with_skipped(&info, &dir, &skip).unwrap();
+        for p in [0, 3, 4, 5] {
+            st.write_piece(p, piece_of(&stream, p)).unwrap();
+        }
+        assert!(
+            !dir.join("t/sub/b.bin").exists(),
+            "a skipped file is not created"
+        );
+        assert!(dir.join("t/a.bin").exists());
+        assert!(part_file_path(&info, &dir).exists());
+        let mut buf = Vec::new();
+        assert!(
+            st.verify_piece(0, &mut buf).unwrap(),
+            "read back from the part file"
+        );
+        st.sync_all().unwrap();
+        drop(st);
+
+        // After a restart with b still skipped, piece 0 still reads right.
+        let st = Storage::open_with_skipped(&info, &dir, &skip).unwrap();
+        assert!(st.verify_piece(0, &mut buf).unwrap());
+        assert!(!dir.join("t/sub/b.bin").exists());
+        // Wanted again: its bytes come out of the part file into the file.
+        st.set_skipped(&[]).unwrap();
+        assert!(dir.join("t/sub/b.bin").exists());
+        for p in [1, 2] {
+            st.write_piece(p, piece_of(&stream, p)).unwrap();
+        }
+        for p in 0..6 {
+            assert!(st.verify_piece(p, &mut buf).unwrap(), "piece {p}");
+        }
+        let (progress, cancel) = no_cancel();
+        assert_eq!(st.recheck(1, &progress, &cancel).unwrap().count_ones(), 6);
+        drop(st);
+
+        // A fresh open with nothing skipped and a part file left over also migrates.
+        let dir2 = tmp.path().join("again");
+        let st = Storage::open_with_skipped(&info, &dir2, &skip).unwrap();
+        st.write_piece(0, piece_of(&stream, 0)).unwrap();
+        st.sync_all().unwrap();
+        drop(st);
+        let st = Storage::open(&info, &dir2).unwrap();
+        assert!(dir2.join("t/sub/b.bin").exists());
+        assert!(st.verify_piece(0, &mut buf).unwrap());
     }
 
     #[test]

@@ -262,8 +262,12 @@ impl Torrent {
         let dir = config.dir.clone();
         let resume_path = resume_path(&config.dir, &meta);
         let rp = resume_path.clone();
+        let skipped: Vec<bool> = file_priorities
+            .iter()
+            .map(|&p| p == crate::picker::PRIORITY_SKIP)
+            .collect();
         let (storage, have) = tokio::task::spawn_blocking(move || -> Result<_, StorageError> {
-            let storage = Storage::open(&info, &dir)?;
+            let storage = Storage::open_with_skipped(&info, &dir, &skipped)?;
             let count = storage.piece_count();
             let stamps = storage.file_stamps()?;
             let have = match resume::load(&rp, &info_hash, count) {
@@ -480,7 +484,14 @@ impl Torrent {
 
     /// Change the files' priorities while running (see
     /// [`TorrentConfig::file_priorities`]).
-    pub fn set_file_priorities(&self, priorities: &[u8]) {
+    pub async fn set_file_priorities(&self, priorities: &[u8]) -> Result<(), EngineError> {
+        let skipped: Vec<bool> = (0..self.shared.meta.info.files.len())
+            .map(|i| priorities.get(i) == Some(&crate::picker::PRIORITY_SKIP))
+            .collect();
+        let storage = self.shared.storage.clone();
+        tokio::task::spawn_blocking(move || storage.set_skipped(&skipped))
+            .await
+            .map_err(|_| EngineError::Storage(StorageError::Cancelled))??;
         let pieces = piece_priorities(&self.shared.meta.info, priorities);
         let mut s = lock(&self.shared);
         s.picker.set_priorities(&pieces);
@@ -493,6 +504,7 @@ impl Torrent {
         for p in lock(&self.shared).peers.values() {
             let _ = p.tx.send(Cmd::Reconsider);
         }
+        Ok(())
     }
 
     pub fn set_sequential(&self, on: bool) {
