@@ -2,7 +2,7 @@
 
 Usage: lt_peer.py TORRENT|MAGNET SAVE_PATH [--peer HOST:PORT]... [--deadline SECONDS] [--seed]
                   [--upload-limit BYTES_PER_S] [--download-limit BYTES_PER_S] [--stats]
-                  [--count-incoming]
+                  [--count-incoming] [--keep-trackers]
 
 Listens on 127.0.0.1 (a free port), prints {"port": N} as its first line, connects to the
 given peers, and then:
@@ -19,7 +19,8 @@ With --count-incoming, the stats also say how many connections peers opened to u
 ("incoming", from libtorrent's incoming_connection_alert).
 With a magnet link, the metadata is fetched from the peers first (BEP 9).
 Peer exchange (BEP 11) is on, as in libtorrent's default session.
-No DHT, LSD, UPnP or NAT-PMP; trackers are removed, so nothing leaves 127.0.0.1.
+No DHT, LSD, UPnP or NAT-PMP; trackers are removed (unless --keep-trackers, for a test's
+own tracker on 127.0.0.1), so nothing leaves 127.0.0.1.
 """
 
 import argparse
@@ -42,6 +43,7 @@ def main():
     ap.add_argument("--download-limit", type=int, default=0)
     ap.add_argument("--stats", action="store_true")
     ap.add_argument("--count-incoming", action="store_true")
+    ap.add_argument("--keep-trackers", action="store_true")
     a = ap.parse_args()
 
     stop = stop_on_signals()
@@ -62,9 +64,11 @@ def main():
         params = lt.add_torrent_params()
         params.ti = lt.torrent_info(a.torrent)
     params.save_path = a.save_path
-    params.trackers = []
+    if not a.keep_trackers:
+        params.trackers = []
     h = ses.add_torrent(params)
-    h.replace_trackers([])
+    if not a.keep_trackers:
+        h.replace_trackers([])
     if a.upload_limit > 0 or a.download_limit > 0:
         # Put every address in the global peer class only, so the session's limit also
         # applies to loopback peers (by default they are in the unlimited local class).
