@@ -228,6 +228,22 @@ pub(crate) struct Shared {
     /// Set once when the torrent cannot go on (a disk write failed): the session turns it
     /// into the torrent's `Error` state and stops it.
     fatal: tokio::sync::watch::Sender<Option<String>>,
+    /// The parent of every log line of this torrent's tasks and connections.
+    span: tracing::Span,
+}
+
+/// The time the protocol cores are given: tokio's clock, so tests with paused time drive
+/// every timer.
+fn clock() -> Instant {
+    tokio::time::Instant::now().into_std()
+}
+
+/// Spawn a task of `shared`'s torrent, inside its span.
+fn spawn_in<F>(shared: &Shared, fut: F)
+where
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    tokio::spawn(tracing::Instrument::instrument(fut, shared.span.clone()));
 }
 
 struct Announcing {
@@ -281,7 +297,7 @@ impl Torrent {
 
         let seed = seed_from_time();
         let settings = ctx.settings();
-        let now = Instant::now();
+        let now = clock();
         let mut picker = Picker::new(
             piece_length,
             meta.info.total_length,
@@ -333,12 +349,13 @@ impl Torrent {
             download: SharedBucket::new(config.download_limit),
             upload: SharedBucket::new(config.upload_limit),
             fatal: tokio::sync::watch::Sender::new(None),
+            span: tracing::info_span!("torrent", info_hash = %hex(&info_hash)),
         });
 
         // The session checked for a duplicate before any file was touched.
         ctx.register(info_hash, shared.clone());
         add_peers(&shared, &config.peers, true);
-        tokio::spawn(dial_loop(shared.clone()));
+        spawn_in(&shared, dial_loop(shared.clone()));
         if config.trackers && !shared.meta.trackers.is_empty() {
             let announcing = start_announcing(&shared);
             *shared.trackers.lock().unwrap_or_else(|e| e.into_inner()) = Some(announcing);
@@ -351,10 +368,10 @@ impl Torrent {
         );
         if !shared.is_private() {
             // BEP 27: private torrents stay out of the DHT.
-            tokio::spawn(dht_loop(shared.clone()));
+            spawn_in(&shared, dht_loop(shared.clone()));
         }
-        tokio::spawn(resume_loop(shared.clone()));
-        tokio::spawn(choke_loop(shared.clone()));
+        spawn_in(&shared, resume_loop(shared.clone()));
+        spawn_in(&shared, choke_loop(shared.clone()));
         Ok(Torrent { shared })
     }
 
@@ -441,15 +458,15 @@ impl Torrent {
             if !incoming {
                 let mut s = lock(&shared);
                 let done_with = s.picker.is_complete();
-                s.pool.add(addr, false, Instant::now());
-                s.pool.dial_ended(addr, true, done_with, Instant::now());
+                s.pool.add(addr, false, clock());
+                s.pool.dial_ended(addr, true, done_with, clock());
             }
         });
     }
 
     pub fn stats(&self) -> Stats {
         let mut s = lock(&self.shared);
-        let now = Instant::now();
+        let now = clock();
         let download_rate = s.download_rate.rate(now);
         let upload_rate = s.upload_rate.rate(now);
         let piece_count = s.picker.piece_count();
@@ -912,7 +929,7 @@ pub(crate) fn piece_priorities(info: &metainfo::Info, files: &[u8]) -> Vec<u8> {
 }
 
 pub(crate) fn add_peers(shared: &Shared, addrs: &[SocketAddr], pinned: bool) {
-    let now = Instant::now();
+    let now = clock();
     let mut s = lock(shared);
     let mut added = false;
     for &addr in addrs {
@@ -930,7 +947,7 @@ pub(crate) fn add_peers(shared: &Shared, addrs: &[SocketAddr], pinned: bool) {
 /// [`MAX_DIALS`] connecting at once and the settings' peers per torrent connected.
 async fn dial_loop(shared: Arc<Shared>) {
     while !shared.shutdown.load(Ordering::SeqCst) {
-        let now = Instant::now();
+        let now = clock();
         let max_peers = shared.ctx.settings().max_peers_per_torrent;
         let (dials, next) = {
             let mut guard = lock(&shared);
@@ -947,7 +964,7 @@ async fn dial_loop(shared: Arc<Shared>) {
             (dials, s.pool.next_ready())
         };
         for addr in dials {
-            tokio::spawn(dial(shared.clone(), addr));
+            spawn_in(&shared, dial(shared.clone(), addr));
         }
         // Sleep until an address is due, or until woken by new addresses or a connection
         // that ended. With nothing to dial, no timer at all.
@@ -982,8 +999,7 @@ async fn dial(shared: Arc<Shared>, addr: SocketAddr) {
     let mut s = lock(&shared);
     // Both complete: nothing to trade (the peer dials us if it ever wants more).
     let done_with = s.picker.is_complete();
-    s.pool
-        .dial_ended(addr, connected, done_with, Instant::now());
+    s.pool.dial_ended(addr, connected, done_with, clock());
     drop(s);
     shared.dial_wake.notify_one();
 }
@@ -1076,7 +1092,8 @@ async fn run_registered(
     rx: mpsc::UnboundedReceiver<Cmd>,
     incoming: bool,
 ) {
-    let span = tracing::debug_span!("peer", peer = %addr, transport = %conn.kind);
+    let span =
+        tracing::debug_span!(parent: &shared.span, "peer", peer = %addr, transport = %conn.kind);
     let reason = {
         let _entered = span.enter();
         tracing::debug!(incoming, "connected");
@@ -1270,7 +1287,7 @@ fn new_conn(
         state,
         decoder,
         buf,
-        timers: PeerTimers::new(TimerConfig::default(), Instant::now()),
+        timers: PeerTimers::new(TimerConfig::default(), clock()),
         down: Limits {
             torrent: shared.download.clone(),
             session: shared.ctx.download.clone(),
@@ -1306,7 +1323,7 @@ impl Conn {
         disk_tx: &mpsc::UnboundedSender<(u32, Result<Bytes, String>)>,
     ) -> Result<(), CloseReason> {
         self.state.handle_message(msg)?;
-        let now = Instant::now();
+        let now = clock();
         while let Some(ev) = self.state.poll_event() {
             let is_block = matches!(ev, Event::Block { .. });
             let bytes = self.handle_event(shared, id, addr, ev, disk_tx)?;
@@ -1361,7 +1378,7 @@ impl Conn {
                     if n == 0 {
                         return Err(CloseReason::PeerClosed);
                     }
-                    let now = Instant::now();
+                    let now = clock();
                     self.timers.on_recv(now);
                     while let Some(msg) = self.decoder.decode(&mut self.buf)? {
                         self.on_message(shared, id, addr, msg, &disk_tx)?;
@@ -1405,7 +1422,7 @@ impl Conn {
                     self.start_reads(shared, &disk_tx);
                 }
                 _ = tokio::time::sleep_until(deadline) => {
-                    for action in self.timers.handle_timeout(Instant::now()) {
+                    for action in self.timers.handle_timeout(clock()) {
                         match action {
                             TimerAction::Idle => {
                                 return Err(CloseReason::Idle(
@@ -1443,7 +1460,7 @@ impl Conn {
             }
         }
         drop(s);
-        self.timers.on_requests(false, Instant::now());
+        self.timers.on_requests(false, clock());
     }
 
     /// Handle one event from the peer state machine; returns the bytes of new block data.
@@ -1628,7 +1645,7 @@ impl Conn {
             let len = u64::from(req.length);
             let mut s = lock(shared);
             s.uploaded += len;
-            s.upload_rate.add(len, Instant::now());
+            s.upload_rate.add(len, clock());
             if let Some(p) = s.peers.get_mut(&id) {
                 p.uploaded += len;
             }
@@ -1671,7 +1688,7 @@ impl Conn {
 
     /// BEP 11: tell the peer, at most once a minute, which peers we gained and lost.
     fn send_pex(&mut self, shared: &Shared, id: u64) {
-        if shared.is_private() || self.pex.next_send_at().is_some_and(|t| Instant::now() < t) {
+        if shared.is_private() || self.pex.next_send_at().is_some_and(|t| clock() < t) {
             return;
         }
         let Some(their) = self
@@ -1688,14 +1705,14 @@ impl Conn {
             .filter_map(|(_, p)| p.listen_addr)
             .map(|a| (a, wire::PexFlags(0)))
             .collect();
-        if let Some(msg) = self.pex.poll_message(Instant::now(), &current) {
+        if let Some(msg) = self.pex.poll_message(clock(), &current) {
             self.state.send_extended(their, Bytes::from(msg.encode()));
         }
     }
 
     /// BEP 11: peers the peer met; dial them too (never for private torrents).
     fn receive_pex(&mut self, shared: &Shared, payload: &[u8]) {
-        if shared.is_private() || !self.pex.accept_incoming(Instant::now()) {
+        if shared.is_private() || !self.pex.accept_incoming(clock()) {
             return;
         }
         if let Ok(msg) = wire::PexMessage::decode(payload) {
@@ -1717,7 +1734,7 @@ impl Conn {
         if self.state.peer_choking() || !self.state.am_interested() {
             return;
         }
-        let now = Instant::now();
+        let now = clock();
         let target = pipeline_target(
             self.timers.rate(now),
             BLOCK_SIZE,
@@ -1772,7 +1789,7 @@ impl Conn {
             sent = true;
         }
         if sent {
-            self.timers.on_sent(Instant::now());
+            self.timers.on_sent(clock());
         }
         Ok(())
     }
