@@ -1522,8 +1522,10 @@ impl Conn {
                     self.state.reject_request(req);
                 } else if let Some(data) = cached_piece(shared, req.piece) {
                     self.serve(shared, id, req, &data);
-                } else {
-                    // Queued in the peer state until its piece is read.
+                } else if !self.reading.contains(&req.piece) {
+                    // Queued in the peer state until its piece is read. (A request for a
+                    // piece already being read waits for that read: no scan of the queue
+                    // per request.)
                     self.start_reads(shared, disk_tx);
                 }
             }
@@ -1570,11 +1572,29 @@ impl Conn {
     /// Serve the queued requests whose pieces are in the read cache now (read for another
     /// peer, or for this one earlier).
     fn serve_cached(&mut self, shared: &Shared, id: u64) {
-        let queued: Vec<BlockRequest> = self.state.peer_requests().copied().collect();
-        for req in queued {
-            if let Some(data) = cached_piece(shared, req.piece) {
-                self.serve(shared, id, req, &data);
-            }
+        // One look at the cache (a few pieces), not one per queued request.
+        let cached: Vec<(u32, Bytes)> = shared
+            .read_cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .cloned()
+            .collect();
+        if cached.is_empty() {
+            return;
+        }
+        let queued: Vec<(BlockRequest, Bytes)> = self
+            .state
+            .peer_requests()
+            .filter_map(|r| {
+                cached
+                    .iter()
+                    .find(|(p, _)| *p == r.piece)
+                    .map(|(_, d)| (*r, d.clone()))
+            })
+            .collect();
+        for (req, data) in queued {
+            self.serve(shared, id, req, &data);
         }
     }
 
@@ -1589,6 +1609,9 @@ impl Conn {
     ) {
         let piece_len = shared.geometry.piece_len(0).unwrap_or(1).max(1) as usize;
         let max_reads = (PEER_READ_BYTES / piece_len).clamp(1, 8);
+        if self.reading.len() >= max_reads {
+            return; // more when a read ends
+        }
         let mut wanted: Vec<u32> = Vec::new();
         for r in self.state.peer_requests() {
             if self.reading.len() + wanted.len() >= max_reads {
