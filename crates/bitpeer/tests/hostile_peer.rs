@@ -762,16 +762,23 @@ fn only_the_liar_is_banned_beside_a_fast_honest_seeder() {
         };
         // Fail as soon as a second ban shows, rather than when the stalled download times out.
         let end = Instant::now() + Duration::from_secs(60);
+        let mut rss = 0;
         while dl.try_status().is_none() && Instant::now() < end {
-            if let Some(line) = dl.next_line(Duration::from_millis(100)) {
+            rss = rss.max(try_peak_rss_mib(dl.pid()).unwrap_or(0));
+            if let Some(line) = dl.next_line(Duration::from_millis(20)) {
                 one_ban_at_most(&line);
             }
         }
         let last = finish_download(&mut dl, Duration::from_secs(1));
         eprintln!(
-            "run {run}: done in {:.1} s; the liar sent {} bad blocks; final line {last}",
+            "run {run}: done in {:.1} s; the liar sent {} bad blocks; peak RSS {rss} MiB; \
+             final line {last}",
             started.elapsed().as_secs_f64(),
             liar.count(|c| &c.sent)
+        );
+        assert!(
+            rss < 128,
+            "run {run}: the downloader's peak RSS reached {rss} MiB"
         );
         assert_same_tree(&s.src, &s.out.join("data.bin"));
         dl.stdout_lines().iter().for_each(|l| one_ban_at_most(l));

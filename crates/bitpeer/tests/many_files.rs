@@ -149,6 +149,9 @@ fn two_hundred_thousand_files_from_bitpeer_under_ulimit() {
     let mut dl = download_under_ulimit(&torrent, &out, &addr, Duration::from_secs(400));
     finish_download(&mut dl, Duration::from_secs(400));
     eprintln!("downloaded after {:.1} s", started.elapsed().as_secs_f64());
+    let rss = peak_rss_mib(seeder.pid());
+    eprintln!("seeder peak RSS {rss} MiB");
+    assert!(rss < 512, "the seeder's peak RSS reached {rss} MiB");
     assert_same_tree(&src, &out.join("many"));
     seeder.assert_no_panic();
     assert!(
