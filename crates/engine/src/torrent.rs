@@ -16,10 +16,10 @@ use crate::choker::{Choker, PeerSample};
 use crate::context::{NodeContext, PeerSink, own_addrs, seed_from_time};
 use crate::error::CloseReason;
 pub use crate::error::EngineError;
+use crate::outbox::Outbox;
 use crate::peer::{
     CLIENT_NAME, Handoff, UT_METADATA_ID, UT_PEX_ID, exchange_handshakes, write_all_vectored,
 };
-use crate::outbox::Outbox;
 use crate::peer_timers::{PeerTimers, TimerAction, TimerConfig, pipeline_target};
 use crate::picker::{BLOCK_SIZE, Block, Picker, Received};
 use crate::pool::PeerPool;
@@ -171,6 +171,37 @@ struct PeerEntry {
     /// It asked for blocks and does not read them: its send queue has been full for a
     /// while. It loses its upload slot until it reads again.
     stalled: bool,
+    connected_at: Instant,
+}
+
+/// How long a new connection may go without trading before it can be evicted for a
+/// newcomer when the torrent is full.
+const EVICTION_GRACE: Duration = Duration::from_secs(30);
+
+/// The torrent is full and a newcomer knocks: close the least useful peer, one that in
+/// [`EVICTION_GRACE`] or more has traded nothing and wants nothing from us (libtorrent's
+/// peer turnover does the same), the longest connected first. False when every peer is
+/// useful: the newcomer is refused.
+fn evict_least_useful(s: &mut State, now: Instant) -> bool {
+    let victim = s
+        .peers
+        .iter()
+        .filter(|(_, p)| {
+            p.downloaded == 0
+                && p.uploaded == 0
+                && !p.interested
+                && now.saturating_duration_since(p.connected_at) >= EVICTION_GRACE
+        })
+        .min_by_key(|(_, p)| p.connected_at)
+        .map(|(id, _)| *id);
+    let Some(id) = victim else {
+        return false;
+    };
+    if let Some(p) = s.peers.remove(&id) {
+        tracing::debug!(peer = %p.addr, "evicted: idle, for a newcomer");
+        let _ = p.tx.send(Cmd::Close);
+    }
+    true
 }
 
 struct PieceBuf {
@@ -726,16 +757,13 @@ pub(crate) async fn accept(shared: Arc<Shared>, stream: PeerStream, prefix: [u8;
         tracing::debug!(peer = %stream.remote, "refused: torrents take IP peers only");
         return;
     };
-    let max = shared.ctx.settings().max_peers_per_torrent;
+    // Banned addresses are refused before the handshake; limits (per address, and a full
+    // torrent, which may evict an idle peer) are checked once the handshake is done.
     let refuse = {
         let s = lock(&shared);
-        if s.banned.contains(&ban_key(addr)) {
-            Some(CloseReason::Banned("earlier hash failures"))
-        } else if s.peers.len() >= max {
-            Some(CloseReason::Full(max))
-        } else {
-            None
-        }
+        s.banned
+            .contains(&ban_key(addr))
+            .then_some(CloseReason::Banned("earlier hash failures"))
     };
     if let Some(reason) = refuse {
         tracing::debug!(peer = %addr, %reason, "incoming connection refused");
@@ -1046,12 +1074,26 @@ fn register(
     incoming: bool,
 ) -> Option<(u64, mpsc::UnboundedReceiver<Cmd>)> {
     let (tx, rx) = mpsc::unbounded_channel();
-    let max = shared.ctx.settings().max_peers_per_torrent;
+    let settings = shared.ctx.settings();
+    let max = settings.max_peers_per_torrent;
+    let now = clock();
     let mut s = lock(shared);
+    let from_ip = if crate::settings::ip_limited(addr.ip()) {
+        s.peers
+            .values()
+            .filter(|p| p.addr.ip() == addr.ip())
+            .count()
+    } else {
+        0
+    };
     let refuse = if s.banned.contains(&ban_key(addr)) {
         Some(CloseReason::Banned("earlier hash failures"))
-    } else if s.peers.len() >= max || !shared.ctx.take_connection_slot() {
+    } else if from_ip >= settings.max_peers_per_ip {
+        Some(CloseReason::TooManyFromIp(settings.max_peers_per_ip))
+    } else if s.peers.len() >= max && !evict_least_useful(&mut s, now) {
         Some(CloseReason::Full(max))
+    } else if !shared.ctx.take_connection_slot() {
+        Some(CloseReason::Full(settings.max_connections))
     } else {
         None
     };
@@ -1078,6 +1120,7 @@ fn register(
                 pieces: 0,
                 client: None,
                 stalled: false,
+                connected_at: now,
             },
         );
         drop(s);
@@ -1744,7 +1787,13 @@ impl Conn {
         {
             let mut o = self.outbox.lock().unwrap_or_else(|e| e.into_inner());
             let len = req.length as usize;
-            if !o.may_queue(req.piece, piece.len(), len, OUTBOX_BYTES, OUTBOX_PINNED_BYTES) {
+            if !o.may_queue(
+                req.piece,
+                piece.len(),
+                len,
+                OUTBOX_BYTES,
+                OUTBOX_PINNED_BYTES,
+            ) {
                 // Served once the writer has written some: the request stays queued.
                 self.full_since.get_or_insert_with(clock);
                 return;
