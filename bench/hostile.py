@@ -15,6 +15,15 @@ Not a test: it prints figures. Every process has a timeout and is killed by PID.
   files     FILES small files from `bitpeer seed` to `bitpeer download`, both under
             `ulimit -n 1024` (item 7). "Unattacked": the same without the ulimit.
             Peak RSS: the seeder.
+  idle      127.0.0.2 opens 80 connections to a `bitpeer seed`, handshakes and goes quiet;
+            a libtorrent leecher then downloads SIZE bytes (item 2). Peak RSS: the seeder.
+  slowloris 127.0.0.2 keeps 128 half-open handshakes re-dialled against the seeder while
+            the libtorrent leecher downloads (item 3). Peak RSS: the seeder.
+  noread    four hosts (127.0.0.2-5) each request one block of every 4 MiB piece and never
+            read, while the libtorrent leecher downloads (item 4). Peak RSS: the seeder.
+  metadata  a peer on 127.0.0.2 offers metadata and never sends it; `bitpeer download` of
+            the magnet link (with it and a libtorrent seeder in x.pe), 10 times (item 6).
+            Unattacked: the libtorrent seeder alone. Peak RSS: the downloader.
 """
 
 import argparse
@@ -212,6 +221,113 @@ def bench_liar(size, piece_length):
     return base, wall, rss, "downloader", note
 
 
+# --- attacks on a seeder: idle connections, slowloris, peers that never read -------------
+
+def bitpeer_seeder(torrent, data_dir):
+    p = PROCS.start([BITPEER, "seed", torrent, "--data", data_dir, "--listen", "127.0.0.1:0",
+                     "--no-dht", "--no-lsd"], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
+                    text=True)
+    line = p.stdout.readline()
+    if "listening on" not in line:
+        sys.exit(f"error: bitpeer seed did not start: {line!r}")
+    return p, line.strip().rsplit(" ", 1)[1]
+
+
+def attackers(mode, target, ih, src, *extra):
+    cmd = [sys.executable, os.path.join(INTEROP, "attackers.py"), mode, "--target", target,
+           "--info-hash", ih.hex(), "--from", src, "--duration", str(TIMEOUT), *extra]
+    return PROCS.start(cmd, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+
+
+def wait_status(p, key, at_least):
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline:
+        line = p.stdout.readline()
+        if not line:
+            break
+        try:
+            if json.loads(line).get(key, 0) >= at_least:
+                return
+        except ValueError:
+            pass
+    sys.exit(f"error: attackers never reached {key} >= {at_least}")
+
+
+def lt_leech(torrent, out, addr):
+    shutil.rmtree(out, ignore_errors=True)
+    t0 = time.perf_counter()
+    p = PROCS.start(["/usr/bin/python3", os.path.join(INTEROP, "lt_peer.py"), torrent, out,
+                     "--peer", addr, "--deadline", str(TIMEOUT)],
+                    stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    if p.wait(timeout=TIMEOUT) != 0:
+        sys.exit("error: the honest libtorrent leecher did not finish")
+    return time.perf_counter() - t0
+
+
+def bench_seeder_attack(mode, size, piece_length):
+    data_dir = os.path.join(WORK, f"{mode}-src")
+    make_file(os.path.join(data_dir, "data.bin"), size)
+    torrent = os.path.join(WORK, f"{mode}-{piece_length}.torrent")
+    create(os.path.join(data_dir, "data.bin"), torrent, piece_length)
+    ih = info_hash(torrent)
+    out = os.path.join(WORK, f"{mode}-out")
+    seeder, addr = bitpeer_seeder(torrent, data_dir)
+    base = lt_leech(torrent, out, addr)
+    PROCS.kill_all()
+    seeder, addr = bitpeer_seeder(torrent, data_dir)
+    if mode == "idle":
+        a = attackers("idle", addr, ih, "127.0.0.2", "--count", "80")
+        wait_status(a, "dialled", 80)
+    elif mode == "slowloris":
+        a = attackers("slowloris", addr, ih, "127.0.0.2", "--count", "128")
+        wait_status(a, "dialled", 128)
+    else:
+        pieces = str((size + piece_length - 1) // piece_length)
+        for i in range(2, 6):
+            a = attackers("noread", addr, ih, f"127.0.0.{i}", "--count", "1", "--pieces", pieces)
+            wait_status(a, "unchoked", 1)
+        time.sleep(3)
+    wall = lt_leech(torrent, out, addr)
+    rss = vm_hwm_mib(seeder.pid)
+    PROCS.kill_all()
+    shutil.rmtree(out, ignore_errors=True)
+    return base, wall, rss, "seeder", ""
+
+
+def bench_metadata():
+    data_dir = os.path.join(WORK, "metadata-src")
+    album = os.path.join(data_dir, "album")
+    for i in range(20):
+        make_file(os.path.join(album, f"track{i:02}.bin"), 50_000)
+    torrent = os.path.join(WORK, "metadata.torrent")
+    create(album, torrent, 16384)
+    ih = info_hash(torrent)
+    raw = open(torrent, "rb").read()
+    size = len(raw) - 1 - (raw.find(b"4:info") + 6)
+    _, port = lt_seeder(torrent, data_dir)
+    silent = PROCS.start([sys.executable, os.path.join(INTEROP, "attackers.py"), "silent-metadata",
+                          "--from", "127.0.0.2", "--metadata-size", str(size), "--info-hash", ih.hex(),
+                          "--duration", str(TIMEOUT)],
+                         stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
+    sport = json.loads(silent.stdout.readline())["port"]
+    out = os.path.join(WORK, "metadata-out")
+
+    def magnet_runs(peers):
+        link = f"magnet:?xt=urn:btih:{ih.hex()}" + "".join(f"&x.pe={p}" for p in peers)
+        times, rss = [], 0.0
+        for _ in range(10):
+            w, r, _ = download(link, out, [])
+            times.append(w)
+            rss = max(rss, r)
+        return statistics.median(times), max(times), rss
+
+    base, _, _ = magnet_runs([f"127.0.0.1:{port}"])
+    wall, worst, rss = magnet_runs([f"127.0.0.2:{sport}", f"127.0.0.1:{port}"])
+    PROCS.kill_all()
+    shutil.rmtree(out, ignore_errors=True)
+    return base, wall, rss, "downloader", f"median of 10 magnet runs, slowest {worst:.2f} s"
+
+
 # --- the tracker flood ------------------------------------------------------------------
 
 def udp_connect(s, to):
@@ -322,7 +438,8 @@ def main():
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--size", type=int, default=256 << 20, help="bytes of the liar and tracker runs")
     ap.add_argument("--files", type=int, default=20_000, help="files of the many-files run")
-    ap.add_argument("--only", choices=["liar", "tracker", "files"], action="append")
+    ap.add_argument("--only", action="append",
+                    choices=["liar", "tracker", "files", "idle", "slowloris", "noread", "metadata"])
     args = ap.parse_args()
     os.makedirs(WORK, exist_ok=True)
     # Many small files are made and removed in seconds in memory, in minutes on some disks.
@@ -331,6 +448,10 @@ def main():
         "liar": lambda: bench_liar(args.size, 1 << 16),
         "tracker": lambda: bench_tracker(args.size),
         "files": lambda: bench_files(args.files, files_dir),
+        "idle": lambda: bench_seeder_attack("idle", args.size, 1 << 18),
+        "slowloris": lambda: bench_seeder_attack("slowloris", args.size, 1 << 18),
+        "noread": lambda: bench_seeder_attack("noread", max(args.size, 384 << 20), 4 << 20),
+        "metadata": bench_metadata,
     }
     rows = []
     try:
