@@ -206,6 +206,14 @@ impl Picker {
         }
     }
 
+    /// Whether we still need `piece` (wanted, not had, not being hashed).
+    pub fn wants_piece(&self, piece: u32) -> bool {
+        piece < self.piece_count()
+            && !self.have.get(piece)
+            && !self.hashing.get(piece)
+            && self.priority(piece) != PRIORITY_SKIP
+    }
+
     /// Whether the peer has anything we still need.
     pub fn wants_from(&self, peer: &Bitfield) -> bool {
         peer.iter_ones()

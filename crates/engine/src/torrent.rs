@@ -1599,8 +1599,13 @@ impl Conn {
                 if let Some(e) = s.peers.get_mut(&id) {
                     e.pieces += 1;
                 }
+                // One new piece can only make us interested, and only in that piece: no
+                // walk over the peer's pieces per have (a swarm sends thousands).
+                let wants = !self.state.am_interested() && s.picker.wants_piece(p);
                 drop(s);
-                self.update_interest(shared);
+                if wants {
+                    self.state.set_interested(true);
+                }
             }
             Event::Bitfield => {
                 let mut s = lock(shared);
