@@ -216,8 +216,7 @@ impl Picker {
 
     /// Whether the peer has anything we still need.
     pub fn wants_from(&self, peer: &Bitfield) -> bool {
-        peer.iter_ones()
-            .any(|i| !self.have.get(i) && !self.hashing.get(i) && self.priority(i) != PRIORITY_SKIP)
+        peer.iter_ones().any(|i| self.wants_piece(i))
     }
 
     fn next_random(&mut self) -> u64 {
