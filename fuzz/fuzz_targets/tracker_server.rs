@@ -84,6 +84,15 @@ fuzz_target!(|data: &[u8]| {
         if let Ok(a) = state.announce_peers(now, &req, source, Family::Any) {
             assert!(a.peers.len() <= MAX_PER_SWARM);
             assert!(a.peers.iter().all(|p| p.peer_id != peer_id));
+            // No address group (an IPv4 address, an IPv6 /64) holds more than its share.
+            let group = |ip: IpAddr| match ip {
+                IpAddr::V4(v4) => u128::from(v4.to_bits()),
+                IpAddr::V6(v6) => v6.to_bits() >> 64 << 64 | 1,
+            };
+            for p in &a.peers {
+                let same = a.peers.iter().filter(|q| group(q.addr.ip()) == group(p.addr.ip()));
+                assert!(same.count() <= MAX_PER_IP, "{:?}", a.peers);
+            }
         }
         if misc & 0x0f == 0x0f {
             state.expire(now);
