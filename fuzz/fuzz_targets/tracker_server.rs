@@ -22,9 +22,15 @@ const MAX_PER_IP: usize = 2;
 
 fn check_caps(state: &TrackerState, hashes: &[[u8; 20]]) {
     let stats = state.stats();
-    assert!(stats.peers <= MAX_PEERS && stats.swarms <= MAX_SWARMS, "{stats:?}");
+    assert!(
+        stats.peers <= MAX_PEERS && stats.swarms <= MAX_SWARMS,
+        "{stats:?}"
+    );
     for e in state.scrape(Instant::now(), hashes) {
-        assert!((e.complete + e.incomplete) as usize <= MAX_PER_SWARM, "{e:?}");
+        assert!(
+            (e.complete + e.incomplete) as usize <= MAX_PER_SWARM,
+            "{e:?}"
+        );
     }
 }
 
@@ -47,12 +53,18 @@ fuzz_target!(|data: &[u8]| {
             let mut p = data.to_vec();
             p[..8].copy_from_slice(&ids.issue(t0, src).to_be_bytes());
             if let Some(reply) = udp::handle(&mut state, &ids, t0, &p, src) {
-                assert!(reply.len() >= 8 && reply[4..8] == p[12..16], "transaction id");
+                assert!(
+                    reply.len() >= 8 && reply[4..8] == p[12..16],
+                    "transaction id"
+                );
             }
         }
         for endpoint in [Endpoint::Announce, Endpoint::Scrape] {
             let body = http::handle(&mut state, t0, endpoint, data, src.ip());
-            assert!(bencode::decode(&body).is_ok(), "an HTTP answer that is not bencode");
+            assert!(
+                bencode::decode(&body).is_ok(),
+                "an HTTP answer that is not bencode"
+            );
         }
     }
 
@@ -66,7 +78,16 @@ fuzz_target!(|data: &[u8]| {
             IpAddr::from([10, 0, 0, ip & 7])
         } else {
             // Addresses in two /64s.
-            IpAddr::from([0x2001, 0xdb8, 0, u16::from(ip & 1), 0, 0, 0, u16::from(ip & 0x0e)])
+            IpAddr::from([
+                0x2001,
+                0xdb8,
+                0,
+                u16::from(ip & 1),
+                0,
+                0,
+                0,
+                u16::from(ip & 0x0e),
+            ])
         };
         let mut peer_id = [b'-'; 20];
         peer_id[0] = peer;
@@ -77,7 +98,8 @@ fuzz_target!(|data: &[u8]| {
             uploaded: 0,
             downloaded: 0,
             left: u64::from(misc & 1),
-            event: AnnounceEvent::from_udp(u32::from((misc >> 1) & 3)).unwrap_or(AnnounceEvent::None),
+            event: AnnounceEvent::from_udp(u32::from((misc >> 1) & 3))
+                .unwrap_or(AnnounceEvent::None),
             numwant: Some(u32::from(misc)),
             key: 0,
         };
@@ -90,7 +112,10 @@ fuzz_target!(|data: &[u8]| {
                 IpAddr::V6(v6) => v6.to_bits() >> 64 << 64 | 1,
             };
             for p in &a.peers {
-                let same = a.peers.iter().filter(|q| group(q.addr.ip()) == group(p.addr.ip()));
+                let same = a
+                    .peers
+                    .iter()
+                    .filter(|q| group(q.addr.ip()) == group(p.addr.ip()));
                 assert!(same.count() <= MAX_PER_IP, "{:?}", a.peers);
             }
         }
