@@ -8,6 +8,7 @@
 
 mod create;
 mod demo;
+mod dht_cmd;
 mod download;
 mod info;
 mod tracker;
@@ -38,6 +39,8 @@ enum Command {
     Demo(demo::Args),
     /// Run a BitTorrent tracker (HTTP and UDP announce and scrape) until interrupted.
     Tracker(tracker::Args),
+    /// Store and read BEP 44 items (immutable, or signed mutable) in the mainline DHT.
+    Dht(dht_cmd::Args),
 }
 
 fn main() -> ExitCode {
@@ -49,6 +52,7 @@ fn main() -> ExitCode {
         Command::Seed(args) => download::seed(args),
         Command::Demo(args) => demo::run(args),
         Command::Tracker(args) => tracker::run(args),
+        Command::Dht(args) => dht_cmd::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
