@@ -11,6 +11,7 @@ mod demo;
 mod dht_cmd;
 mod download;
 mod info;
+mod pipe;
 mod tracker;
 mod units;
 
@@ -41,6 +42,8 @@ enum Command {
     Tracker(tracker::Args),
     /// Store and read BEP 44 items (immutable, or signed mutable) in the mainline DHT.
     Dht(dht_cmd::Args),
+    /// A netcat that finds its peer by public key: `pipe listen` and `pipe connect`.
+    Pipe(pipe::Args),
 }
 
 fn main() -> ExitCode {
@@ -53,6 +56,7 @@ fn main() -> ExitCode {
         Command::Demo(args) => demo::run(args),
         Command::Tracker(args) => tracker::run(args),
         Command::Dht(args) => dht_cmd::run(args),
+        Command::Pipe(args) => pipe::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
