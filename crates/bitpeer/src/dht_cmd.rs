@@ -132,21 +132,27 @@ pub fn from_hex(s: &str) -> Option<Vec<u8>> {
         .collect()
 }
 
-/// Start a DHT node and wait (at most 10 s) until it knows another node.
-pub async fn start_dht(node: &NodeArgs, read_only: bool) -> CliResult<Dht> {
-    let bind: SocketAddr = node.listen.parse().map_err(|_| {
-        CliError::new(format!(
-            "bad --listen address `{}` (expected HOST:PORT)",
-            node.listen
-        ))
-    })?;
+impl NodeArgs {
+    fn bind(&self) -> CliResult<SocketAddr> {
+        self.listen.parse().map_err(|_| {
+            CliError::new(format!(
+                "bad --listen address `{}` (expected HOST:PORT)",
+                self.listen
+            ))
+        })
+    }
+}
+
+/// Start a DHT node on `bind` and wait (at most 10 s) until it knows another node.
+/// `bootstrap` empty: the well-known routers.
+pub async fn start_dht(bind: SocketAddr, bootstrap: &[String], read_only: bool) -> CliResult<Dht> {
     let mut cfg = DhtConfig {
         bind,
         read_only,
         ..DhtConfig::default()
     };
-    if !node.dht_bootstrap.is_empty() {
-        cfg.bootstrap = node.dht_bootstrap.clone();
+    if !bootstrap.is_empty() {
+        cfg.bootstrap = bootstrap.to_vec();
     }
     let dht = Dht::start(cfg)
         .map_err(|e| CliError::new(format!("cannot bind the DHT socket on {bind}: {e}")))?;
@@ -254,7 +260,7 @@ fn item_json(item: &Item) -> serde_json::Value {
 async fn put(a: PutArgs) -> CliResult {
     let value = encode_value(&a.value, a.bencoded);
     let salt = a.salt.bytes()?;
-    let dht = start_dht(&a.node, true).await?;
+    let dht = start_dht(a.node.bind()?, &a.node.dht_bootstrap, true).await?;
     let (item, cas) = match &a.key {
         None => {
             if !salt.is_empty() || a.seq.is_some() {
@@ -309,7 +315,7 @@ async fn put(a: PutArgs) -> CliResult {
 async fn get(a: GetArgs) -> CliResult {
     let raw = from_hex(&a.target);
     let salt = a.salt.bytes()?;
-    let dht = start_dht(&a.node, true).await?;
+    let dht = start_dht(a.node.bind()?, &a.node.dht_bootstrap, true).await?;
     let found = match raw.as_deref().map(<[u8]>::len) {
         Some(20) => {
             let t: [u8; 20] = raw.unwrap().try_into().expect("20");
