@@ -22,6 +22,8 @@
 use std::io::{self, BufReader, Read, Write};
 use std::net::{IpAddr, Shutdown, SocketAddr, TcpListener, TcpStream, ToSocketAddrs, UdpSocket};
 use std::path::PathBuf;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, mpsc};
 use std::thread;
 use std::time::{Duration, SystemTime};
 
@@ -145,21 +147,58 @@ fn listen(a: ListenArgs) -> CliResult {
         let addrs = ticket.addrs.clone();
         thread::spawn(move || publish_forever(bind, bootstrap, seed, addrs));
     }
-    loop {
-        let (mut stream, peer) = listener
-            .accept()
-            .map_err(|e| CliError::new(format!("accept failed: {e}")))?;
-        let _ = stream.set_read_timeout(Some(HANDSHAKE_TIMEOUT));
-        match pipe::noise::accept(&mut stream, &seed) {
-            Ok((tx, rx)) => {
-                let _ = stream.set_read_timeout(None);
-                eprintln!("connected: {peer}");
-                drop(listener);
-                return pump_noise(stream, tx, rx);
+    // Handshakes run on their own threads (at most MAX_HANDSHAKES at once), so a peer that
+    // connects and says nothing delays nobody; the first to complete one is our peer.
+    let (found_tx, found) = mpsc::channel();
+    thread::spawn(move || accept_handshakes(listener, seed, found_tx));
+    let (stream, tx, rx, peer) = found
+        .recv()
+        .map_err(|_| CliError::new("the listening socket failed"))?;
+    eprintln!("connected: {peer}");
+    pump_noise(stream, tx, rx)
+}
+
+/// Most handshakes in progress at once; connections beyond it are closed at once.
+const MAX_HANDSHAKES: usize = 64;
+
+type Accepted = (TcpStream, pipe::Sender, pipe::Receiver, SocketAddr);
+
+fn accept_handshakes(listener: TcpListener, seed: [u8; 32], found: mpsc::Sender<Accepted>) {
+    let busy = Arc::new(AtomicUsize::new(0));
+    let done = Arc::new(AtomicBool::new(false));
+    while !done.load(Ordering::Relaxed) {
+        let (mut stream, peer) = match listener.accept() {
+            Ok(c) => c,
+            Err(e) => {
+                eprintln!("warning: accept failed: {e}");
+                thread::sleep(Duration::from_millis(100));
+                continue;
             }
-            // A stranger, a scanner, or someone who dialled another key: drop it, go on.
-            Err(e) => eprintln!("warning: dropped a connection from {peer}: {e}"),
+        };
+        if done.load(Ordering::Relaxed) {
+            break;
         }
+        if busy.load(Ordering::Relaxed) >= MAX_HANDSHAKES {
+            eprintln!("warning: dropped a connection from {peer}: too many handshakes at once");
+            continue;
+        }
+        busy.fetch_add(1, Ordering::Relaxed);
+        let (busy, done, found) = (busy.clone(), done.clone(), found.clone());
+        thread::spawn(move || {
+            let _ = stream.set_read_timeout(Some(HANDSHAKE_TIMEOUT));
+            let _ = stream.set_write_timeout(Some(HANDSHAKE_TIMEOUT));
+            match pipe::noise::accept(&mut stream, &seed) {
+                Ok((tx, rx)) if !done.swap(true, Ordering::Relaxed) => {
+                    let _ = stream.set_read_timeout(None);
+                    let _ = stream.set_write_timeout(None);
+                    let _ = found.send((stream, tx, rx, peer));
+                }
+                Ok(_) => {}
+                // A stranger, a scanner, or someone who dialled another key: drop it.
+                Err(e) => eprintln!("warning: dropped a connection from {peer}: {e}"),
+            }
+            busy.fetch_sub(1, Ordering::Relaxed);
+        });
     }
 }
 
