@@ -42,6 +42,13 @@ const REPUBLISH: Duration = Duration::from_secs(30 * 60);
 const CHUNK: usize = 256 * 1024;
 
 #[derive(clap::Args)]
+#[command(after_help = "\
+Examples:
+  tar c DIR | bitpeer pipe listen          # prints `key: KEY` and `ticket: TICKET` on stderr
+  bitpeer pipe connect KEY | tar x         # found through the DHT, encrypted end to end
+  bitpeer pipe connect TICKET | tar x      # the same without the DHT
+  bitpeer pipe listen --plain --listen 0.0.0.0:5000   # a bare TCP stream, like nc -l -p 5000
+  bitpeer pipe connect --plain HOST:5000   # like nc -N HOST 5000")]
 pub struct Args {
     #[command(subcommand)]
     command: Sub,
