@@ -76,6 +76,9 @@ struct ListenArgs {
     key: Option<PathBuf>,
     #[command(flatten)]
     dht: PipeDhtArgs,
+    /// Seconds between puts of the address record (for tests; items live 2 hours).
+    #[arg(long, value_name = "SECS", default_value_t = REPUBLISH.as_secs(), hide = true)]
+    republish_every: u64,
 }
 
 #[derive(clap::Args)]
@@ -152,7 +155,8 @@ fn listen(a: ListenArgs) -> CliResult {
         let bind = SocketAddr::new(local.ip(), 0);
         let bootstrap = a.dht.dht_bootstrap.clone();
         let addrs = ticket.addrs.clone();
-        thread::spawn(move || publish_forever(bind, bootstrap, seed, addrs));
+        let every = Duration::from_secs(a.republish_every.max(1));
+        thread::spawn(move || publish_forever(bind, bootstrap, seed, addrs, every));
     }
     // Handshakes run on their own threads (at most MAX_HANDSHAKES at once), so a peer that
     // connects and says nothing delays nobody; the first to complete one is our peer.
@@ -299,6 +303,7 @@ fn publish_forever(
     bootstrap: Vec<String>,
     seed: [u8; 32],
     addrs: Vec<SocketAddr>,
+    every: Duration,
 ) {
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()
@@ -343,9 +348,9 @@ fn publish_forever(
                     let n = done.stats.announce_acks;
                     eprintln!("published to {n} DHT nodes (seq {seq})");
                     if n == 0 {
-                        Duration::from_secs(60)
+                        Duration::from_secs(60).min(every)
                     } else {
-                        REPUBLISH
+                        every
                     }
                 }
                 Err(e) => {

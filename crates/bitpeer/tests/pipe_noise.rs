@@ -183,3 +183,65 @@ fn host_port_without_plain_is_refused() {
         out.explain()
     );
 }
+
+/// The listener puts its record again before it expires, each time with a higher seq, and
+/// libtorrent's nodes serve the newest one.
+#[test]
+fn the_record_is_republished_with_a_higher_seq() {
+    if !libtorrent_available() {
+        return;
+    }
+    let mut lt = lt_dht::lt_network(&python(), 3, LIMIT);
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let input = d.join("in");
+    write_random(&input, 5, 10);
+    let boot = lt[0].addr();
+    let (l, ticket) = listener(
+        d,
+        "l.key",
+        &input,
+        &["--dht-bootstrap", &boot, "--republish-every", "2"],
+    );
+    let key = ticket.split('@').next().unwrap().to_string();
+    let seqs = |text: &str| -> Vec<(u32, i64)> {
+        text.lines()
+            .filter_map(|line| {
+                let rest = line.strip_prefix("published to ")?;
+                let n = rest.split_whitespace().next()?.parse().ok()?;
+                let seq = rest
+                    .split("(seq ")
+                    .nth(1)?
+                    .trim_end_matches(')')
+                    .parse()
+                    .ok()?;
+                Some((n, seq))
+            })
+            .collect()
+    };
+    let deadline = std::time::Instant::now() + Duration::from_secs(90);
+    let published = loop {
+        let p = seqs(&l.stderr_str());
+        if p.len() >= 2 || std::time::Instant::now() > deadline {
+            break p;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    assert!(published.len() >= 2, "no second put: {}", l.stderr_str());
+    assert!(
+        published[1].1 > published[0].1,
+        "seq did not grow: {published:?}"
+    );
+    assert!(published.iter().all(|(n, _)| *n > 0), "{published:?}");
+    let newest = published[1].1;
+    lt[2].send(&format!("get_mutable {key} {}", hex(pipe::record::SALT)));
+    lt[2].wait_line(LIMIT, |line| {
+        let w: Vec<&str> = line.split_whitespace().collect();
+        (w.first() == Some(&"mutable") && w[1] == key && w[2].parse::<i64>().ok()? >= newest)
+            .then_some(())
+    });
+}
+
+fn hex(b: &[u8]) -> String {
+    b.iter().map(|x| format!("{x:02x}")).collect()
+}

@@ -17,7 +17,8 @@ Prints `port N` once listening, then reads commands on stdin, one per line:
                         computed by the caller); SALT in hex, `-` for none. Prints
                         `put PKHEX SEQ N` with the nodes that stored it
     get_mutable PK SALT dht_get_mutable_item; prints `mutable PKHEX SEQ VALUEHEX` for each
-                        item alert (VALUEHEX: the bencoded value)
+                        item alert (VALUEHEX: the bencoded value, `-` when the bindings
+                        cannot convert it)
 
 Also prints `announced HEX ip:port` for every announce_peer libtorrent accepts, and
 `bootstrapped` when its DHT bootstrap finishes. Exits after MAX_SECONDS or on EOF.
@@ -132,11 +133,16 @@ def loop(ses, deadline, save_dir):
             elif isinstance(a, lt.dht_put_alert):
                 say("put", bytes(a.public_key).hex(), a.seq, a.num_success)
             elif isinstance(a, lt.dht_mutable_item_alert):
-                # The bindings hand the item over as a dict of the alert's fields.
-                item = a.item
-                if isinstance(item, dict):
-                    item = item.get("value", item.get(b"value"))
-                say("mutable", bytes(a.key).hex(), a.seq, lt.bencode(item).hex())
+                # The bindings hand the item over as a dict of the alert's fields; some
+                # values (binary strings in a list) they cannot convert: printed as `-`.
+                try:
+                    item = a.item
+                    if isinstance(item, dict):
+                        item = item.get("value", item.get(b"value"))
+                    value = lt.bencode(item).hex()
+                except RuntimeError:
+                    value = "-"
+                say("mutable", bytes(a.key).hex(), a.seq, value)
             elif isinstance(a, lt.dht_stats_alert):
                 n = sum(b["num_nodes"] for b in a.routing_table)
                 say("nodes", n)
