@@ -54,6 +54,9 @@ else
     fi
 fi
 
+step "scripts/install-pipe.sh (netcat-openbsd for the pipe tests)"
+scripts/install-pipe.sh
+
 # --- formatting and lints ---------------------------------------------------------------
 step "cargo fmt --all --check"
 cargo fmt --all --check

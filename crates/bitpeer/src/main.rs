@@ -8,8 +8,10 @@
 
 mod create;
 mod demo;
+mod dht_cmd;
 mod download;
 mod info;
+mod pipe;
 mod tracker;
 mod units;
 
@@ -66,6 +68,10 @@ enum Command {
     Demo(demo::Args),
     /// Run a BitTorrent tracker (HTTP and UDP announce and scrape) until interrupted.
     Tracker(tracker::Args),
+    /// Store and read BEP 44 items (immutable, or signed mutable) in the mainline DHT.
+    Dht(dht_cmd::Args),
+    /// A netcat that finds its peer by public key: `pipe listen` and `pipe connect`.
+    Pipe(pipe::Args),
 }
 
 fn main() -> ExitCode {
@@ -78,6 +84,8 @@ fn main() -> ExitCode {
         Command::Seed(args) => download::seed(args),
         Command::Demo(args) => demo::run(args),
         Command::Tracker(args) => tracker::run(args),
+        Command::Dht(args) => dht_cmd::run(args),
+        Command::Pipe(args) => pipe::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
