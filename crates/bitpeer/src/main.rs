@@ -10,6 +10,7 @@ mod create;
 mod demo;
 mod download;
 mod info;
+mod ipfs;
 mod tracker;
 mod units;
 
@@ -38,6 +39,8 @@ enum Command {
     Demo(demo::Args),
     /// Run a BitTorrent tracker (HTTP and UDP announce and scrape) until interrupted.
     Tracker(tracker::Args),
+    /// IPFS: import, export, serve and fetch content by CID (UnixFS, CAR, trustless gateway).
+    Ipfs(ipfs::Args),
 }
 
 fn main() -> ExitCode {
@@ -49,6 +52,7 @@ fn main() -> ExitCode {
         Command::Seed(args) => download::seed(args),
         Command::Demo(args) => demo::run(args),
         Command::Tracker(args) => tracker::run(args),
+        Command::Ipfs(args) => ipfs::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
