@@ -1,10 +1,15 @@
 //! `bitpeer ipfs ...`: IPFS content addressing. `add` imports a file or folder as UnixFS
-//! (same CIDs as kubo and Helia for the chosen profile) into a block store.
+//! (same CIDs as kubo and Helia for the chosen profile) into a block store; `cat` and
+//! `export` read it back (to stdout, to files, or to a CAR file); `import` loads a CAR file,
+//! verifying every block.
 
 use std::path::PathBuf;
 
 use clap::Subcommand;
-use ipfs::{BlockSink, DiscardBlocks, FsStore, Profile};
+use std::fs;
+use std::io::Write;
+
+use ipfs::{BlockSink, BlockStore, Cid, DiscardBlocks, FsStore, Profile, car, dag};
 
 use crate::{CliError, CliResult};
 
@@ -18,6 +23,46 @@ pub struct Args {
 enum IpfsCommand {
     /// Import a file or folder as UnixFS; prints the root CID as the last line.
     Add(AddArgs),
+    /// Write a file's bytes to stdout.
+    Cat(CatArgs),
+    /// Write a CID's DAG to a CAR file (--car) or its files to a path (-o).
+    Export(ExportArgs),
+    /// Load the blocks of a CAR v1 file into the store, verifying each; prints its roots.
+    Import(ImportArgs),
+}
+
+#[derive(clap::Args)]
+struct CatArgs {
+    /// The CID of a file (optionally followed by /path inside a folder).
+    cid: String,
+    /// Block store folder (default: the `ipfs` folder in bitpeer's state folder).
+    #[arg(long)]
+    store: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+struct ExportArgs {
+    /// The CID to export (optionally followed by /path inside a folder).
+    cid: String,
+    /// Write a CAR v1 file holding every block of the DAG (depth-first, no duplicates).
+    #[arg(long, conflicts_with = "output", required_unless_present = "output")]
+    car: Option<PathBuf>,
+    /// Write the file or folder here (must not exist yet).
+    #[arg(short, long)]
+    output: Option<PathBuf>,
+    /// Block store folder (default: the `ipfs` folder in bitpeer's state folder).
+    #[arg(long)]
+    store: Option<PathBuf>,
+}
+
+#[derive(clap::Args)]
+struct ImportArgs {
+    /// The CAR v1 file to load.
+    #[arg(long)]
+    car: PathBuf,
+    /// Block store folder (default: the `ipfs` folder in bitpeer's state folder).
+    #[arg(long)]
+    store: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -61,6 +106,9 @@ fn open_store(arg: Option<PathBuf>) -> CliResult<FsStore> {
 pub fn run(args: Args) -> CliResult {
     match args.command {
         IpfsCommand::Add(a) => add(a),
+        IpfsCommand::Cat(a) => cat(a),
+        IpfsCommand::Export(a) => export(a),
+        IpfsCommand::Import(a) => import(a),
     }
 }
 
@@ -74,5 +122,83 @@ fn add(a: AddArgs) -> CliResult {
     }
     .map_err(err)?;
     println!("{}", root.cid);
+    Ok(())
+}
+
+/// `CID[/path]` resolved in `store`.
+fn resolve(store: &dyn BlockStore, arg: &str) -> CliResult<Cid> {
+    let arg = arg.strip_prefix("/ipfs/").unwrap_or(arg);
+    let (cid, path) = arg.split_once('/').unwrap_or((arg, ""));
+    let root = ipfs::parse_cid(cid).map_err(err)?;
+    dag::resolve(store, &root, path).map_err(err)
+}
+
+fn cat(a: CatArgs) -> CliResult {
+    let store = open_store(a.store)?;
+    let cid = resolve(&store, &a.cid)?;
+    let stdout = std::io::stdout();
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, stdout.lock());
+    dag::write_file(&store, &cid, 0, u64::MAX, &mut out).map_err(err)?;
+    out.flush()
+        .map_err(|e| CliError::new(format!("stdout: {e}")))
+}
+
+fn export(a: ExportArgs) -> CliResult {
+    let store = open_store(a.store)?;
+    let cid = resolve(&store, &a.cid)?;
+    if let Some(dest) = a.output {
+        return dag::export(&store, &cid, &dest).map_err(err);
+    }
+    let path = a.car.expect("clap requires --car or -o");
+    // Written to a temp file and renamed, so a failed export leaves no partial CAR.
+    let tmp = path.with_extension("car.part");
+    let file =
+        fs::File::create(&tmp).map_err(|e| CliError::new(format!("{}: {e}", tmp.display())))?;
+    let mut out = std::io::BufWriter::with_capacity(1 << 20, file);
+    let io = |e: std::io::Error| ipfs::Error::Io {
+        path: tmp.display().to_string(),
+        source: e,
+    };
+    let result = out
+        .write_all(&car::header(&[cid]))
+        .map_err(io)
+        .and_then(|()| {
+            dag::walk(&store, &cid, dag::Scope::All, |c, b| {
+                car::write_block(&mut out, c, b).map_err(io)
+            })
+        })
+        .and_then(|()| out.flush().map_err(io));
+    match result {
+        Ok(()) => {
+            fs::rename(&tmp, &path).map_err(|e| CliError::new(format!("{}: {e}", path.display())))
+        }
+        Err(e) => {
+            drop(out);
+            let _ = fs::remove_file(&tmp);
+            Err(err(e))
+        }
+    }
+}
+
+fn import(a: ImportArgs) -> CliResult {
+    let store = open_store(a.store)?;
+    let file =
+        fs::File::open(&a.car).map_err(|e| CliError::new(format!("{}: {e}", a.car.display())))?;
+    let mut reader = car::CarReader::new(std::io::BufReader::with_capacity(1 << 20, file))
+        .map_err(|e| CliError::new(format!("{}: {e}", a.car.display())))?;
+    let mut blocks = 0u64;
+    while let Some((cid, block)) = reader
+        .next_block()
+        .map_err(|e| CliError::new(format!("{}: {e}", a.car.display())))?
+    {
+        store.put(&cid, &block).map_err(|e| {
+            CliError::new(format!("{}: block {}: {e}", a.car.display(), blocks + 1))
+        })?;
+        blocks += 1;
+    }
+    eprintln!("imported {blocks} blocks");
+    for root in &reader.roots {
+        println!("{root}");
+    }
     Ok(())
 }

@@ -10,6 +10,8 @@
 //! - import profiles: IPIP-499 (`unixfs-v1-2025`, `unixfs-v0-2015`), and what Helia's
 //!   `ipfs-unixfs-importer` does with no profile (`v1-256k`).
 
+pub mod car;
+pub mod dag;
 pub mod dagpb;
 mod hamt;
 pub mod import;
@@ -45,6 +47,8 @@ pub enum Error {
     HashMismatch { cid: String },
     #[error("{0}")]
     Limit(String),
+    #[error("not found: {0}")]
+    NotFound(String),
     #[error("{path}: {source}")]
     Io {
         path: String,
