@@ -34,3 +34,7 @@ npm_pinned() {
 }
 
 npm_pinned "$cache/npm-ipfs-importer" ipfs-unixfs-importer@17.1.1 blockstore-core@7.0.1
+# Helia 7 (full node, gateway client, verified-fetch) needs Node >= 22.19: npm's `node`
+# package ships a Node 22 binary (node_modules/node/bin/node).
+npm_pinned "$cache/npm-helia" node@22.23.3 helia@7.1.15 @helia/unixfs@8.0.5 \
+    @helia/verified-fetch@8.0.4 @helia/block-brokers@5.2.4 @helia/routers@5.1.1

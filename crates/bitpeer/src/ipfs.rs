@@ -3,7 +3,10 @@
 //! `export` read it back (to stdout, to files, or to a CAR file); `import` loads a CAR file,
 //! verifying every block.
 
+mod gateway;
+
 use std::path::PathBuf;
+use std::sync::Arc;
 
 use clap::Subcommand;
 use std::fs;
@@ -29,6 +32,18 @@ enum IpfsCommand {
     Export(ExportArgs),
     /// Load the blocks of a CAR v1 file into the store, verifying each; prints its roots.
     Import(ImportArgs),
+    /// Serve the store as an IPFS Trustless Gateway (raw blocks and CAR files over HTTP).
+    Serve(ServeArgs),
+}
+
+#[derive(clap::Args)]
+struct ServeArgs {
+    /// Address to listen on (HOST:PORT; port 0 picks a free one).
+    #[arg(long, default_value = "127.0.0.1:8080")]
+    http: String,
+    /// Block store folder (default: the `ipfs` folder in bitpeer's state folder).
+    #[arg(long)]
+    store: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -109,6 +124,7 @@ pub fn run(args: Args) -> CliResult {
         IpfsCommand::Cat(a) => cat(a),
         IpfsCommand::Export(a) => export(a),
         IpfsCommand::Import(a) => import(a),
+        IpfsCommand::Serve(a) => serve(a),
     }
 }
 
@@ -201,4 +217,28 @@ fn import(a: ImportArgs) -> CliResult {
         println!("{root}");
     }
     Ok(())
+}
+
+fn runtime() -> CliResult<tokio::runtime::Runtime> {
+    tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .map_err(|e| CliError::new(format!("cannot start the runtime: {e}")))
+}
+
+fn serve(a: ServeArgs) -> CliResult {
+    let store: Arc<dyn BlockStore> = Arc::new(open_store(a.store)?);
+    runtime()?.block_on(async {
+        let listener = tokio::net::TcpListener::bind(&a.http)
+            .await
+            .map_err(|e| CliError::new(format!("cannot listen on {}: {e}", a.http)))?;
+        let addr = listener
+            .local_addr()
+            .map_err(|e| CliError::new(e.to_string()))?;
+        println!("gateway listening on http://{addr}");
+        tokio::select! {
+            _ = gateway::serve(listener, store) => Ok(()),
+            _ = crate::shutdown_signal() => Ok(()),
+        }
+    })
 }

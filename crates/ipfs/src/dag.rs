@@ -341,42 +341,126 @@ pub enum Scope {
     Block,
 }
 
-/// Visits the blocks under `root` depth-first, in link order, each once (CAR `order=dfs`,
-/// `dups=n`). Stops at the first block not held, with [`Error::NotFound`].
+/// Visits blocks depth-first, in link order, each once (CAR `order=dfs`, `dups=n`); one
+/// walker can make several walks (a path, then its target) without repeating a block.
+/// A walk stops at the first block not held, with [`Error::NotFound`].
+pub struct Walker<F> {
+    seen: HashSet<Cid>,
+    visit: F,
+}
+
+impl<F: FnMut(&Cid, &[u8]) -> Result<(), Error>> Walker<F> {
+    pub fn new(visit: F) -> Self {
+        Walker {
+            seen: HashSet::new(),
+            visit,
+        }
+    }
+
+    /// The blocks of `root` within `scope`.
+    pub fn walk(&mut self, store: &dyn BlockStore, root: &Cid, scope: Scope) -> Result<(), Error> {
+        // (cid, whether its own children are to be followed)
+        let mut stack = vec![(*root, true)];
+        while let Some((cid, follow)) = stack.pop() {
+            if !self.seen.insert(cid) {
+                continue;
+            }
+            let block = need(store, &cid)?;
+            (self.visit)(&cid, &block)?;
+            if !follow || scope == Scope::Block || cid.codec() == RAW {
+                continue;
+            }
+            let node = decode(&cid, &block)?;
+            let links: Vec<(Cid, bool)> = match (&node, scope) {
+                (Node::File { links, .. }, _) => links.iter().map(|l| (l.hash, true)).collect(),
+                (Node::Directory(links) | Node::Hamt(links), Scope::All) => {
+                    links.iter().map(|l| (l.hash, true)).collect()
+                }
+                (Node::Hamt(links), _) => links
+                    .iter()
+                    .filter(|l| l.name.as_deref().is_some_and(|n| n.len() == 2))
+                    .map(|l| (l.hash, true))
+                    .collect(),
+                _ => Vec::new(),
+            };
+            if stack.len() + links.len() > 1 << 24 {
+                return Err(Error::Limit(format!("{root}: DAG too wide to walk")));
+            }
+            stack.extend(links.into_iter().rev());
+        }
+        Ok(())
+    }
+
+    /// The blocks a reader of bytes `[from, to)` of the file at `cid` needs.
+    pub fn walk_range(
+        &mut self,
+        store: &dyn BlockStore,
+        cid: &Cid,
+        from: u64,
+        to: u64,
+    ) -> Result<(), Error> {
+        self.range_at(store, cid, 0, from, to, 0)
+    }
+
+    fn range_at(
+        &mut self,
+        store: &dyn BlockStore,
+        cid: &Cid,
+        at: u64,
+        from: u64,
+        to: u64,
+        depth: usize,
+    ) -> Result<(), Error> {
+        if depth > MAX_DEPTH {
+            return Err(Error::Limit(format!(
+                "{cid}: file DAG deeper than {MAX_DEPTH}"
+            )));
+        }
+        let block = need(store, cid)?;
+        if self.seen.insert(*cid) {
+            (self.visit)(cid, &block)?;
+        }
+        if let Node::File {
+            data,
+            links,
+            blocksizes,
+        } = decode(cid, &block)?
+        {
+            let mut pos = at + data.len() as u64;
+            for (link, &size) in links.iter().zip(&blocksizes) {
+                let end = pos.saturating_add(size);
+                if end > from && pos < to {
+                    self.range_at(store, &link.hash, pos, from, to, depth + 1)?;
+                }
+                pos = end;
+            }
+        }
+        Ok(())
+    }
+
+    /// Follows `path` from the folder `root`, visiting each folder's own blocks (its
+    /// shards too) on the way, as a client needs them to verify the path; returns the target.
+    pub fn walk_path(
+        &mut self,
+        store: &dyn BlockStore,
+        root: &Cid,
+        path: &[String],
+    ) -> Result<Cid, Error> {
+        let mut cid = *root;
+        for part in path {
+            self.walk(store, &cid, Scope::Entity)?;
+            cid = resolve(store, &cid, part)?;
+        }
+        Ok(cid)
+    }
+}
+
+/// Visits every block under `root` within `scope` (see [`Walker`]).
 pub fn walk(
     store: &dyn BlockStore,
     root: &Cid,
     scope: Scope,
-    mut visit: impl FnMut(&Cid, &[u8]) -> Result<(), Error>,
+    visit: impl FnMut(&Cid, &[u8]) -> Result<(), Error>,
 ) -> Result<(), Error> {
-    let mut seen = HashSet::new();
-    // (cid, whether its own children are to be followed)
-    let mut stack = vec![(*root, true)];
-    while let Some((cid, follow)) = stack.pop() {
-        if !seen.insert(cid) {
-            continue;
-        }
-        let block = need(store, &cid)?;
-        visit(&cid, &block)?;
-        if !follow || scope == Scope::Block || cid.codec() == RAW {
-            continue;
-        }
-        let node = decode(&cid, &block)?;
-        let links: Vec<(Cid, bool)> = match (&node, scope) {
-            (Node::File { links, .. }, _) => links.iter().map(|l| (l.hash, true)).collect(),
-            (Node::Directory(links), Scope::All) => links.iter().map(|l| (l.hash, true)).collect(),
-            (Node::Hamt(links), Scope::All) => links.iter().map(|l| (l.hash, true)).collect(),
-            (Node::Hamt(links), _) => links
-                .iter()
-                .filter(|l| l.name.as_deref().is_some_and(|n| n.len() == 2))
-                .map(|l| (l.hash, true))
-                .collect(),
-            _ => Vec::new(),
-        };
-        if stack.len() + links.len() > 1 << 24 {
-            return Err(Error::Limit(format!("{root}: DAG too wide to walk")));
-        }
-        stack.extend(links.into_iter().rev());
-    }
-    Ok(())
+    Walker::new(visit).walk(store, root, scope)
 }

@@ -13,6 +13,7 @@
 pub mod car;
 pub mod dag;
 pub mod dagpb;
+pub mod gateway;
 mod hamt;
 pub mod import;
 mod pb;
@@ -58,7 +59,7 @@ pub enum Error {
 }
 
 impl Error {
-    pub(crate) fn io(path: impl AsRef<std::path::Path>, source: std::io::Error) -> Self {
+    pub fn io(path: impl AsRef<std::path::Path>, source: std::io::Error) -> Self {
         Error::Io {
             path: path.as_ref().display().to_string(),
             source,

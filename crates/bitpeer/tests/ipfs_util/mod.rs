@@ -81,3 +81,117 @@ pub fn last_line(out: &Output) -> String {
         .trim()
         .to_owned()
 }
+
+/// The npm folder of Helia 7 and the Node 22 binary npm's `node` package put there.
+pub struct Helia {
+    pub dir: PathBuf,
+    pub node: PathBuf,
+}
+
+pub fn helia() -> Option<Helia> {
+    let dir = cache_dir().join("npm-helia");
+    let node = dir.join("node_modules/node/bin/node");
+    let ok = dir.join("node_modules/helia/package.json").is_file() && node.is_file();
+    let why = format!(
+        "Helia and Node 22 are not installed in {} (run scripts/install-ipfs.sh)",
+        dir.display()
+    );
+    common::available_or_fail(ok, &why).then_some(Helia { dir, node })
+}
+
+/// `bitpeer ipfs serve --store STORE --http 127.0.0.1:0`, and its base URL once it listens.
+pub fn serve(store: &Path) -> (common::Proc, String) {
+    let mut cmd = Command::new(common::bitpeer_bin());
+    cmd.args(["ipfs", "serve", "--http", "127.0.0.1:0", "--store"])
+        .arg(store);
+    let mut proc = common::Proc::spawn(cmd, Duration::from_secs(600));
+    let url = proc.wait_line(Duration::from_secs(30), |l| {
+        l.strip_prefix("gateway listening on ").map(str::to_owned)
+    });
+    (proc, url)
+}
+
+/// `bitpeer ipfs add --store STORE PATH`'s root CID.
+pub fn add(store: &Path, path: &Path) -> String {
+    let out = bitpeer_ok(&[
+        "ipfs".as_ref(),
+        "add".as_ref(),
+        "--store".as_ref(),
+        store.as_os_str(),
+        path.as_os_str(),
+    ]);
+    last_line(&out)
+}
+
+/// One HTTP/1.1 request to `url` (http://HOST:PORT) over a plain socket: (status, headers
+/// with lower-case names, body). Bounded by a 30 s deadline.
+pub fn http_get(
+    url: &str,
+    method: &str,
+    target: &str,
+    accept: Option<&str>,
+) -> (u16, Vec<(String, String)>, Vec<u8>) {
+    use std::io::{Read, Write};
+    let host = url.strip_prefix("http://").expect("http URL");
+    let mut s = std::net::TcpStream::connect(host).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
+    let mut req = format!("{method} {target} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n");
+    if let Some(a) = accept {
+        req.push_str(&format!("Accept: {a}\r\n"));
+    }
+    req.push_str("\r\n");
+    s.write_all(req.as_bytes()).unwrap();
+    let mut raw = Vec::new();
+    s.read_to_end(&mut raw).unwrap();
+    let split = raw
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .expect("a complete HTTP head");
+    let head = String::from_utf8_lossy(&raw[..split]).into_owned();
+    let mut lines = head.lines();
+    let status: u16 = lines
+        .next()
+        .unwrap()
+        .split(' ')
+        .nth(1)
+        .unwrap()
+        .parse()
+        .unwrap();
+    let headers: Vec<(String, String)> = lines
+        .filter_map(|l| l.split_once(':'))
+        .map(|(k, v)| (k.trim().to_ascii_lowercase(), v.trim().to_owned()))
+        .collect();
+    let mut body = raw[split + 4..].to_vec();
+    if headers
+        .iter()
+        .any(|(k, v)| k == "transfer-encoding" && v == "chunked")
+    {
+        body = dechunk(&body);
+    }
+    (status, headers, body)
+}
+
+fn dechunk(mut b: &[u8]) -> Vec<u8> {
+    let mut out = Vec::new();
+    loop {
+        let end = b
+            .windows(2)
+            .position(|w| w == b"\r\n")
+            .expect("chunk size line");
+        let size =
+            usize::from_str_radix(std::str::from_utf8(&b[..end]).unwrap().trim(), 16).unwrap();
+        b = &b[end + 2..];
+        if size == 0 {
+            return out;
+        }
+        out.extend_from_slice(&b[..size]);
+        b = &b[size + 2..];
+    }
+}
+
+pub fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str> {
+    headers
+        .iter()
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.as_str())
+}
