@@ -4,6 +4,7 @@
 //! verifying every block.
 
 mod gateway;
+mod get;
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -32,8 +33,27 @@ enum IpfsCommand {
     Export(ExportArgs),
     /// Load the blocks of a CAR v1 file into the store, verifying each; prints its roots.
     Import(ImportArgs),
+    /// Fetch a CID from trustless gateways, verifying every block; resumes from held blocks.
+    Get(GetArgs),
     /// Serve the store as an IPFS Trustless Gateway (raw blocks and CAR files over HTTP).
     Serve(ServeArgs),
+}
+
+#[derive(clap::Args)]
+struct GetArgs {
+    /// The CID to fetch.
+    cid: String,
+    /// Write the file or folder here (must not exist yet); without it the blocks are only
+    /// stored.
+    #[arg(short, long)]
+    output: Option<PathBuf>,
+    /// A trustless gateway to fetch from (http:// or https://); give several to spread the
+    /// risk. A gateway that sends a wrong block is refused.
+    #[arg(long = "gateway", required = true)]
+    gateways: Vec<String>,
+    /// Block store folder (default: the `ipfs` folder in bitpeer's state folder).
+    #[arg(long)]
+    store: Option<PathBuf>,
 }
 
 #[derive(clap::Args)]
@@ -125,6 +145,7 @@ pub fn run(args: Args) -> CliResult {
         IpfsCommand::Export(a) => export(a),
         IpfsCommand::Import(a) => import(a),
         IpfsCommand::Serve(a) => serve(a),
+        IpfsCommand::Get(a) => get_cmd(a),
     }
 }
 
@@ -241,4 +262,38 @@ fn serve(a: ServeArgs) -> CliResult {
             _ = crate::shutdown_signal() => Ok(()),
         }
     })
+}
+
+fn get_cmd(a: GetArgs) -> CliResult {
+    let root = ipfs::parse_cid(a.cid.strip_prefix("/ipfs/").unwrap_or(&a.cid)).map_err(err)?;
+    for g in &a.gateways {
+        if !(g.starts_with("http://") || g.starts_with("https://")) {
+            return Err(CliError::new(format!(
+                "gateway {g:?} is not an http:// or https:// URL"
+            )));
+        }
+    }
+    if let Some(out) = &a.output
+        && fs::symlink_metadata(out).is_ok()
+    {
+        return Err(CliError::new(format!("{} exists already", out.display())));
+    }
+    let store = Arc::new(open_store(a.store)?);
+    let fetch = Arc::new(get::Fetch::new(a.gateways)?);
+    let s: Arc<dyn BlockStore> = store.clone();
+    let counts = runtime()?.block_on(async {
+        tokio::select! {
+            r = get::fetch_dag(fetch, s, root) => r,
+            _ = crate::shutdown_signal() => Err(CliError::new("interrupted (the blocks fetched so far are kept)")),
+        }
+    })?;
+    eprintln!(
+        "{} blocks fetched ({} bytes), {} already held",
+        counts.fetched, counts.bytes, counts.held
+    );
+    if let Some(out) = &a.output {
+        dag::export(&*store, &root, out).map_err(err)?;
+    }
+    println!("{root}");
+    Ok(())
 }

@@ -11,7 +11,7 @@ use std::path::Path;
 use std::process::Command;
 
 use ipfs::car::CarReader;
-use ipfs_util::{add, header, helia, http_get, serve};
+use ipfs_util::{add, header, helia, http_get, same_tree, serve};
 
 fn sample(root: &Path) -> std::path::PathBuf {
     let top = root.join("site");
@@ -39,30 +39,6 @@ fn helia_fetch(
         cmd.arg("flip");
     }
     common::run(cmd, ipfs_util::HELIA_TIMEOUT)
-}
-
-fn same_tree(a: &Path, b: &Path) {
-    if a.is_dir() {
-        assert!(b.is_dir(), "{} is not a folder", b.display());
-        let names = |p: &Path| {
-            let mut v: Vec<_> = fs::read_dir(p)
-                .unwrap()
-                .map(|e| e.unwrap().file_name())
-                .collect();
-            v.sort();
-            v
-        };
-        assert_eq!(names(a), names(b));
-        for n in names(a) {
-            same_tree(&a.join(&n), &b.join(&n));
-        }
-    } else {
-        assert!(
-            fs::read(a).unwrap() == fs::read(b).unwrap(),
-            "{} differs",
-            b.display()
-        );
-    }
 }
 
 #[test]

@@ -195,3 +195,28 @@ pub fn header<'a>(headers: &'a [(String, String)], name: &str) -> Option<&'a str
         .find(|(k, _)| k == name)
         .map(|(_, v)| v.as_str())
 }
+
+/// Asserts `b` holds the same files and folders as `a`, byte for byte.
+pub fn same_tree(a: &Path, b: &Path) {
+    if a.is_dir() {
+        assert!(b.is_dir(), "{} is not a folder", b.display());
+        let names = |p: &Path| {
+            let mut v: Vec<_> = std::fs::read_dir(p)
+                .unwrap()
+                .map(|e| e.unwrap().file_name())
+                .collect();
+            v.sort();
+            v
+        };
+        assert_eq!(names(a), names(b), "{}", b.display());
+        for n in names(a) {
+            same_tree(&a.join(&n), &b.join(&n));
+        }
+    } else {
+        assert!(
+            std::fs::read(a).unwrap() == std::fs::read(b).unwrap(),
+            "{} differs",
+            b.display()
+        );
+    }
+}
