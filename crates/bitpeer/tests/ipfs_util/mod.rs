@@ -220,3 +220,70 @@ pub fn same_tree(a: &Path, b: &Path) {
         );
     }
 }
+
+/// A sparse file of `len` bytes, zero but for a few random bytes: big DAGs cost no disk.
+fn sparse(path: &Path, len: u64) {
+    use std::os::unix::fs::FileExt;
+    let f = std::fs::File::create(path).unwrap();
+    f.set_len(len).unwrap();
+    for (i, at) in [0, len / 3, len.saturating_sub(7)].into_iter().enumerate() {
+        f.write_all_at(&common::pseudo_random(i as u64, 7), at)
+            .unwrap();
+    }
+}
+
+/// Files of `len` bytes around chunk and node boundaries for a profile of `chunk`-byte
+/// chunks and `links` links per node: (name, size).
+pub fn file_cases(chunk: u64, links: u64) -> [(&'static str, u64); 6] {
+    [
+        ("empty", 0),
+        ("one-byte", 1),
+        ("one-chunk", chunk),
+        ("chunk-plus-one", chunk + 1),
+        ("large-random", 20 * (1 << 20) + 12_345),
+        // One full node of leaves plus one more chunk: the root is two levels up.
+        ("two-level", chunk * links + 1),
+    ]
+}
+
+/// Writes file case `name` of `len` bytes at `path` (the two-level one sparse).
+pub fn write_case(path: &Path, name: &str, len: u64) {
+    if name == "two-level" {
+        sparse(path, len);
+    } else {
+        common::write_random(path, len, len as usize);
+    }
+}
+
+/// A nested folder with an empty subfolder and non-ASCII and upper/lower-case names.
+pub fn nested_folder(root: &Path) -> PathBuf {
+    let top = root.join("nested");
+    let w = |rel: &str, seed: u64, len: usize| common::write_random(&top.join(rel), seed, len);
+    w("a.txt", 1, 10);
+    w("A.txt", 2, 11);
+    w("b", 3, 300_000);
+    w("B", 4, 0);
+    w("Zebra", 5, 1);
+    w("café/crème brûlée.md", 6, 2_000_000);
+    w("日本語/ファイル", 7, 262_145);
+    w("deep/er/still/x", 8, 5);
+    w("deep/y", 9, 1 << 20);
+    std::fs::create_dir_all(top.join("empty")).unwrap();
+    std::fs::create_dir_all(top.join("deep/er/void")).unwrap();
+    top
+}
+
+/// A folder of 5000 entries of ~70 estimated bytes each: well past the 256 KiB threshold,
+/// with sub-shards where names collide on the first byte of their hash; a subfolder with
+/// content and an empty one among them.
+pub fn sharded_folder(root: &Path) -> PathBuf {
+    let top = root.join("sharded");
+    std::fs::create_dir_all(top.join("sub dir")).unwrap();
+    std::fs::write(top.join("sub dir/inner"), b"inner").unwrap();
+    std::fs::create_dir_all(top.join("empty")).unwrap();
+    for i in 0..5000u32 {
+        let name = format!("a-file-with-a-rather-long-name-{i:05}.txt");
+        std::fs::write(top.join(name), i.to_le_bytes()).unwrap();
+    }
+    top
+}
