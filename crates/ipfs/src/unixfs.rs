@@ -43,7 +43,9 @@ impl Data {
     /// A file node: inline `data` and children of `blocksizes` bytes; the file size is their
     /// sum, written as Helia and kubo write it.
     pub fn file(data: Vec<u8>, blocksizes: Vec<u64>) -> Data {
-        let filesize = data.len() as u64 + blocksizes.iter().sum::<u64>();
+        let filesize = blocksizes
+            .iter()
+            .fold(data.len() as u64, |a, &b| a.saturating_add(b));
         Data {
             filesize: Some(filesize),
             data,
