@@ -7,9 +7,9 @@
 use std::net::SocketAddr;
 use std::time::Instant;
 
-use dht::NodeId;
 use dht::krpc::{self, Body};
 use dht::node::{Node, NodeConfig};
+use dht::NodeId;
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|data: &[u8]| {

@@ -8,8 +8,7 @@ fuzz_target!(|data: &[u8]| {
         for i in 0..m.info.files.len() {
             let p = m.info.file_path(i);
             assert!(
-                p.components()
-                    .all(|c| matches!(c, std::path::Component::Normal(_))),
+                p.components().all(|c| matches!(c, std::path::Component::Normal(_))),
                 "{p:?}"
             );
         }
