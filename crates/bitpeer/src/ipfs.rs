@@ -102,8 +102,13 @@ struct ImportArgs {
 
 #[derive(clap::Args)]
 struct AddArgs {
-    /// The file or folder to import.
+    /// The file or folder to import; with --torrent, the folder holding the torrent's
+    /// content (what `bitpeer download -o` was given).
     path: PathBuf,
+    /// Import exactly the files of this completed torrent (pad files left out), and
+    /// remember the CID for its info-hashes so `bitpeer info` shows it.
+    #[arg(long)]
+    torrent: Option<PathBuf>,
     /// Import profile: unixfs-v1-2025 (CIDv1, raw leaves, 1 MiB chunks, 1024 links),
     /// unixfs-v0-2015 (kubo's legacy default: CIDv0, 256 KiB chunks, 174 links) or v1-256k
     /// (Helia's default: CIDv1, raw leaves, 256 KiB chunks, 174 links).
@@ -149,17 +154,105 @@ pub fn run(args: Args) -> CliResult {
     }
 }
 
+/// What `add` imports: a path as it is on disk, or exactly a torrent's files.
+enum Source {
+    Path(PathBuf),
+    Tree(ipfs::FileTree),
+}
+
 fn add(a: AddArgs) -> CliResult {
+    let (source, hashes) = match &a.torrent {
+        None => (Source::Path(a.path.clone()), Vec::new()),
+        Some(t) => torrent_source(t, &a.path)?,
+    };
+    let import = |sink: &mut dyn BlockSink| match &source {
+        Source::Path(p) => ipfs::import_path(a.profile, p, sink),
+        Source::Tree(t) => t.import(a.profile, sink),
+    };
     let root = if a.only_hash {
-        ipfs::import_path(a.profile, &a.path, &mut DiscardBlocks)
+        import(&mut DiscardBlocks).map_err(err)?
     } else {
-        let store = open_store(a.store)?;
+        let dir = store_dir(a.store)?;
+        let store = FsStore::open(&dir).map_err(err)?;
         let mut sink: &FsStore = &store;
-        ipfs::import_path(a.profile, &a.path, &mut sink as &mut dyn BlockSink)
-    }
-    .map_err(err)?;
+        let root = import(&mut sink).map_err(err)?;
+        for h in &hashes {
+            remember_torrent(&dir, h, &root.cid)?;
+        }
+        root
+    };
     println!("{}", root.cid);
     Ok(())
+}
+
+/// The content of a completed torrent under `data`: every non-pad file present with its
+/// length (a single file is imported as that file). Returns its info-hashes (hex) too.
+fn torrent_source(
+    torrent: &std::path::Path,
+    data: &std::path::Path,
+) -> CliResult<(Source, Vec<String>)> {
+    let bytes = crate::info::read_torrent_file(&torrent.to_string_lossy())?;
+    let m = metainfo::Metainfo::from_bytes(&bytes)
+        .map_err(|e| CliError::new(format!("{}: invalid torrent: {e}", torrent.display())))?;
+    let mut tree = ipfs::FileTree::default();
+    for (i, f) in m.info.files.iter().enumerate() {
+        if f.attr.pad {
+            continue;
+        }
+        let path = data.join(m.info.file_path(i));
+        let len = fs::metadata(&path)
+            .map_err(|e| {
+                CliError::new(format!(
+                    "{}: {e} (is the torrent complete?)",
+                    path.display()
+                ))
+            })?
+            .len();
+        if len != f.length {
+            return Err(CliError::new(format!(
+                "{}: {len} bytes, the torrent says {} (is the torrent complete?)",
+                path.display(),
+                f.length
+            )));
+        }
+        tree.add(&f.path, path).map_err(err)?;
+    }
+    let hashes = [
+        m.info_hashes.get_v1().map(|h| h.to_hex()),
+        m.info_hashes.get_v2().map(|h| h.to_hex()),
+    ]
+    .into_iter()
+    .flatten()
+    .collect();
+    let source = if m.info.single_file {
+        Source::Path(data.join(&m.info.name))
+    } else {
+        Source::Tree(tree)
+    };
+    Ok((source, hashes))
+}
+
+/// Records `cid` for the torrent with info-hash `hex` in the store (`torrents/HEX`),
+/// written to a temp file and renamed.
+fn remember_torrent(store: &std::path::Path, hex: &str, cid: &Cid) -> CliResult {
+    let dir = store.join("torrents");
+    let io = |e: std::io::Error| CliError::new(format!("{}: {e}", dir.display()));
+    fs::create_dir_all(&dir).map_err(io)?;
+    let tmp = dir.join(format!(".{hex}.{}", std::process::id()));
+    fs::write(&tmp, format!("{cid}\n")).map_err(io)?;
+    fs::rename(&tmp, dir.join(hex)).map_err(io)
+}
+
+/// The CID `bitpeer ipfs add --torrent` recorded for an info-hash (hex) in the default
+/// store, if any.
+pub fn known_cid(info_hash_hex: &str) -> Option<String> {
+    if !info_hash_hex.bytes().all(|b| b.is_ascii_hexdigit()) {
+        return None;
+    }
+    let dir = store_dir(None).ok()?;
+    let text = fs::read_to_string(dir.join("torrents").join(info_hash_hex)).ok()?;
+    let cid = ipfs::parse_cid(text.trim()).ok()?;
+    Some(cid.to_string())
 }
 
 /// `CID[/path]` resolved in `store`.

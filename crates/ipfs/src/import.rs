@@ -109,16 +109,16 @@ pub struct Imported {
 }
 
 /// Builds one file's tree as chunks arrive; holds only the open node of each level.
-struct FileTree {
+struct FileDag {
     profile: Profile,
     /// levels[k] = finished nodes of level k not yet gathered into a parent.
     levels: Vec<Vec<Imported>>,
     chunks: u64,
 }
 
-impl FileTree {
+impl FileDag {
     fn new(profile: Profile) -> Self {
-        FileTree {
+        FileDag {
             profile,
             levels: vec![Vec::new()],
             chunks: 0,
@@ -266,7 +266,7 @@ pub fn import_reader(
     let chunk_size = profile.chunk_size();
     // Enough chunks per batch to keep every core busy, about 16 MiB at most in memory.
     let batch = (threads() * 2).max((16 << 20) / chunk_size).max(1);
-    let mut tree = FileTree::new(profile);
+    let mut tree = FileDag::new(profile);
     let mut chunks: Vec<Vec<u8>> = Vec::with_capacity(batch);
     let mut spare: Vec<Vec<u8>> = Vec::new();
     let mut eof = false;
@@ -364,28 +364,46 @@ fn import_dir(
     }
     names.sort_unstable_by(|a, b| a.as_bytes().cmp(b.as_bytes()));
     let mut entries = Vec::with_capacity(names.len());
-    let mut estimate = 0usize;
-    let v0 = profile.cid_v0();
     for name in names {
         let (child, counted) = import_entry(profile, &path.join(&name), sink, depth + 1)?;
-        if counted {
+        entries.push((name, child, counted));
+    }
+    directory(profile, entries, sink)
+}
+
+/// A folder node over `entries` (sorted by name bytes; the flag says whether the entry
+/// counts in the shard estimate): flat, or a HAMT when the estimate passes the threshold.
+fn directory(
+    profile: Profile,
+    entries: Vec<(String, Imported, bool)>,
+    sink: &mut dyn BlockSink,
+) -> Result<(Imported, bool), Error> {
+    let v0 = profile.cid_v0();
+    let empty = entries.is_empty();
+    // The Data field of a plain directory node (tag, length, [8, 1]) counts in the exact
+    // block size of `unixfs-v1-2025`.
+    let mut estimate = if profile == Profile::UnixfsV1_2025 {
+        4
+    } else {
+        0
+    };
+    for (name, child, counted) in &entries {
+        if *counted {
             let cid_len = child.cid.encoded_len();
             estimate += match profile {
                 Profile::UnixfsV1_2025 => link_encoded_len(name.len(), cid_len, child.tsize),
                 _ => name.len() + cid_len,
             };
         }
-        entries.push(hamt::Entry {
+    }
+    let entries: Vec<hamt::Entry> = entries
+        .into_iter()
+        .map(|(name, child, _)| hamt::Entry {
             name,
             cid: child.cid,
             tsize: child.tsize,
-        });
-    }
-    let empty = entries.is_empty();
-    if profile == Profile::UnixfsV1_2025 {
-        // The Data field of a plain directory node: tag, length, [8, 1].
-        estimate += 4;
-    }
+        })
+        .collect();
     let (cid, tsize) = if estimate > SHARD_THRESHOLD {
         hamt::build(&entries, v0, sink)?
     } else {
@@ -414,6 +432,75 @@ fn import_dir(
         },
         empty,
     ))
+}
+
+/// A folder given as a list of files, not read from disk: each file's path inside the
+/// folder (components) and where its bytes are. Used to import exactly a torrent's files.
+#[derive(Default)]
+pub struct FileTree {
+    children: std::collections::BTreeMap<String, TreeEntry>,
+}
+
+enum TreeEntry {
+    File(std::path::PathBuf),
+    Dir(FileTree),
+}
+
+impl FileTree {
+    /// Adds a file at `path` (components, each non-empty and without '/').
+    pub fn add(&mut self, path: &[String], source: std::path::PathBuf) -> Result<(), Error> {
+        let Some((last, dirs)) = path.split_last() else {
+            return Err(Error::Malformed("empty file path".into()));
+        };
+        let mut at = self;
+        for d in dirs {
+            let next = at
+                .children
+                .entry(d.clone())
+                .or_insert_with(|| TreeEntry::Dir(FileTree::default()));
+            at = match next {
+                TreeEntry::Dir(t) => t,
+                TreeEntry::File(_) => {
+                    return Err(Error::Malformed(format!("{d} is both a file and a folder")));
+                }
+            };
+        }
+        if at
+            .children
+            .insert(last.clone(), TreeEntry::File(source))
+            .is_some()
+        {
+            return Err(Error::Malformed(format!("{last} listed twice")));
+        }
+        Ok(())
+    }
+
+    /// Imports the folder (String order is byte order, as UnixFS wants).
+    pub fn import(&self, profile: Profile, sink: &mut dyn BlockSink) -> Result<Imported, Error> {
+        self.import_at(profile, sink, 0).map(|(i, _)| i)
+    }
+
+    fn import_at(
+        &self,
+        profile: Profile,
+        sink: &mut dyn BlockSink,
+        depth: usize,
+    ) -> Result<(Imported, bool), Error> {
+        if depth >= MAX_DEPTH {
+            return Err(Error::Limit(format!(
+                "folders nested deeper than {MAX_DEPTH}"
+            )));
+        }
+        let mut entries = Vec::with_capacity(self.children.len());
+        for (name, entry) in &self.children {
+            let (child, counted) = match entry {
+                TreeEntry::File(p) => import_entry(profile, p, sink, depth + 1)?,
+                TreeEntry::Dir(t) => t.import_at(profile, sink, depth + 1)?,
+            };
+            entries.push((name.clone(), child, counted));
+        }
+        directory(profile, entries, sink)
+    }
 }
 
 #[cfg(test)]

@@ -21,7 +21,9 @@ pub mod store;
 pub mod unixfs;
 
 pub use cid::Cid;
-pub use import::{BlockSink, DiscardBlocks, Imported, Profile, import_path, import_reader};
+pub use import::{
+    BlockSink, DiscardBlocks, FileTree, Imported, Profile, import_path, import_reader,
+};
 pub use store::{BlockStore, FsStore};
 
 use sha2::{Digest, Sha256};
