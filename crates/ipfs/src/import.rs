@@ -196,31 +196,30 @@ impl FileDag {
     }
 }
 
-/// The leaf block of one chunk and what its parent needs.
-fn leaf(profile: Profile, chunk: &[u8]) -> (Vec<u8>, u64, bool) {
-    if profile.raw_leaves() {
-        (chunk.to_vec(), chunk.len() as u64, false)
-    } else {
-        let data = Data::file(chunk.to_vec(), Vec::new());
-        let block = PbNode {
-            links: Vec::new(),
-            data: Some(data.encode()),
-        }
-        .encode();
-        (block, chunk.len() as u64, true)
+/// The dag-pb leaf of one chunk (`unixfs-v0-2015`); raw leaves are the chunk itself.
+fn pb_leaf(chunk: &[u8]) -> Vec<u8> {
+    PbNode {
+        links: Vec::new(),
+        data: Some(Data::file(chunk.to_vec(), Vec::new()).encode()),
     }
+    .encode()
 }
 
 fn threads() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
-/// Hashes `chunks` into leaf blocks across all cores; returns (block, cid, filesize).
-fn hash_leaves(profile: Profile, chunks: &[Vec<u8>]) -> Vec<(Vec<u8>, Cid, u64)> {
+/// Makes and hashes the leaves of `chunks` across all cores: (the dag-pb leaf block, or
+/// `None` when the leaf is the raw chunk, and its CID).
+fn hash_leaves(profile: Profile, chunks: &[Vec<u8>]) -> Vec<(Option<Vec<u8>>, Cid)> {
     let make = |chunk: &Vec<u8>| {
-        let (block, filesize, pb) = leaf(profile, chunk);
-        let cid = cid_of(if pb { DAG_PB } else { RAW }, &block, profile.cid_v0());
-        (block, cid, filesize)
+        if profile.raw_leaves() {
+            (None, cid_of(RAW, chunk, false))
+        } else {
+            let block = pb_leaf(chunk);
+            let cid = cid_of(DAG_PB, &block, profile.cid_v0());
+            (Some(block), cid)
+        }
     };
     let n = threads().min(chunks.len());
     if n <= 1 {
@@ -239,9 +238,9 @@ fn hash_leaves(profile: Profile, chunks: &[Vec<u8>]) -> Vec<(Vec<u8>, Cid, u64)>
     })
 }
 
-/// Fills `buf` (cleared) with up to `size` bytes; fewer only at the end of the input.
+/// Fills `buf` with up to `size` bytes; fewer only at the end of the input.
 fn read_chunk(reader: &mut dyn Read, buf: &mut Vec<u8>, size: usize) -> io::Result<()> {
-    buf.clear();
+    // A reused buffer keeps its length: no zeroing of what is about to be overwritten.
     buf.resize(size, 0);
     let mut filled = 0;
     while filled < size {
@@ -285,9 +284,11 @@ pub fn import_reader(
                 break;
             }
         }
-        for (block, cid, filesize) in hash_leaves(profile, &chunks) {
-            sink.put(&cid, &block)?;
+        for (chunk, (pb_block, cid)) in chunks.iter().zip(hash_leaves(profile, &chunks)) {
+            let block = pb_block.as_deref().unwrap_or(chunk);
+            sink.put(&cid, block)?;
             let tsize = block.len() as u64;
+            let filesize = chunk.len() as u64;
             tree.chunks += 1;
             tree.push(
                 0,

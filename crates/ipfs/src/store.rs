@@ -45,13 +45,21 @@ pub struct FsStore {
 }
 
 impl FsStore {
-    /// Opens (creating if needed) the store in `root`, clearing temp files a crash left.
+    /// Opens (creating if needed) the store in `root`, clearing temp files a crash left
+    /// (those untouched for an hour: younger ones may be another process's writes).
     pub fn open(root: &Path) -> Result<FsStore, Error> {
         for sub in ["blocks", "tmp"] {
             fs::create_dir_all(root.join(sub)).map_err(|e| Error::io(root.join(sub), e))?;
         }
         if let Ok(rd) = fs::read_dir(root.join("tmp")) {
-            for e in rd.flatten() {
+            let stale = |e: &fs::DirEntry| {
+                e.metadata()
+                    .and_then(|m| m.modified())
+                    .ok()
+                    .and_then(|t| t.elapsed().ok())
+                    .is_some_and(|age| age.as_secs() > 3600)
+            };
+            for e in rd.flatten().filter(stale) {
                 let _ = fs::remove_file(e.path());
             }
         }
@@ -119,12 +127,14 @@ impl BlockStore for FsStore {
             .root
             .join("tmp")
             .join(format!("{}-{seq}", std::process::id()));
+        // The data reaches the disk before the name does, so a crash never leaves a
+        // visible block with missing bytes (at worst the block is absent and fetched or
+        // imported again).
         let write = || -> std::io::Result<()> {
             let mut f = fs::File::create(&tmp)?;
             f.write_all(block)?;
-            f.sync_all()?;
-            fs::rename(&tmp, &path)?;
-            fs::File::open(dir)?.sync_all()
+            f.sync_data()?;
+            fs::rename(&tmp, &path)
         };
         write().map_err(|e| {
             let _ = fs::remove_file(&tmp);
