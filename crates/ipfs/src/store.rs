@@ -147,6 +147,27 @@ impl BlockSink for &FsStore {
     fn put(&mut self, cid: &Cid, block: &[u8]) -> Result<(), Error> {
         BlockStore::put(*self, cid, block)
     }
+
+    /// Writes on several threads: each block still goes through temp file, fsync and
+    /// rename, but the fsyncs overlap (the file system commits them together).
+    fn put_many(&mut self, blocks: &[(Cid, &[u8])]) -> Result<(), Error> {
+        let store: &FsStore = self;
+        let per = blocks.len().div_ceil(8).max(1);
+        std::thread::scope(|s| {
+            let handles: Vec<_> = blocks
+                .chunks(per)
+                .map(|part| {
+                    s.spawn(move || {
+                        part.iter()
+                            .try_for_each(|(cid, block)| BlockStore::put(store, cid, block))
+                    })
+                })
+                .collect();
+            handles
+                .into_iter()
+                .try_for_each(|h| h.join().expect("store thread panicked"))
+        })
+    }
 }
 
 #[cfg(test)]

@@ -6,6 +6,8 @@
 //   PROFILE  unixfs-v1-2025 | unixfs-v0-2015 | v1-256k (the importer's defaults)
 //   PATH     a file or a folder; a folder is fed like a directory walk: every file with its
 //            content, and every empty folder as an entry without content
+// With HELIA_FS_STORE=DIR the blocks are written to Helia's blockstore-fs in DIR (for
+// bench/ipfs_add.sh); otherwise they are discarded.
 import fs from 'node:fs'
 import path from 'node:path'
 import { pathToFileURL } from 'node:url'
@@ -14,6 +16,12 @@ const [npmDir, profile, target] = process.argv.slice(2)
 const mod = (p) => import(pathToFileURL(path.join(npmDir, 'node_modules', p)).href)
 const { importer } = await mod('ipfs-unixfs-importer/dist/src/index.js')
 const { BlackHoleBlockstore } = await mod('blockstore-core/dist/src/black-hole.js')
+let blockstore = new BlackHoleBlockstore()
+if (process.env.HELIA_FS_STORE) {
+  const { FsBlockstore } = await mod('blockstore-fs/dist/src/index.js')
+  blockstore = new FsBlockstore(process.env.HELIA_FS_STORE)
+  await blockstore.open()
+}
 
 const options = {}
 if (profile === 'unixfs-v1-2025' || profile === 'unixfs-v0-2015') {
@@ -41,7 +49,7 @@ function * walk (abs, rel) {
 
 const base = path.basename(path.resolve(target))
 let root
-for await (const entry of importer(walk(path.resolve(target), base), new BlackHoleBlockstore(), options)) {
+for await (const entry of importer(walk(path.resolve(target), base), blockstore, options)) {
   if (entry.path === base) {
     root = entry.cid
   }
