@@ -78,16 +78,14 @@ fn sample(root: &Path) -> std::path::PathBuf {
     common::write_random(&top.join("Ünïcode/small"), 2, 100);
     fs::write(top.join("empty-file"), b"").unwrap();
     fs::create_dir_all(top.join("empty-dir")).unwrap();
-    for i in 0..4000 {
+    // Enough long names to make "many" a HAMT-sharded folder.
+    fs::create_dir_all(top.join("many")).unwrap();
+    for i in 0..5000 {
         fs::write(
             top.join(format!("many/entry-with-a-long-name-{i:04}")),
             [i as u8],
         )
-        .ok();
-        if i == 0 {
-            fs::create_dir_all(top.join("many")).unwrap();
-            fs::write(top.join("many/entry-with-a-long-name-0000"), [0]).unwrap();
-        }
+        .unwrap();
     }
     top
 }
@@ -99,6 +97,18 @@ fn add_cat_export_and_car_round_trip() {
     for profile in ["unixfs-v1-2025", "unixfs-v0-2015"] {
         let store = dir.path().join(format!("store-{profile}"));
         let root = add(&store, &top, profile);
+        {
+            // "many" is sharded, so the reads below go through a HAMT.
+            let s = ipfs::FsStore::open(&store).unwrap();
+            let many = ipfs::dag::resolve(&s, &ipfs::parse_cid(&root).unwrap(), "many").unwrap();
+            assert!(
+                matches!(
+                    ipfs::dag::load(&s, &many).unwrap(),
+                    ipfs::dag::Node::Hamt(_)
+                ),
+                "{profile}: many/ is not sharded"
+            );
+        }
         // cat of a file inside the (sharded) folder and of a big file.
         let out = cat(&store, &format!("{root}/many/entry-with-a-long-name-0042"));
         out.assert_success();
