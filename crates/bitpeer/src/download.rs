@@ -1,8 +1,10 @@
 //! `bitpeer download` and `bitpeer seed`: run one torrent over TCP with the peers given.
 
 use crate::{CliError, CliResult, info::read_torrent_file, units};
-use engine::magnet::MetadataSources;
-use engine::session::{DhtSettings, LsdSettings, Session, SessionConfig};
+use engine::session::{
+    AddSource, AddTorrent, DhtSettings, LsdSettings, Session, SessionConfig, TorrentState,
+};
+use engine::settings::Settings;
 use engine::torrent::{Stats, Torrent, TorrentConfig};
 use indicatif::{ProgressBar, ProgressStyle};
 use metainfo::Metainfo;
@@ -37,9 +39,74 @@ pub struct DownloadArgs {
     no_lsd: bool,
     #[command(flatten)]
     dht: DhtArgs,
+    #[command(flatten)]
+    limits: LimitArgs,
+    /// Download only these files, by index as `bitpeer info` lists them, e.g. `0,3-5`.
+    /// Other files are not created (bytes of theirs that share a piece with a chosen
+    /// file are kept in a part file). Default: every file, or a magnet's `so=` list.
+    #[arg(long, value_name = "LIST", value_parser = parse_only)]
+    only: Option<FileSelection>,
+    /// Fetch pieces in order, so a file can be played while it downloads.
+    #[arg(long)]
+    sequential: bool,
     /// Print one JSON progress object per line instead of a progress bar.
     #[arg(long)]
     json: bool,
+}
+
+/// File indexes chosen with `--only`.
+#[derive(Debug, Clone)]
+struct FileSelection(Vec<std::ops::RangeInclusive<u32>>);
+
+/// `0,3-5` → [0..=0, 3..=5].
+fn parse_only(s: &str) -> Result<FileSelection, String> {
+    let bad = || format!("`{s}` is not a list of file indexes like 0,3-5");
+    let mut out = Vec::new();
+    for part in s.split(',') {
+        let part = part.trim();
+        let (a, b) = match part.split_once('-') {
+            Some((a, b)) => (a.trim(), b.trim()),
+            None => (part, part),
+        };
+        let a: u32 = a.parse().map_err(|_| bad())?;
+        let b: u32 = b.parse().map_err(|_| bad())?;
+        if a > b {
+            return Err(bad());
+        }
+        out.push(a..=b);
+    }
+    Ok(FileSelection(out))
+}
+
+/// Rate and connection limits of `download` and `seed`.
+#[derive(clap::Args)]
+pub struct LimitArgs {
+    /// Most bytes per second to download, e.g. 500k or 2M (k = 1024); 0: no limit.
+    #[arg(long, value_name = "RATE", value_parser = parse_rate, default_value = "0")]
+    download_limit: u64,
+    /// Most bytes per second to upload, e.g. 500k or 2M (k = 1024); 0: no limit.
+    #[arg(long, value_name = "RATE", value_parser = parse_rate, default_value = "0")]
+    upload_limit: u64,
+    /// Most peers to be connected to at once.
+    #[arg(long, value_name = "N", default_value_t = 80,
+          value_parser = clap::value_parser!(u16).range(1..))]
+    max_peers: u16,
+}
+
+impl LimitArgs {
+    fn settings(&self) -> Settings {
+        Settings {
+            download_limit: self.download_limit,
+            upload_limit: self.upload_limit,
+            max_peers_per_torrent: usize::from(self.max_peers),
+            ..Settings::default()
+        }
+    }
+}
+
+fn parse_rate(s: &str) -> Result<u64, String> {
+    engine::settings::parse_rate(s)
+        .ok_or_else(|| format!("`{s}` is not a rate (bytes per second, like 500k or 2M)"))
 }
 
 #[derive(clap::Args)]
@@ -60,6 +127,8 @@ pub struct SeedArgs {
     no_lsd: bool,
     #[command(flatten)]
     dht: DhtArgs,
+    #[command(flatten)]
+    limits: LimitArgs,
 }
 
 /// The DHT options of `download` and `seed`.
@@ -169,7 +238,7 @@ fn resolve(addrs: &[String]) -> CliResult<Vec<SocketAddr>> {
 
 /// Bind the session. `--listen`: the address given, or if its port is taken and it is the
 /// default 6881, the next free port up to 6889.
-async fn bind(listen: &str, lsd: bool, dht: &DhtArgs) -> CliResult<Session> {
+async fn bind(listen: &str, lsd: bool, dht: &DhtArgs, limits: &LimitArgs) -> CliResult<Session> {
     let listen: SocketAddr = listen.parse().map_err(|_| {
         CliError::new(format!(
             "bad --listen address `{listen}` (expected HOST:PORT)"
@@ -182,6 +251,7 @@ async fn bind(listen: &str, lsd: bool, dht: &DhtArgs) -> CliResult<Session> {
         let mut config = SessionConfig::new(addr);
         config.lsd = lsd.then(|| lsd_settings(addr));
         config.dht = dht.settings(addr);
+        config.settings = limits.settings();
         bound = Session::start(config)
             .await
             .map_err(|e| CliError::new(e.to_string()));
@@ -212,45 +282,13 @@ async fn add(
         .map_err(|e| CliError::new(e.to_string()))
 }
 
-/// Bind the session and add the torrent.
-async fn start(
-    meta: Metainfo,
-    dir: PathBuf,
-    listen: &str,
-    peers: Vec<SocketAddr>,
-    lsd: bool,
-    dht: &DhtArgs,
-) -> CliResult<(Session, Torrent)> {
-    let session = bind(listen, lsd, dht).await?;
-    let torrent = add(&session, meta, dir, peers).await?;
-    Ok((session, torrent))
-}
-
-/// A magnet link's first step: the info dictionary from peers (BEP 9), found through the
-/// link's `x.pe` peers and `tr` trackers and `--peer`. Shows its progress; Ctrl-C stops it.
-/// Returns the torrent and the addresses met on the way.
-async fn fetch_metadata(
+/// Wait until the torrent is live: for a magnet link, while its metadata is fetched from
+/// peers (BEP 9), show how that goes; Ctrl-C stops it.
+async fn wait_live(
     session: &Session,
-    magnet: &Magnet,
-    peers: &[SocketAddr],
+    id: engine::session::TorrentId,
     json: bool,
-) -> CliResult<(Metainfo, Vec<SocketAddr>)> {
-    let mut all = peers.to_vec();
-    for p in &magnet.peers {
-        // A bad x.pe entry is the link's problem, not a reason to stop.
-        if let Ok(a) = resolve(std::slice::from_ref(p)) {
-            all.extend(a);
-        }
-    }
-    let trackers: Vec<Vec<String>> = magnet.trackers.iter().map(|t| vec![t.clone()]).collect();
-    let info_hash = magnet.info_hashes.get_v1().map(|h| h.0).unwrap_or_default();
-    let fetch = session.fetch_metadata(
-        info_hash,
-        MetadataSources {
-            peers: all,
-            trackers: trackers.clone(),
-        },
-    );
+) -> CliResult<Torrent> {
     let started = Instant::now();
     let spinner = if json || !std::io::stderr().is_terminal() {
         ProgressBar::hidden()
@@ -260,13 +298,16 @@ async fn fetch_metadata(
     let mut tick = tokio::time::interval(Duration::from_millis(500));
     let stop = crate::shutdown_signal();
     tokio::pin!(stop);
-    let meta = loop {
+    let live = session.wait_live(id);
+    tokio::pin!(live);
+    let result = loop {
         tokio::select! {
-            m = fetch.wait(trackers.clone(), magnet.web_seeds.clone()) => {
-                break m.map_err(|e| CliError::new(e.to_string()))?;
-            }
+            t = &mut live => break t.map_err(|e| CliError::new(e.to_string())),
             _ = tick.tick() => {
-                let s = fetch.stats();
+                let Some(info) = session.info(id) else { continue };
+                let Some(s) = info.fetch.filter(|_| info.state == TorrentState::Metadata) else {
+                    continue;
+                };
                 if json {
                     println!(
                         "{}",
@@ -289,14 +330,16 @@ async fn fetch_metadata(
                 }
             }
             _ = &mut stop => {
-                return Err(CliError::new("interrupted while fetching the metadata"));
+                let what = match session.info(id).map(|i| i.state) {
+                    Some(TorrentState::Metadata) => "while fetching the metadata",
+                    _ => "while checking the data",
+                };
+                break Err(CliError::new(format!("interrupted {what}")));
             }
         }
     };
     spinner.finish_and_clear();
-    let known = fetch.known_peers();
-    fetch.stop();
-    Ok((meta, known))
+    result
 }
 
 /// LSD on the interface of the listening address: a node listening on loopback is only
@@ -317,26 +360,43 @@ pub fn download(args: DownloadArgs) -> CliResult {
     let rt = runtime()?;
     let result = rt.block_on(async {
         let lsd = !args.no_lsd;
-        let session = bind(&args.listen, lsd, &args.dht).await?;
+        let session = bind(&args.listen, lsd, &args.dht, &args.limits).await?;
         // On stderr, so stdout stays the progress stream; other peers may dial it. For a
         // .torrent once the torrent is ready for them; for a magnet link at once.
         let listening = format!("listening on {}", session.listen_addr());
         let from_magnet = matches!(source, Source::Magnet(_));
-        let (meta, met) = match source {
-            Source::Torrent(meta) => (*meta, Vec::new()),
+        if from_magnet {
+            eprintln!("{listening}");
+        }
+        let mut config = TorrentConfig::new(args.dir.clone(), peers.clone());
+        config.sequential = args.sequential;
+        let source = match source {
+            Source::Torrent(meta) => AddSource::Torrent(meta),
             Source::Magnet(m) => {
-                eprintln!("{listening}");
-                match fetch_metadata(&session, &m, &peers, args.json).await {
-                    Ok(found) => found,
-                    Err(e) => {
-                        session.shutdown().await;
-                        return Err(e);
-                    }
-                }
+                // BEP 53: the link's own file selection, unless --only says otherwise.
+                config.only = m.select_only.clone();
+                AddSource::Magnet(m)
             }
         };
-        let t = add(&session, meta, args.dir.clone(), peers).await?;
-        t.add_peers(&met);
+        if let Some(only) = &args.only {
+            config.only = only.0.clone();
+        }
+        let added = session.add(AddTorrent {
+            source,
+            config,
+            paused: false,
+        });
+        let live = match added {
+            Ok(id) => wait_live(&session, id, args.json).await,
+            Err(e) => Err(CliError::new(e.to_string())),
+        };
+        let t = match live {
+            Ok(t) => t,
+            Err(e) => {
+                session.shutdown().await;
+                return Err(e);
+            }
+        };
         if !from_magnet {
             eprintln!("{listening}");
         }
@@ -351,30 +411,45 @@ pub fn download(args: DownloadArgs) -> CliResult {
         // One listener for the whole wait: a signal between two loop turns is not lost.
         let stop = crate::shutdown_signal();
         tokio::pin!(stop);
-        let done = loop {
+        let fatal = t.wait_fatal();
+        tokio::pin!(fatal);
+        enum End {
+            Complete,
+            Interrupted,
+            Failed(String),
+        }
+        let end = loop {
             tokio::select! {
-                _ = t.wait_complete() => break true,
+                _ = t.wait_complete() => break End::Complete,
+                e = &mut fatal => break End::Failed(e),
                 _ = tick.tick() => {
                     tracker_log.update(&t, &bar);
                     report(&t.stats(), &bar, args.json, started, "downloading");
                 }
-                _ = &mut stop => break false,
+                _ = &mut stop => break End::Interrupted,
             }
         };
-        report(
-            &t.stats(),
-            &bar,
-            args.json,
-            started,
-            if done { "complete" } else { "interrupted" },
-        );
+        let state = match &end {
+            End::Complete => "complete",
+            End::Interrupted => "interrupted",
+            End::Failed(_) => "error",
+        };
+        report(&t.stats(), &bar, args.json, started, state);
         bar.finish_and_clear();
-        if !done {
-            t.shutdown().await;
-            session.shutdown().await;
-            return Err(CliError::new(
-                "interrupted; run the same command again to resume",
-            ));
+        match end {
+            End::Complete => {}
+            End::Interrupted => {
+                session.shutdown().await;
+                return Err(CliError::new(
+                    "interrupted; run the same command again to resume",
+                ));
+            }
+            End::Failed(e) => {
+                session.shutdown().await;
+                return Err(CliError::new(format!(
+                    "{e}; the verified data is kept: free the space and run the same command again to resume"
+                )));
+            }
         }
         let s = t.stats();
         if !args.json {
@@ -391,7 +466,6 @@ pub fn download(args: DownloadArgs) -> CliResult {
             }
             serve_until_interrupted(&t, &mut tracker_log).await;
         }
-        t.shutdown().await;
         session.shutdown().await;
         Ok(())
     });
@@ -405,11 +479,16 @@ pub fn seed(args: SeedArgs) -> CliResult {
     let rt = runtime()?;
     let result = rt.block_on(async {
         let lsd = !args.no_lsd;
-        let (session, t) =
-            start(meta, args.dir.clone(), &args.listen, peers, lsd, &args.dht).await?;
+        let session = bind(&args.listen, lsd, &args.dht, &args.limits).await?;
+        let t = match add(&session, meta, args.dir.clone(), peers).await {
+            Ok(t) => t,
+            Err(e) => {
+                session.shutdown().await;
+                return Err(e);
+            }
+        };
         let s = t.stats();
         if s.pieces_have < s.piece_count {
-            t.shutdown().await;
             session.shutdown().await;
             return Err(CliError::new(format!(
                 "the data in {} is incomplete: {} of {} pieces are valid",
@@ -423,7 +502,6 @@ pub fn seed(args: SeedArgs) -> CliResult {
             None => println!("listening"),
         }
         serve_until_interrupted(&t, &mut TrackerLog::default()).await;
-        t.shutdown().await;
         session.shutdown().await;
         Ok(())
     });

@@ -177,15 +177,19 @@ fn print_text(r: &Value) {
         println!("peer          {p}");
     }
     let files = r["files"].as_array().cloned().unwrap_or_default();
-    let shown: Vec<&Value> = files
+    // Each file with its index, as `download --only` takes it (pad files keep their
+    // index but are not shown).
+    let shown: Vec<(usize, &Value)> = files
         .iter()
-        .filter(|f| f["pad"].as_bool() != Some(true))
+        .enumerate()
+        .filter(|(_, f)| f["pad"].as_bool() != Some(true))
         .collect();
     if !shown.is_empty() {
         println!("files         {}", shown.len());
-        for f in shown {
+        for (i, f) in shown {
             println!(
-                "  {:>12}  {}",
+                "  {:>4}  {:>12}  {}",
+                i,
                 units::size(f["size"].as_u64().unwrap_or(0)),
                 f["path"].as_str().unwrap_or("")
             );

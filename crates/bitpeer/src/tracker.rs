@@ -41,9 +41,17 @@ pub struct Args {
     /// Most peers tracked in all torrents together.
     #[arg(long, value_name = "N", default_value_t = 1_000_000)]
     max_peers: usize,
-    /// Most peers tracked in one torrent.
+    /// Most peers tracked in one torrent; a newcomer to a full torrent replaces the peer
+    /// that announced longest ago.
     #[arg(long, value_name = "N", default_value_t = 50_000)]
     max_peers_per_torrent: usize,
+    /// Most peers of one IPv4 address (or IPv6 /64) in one torrent, so one host cannot fill
+    /// a swarm with made-up peer ids; a newcomer beyond it replaces that address's peer that
+    /// announced longest ago.
+    #[arg(long, value_name = "N",
+          default_value_t = tracker::server::state::DEFAULT_MAX_PEERS_PER_IP as u64,
+          value_parser = clap::value_parser!(u64).range(1..))]
+    max_peers_per_ip: u64,
 }
 
 fn parse_addr(what: &str, s: &str) -> CliResult<SocketAddr> {
@@ -94,6 +102,7 @@ pub fn run(args: Args) -> CliResult {
     tracker.max_swarms = args.max_torrents;
     tracker.max_peers = args.max_peers;
     tracker.max_peers_per_swarm = args.max_peers_per_torrent;
+    tracker.max_peers_per_ip = usize::try_from(args.max_peers_per_ip).unwrap_or(usize::MAX);
     if let Some(path) = &args.allow {
         tracker.allow = Some(read_allow(path)?);
     }

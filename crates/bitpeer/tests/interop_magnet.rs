@@ -111,6 +111,63 @@ fn libtorrent_seeds_bitpeer_downloads_a_magnet_link() {
     assert_same_tree(&seed_dir.join("album"), &out.join("album"));
 }
 
+/// The connection that fetched the metadata carries on into the download: libtorrent,
+/// the only seeder, sees exactly one connection from bitpeer for the whole magnet
+/// download.
+#[test]
+fn the_metadata_connection_also_delivers_the_pieces() {
+    if !libtorrent_available() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let (torrent, seed_dir) = make_album(tmp.path());
+    let (seeder, port) = spawn_lt_peer(
+        &torrent,
+        &seed_dir,
+        &[],
+        &["--seed", "--stats", "--count-incoming"],
+    );
+    let link = magnet(&torrent, &[format!("127.0.0.1:{port}")]);
+    let out = tmp.path().join("out");
+    let mut dl = bitpeer_download_magnet(&link, &out);
+    finish_download(&mut dl, DOWNLOAD_TIMEOUT);
+    assert_same_tree(&seed_dir.join("album"), &out.join("album"));
+    // A stats line printed after the download ended counts every connection bitpeer
+    // opened to the seeder.
+    let seen = seeder.stdout_lines().len();
+    let end = Instant::now() + Duration::from_secs(10);
+    let stats = loop {
+        let lines = seeder.stdout_lines();
+        let after: Vec<Value> = lines[seen..]
+            .iter()
+            .filter_map(|l| serde_json::from_str::<Value>(l).ok())
+            .filter(|v| v["incoming"].is_u64())
+            .collect();
+        if let Some(v) = after.last() {
+            break v.clone();
+        }
+        assert!(
+            Instant::now() < end,
+            "no stats from the seeder: {}",
+            seeder.explain()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    };
+    let last = stats["incoming"].as_u64().unwrap();
+    let uploaded = stats["uploaded"].as_u64().unwrap_or(0);
+    assert!(
+        uploaded > 0,
+        "the seeder uploaded nothing: {}",
+        seeder.explain()
+    );
+    assert_eq!(
+        last,
+        1,
+        "bitpeer should reuse its metadata connection for the pieces\n{}",
+        dl.explain()
+    );
+}
+
 #[test]
 fn bitpeer_seeds_libtorrent_downloads_a_magnet_link() {
     if !libtorrent_available() {
@@ -339,8 +396,11 @@ fn bitpeer_learns_a_peer_from_libtorrent_pex_and_connects_to_it() {
     let secs = started.elapsed().as_secs_f64();
     eprintln!("done in {secs:.1} s: {last}");
     assert_same_tree(&seed_dir.join("pex.bin"), &out.join("pex.bin"));
-    // B alone needs over three minutes; the candidates are B and the one PEX gave.
-    assert!(last["candidates"].as_u64() >= Some(2), "{last}");
+    // B alone needs over three minutes, so finishing fast means A was reached: bitpeer
+    // dialled the address B's PEX gave (A then counts among the candidates), or A, told
+    // about bitpeer by B's PEX in the other direction, dialled bitpeer first (a race the
+    // test cannot order).
+    eprintln!("candidates at the end: {}", last["candidates"]);
     assert!(
         secs < 60.0,
         "took {secs:.0} s: A was not found through PEX? {}",

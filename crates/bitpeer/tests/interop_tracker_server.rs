@@ -21,6 +21,8 @@ use std::thread;
 use std::time::{Duration, Instant};
 
 use common::*;
+use tracker::client::udp::{self, UdpResponse};
+use tracker::proto::{AnnounceEvent, AnnounceRequest, AnnounceResponse};
 
 /// Deadline of a tracker process started by a test.
 const TRACKER_TIMEOUT: Duration = Duration::from_secs(300);
@@ -535,6 +537,24 @@ fn bitpeer_download_through_trackers(torrent: &Path, out: &Path) -> Proc {
     Proc::spawn(cmd, DOWNLOAD_TIMEOUT)
 }
 
+/// A libtorrent seeder of `torrent` (data in `root/seed`) announces to `tracker`'s UDP
+/// endpoint; `bitpeer download`, with nothing but the tracker, must find it and get every
+/// byte into `root/out`.
+fn bitpeer_from_libtorrent_through(
+    tracker: &mut Tracker,
+    root: &Path,
+    data: &Path,
+    torrent: &Path,
+) {
+    let ih = info_hash_v1(torrent);
+    let mut seeder = spawn_lt(torrent, &root.join("seed"), &tracker.udp, true);
+    tracker.wait_for_seeder(&ih, &mut seeder);
+    let out = root.join("out");
+    let mut dl = bitpeer_download_through_trackers(torrent, &out);
+    finish_download(&mut dl, DOWNLOAD_TIMEOUT);
+    assert_same_tree(data, &out.join("tracked.bin"));
+}
+
 #[test]
 fn bitpeer_finds_libtorrent_through_our_udp_tracker() {
     if skip_interop() || !libtorrent_available() {
@@ -544,12 +564,7 @@ fn bitpeer_finds_libtorrent_through_our_udp_tracker() {
     let tmp = tempfile::tempdir().unwrap();
     let (data, torrent) = make_torrent(tmp.path(), &tracker.udp);
     let ih = info_hash_v1(&torrent);
-    let mut seeder = spawn_lt(&torrent, &tmp.path().join("seed"), &tracker.udp, true);
-    tracker.wait_for_seeder(&ih, &mut seeder);
-    let out = tmp.path().join("out");
-    let mut dl = bitpeer_download_through_trackers(&torrent, &out);
-    finish_download(&mut dl, DOWNLOAD_TIMEOUT);
-    assert_same_tree(&data, &out.join("tracked.bin"));
+    bitpeer_from_libtorrent_through(&mut tracker, tmp.path(), &data, &torrent);
     // bitpeer said `completed` (and `stopped` on its way out).
     assert_eq!(
         tracker.completed(&ih),
@@ -602,4 +617,195 @@ fn bitpeer_downloads_a_magnet_link_through_its_tr_tracker() {
     let mut dl = bitpeer_download_through_trackers(Path::new(&link), &out);
     finish_download(&mut dl, DOWNLOAD_TIMEOUT);
     assert_same_tree(&data, &out.join("tracked.bin"));
+}
+
+/// A BEP 15 connect from `sock` to `to`; the connection id.
+fn udp_connect(sock: &UdpSocket, to: SocketAddr) -> u64 {
+    let mut buf = [0u8; 64];
+    for attempt in 0..10u32 {
+        sock.send_to(&udp::encode_connect(attempt), to).unwrap();
+        let end = Instant::now() + Duration::from_millis(500);
+        while Instant::now() < end {
+            if let Ok((n, _)) = sock.recv_from(&mut buf)
+                && let Ok((t, UdpResponse::Connect { connection_id })) =
+                    udp::decode_response(&buf[..n], false, 0)
+                && t == attempt
+            {
+                return connection_id;
+            }
+        }
+    }
+    panic!("no answer to 10 UDP connects to {to}");
+}
+
+/// A BEP 15 announce (event `started`, numwant 200).
+fn udp_announce_packet(
+    cid: u64,
+    tid: u32,
+    info_hash: &[u8; 20],
+    peer_id: &[u8; 20],
+    left: u64,
+    port: u16,
+) -> [u8; udp::ANNOUNCE_LEN] {
+    let req = AnnounceRequest {
+        info_hash: *info_hash,
+        peer_id: *peer_id,
+        port,
+        uploaded: 0,
+        downloaded: 0,
+        left,
+        event: AnnounceEvent::Started,
+        numwant: Some(200),
+        key: tid,
+    };
+    udp::encode_announce(cid, tid, &req)
+}
+
+/// One announce from `sock`, resent until answered (10 tries).
+fn udp_announce_once(
+    sock: &UdpSocket,
+    to: SocketAddr,
+    ih: &[u8; 20],
+    peer_id: &[u8; 20],
+    left: u64,
+    port: u16,
+) -> UdpResponse {
+    let cid = udp_connect(sock, to);
+    let mut buf = [0u8; 4096];
+    for tid in 0..10u32 {
+        sock.send_to(&udp_announce_packet(cid, tid, ih, peer_id, left, port), to)
+            .unwrap();
+        let end = Instant::now() + Duration::from_millis(500);
+        while Instant::now() < end {
+            if let Ok((n, _)) = sock.recv_from(&mut buf)
+                && let Ok((t, answer)) = udp::decode_response(&buf[..n], false, 1000)
+                && t == tid
+            {
+                return answer;
+            }
+        }
+    }
+    panic!("no answer to 10 UDP announces to {to}");
+}
+
+/// One host (127.0.0.2, another address of the loopback) announces 50,000 made-up peers to
+/// one swarm of a `bitpeer tracker` with its default caps. The tracker keeps at most 4 of
+/// them (`--max-peers-per-ip`), so an honest seeder and leecher on 127.0.0.1 still get in
+/// and find each other; with libtorrent available, a libtorrent seeder and `bitpeer
+/// download` then meet through the tracker and the download completes byte for byte.
+/// (Before the cap, the 50,000 filled the swarm and every newcomer was told "swarm is
+/// full" until they expired.)
+#[test]
+fn one_host_cannot_fill_a_swarm() {
+    const FLOOD: u32 = 50_000;
+    const WINDOW: u32 = 64;
+    let mut tracker = Tracker::spawn(&["--interval", "10"]);
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, torrent) = make_torrent(tmp.path(), &tracker.udp);
+    let ih = info_hash_v1(&torrent);
+    let to = tracker.udp_addr();
+
+    let attacker = UdpSocket::bind("127.0.0.2:0").expect("bind 127.0.0.2 (loopback)");
+    attacker
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let started = Instant::now();
+    let (mut answered, mut refused, mut last_refusal) = (0u32, 0u32, String::new());
+    let mut buf = [0u8; 4096];
+    let mut cid = udp_connect(&attacker, to);
+    let mut next = 0u32;
+    while next < FLOOD {
+        if next.is_multiple_of(10_000) {
+            cid = udp_connect(&attacker, to); // connection ids last a minute or two
+        }
+        let window: Vec<u32> = (next..(next + WINDOW).min(FLOOD)).collect();
+        let mut waiting: std::collections::HashSet<u32> = window.iter().copied().collect();
+        for _ in 0..10 {
+            for &i in &waiting {
+                let mut peer_id = *b"-XX0001-flood.......";
+                peer_id[12..16].copy_from_slice(&i.to_be_bytes());
+                let p = udp_announce_packet(cid, i, &ih, &peer_id, 1000, 1 + (i % 65_000) as u16);
+                attacker.send_to(&p, to).unwrap();
+            }
+            let end = Instant::now() + Duration::from_secs(1);
+            while !waiting.is_empty() && Instant::now() < end {
+                let Ok((n, _)) = attacker.recv_from(&mut buf) else {
+                    break;
+                };
+                if let Ok((tid, answer)) = udp::decode_response(&buf[..n], false, 1000)
+                    && waiting.remove(&tid)
+                {
+                    answered += 1;
+                    if let UdpResponse::Error(why) = answer {
+                        refused += 1;
+                        last_refusal = why;
+                    }
+                }
+            }
+            if waiting.is_empty() {
+                break;
+            }
+        }
+        assert!(
+            waiting.is_empty(),
+            "{} flood announces never answered",
+            waiting.len()
+        );
+        next += WINDOW;
+        tracker.proc.assert_no_panic();
+    }
+    eprintln!(
+        "{FLOOD} announces from 127.0.0.2 in {:.1} s: {answered} answered, {refused} refused \
+         ({last_refusal:?})",
+        started.elapsed().as_secs_f64()
+    );
+    assert_eq!(answered, FLOOD);
+    // Memory stays small: the flood holds a handful of places, not the swarm.
+    let rss = peak_rss_mib(tracker.proc.pid());
+    eprintln!("tracker peak RSS after the flood: {rss} MiB");
+    assert!(rss < 64, "the tracker's peak RSS reached {rss} MiB");
+    let (seeders, _, leechers) = tracker.scrape(&ih);
+    assert!(
+        seeders + leechers <= 4,
+        "one host holds {leechers} places in the swarm"
+    );
+
+    // Honest peers on 127.0.0.1: a seeder gets in, and a leecher is handed it.
+    let seeder_sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    seeder_sock
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let seeder_port = seeder_sock.local_addr().unwrap().port();
+    let answer = udp_announce_once(
+        &seeder_sock,
+        to,
+        &ih,
+        b"-XX0001-honest-seedr",
+        0,
+        seeder_port,
+    );
+    assert!(
+        matches!(answer, UdpResponse::Announce(_)),
+        "the honest seeder was refused: {answer:?}"
+    );
+    let leecher_sock = UdpSocket::bind("127.0.0.1:0").unwrap();
+    leecher_sock
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let answer = udp_announce_once(&leecher_sock, to, &ih, b"-XX0001-honest-leech", 5, 7);
+    let UdpResponse::Announce(AnnounceResponse { peers, .. }) = answer else {
+        panic!("the honest leecher was refused: {answer:?}");
+    };
+    assert!(
+        peers.contains(&SocketAddr::from(([127, 0, 0, 1], seeder_port))),
+        "the honest leecher was not handed the honest seeder: {peers:?}"
+    );
+    assert!(peers.len() <= 5, "{peers:?}");
+
+    // Real clients through the flooded tracker.
+    if skip_interop() || !libtorrent_available() {
+        return;
+    }
+    bitpeer_from_libtorrent_through(&mut tracker, tmp.path(), &data, &torrent);
+    tracker.proc.assert_no_panic();
 }

@@ -75,6 +75,30 @@ impl<K: Copy + Eq> Choker<K> {
         unchoke
     }
 
+    /// Change the number of regular slots (takes effect at the next round).
+    pub fn set_slots(&mut self, slots: usize) {
+        self.slots = slots;
+    }
+
+    /// A regular slot may be free between rounds (a peer left, or became interested):
+    /// the interested, choked peer to give it to, if fewer than the slots are unchoked.
+    /// Between rounds there is no rate to rank by, so the peer that gave us the most in
+    /// this round (or took the most, once seeding) goes first; snubbed peers don't.
+    pub fn free_slot(&self, peers: &[PeerSample<K>], unchoked: &[K]) -> Option<K> {
+        let regular = unchoked
+            .iter()
+            .filter(|k| self.optimistic.as_ref() != Some(*k))
+            .count();
+        if regular >= self.slots {
+            return None;
+        }
+        peers
+            .iter()
+            .filter(|p| p.interested && !p.snubbed && !unchoked.contains(&p.key))
+            .max_by_key(|p| p.downloaded.max(p.uploaded))
+            .map(|p| p.key)
+    }
+
     fn next_random(&mut self) -> u64 {
         self.rng ^= self.rng >> 12;
         self.rng ^= self.rng << 25;
@@ -95,6 +119,23 @@ mod tests {
             uploaded: up,
             snubbed: false,
         }
+    }
+
+    #[test]
+    fn a_free_slot_goes_to_a_waiting_interested_peer() {
+        let c = Choker::new(2, 1);
+        let peers = vec![
+            peer(1, true, 0, 0),
+            peer(2, true, 500, 0),
+            peer(3, false, 900, 0),
+        ];
+        assert_eq!(c.free_slot(&peers, &[]), Some(2));
+        assert_eq!(c.free_slot(&peers, &[2]), Some(1));
+        // Both regular slots taken: nothing until the next round.
+        assert_eq!(c.free_slot(&peers, &[1, 2]), None);
+        let mut snub = peer(4, true, 1000, 0);
+        snub.snubbed = true;
+        assert_eq!(c.free_slot(&[snub], &[]), None);
     }
 
     #[test]

@@ -1,15 +1,27 @@
-//! The bitpeer node: a [`session::Session`] owns the listener and routes peers to its
-//! [`torrent::Torrent`]s; each torrent runs one task per peer connection over the sans-IO
-//! `wire` protocol core, with a [`picker`], a [`choker`], [`storage`] (positioned reads and
-//! writes of verified pieces only) and [`resume`] files.
+//! The bitpeer node. A [`session::Session`] owns the table of torrents and their
+//! lifecycle (`Metadata`, `Checking`, `Live`, `Paused`, `Error`); each
+//! [`torrent::Torrent`] runs one task per peer connection over any transport
+//! ([`transport::PeerStream`]) with the sans-IO `wire` protocol core, the timed rules of
+//! [`peer_timers`], a [`picker`], a [`choker`], [`storage`] (positioned reads and writes
+//! of verified pieces only), [`blame`] (who sent the bad block of a failed piece),
+//! [`resume`] files and the rate limits of [`settings`].
+//! ARCHITECTURE.md at the repository root has the whole picture.
 
 pub mod bitfield;
+pub mod blame;
 pub mod choker;
+mod context;
+pub mod error;
 pub mod lsd;
 pub mod magnet;
+pub mod outbox;
+mod peer;
+pub mod peer_timers;
 pub mod picker;
 pub mod pool;
 pub mod resume;
 pub mod session;
+pub mod settings;
 pub mod storage;
 pub mod torrent;
+pub mod transport;

@@ -6,10 +6,20 @@
 //! ([`wire::metadata::MAX_METADATA_SIZE`]), every piece is checked for its index and exact
 //! length, and the assembled dictionary is used only once its SHA-1 is the info-hash. When
 //! it is not, the peers that sent pieces of it are banned and the fetch starts over.
+//!
+//! When the dictionary is verified, the live connections are not closed: each is handed
+//! over ([`Handoff`]) with what the peer told us so far, and the torrent carries on with
+//! it, so a magnet download needs no second connection to the peers that gave it the
+//! metadata.
 
+use crate::context::{NodeContext, PeerSink, own_addrs};
+use crate::error::{CloseReason, EngineError};
+use crate::peer::{
+    CLIENT_NAME, Handoff, MAX_REPLAYED, UT_METADATA_ID, UT_PEX_ID, exchange_handshakes,
+    kept_for_replay,
+};
 use crate::pool::PeerPool;
-use crate::session::SessionShared;
-use crate::torrent::EngineError;
+use crate::transport::PeerStream;
 use bytes::{Bytes, BytesMut};
 use metainfo::Metainfo;
 use std::collections::{HashMap, HashSet};
@@ -17,22 +27,22 @@ use std::net::SocketAddr;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::sync::{Notify, mpsc, watch};
 use tracker::client::run_announcer;
 use tracker::proto::{AnnounceEvent, AnnounceRequest};
 use wire::metadata::{MetadataAssembler, MetadataError, MetadataMessage, Progress};
 use wire::{Decoder, DecoderConfig, ExtendedHandshake, Handshake, Message};
 
-/// The id under which we receive ut_metadata messages (our choice, BEP 10).
-pub(crate) const UT_METADATA_ID: u8 = 3;
 /// Peers asked for metadata at once.
 const MAX_FETCH_PEERS: usize = 8;
 /// Metadata requests outstanding to one peer.
 const REQUESTS_PER_PEER: usize = 4;
 const CONNECT_TIMEOUT: Duration = Duration::from_secs(10);
-/// A peer that sends nothing useful for this long is dropped.
+/// A peer that sends no extended handshake in this long is dropped.
 const PEER_TIMEOUT: Duration = Duration::from_secs(30);
+/// A metadata request unanswered for this long: the peer is silent, and dropped (its
+/// pieces are asked of others long before, see `request_more`).
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Where to look for peers that have the metadata.
 #[derive(Debug, Clone, Default)]
@@ -80,9 +90,13 @@ struct FetchState {
 
 pub(crate) struct Fetch {
     pub(crate) info_hash: [u8; 20],
-    /// Set when the fetch ends: every connection closes.
+    /// Set when the fetch is abandoned: every connection closes.
     stop: watch::Sender<bool>,
-    session: Arc<SessionShared>,
+    /// Set when the fetch ends either way: the announcer says `stopped`.
+    announce_stop: watch::Sender<bool>,
+    /// Where the connections go once the metadata is verified; `None`: they close.
+    handoff: Mutex<Option<mpsc::UnboundedSender<Handoff>>>,
+    ctx: Arc<NodeContext>,
     state: Mutex<FetchState>,
     wake: Notify,
     done: Notify,
@@ -98,18 +112,24 @@ pub struct MetadataFetch {
 }
 
 impl MetadataFetch {
+    /// Start fetching. With `handoff`, the connections that are still open when the
+    /// metadata is verified are sent there instead of being closed.
     pub(crate) fn start(
-        session: &Arc<SessionShared>,
+        ctx: &Arc<NodeContext>,
         info_hash: [u8; 20],
         sources: MetadataSources,
+        handoff: Option<mpsc::UnboundedSender<Handoff>>,
     ) -> MetadataFetch {
         let (stop, stop_rx) = watch::channel(false);
+        let (announce_stop, announce_stop_rx) = watch::channel(false);
         let fetch = Arc::new(Fetch {
             info_hash,
             stop,
-            session: session.clone(),
+            announce_stop,
+            handoff: Mutex::new(handoff),
+            ctx: ctx.clone(),
             state: Mutex::new(FetchState {
-                pool: PeerPool::new(crate::torrent::own_addrs(session.listen_addr)),
+                pool: PeerPool::new(own_addrs(ctx.listen_addr)),
                 dialing: 0,
                 connected: HashSet::new(),
                 assembler: None,
@@ -126,11 +146,7 @@ impl MetadataFetch {
             done: Notify::new(),
         });
         fetch.add_peers(&sources.peers, true);
-        session
-            .fetches
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .insert(info_hash, fetch.clone());
+        ctx.register(info_hash, fetch.clone());
         if !sources.trackers.is_empty() {
             let (peers_tx, mut peers_rx) = mpsc::channel::<Vec<SocketAddr>>(16);
             let (status_tx, _status_rx) = watch::channel(Vec::new());
@@ -142,23 +158,23 @@ impl MetadataFetch {
             });
             let base = AnnounceRequest {
                 info_hash,
-                peer_id: session.peer_id,
-                port: session.listen_addr.port(),
+                peer_id: ctx.peer_id,
+                port: ctx.listen_addr.port(),
                 uploaded: 0,
                 downloaded: 0,
                 left: 1,
                 event: AnnounceEvent::Started,
                 numwant: Some(50),
-                key: session.tracker_key,
+                key: ctx.tracker_key,
             };
             tokio::spawn(run_announcer(
-                session.tracker_client.clone(),
+                ctx.tracker_client.clone(),
                 sources.trackers,
                 base,
                 progress_rx,
                 peers_tx,
                 status_tx,
-                stop_rx.clone(),
+                announce_stop_rx,
             ));
             let f = fetch.clone();
             tokio::spawn(async move {
@@ -220,22 +236,45 @@ impl MetadataFetch {
             .map_err(|e| EngineError::Metadata(e.to_string()))
     }
 
+    /// The metadata is here and in use: stop announcing and looking for peers; the
+    /// connections go to the handoff (or close without one).
+    pub fn finish(&self) {
+        let _ = self.fetch.announce_stop.send(true);
+        self.fetch.wake.notify_one();
+        let sink: Arc<dyn PeerSink> = self.fetch.clone();
+        self.fetch.ctx.unregister(&self.fetch.info_hash, &sink);
+        // Connections still finishing keep their own sender; new ones get none.
+        self.fetch
+            .handoff
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
+    }
+
     /// Stop looking: close connections, tell trackers we stopped.
     pub fn stop(&self) {
         let _ = self.fetch.stop.send(true);
-        self.fetch.wake.notify_one();
-        let mut fetches = self
-            .fetch
-            .session
-            .fetches
-            .lock()
-            .unwrap_or_else(|e| e.into_inner());
-        if fetches
-            .get(&self.fetch.info_hash)
-            .is_some_and(|f| Arc::ptr_eq(f, &self.fetch))
-        {
-            fetches.remove(&self.fetch.info_hash);
-        }
+        self.finish();
+    }
+}
+
+impl PeerSink for Fetch {
+    fn accept(
+        self: Arc<Self>,
+        stream: PeerStream,
+        prefix: [u8; 48],
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
+        Box::pin(accept(self, stream, prefix))
+    }
+
+    fn add_peers(&self, addrs: &[SocketAddr]) {
+        Fetch::add_peers(self, addrs, false);
+    }
+
+    fn is_private(&self) -> bool {
+        // Unknown until the metadata arrives; a magnet link's torrent may be private, but
+        // LSD only sees it once it is a torrent.
+        true
     }
 }
 
@@ -271,7 +310,7 @@ impl Fetch {
 async fn dht_loop(fetch: Arc<Fetch>, mut stop: watch::Receiver<bool>) {
     let mut wait = Duration::from_secs(2);
     while !*stop.borrow() && !fetch.finished() {
-        let Some(mut found) = fetch.session.dht_lookup(fetch.info_hash, false) else {
+        let Some(mut found) = fetch.ctx.dht_lookup(fetch.info_hash, false) else {
             return;
         };
         let mut any = false;
@@ -326,21 +365,23 @@ async fn dial_loop(fetch: Arc<Fetch>, stop: watch::Receiver<bool>) {
 /// Ask one peer for metadata until the fetch is done or the peer is of no more use.
 /// Returns whether the handshake worked.
 async fn fetch_from(fetch: &Arc<Fetch>, addr: SocketAddr, stop: watch::Receiver<bool>) -> bool {
-    let stream = tokio::time::timeout(CONNECT_TIMEOUT, TcpStream::connect(addr)).await;
+    let connector = fetch.ctx.connectors.first().cloned();
+    let stream = match connector {
+        Some(c) => c.connect(addr, CONNECT_TIMEOUT).await,
+        None => Err(std::io::Error::other("no transport to dial with")),
+    };
     lock(fetch).dialing -= 1;
-    let Ok(Ok(stream)) = stream else {
+    let Ok(stream) = stream else {
         return false;
     };
     talk(fetch, stream, addr, None, stop).await
 }
 
 /// An incoming connection whose handshake named the info-hash being fetched.
-pub(crate) async fn accept(
-    fetch: Arc<Fetch>,
-    stream: TcpStream,
-    addr: SocketAddr,
-    prefix: [u8; 48],
-) {
+async fn accept(fetch: Arc<Fetch>, stream: PeerStream, prefix: [u8; 48]) {
+    let Some(addr) = stream.remote.ip() else {
+        return;
+    };
     let stop = fetch.stop.subscribe();
     let busy = {
         let s = lock(&fetch);
@@ -354,16 +395,32 @@ pub(crate) async fn accept(
 /// Handshake, then ask for metadata. Returns whether the handshake worked.
 async fn talk(
     fetch: &Arc<Fetch>,
-    mut stream: TcpStream,
+    mut stream: PeerStream,
     addr: SocketAddr,
     prefix: Option<[u8; 48]>,
     mut stop: watch::Receiver<bool>,
 ) -> bool {
-    let _ = stream.set_nodelay(true);
-    let Ok(Ok(())) =
-        tokio::time::timeout(CONNECT_TIMEOUT, handshake(fetch, &mut stream, prefix)).await
-    else {
-        return false;
+    // Taken now: a connection that hands over after the fetch finished still can.
+    let handoff_tx = fetch
+        .handoff
+        .lock()
+        .unwrap_or_else(|e| e.into_inner())
+        .clone();
+    let (ours, theirs) = match tokio::time::timeout(
+        CONNECT_TIMEOUT,
+        handshake(fetch, &mut stream, prefix),
+    )
+    .await
+    {
+        Ok(Ok(hs)) => hs,
+        Ok(Err(e)) => {
+            tracing::debug!(peer = %addr, reason = %CloseReason::Handshake(e.to_string()), "metadata connection ended");
+            return false;
+        }
+        Err(_) => {
+            tracing::debug!(peer = %addr, reason = %CloseReason::HandshakeTimeout, "metadata connection ended");
+            return false;
+        }
     };
     let key = {
         let mut s = lock(fetch);
@@ -373,17 +430,24 @@ async fn talk(
         s.keys.insert(key, addr);
         key
     };
+    // With the fast extension on both sides BEP 6 wants our availability first: we have
+    // nothing yet.
+    let fast = ours.supports_fast_extension() && theirs.supports_fast_extension();
     let mut peer = MetadataPeer {
         key,
         addr,
         incoming: prefix.is_some(),
         stream,
+        decoder: Decoder::new(DecoderConfig::default()),
+        buf: BytesMut::with_capacity(64 * 1024),
+        replay: Vec::new(),
         their_id: None,
         in_flight: Vec::new(),
+        pending_out: BytesMut::new(),
     };
-    let _ = tokio::select! {
-        r = peer.run(fetch) => r,
-        _ = stop.wait_for(|s| *s) => Ok(()),
+    let result = tokio::select! {
+        r = peer.run(fetch, fast) => r,
+        _ = stop.wait_for(|s| *s) => Err(CloseReason::Stopped),
     };
     // Whatever it still owed us goes to other peers.
     let mut s = lock(fetch);
@@ -392,7 +456,7 @@ async fn talk(
         s.owner = None;
     }
     if let Some(a) = s.assembler.as_mut() {
-        for p in peer.in_flight.drain(..) {
+        for (p, _) in peer.in_flight.drain(..) {
             a.request_failed(p);
         }
     }
@@ -406,29 +470,64 @@ async fn talk(
     }
     drop(s);
     fetch.wake.notify_one();
+    match (result, handoff_tx) {
+        (Ok(()), Some(tx)) => {
+            let handoff = Handoff {
+                stream: peer.stream,
+                decoder: peer.decoder,
+                buf: peer.buf,
+                ours,
+                theirs,
+                replay: peer.replay,
+                sent_availability: fast,
+                incoming: prefix.is_some(),
+            };
+            if let Err(e) = tx.send(handoff) {
+                tracing::debug!(peer = %addr, "metadata connection closed: nobody took it over");
+                drop(e);
+            } else {
+                tracing::debug!(peer = %addr, reason = %CloseReason::HandedOver, "metadata connection ended");
+            }
+        }
+        (Ok(()), None) => {
+            tracing::debug!(peer = %addr, reason = %CloseReason::Stopped, "metadata connection ended");
+        }
+        (Err(reason), _) => {
+            tracing::debug!(peer = %addr, %reason, "metadata connection ended");
+        }
+    }
     true
 }
 
-/// BEP 3 handshake with the extension bit, then our BEP 10 handshake. On an incoming
-/// connection the session has read the first 48 bytes (`prefix`).
+/// BEP 3 handshake with the extension bit (and the fast extension, so the connection can
+/// carry on for the torrent), then our BEP 10 handshake. On an incoming connection the
+/// router has read the first 48 bytes (`prefix`). Returns both BEP 3 handshakes.
 async fn handshake(
     fetch: &Fetch,
-    stream: &mut TcpStream,
+    stream: &mut PeerStream,
     prefix: Option<[u8; 48]>,
-) -> std::io::Result<()> {
-    let mut ours = Handshake::new(fetch.info_hash, fetch.session.peer_id);
-    ours.set_extension_protocol(true);
-    let hs = crate::torrent::exchange_handshakes(stream, &ours, prefix).await?;
+) -> std::io::Result<(Handshake, Handshake)> {
+    let mut ours = Handshake::new(fetch.info_hash, fetch.ctx.peer_id);
+    ours.set_extension_protocol(true).set_fast_extension(true);
+    let hs = exchange_handshakes(stream, &ours, prefix).await?;
     if !hs.supports_extension_protocol() {
         return Err(std::io::Error::new(
             std::io::ErrorKind::InvalidData,
             "the peer has no extension protocol, so no metadata",
         ));
     }
+    // Everything the torrent will speak on this connection once it carries on: peers
+    // like libtorrent drop an extension for good when the first handshake lacks it (a
+    // PEX message after that is an invalid message to them). Whether the torrent is
+    // private (then it sends no PEX) is known only once the metadata is here.
     let ext = ExtendedHandshake {
-        m: [("ut_metadata".to_string(), UT_METADATA_ID)].into(),
-        v: Some(concat!("bitpeer ", env!("CARGO_PKG_VERSION")).into()),
-        p: Some(fetch.session.listen_addr.port()),
+        m: [
+            ("ut_metadata".to_string(), UT_METADATA_ID),
+            ("ut_pex".to_string(), UT_PEX_ID),
+        ]
+        .into(),
+        v: Some(CLIENT_NAME.into()),
+        p: Some(fetch.ctx.listen_addr.port()),
         ..Default::default()
     };
     let mut out = BytesMut::new();
@@ -437,7 +536,11 @@ async fn handshake(
         payload: Bytes::from(ext.encode()),
     }
     .encode(&mut out);
-    stream.write_all(&out).await
+    if ours.supports_fast_extension() && hs.supports_fast_extension() {
+        Message::HaveNone.encode(&mut out);
+    }
+    stream.write.write_all(&out).await?;
+    Ok((ours, hs))
 }
 
 struct MetadataPeer {
@@ -446,52 +549,88 @@ struct MetadataPeer {
     addr: SocketAddr,
     /// It dialled us: `addr` has its ephemeral port, not its listening one.
     incoming: bool,
-    stream: TcpStream,
+    stream: PeerStream,
+    decoder: Decoder,
+    buf: BytesMut,
+    /// What the peer said that the torrent will want once it knows its pieces.
+    replay: Vec<Message>,
     /// The id the peer wants its ut_metadata messages under.
     their_id: Option<u8>,
-    /// Pieces asked of this peer and not yet answered.
-    in_flight: Vec<u32>,
+    /// Pieces asked of this peer and not yet answered, with when they were asked.
+    in_flight: Vec<(u32, Instant)>,
+    /// Small answers (rejects) to write with the next requests.
+    pending_out: BytesMut,
 }
 
 impl MetadataPeer {
-    async fn run(&mut self, fetch: &Fetch) -> Result<(), String> {
-        let mut decoder = Decoder::new(DecoderConfig::default());
-        let mut buf = BytesMut::with_capacity(64 * 1024);
-        let mut last_useful = Instant::now();
+    /// Fetch until the metadata is here (`Ok`: the connection can carry on) or this peer
+    /// is of no more use.
+    async fn run(&mut self, fetch: &Fetch, _fast: bool) -> Result<(), CloseReason> {
+        let started = Instant::now();
         loop {
             if fetch.finished() {
                 return Ok(());
             }
             self.request_more(fetch).await?;
-            let left = PEER_TIMEOUT.saturating_sub(last_useful.elapsed());
-            if left.is_zero() {
-                return Err("no metadata from this peer".into());
+            let now = Instant::now();
+            // A peer is dropped for silence only when we asked it something: one that was
+            // never asked (another peer holds the fetch) is kept.
+            let oldest = self.in_flight.iter().map(|(_, t)| *t).min();
+            if let Some(t) = oldest
+                && now.duration_since(t) >= REQUEST_TIMEOUT
+            {
+                return Err(CloseReason::NoMetadata(
+                    "no answer to a metadata request".into(),
+                ));
             }
+            if self.their_id.is_none() && now.duration_since(started) >= PEER_TIMEOUT {
+                return Err(CloseReason::NoMetadata("no extended handshake".into()));
+            }
+            let wake = oldest.map_or(Duration::from_secs(1), |t| {
+                (t + REQUEST_TIMEOUT).saturating_duration_since(now)
+            });
             let read = tokio::select! {
-                r = self.stream.read_buf(&mut buf) => r.map_err(|e| e.to_string())?,
-                _ = tokio::time::sleep(left.min(Duration::from_secs(1))) => continue,
+                r = self.stream.read.read_buf(&mut self.buf) => r?,
+                _ = tokio::time::sleep(wake.min(Duration::from_secs(1))) => continue,
                 _ = fetch.done.notified() => return Ok(()),
             };
             if read == 0 {
-                return Err("peer closed the connection".into());
+                return Err(CloseReason::PeerClosed);
             }
-            while let Some(msg) = decoder.decode(&mut buf).map_err(|e| e.to_string())? {
-                let Message::Extended { id, payload } = msg else {
-                    continue; // bitfields, haves, ...: of no use before we have the metadata
-                };
-                if id == 0 {
-                    self.on_extended_handshake(fetch, &payload)?;
-                    last_useful = Instant::now();
-                } else if id == UT_METADATA_ID {
-                    self.on_metadata(fetch, &payload)?;
-                    last_useful = Instant::now();
+            while let Some(msg) = self.decoder.decode(&mut self.buf)? {
+                match msg {
+                    Message::Extended { id: 0, payload } => {
+                        self.on_extended_handshake(fetch, &payload)?;
+                        self.keep(Message::Extended { id: 0, payload })?;
+                    }
+                    Message::Extended { id, payload } if id == UT_METADATA_ID => {
+                        self.on_metadata(fetch, &payload)?;
+                    }
+                    other if kept_for_replay(&other) => self.keep(other)?,
+                    _ => {} // of no use before we have the metadata
+                }
+                if fetch.finished() {
+                    // What is left in the buffer is the torrent's to decode.
+                    return Ok(());
                 }
             }
         }
     }
 
-    fn on_extended_handshake(&mut self, fetch: &Fetch, payload: &[u8]) -> Result<(), String> {
-        let hs = ExtendedHandshake::decode(payload).map_err(|e| e.to_string())?;
+    /// Keep a message for the torrent, within bounds.
+    fn keep(&mut self, msg: Message) -> Result<(), CloseReason> {
+        if self.replay.len() >= MAX_REPLAYED {
+            return Err(CloseReason::Protocol(
+                "too many messages before the metadata".into(),
+            ));
+        }
+        self.replay.push(msg);
+        Ok(())
+    }
+
+    fn on_extended_handshake(&mut self, fetch: &Fetch, payload: &[u8]) -> Result<(), CloseReason> {
+        let no = |m: &str| CloseReason::NoMetadata(m.to_string());
+        let hs = ExtendedHandshake::decode(payload).map_err(|e| no(&e.to_string()))?;
         if self.incoming
             && let Some(port) = hs.p.filter(|&p| p != 0)
         {
@@ -502,21 +641,22 @@ impl MetadataPeer {
         }
         let id = hs
             .extension_id("ut_metadata")
-            .ok_or("the peer does not serve metadata")?;
+            .ok_or_else(|| no("the peer does not serve metadata"))?;
         let size = hs
             .metadata_size
-            .ok_or("the peer did not say the metadata size")?;
+            .ok_or_else(|| no("the peer did not say the metadata size"))?;
         let mut s = lock(fetch);
         match &s.assembler {
             Some(a) if a.total_size() != size => {
-                return Err(format!(
+                return Err(no(&format!(
                     "the peer says the metadata has {size} bytes, others said {}",
                     a.total_size()
-                ));
+                )));
             }
             Some(_) => {}
             None => {
-                let a = MetadataAssembler::new(fetch.info_hash, size).map_err(|e| e.to_string())?;
+                let a = MetadataAssembler::new(fetch.info_hash, size)
+                    .map_err(|e| no(&e.to_string()))?;
                 s.assembler = Some(a);
                 s.pieces = 0;
             }
@@ -525,17 +665,20 @@ impl MetadataPeer {
         Ok(())
     }
 
-    fn on_metadata(&mut self, fetch: &Fetch, payload: &Bytes) -> Result<(), String> {
+    fn on_metadata(&mut self, fetch: &Fetch, payload: &Bytes) -> Result<(), CloseReason> {
+        let proto = |e: String| CloseReason::Protocol(e);
         let msg = match MetadataMessage::decode(payload) {
             Ok(m) => m,
             // BEP 9: unknown message types are ignored.
             Err(MetadataError::UnknownMessageType(_)) => return Ok(()),
-            Err(e) => return Err(e.to_string()),
+            Err(e) => return Err(proto(e.to_string())),
         };
         match msg {
             MetadataMessage::Request { piece } => {
                 // We have no metadata to give yet.
-                let their = self.their_id.ok_or("metadata request before handshake")?;
+                let their = self
+                    .their_id
+                    .ok_or_else(|| proto("metadata request before handshake".into()))?;
                 let reject = MetadataMessage::Reject { piece }.encode();
                 let mut out = BytesMut::new();
                 Message::Extended {
@@ -543,33 +686,36 @@ impl MetadataPeer {
                     payload: Bytes::from(reject),
                 }
                 .encode(&mut out);
-                // Best effort; a full socket buffer only delays the answer.
-                let _ = self.stream.try_write(&out);
+                // Best effort: a full socket buffer only delays the answer, and a torn
+                // write would corrupt the stream, so it is skipped when it cannot go whole.
+                self.pending_out.extend_from_slice(&out);
                 Ok(())
             }
             MetadataMessage::Reject { piece } => {
-                self.in_flight.retain(|&p| p != piece);
+                self.in_flight.retain(|(p, _)| *p != piece);
                 if let Some(a) = lock(fetch).assembler.as_mut() {
                     a.request_failed(piece);
                 }
-                Err("the peer refused a metadata piece".into())
+                Err(CloseReason::NoMetadata(
+                    "the peer refused a metadata piece".into(),
+                ))
             }
             MetadataMessage::Data {
                 piece,
                 total_size,
                 data,
             } => {
-                if !self.in_flight.contains(&piece) {
-                    return Err("a metadata piece nobody asked for".into());
+                if !self.in_flight.iter().any(|(p, _)| *p == piece) {
+                    return Err(proto("a metadata piece nobody asked for".into()));
                 }
-                self.in_flight.retain(|&p| p != piece);
+                self.in_flight.retain(|(p, _)| *p != piece);
                 let mut s = lock(fetch);
                 let Some(a) = s.assembler.as_mut() else {
                     return Ok(());
                 };
                 let progress = a
                     .on_data(self.key, piece, total_size, &data)
-                    .map_err(|e| e.to_string())?;
+                    .map_err(|e| proto(e.to_string()))?;
                 if !matches!(progress, Progress::Complete) {
                     if matches!(progress, Progress::Stored { .. }) {
                         s.pieces += 1;
@@ -599,47 +745,50 @@ impl MetadataPeer {
                             s.one_at_a_time = true;
                         }
                         s.owner = None;
-                        Err("the metadata does not hash to the info-hash".into())
+                        Err(proto("the metadata does not hash to the info-hash".into()))
                     }
-                    Err(e) => Err(e.to_string()),
+                    Err(e) => Err(proto(e.to_string())),
                 }
             }
         }
     }
 
-    /// Keep [`REQUESTS_PER_PEER`] pieces asked of this peer.
-    async fn request_more(&mut self, fetch: &Fetch) -> Result<(), String> {
-        let Some(their) = self.their_id else {
-            return Ok(());
-        };
-        let mut out = BytesMut::new();
-        {
+    /// Keep [`REQUESTS_PER_PEER`] pieces asked of this peer. Pieces another peer was asked
+    /// for are asked again once nothing else is missing, so one silent peer cannot hold
+    /// the fetch up (BEP 9 leaves the choice of peers to us).
+    async fn request_more(&mut self, fetch: &Fetch) -> Result<(), CloseReason> {
+        let mut out = std::mem::take(&mut self.pending_out);
+        if let Some(their) = self.their_id {
             let mut s = lock(fetch);
-            if s.one_at_a_time {
+            let allowed = if s.one_at_a_time {
                 match s.owner {
-                    None => s.owner = Some(self.key),
-                    Some(k) if k != self.key => return Ok(()),
-                    Some(_) => {}
+                    None => {
+                        s.owner = Some(self.key);
+                        true
+                    }
+                    Some(k) => k == self.key,
                 }
-            }
-            let Some(a) = s.assembler.as_mut() else {
-                return Ok(());
+            } else {
+                true
             };
-            while self.in_flight.len() < REQUESTS_PER_PEER {
-                let Some(piece) = a.next_request() else { break };
-                self.in_flight.push(piece);
-                Message::Extended {
-                    id: their,
-                    payload: Bytes::from(MetadataMessage::Request { piece }.encode()),
+            if allowed && let Some(a) = s.assembler.as_mut() {
+                let now = Instant::now();
+                while self.in_flight.len() < REQUESTS_PER_PEER {
+                    let asked: Vec<u32> = self.in_flight.iter().map(|(p, _)| *p).collect();
+                    let Some(piece) = a.next_request_excluding(&asked) else {
+                        break;
+                    };
+                    self.in_flight.push((piece, now));
+                    Message::Extended {
+                        id: their,
+                        payload: Bytes::from(MetadataMessage::Request { piece }.encode()),
+                    }
+                    .encode(&mut out);
                 }
-                .encode(&mut out);
             }
         }
         if !out.is_empty() {
-            self.stream
-                .write_all(&out)
-                .await
-                .map_err(|e| e.to_string())?;
+            self.stream.write.write_all(&out).await?;
         }
         Ok(())
     }

@@ -62,7 +62,22 @@ pub struct Picker {
     rng: u64,
     /// Whether endgame has asked a second peer for a block (so arrivals need cancels).
     endgame_copies: bool,
+    /// Bytes of the pieces in `have`, kept as pieces come and go (never a walk).
+    bytes_have: u64,
+    /// Per piece: 0 skip (not wanted), 1 normal, 2 high. Higher goes first.
+    priority: Vec<u8>,
+    /// Wanted pieces we do not have yet.
+    wanted_left: u32,
+    /// Bytes of the wanted pieces.
+    wanted_bytes: u64,
+    /// Pieces in index order (for playing while downloading) instead of rarest first.
+    sequential: bool,
 }
+
+/// A piece's priority: skipped pieces are never requested.
+pub const PRIORITY_SKIP: u8 = 0;
+pub const PRIORITY_NORMAL: u8 = 1;
+pub const PRIORITY_HIGH: u8 = 2;
 
 impl Picker {
     /// `have`: the pieces already verified. `max_partial` bounds the pieces in progress (and
@@ -75,7 +90,18 @@ impl Picker {
         seed: u64,
     ) -> Self {
         let n = have.len() as usize;
+        let size = |p: u32| {
+            let start = u64::from(p) * u64::from(piece_length);
+            u64::from(piece_length).min(total_length.saturating_sub(start))
+        };
+        let bytes_have = have.iter_ones().map(size).sum();
+        let wanted_left = have.len() - have.count_ones();
         Picker {
+            bytes_have,
+            priority: vec![PRIORITY_NORMAL; n],
+            wanted_left,
+            wanted_bytes: total_length,
+            sequential: false,
             piece_length,
             total_length,
             hashing: Bitfield::new(have.len()),
@@ -98,6 +124,48 @@ impl Picker {
 
     pub fn is_complete(&self) -> bool {
         self.have.is_full()
+    }
+
+    /// Every wanted piece is verified: the download is done (skipped pieces aside).
+    pub fn is_done(&self) -> bool {
+        self.wanted_left == 0
+    }
+
+    /// Bytes of the wanted pieces, and of those still missing.
+    pub fn wanted_bytes(&self) -> u64 {
+        self.wanted_bytes
+    }
+
+    /// Set every piece's priority (`PRIORITY_*`); pieces beyond `priority` stay as
+    /// they were. Pieces in progress that become skipped are finished anyway.
+    pub fn set_priorities(&mut self, priority: &[u8]) {
+        for (p, v) in self.priority.iter_mut().zip(priority) {
+            *p = (*v).min(PRIORITY_HIGH);
+        }
+        let mut left = 0;
+        let mut bytes = 0;
+        for p in 0..self.piece_count() {
+            if self.priority[p as usize] != PRIORITY_SKIP {
+                bytes += u64::from(self.piece_size(p));
+                if !self.have.get(p) {
+                    left += 1;
+                }
+            }
+        }
+        self.wanted_left = left;
+        self.wanted_bytes = bytes;
+    }
+
+    pub fn priority(&self, piece: u32) -> u8 {
+        self.priority
+            .get(piece as usize)
+            .copied()
+            .unwrap_or(PRIORITY_SKIP)
+    }
+
+    /// Pick new pieces in index order (still preferring higher priorities).
+    pub fn set_sequential(&mut self, on: bool) {
+        self.sequential = on;
     }
 
     pub fn piece_size(&self, piece: u32) -> u32 {
@@ -138,10 +206,17 @@ impl Picker {
         }
     }
 
+    /// Whether we still need `piece` (wanted, not had, not being hashed).
+    pub fn wants_piece(&self, piece: u32) -> bool {
+        piece < self.piece_count()
+            && !self.have.get(piece)
+            && !self.hashing.get(piece)
+            && self.priority(piece) != PRIORITY_SKIP
+    }
+
     /// Whether the peer has anything we still need.
     pub fn wants_from(&self, peer: &Bitfield) -> bool {
-        peer.iter_ones()
-            .any(|i| !self.have.get(i) && !self.hashing.get(i))
+        peer.iter_ones().any(|i| self.wants_piece(i))
     }
 
     fn next_random(&mut self) -> u64 {
@@ -234,8 +309,12 @@ impl Picker {
 
     /// True when no block is left that nobody has been asked for.
     pub fn in_endgame(&self) -> bool {
-        let untouched = (0..self.piece_count())
-            .any(|p| !self.have.get(p) && !self.hashing.get(p) && !self.partial.contains_key(&p));
+        let untouched = (0..self.piece_count()).any(|p| {
+            !self.have.get(p)
+                && !self.hashing.get(p)
+                && !self.partial.contains_key(&p)
+                && self.priority(p) != PRIORITY_SKIP
+        });
         !untouched
             && self
                 .partial
@@ -267,26 +346,45 @@ impl Picker {
         if n == 0 {
             return None;
         }
-        let start = (self.next_random() % u64::from(n)) as u32;
-        let mut best: Option<(u32, u32)> = None;
+        // Sequential: the first wanted piece in index order; else a random start so
+        // peers do not all fetch the same pieces.
+        let start = if self.sequential {
+            0
+        } else {
+            (self.next_random() % u64::from(n)) as u32
+        };
+        let top = PRIORITY_HIGH;
+        // (priority, availability, piece): best is the highest priority, then the
+        // rarest (or, sequentially, the first).
+        let mut best: Option<(u8, u32, u32)> = None;
         for k in 0..n {
             let p = (start + k) % n;
-            if !peer.get(p)
+            let prio = self.priority(p);
+            if prio == PRIORITY_SKIP
+                || !peer.get(p)
                 || self.have.get(p)
                 || self.hashing.get(p)
                 || self.partial.contains_key(&p)
             {
                 continue;
             }
-            let a = self.availability[p as usize];
-            if best.is_none_or(|(ba, _)| a < ba) {
-                best = Some((a, p));
-                if a <= 1 {
-                    break; // nothing is rarer than a piece only this peer has
+            let a = if self.sequential {
+                0
+            } else {
+                self.availability[p as usize]
+            };
+            let better = match best {
+                None => true,
+                Some((bp, ba, _)) => prio > bp || (prio == bp && a < ba),
+            };
+            if better {
+                best = Some((prio, a, p));
+                if prio == top && a <= 1 {
+                    break; // nothing beats a top-priority piece only this peer has
                 }
             }
         }
-        best.map(|(_, p)| p)
+        best.map(|(_, _, p)| p)
     }
 
     /// A request will not be answered (cancelled, rejected, timed out, peer gone).
@@ -335,7 +433,17 @@ impl Picker {
     /// The piece's hash matched: it is ours now.
     pub fn piece_verified(&mut self, piece: u32) {
         self.hashing.clear(piece);
-        self.have.set(piece);
+        if self.have.set(piece) {
+            self.bytes_have += u64::from(self.piece_size(piece));
+            if self.priority(piece) != PRIORITY_SKIP {
+                self.wanted_left = self.wanted_left.saturating_sub(1);
+            }
+        }
+    }
+
+    /// Bytes of the verified pieces.
+    pub fn bytes_have(&self) -> u64 {
+        self.bytes_have
     }
 
     /// The piece's hash did not match: fetch it again.
@@ -354,6 +462,53 @@ impl Picker {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn skipped_pieces_are_never_picked_and_done_means_the_wanted_ones() {
+        let mut p = picker(6, 16384);
+        p.set_priorities(&[0, 1, 0, 1, 0, 0]);
+        let all = Bitfield::full(6);
+        let picked: Vec<u32> = p
+            .pick(&all, 100, |_| false)
+            .iter()
+            .map(|b| b.piece)
+            .collect();
+        let mut pieces = picked.clone();
+        pieces.dedup();
+        pieces.sort();
+        assert_eq!(pieces, [1, 3]);
+        assert!(!p.is_done());
+        assert_eq!(p.wanted_bytes(), 2 * 16384);
+        for piece in [1, 3] {
+            assert_eq!(
+                p.block_received(&Block {
+                    piece,
+                    begin: 0,
+                    length: 16384
+                }),
+                Received::PieceComplete
+            );
+            p.piece_verified(piece);
+        }
+        assert!(p.is_done() && !p.is_complete());
+        assert!(!p.wants_from(&all));
+        // Wanting another file later reopens the download.
+        p.set_priorities(&[0, 1, 0, 1, 2, 0]);
+        assert!(!p.is_done());
+        assert_eq!(p.pick(&all, 1, |_| false)[0].piece, 4);
+    }
+
+    #[test]
+    fn high_priority_first_and_sequential_in_order() {
+        let mut p = picker(8, 16384);
+        p.set_priorities(&[1, 1, 1, 1, 1, 2, 1, 1]);
+        let all = Bitfield::full(8);
+        assert_eq!(p.pick(&all, 1, |_| false)[0].piece, 5);
+        let mut p = picker(8, 16384);
+        p.set_sequential(true);
+        let order: Vec<u32> = p.pick(&all, 8, |_| false).iter().map(|b| b.piece).collect();
+        assert_eq!(order[..4], [0, 1, 2, 3]);
+    }
 
     fn picker(pieces: u32, piece_len: u32) -> Picker {
         Picker::new(

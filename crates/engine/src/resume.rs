@@ -343,6 +343,8 @@ mod tests {
             total_length: 20,
         };
         let st = Storage::open(&info, &tmp.path().join("data")).unwrap();
+        // Files are created when first written.
+        st.write_piece(1, &[0u8; 4]).unwrap();
         let data = ResumeData {
             info_hash: HASH,
             pieces: Bitfield::full(2),

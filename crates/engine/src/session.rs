@@ -1,22 +1,104 @@
-//! The session: one TCP listener for every torrent of this node, routing each incoming
-//! connection by the info-hash in its handshake (BEP 3), and the limits that span torrents.
+//! The session: one node with its listener, its transports, the DHT and LSD, and the
+//! table of every torrent it holds. The session owns each torrent's lifecycle:
+//!
+//! ```text
+//!   add(magnet) ─> Metadata ─┐
+//!   add(.torrent) ───────────┴─> Checking ─> Live ──> (Error on a disk failure)
+//!                     pause: any state ─> Paused;  resume: Paused/Error ─> Metadata|Checking
+//!                     remove: any state ─> gone (optionally with its data)
+//! ```
+//!
+//! A magnet link is a torrent in the `Metadata` state: the connections that fetch its info
+//! dictionary carry on into the download. A paused torrent holds no task, no connection
+//! and no open file. Every operation works from any task, at run time, by [`TorrentId`].
 
+use crate::context::{NodeContext, seed_from_time};
+use crate::error::EngineError;
 use crate::lsd::{Lsd, LsdConfig};
-use crate::torrent::{self, EngineError, Shared, Torrent, TorrentConfig};
+use crate::magnet::{FetchStats, MetadataFetch, MetadataSources};
+use crate::peer::Handoff;
+use crate::settings::Settings;
+use crate::torrent::{Stats, Torrent, TorrentConfig};
+use crate::transport::{Connector, PeerStream, TcpConnector};
 use metainfo::Metainfo;
-use std::collections::HashMap;
+use metainfo::magnet::Magnet;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::path::PathBuf;
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
-use tokio::io::AsyncReadExt;
-use tokio::net::{TcpListener, TcpStream};
+use std::time::{Duration, SystemTime};
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, watch};
 
-/// Peer connections across all torrents.
-const MAX_CONNECTIONS: usize = 500;
-/// Incoming connections still in their handshake.
-const MAX_HALF_OPEN: usize = 64;
-const PREFIX_TIMEOUT: Duration = Duration::from_secs(10);
+/// A torrent's number in its session: small, stable for the session's life, never reused.
+pub type TorrentId = u64;
+
+/// Where a torrent is in its life.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum TorrentState {
+    /// A magnet link fetching its info dictionary from peers (BEP 9).
+    Metadata,
+    /// Checking the data already on disk against the piece hashes.
+    Checking,
+    /// Waiting for a free slot in the session's queue.
+    Queued,
+    /// Stopped by the user: no task, no connection, no open file.
+    Paused,
+    /// Downloading or seeding.
+    Live,
+    /// Stopped by a failure it cannot get past alone (a full disk), with why.
+    Error(String),
+}
+
+impl TorrentState {
+    /// Lower-case name, as the CLI and the API print it.
+    pub fn name(&self) -> &'static str {
+        match self {
+            TorrentState::Metadata => "metadata",
+            TorrentState::Checking => "checking",
+            TorrentState::Queued => "queued",
+            TorrentState::Paused => "paused",
+            TorrentState::Live => "live",
+            TorrentState::Error(_) => "error",
+        }
+    }
+}
+
+/// What to add.
+#[derive(Debug, Clone)]
+pub enum AddSource {
+    Torrent(Box<Metainfo>),
+    Magnet(Box<Magnet>),
+}
+
+/// How to add a torrent.
+#[derive(Debug, Clone)]
+pub struct AddTorrent {
+    pub source: AddSource,
+    pub config: TorrentConfig,
+    /// Add it paused: nothing is touched on disk until it is resumed.
+    pub paused: bool,
+}
+
+/// A torrent as the session lists it.
+#[derive(Debug, Clone)]
+pub struct TorrentInfo {
+    pub id: TorrentId,
+    pub info_hash: [u8; 20],
+    /// The torrent's name, or a magnet's `dn` (or the info-hash) until the metadata is in.
+    pub name: String,
+    pub state: TorrentState,
+    pub save_path: PathBuf,
+    /// Counters; the last ones seen while it was live, for a paused torrent.
+    pub stats: Stats,
+    /// While fetching metadata.
+    pub fetch: Option<FetchStats>,
+    /// Bytes checked so far, while checking.
+    pub checked_bytes: u64,
+    pub added_at: SystemTime,
+    pub has_metadata: bool,
+}
 
 /// How to run a node.
 #[derive(Debug, Clone)]
@@ -30,6 +112,8 @@ pub struct SessionConfig {
     pub tracker: tracker::client::ClientConfig,
     /// The mainline DHT (BEP 5), on a UDP socket at the listening address. `None`: off.
     pub dht: Option<DhtSettings>,
+    /// Limits, changeable later with [`Session::set_settings`].
+    pub settings: Settings,
 }
 
 /// How to join the DHT.
@@ -71,93 +155,76 @@ impl Default for LsdSettings {
 }
 
 impl SessionConfig {
-    /// Listen on `listen`, LSD on, default tracker settings.
+    /// Listen on `listen`, LSD and the DHT on, default tracker settings and limits.
     pub fn new(listen: SocketAddr) -> Self {
         SessionConfig {
             listen,
             lsd: Some(LsdSettings::default()),
             tracker: tracker::client::ClientConfig::default(),
             dht: Some(DhtSettings::default()),
+            settings: Settings::default(),
         }
     }
 }
 
-pub(crate) struct SessionShared {
-    pub(crate) listen_addr: SocketAddr,
-    /// Our peer id (BEP 20 style: `-BP0100-` and 12 random digits), the same for every
-    /// torrent and tracker of the session.
-    pub(crate) peer_id: [u8; 20],
-    /// Sent with every announce, so trackers know us across address changes.
-    pub(crate) tracker_key: u32,
-    pub(crate) tracker_client: tracker::client::TrackerClient,
-    /// Running when LSD is on and its socket could be opened.
-    lsd: Mutex<Option<Lsd>>,
-    /// Running when the DHT is on and its socket could be opened.
-    dht: Mutex<Option<dht::Dht>>,
-    pub(crate) torrents: Mutex<HashMap<[u8; 20], Arc<Shared>>>,
-    /// Magnet links whose metadata is being fetched: incoming peers for them go there.
-    pub(crate) fetches: Mutex<HashMap<[u8; 20], Arc<crate::magnet::Fetch>>>,
-    connections: AtomicUsize,
-    half_open: AtomicUsize,
-    shutdown: AtomicBool,
+/// What a torrent of the table is running now.
+enum Running {
+    Nothing,
+    Fetching(Arc<MetadataFetch>),
+    Checking,
+    Torrent(Torrent),
 }
 
-impl SessionShared {
-    /// Count one more established connection, if the session-wide limit allows it.
-    pub(crate) fn take_connection_slot(&self) -> bool {
-        self.connections
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
-                (n < MAX_CONNECTIONS).then_some(n + 1)
-            })
-            .is_ok()
-    }
+struct Entry {
+    id: TorrentId,
+    info_hash: [u8; 20],
+    config: TorrentConfig,
+    added_at: SystemTime,
+    /// Set once known (at add for a .torrent, when fetched for a magnet).
+    meta: Option<Arc<Metainfo>>,
+    magnet: Option<Box<Magnet>>,
+    state: TorrentState,
+    running: Running,
+    /// Bumped by every pause, resume and remove: a start task that finds it changed
+    /// stops what it started (the user changed their mind meanwhile).
+    epoch: u64,
+    last_stats: Stats,
+    checked: Arc<AtomicU64>,
+}
 
-    /// Torrents were added or removed: tell LSD which ones to announce (never private
-    /// ones, BEP 27).
-    pub(crate) fn torrents_changed(&self) {
-        let lsd = self.lsd.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(lsd) = lsd.as_ref() {
-            let hashes = self
-                .torrents
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .iter()
-                .filter(|(_, t)| !t.is_private())
-                .map(|(h, _)| *h)
-                .collect();
-            lsd.set_torrents(hashes);
+impl Entry {
+    fn name(&self) -> String {
+        if let Some(m) = &self.meta {
+            return m.info.name.clone();
         }
-    }
-
-    /// Start a DHT lookup of `info_hash`, announcing our port if `announce`. `None` when
-    /// the DHT is off.
-    pub(crate) fn dht_lookup(
-        &self,
-        info_hash: [u8; 20],
-        announce: bool,
-    ) -> Option<tokio::sync::mpsc::Receiver<Vec<SocketAddr>>> {
-        let dht = self.dht.lock().unwrap_or_else(|e| e.into_inner());
-        let dht = dht.as_ref()?;
-        Some(if announce {
-            dht.announce(info_hash, Some(self.listen_addr.port()))
-        } else {
-            dht.get_peers(info_hash)
-        })
-    }
-
-    pub(crate) fn release_connection_slot(&self) {
-        let _ = self
-            .connections
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+        self.magnet
+            .as_ref()
+            .and_then(|m| m.display_name.clone())
+            .unwrap_or_else(|| metainfo::hash::to_hex(&self.info_hash))
     }
 }
 
-/// A running node: its listener and its torrents.
-#[derive(Clone)]
-pub struct Session {
-    shared: Arc<SessionShared>,
+#[derive(Default)]
+struct Table {
+    next_id: TorrentId,
+    entries: BTreeMap<TorrentId, Entry>,
+    by_hash: HashMap<[u8; 20], TorrentId>,
+}
+
+struct SessionInner {
+    ctx: Arc<NodeContext>,
+    table: Mutex<Table>,
+    /// Bumped on every change of the table or of a torrent's state.
+    changes: watch::Sender<u64>,
     lsd_error: Option<String>,
     dht_error: Option<String>,
+}
+
+/// A running node: its listener, its transports and its torrents. Cheap to clone; every
+/// clone is the same session.
+#[derive(Clone)]
+pub struct Session {
+    inner: Arc<SessionInner>,
 }
 
 impl Session {
@@ -169,8 +236,9 @@ impl Session {
         Self::start(config).await
     }
 
-    /// Start a node: listen for peers, and run LSD if asked. An LSD socket that cannot be
-    /// opened is not an error (the node still works without it); see [`Session::lsd_error`].
+    /// Start a node: listen for peers, and run LSD and the DHT if asked. An LSD or DHT
+    /// socket that cannot be opened is not an error (the node still works without it);
+    /// see [`Session::lsd_error`] and [`Session::dht_error`].
     pub async fn start(config: SessionConfig) -> Result<Session, EngineError> {
         let addr = config.listen;
         let tracker_client = tracker::client::TrackerClient::new(config.tracker.clone())
@@ -182,24 +250,21 @@ impl Session {
             .local_addr()
             .map_err(|source| EngineError::Listen { addr, source })?;
         let mut peer_id = *b"-BP0100-000000000000";
-        let seed = torrent::seed_from_time();
+        let seed = seed_from_time();
         for (i, b) in peer_id[8..].iter_mut().enumerate() {
             *b = b'0' + ((seed >> (i * 5)) % 10) as u8;
         }
-        let shared = Arc::new(SessionShared {
+        let connectors: Vec<Arc<dyn Connector>> = vec![Arc::new(TcpConnector)];
+        let ctx = Arc::new(NodeContext::new(
             listen_addr,
             peer_id,
-            tracker_key: (seed >> 16) as u32,
+            (seed >> 16) as u32,
             tracker_client,
-            lsd: Mutex::new(None),
-            dht: Mutex::new(None),
-            torrents: Mutex::new(HashMap::new()),
-            fetches: Mutex::new(HashMap::new()),
-            connections: AtomicUsize::new(0),
-            half_open: AtomicUsize::new(0),
-            shutdown: AtomicBool::new(false),
-        });
-        tokio::spawn(accept_loop(shared.clone(), listener));
+            connectors,
+            config.settings,
+        ));
+        tokio::spawn(tcp_accept_loop(ctx.clone(), listener));
+        tracing::info!(%listen_addr, "listening for peers");
         let mut dht_error = None;
         if let Some(settings) = config.dht {
             let cfg = dht::DhtConfig {
@@ -210,8 +275,11 @@ impl Session {
                 node_id: None,
             };
             match dht::Dht::start(cfg) {
-                Ok(d) => *shared.dht.lock().unwrap_or_else(|e| e.into_inner()) = Some(d),
-                Err(e) => dht_error = Some(format!("cannot open its UDP socket: {e}")),
+                Ok(d) => *ctx.dht.lock().unwrap_or_else(|e| e.into_inner()) = Some(d),
+                Err(e) => {
+                    tracing::info!(error = %e, "the DHT is off: cannot open its UDP socket");
+                    dht_error = Some(format!("cannot open its UDP socket: {e}"));
+                }
             }
         }
         let mut lsd_error = None;
@@ -223,43 +291,360 @@ impl Session {
             };
             match Lsd::start(cfg).await {
                 Ok((lsd, mut found)) => {
-                    *shared.lsd.lock().unwrap_or_else(|e| e.into_inner()) = Some(lsd);
-                    let s = shared.clone();
+                    *ctx.lsd.lock().unwrap_or_else(|e| e.into_inner()) = Some(lsd);
+                    let c = ctx.clone();
                     tokio::spawn(async move {
                         while let Some((info_hash, addr)) = found.recv().await {
-                            let t = s
-                                .torrents
-                                .lock()
-                                .unwrap_or_else(|e| e.into_inner())
-                                .get(&info_hash)
-                                .cloned();
-                            if let Some(t) = t.filter(|t| !t.is_private()) {
-                                torrent::add_peers(&t, &[addr], false);
-                            }
+                            c.lsd_found(&info_hash, addr);
                         }
                     });
                 }
-                Err(e) => lsd_error = Some(e.to_string()),
+                Err(e) => {
+                    tracing::info!(error = %e, "local peer discovery is off");
+                    lsd_error = Some(e.to_string());
+                }
             }
         }
         Ok(Session {
-            shared,
-            lsd_error,
-            dht_error,
+            inner: Arc::new(SessionInner {
+                ctx,
+                table: Mutex::new(Table::default()),
+                changes: watch::Sender::new(0),
+                lsd_error,
+                dht_error,
+            }),
         })
+    }
+
+    fn table(&self) -> std::sync::MutexGuard<'_, Table> {
+        self.inner.table.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    fn changed(&self) {
+        self.inner.changes.send_modify(|n| *n += 1);
+    }
+
+    /// A receiver that sees a new value whenever a torrent is added or removed or
+    /// changes state.
+    pub fn subscribe(&self) -> watch::Receiver<u64> {
+        self.inner.changes.subscribe()
     }
 
     /// Why the DHT is not running although it was asked for.
     pub fn dht_error(&self) -> Option<&str> {
-        self.dht_error.as_deref()
+        self.inner.dht_error.as_deref()
     }
 
-    /// Stop LSD and the DHT (saving its routing table). Torrents are shut down by their
-    /// own handles, first.
+    /// Why LSD is not running although it was asked for.
+    pub fn lsd_error(&self) -> Option<&str> {
+        self.inner.lsd_error.as_deref()
+    }
+
+    pub fn listen_addr(&self) -> SocketAddr {
+        self.inner.ctx.listen_addr
+    }
+
+    /// The peer id this node uses in handshakes and announces.
+    pub fn peer_id(&self) -> [u8; 20] {
+        self.inner.ctx.peer_id
+    }
+
+    /// The limits in force.
+    pub fn settings(&self) -> Settings {
+        self.inner.ctx.settings()
+    }
+
+    /// Change the limits; rate limits apply at once, connection limits to new
+    /// connections, upload slots at the next choker round.
+    pub fn set_settings(&self, settings: Settings) {
+        self.inner.ctx.set_settings(settings);
+    }
+
+    /// Peer connections open now, across torrents.
+    pub fn connection_count(&self) -> usize {
+        self.inner.ctx.connection_count()
+    }
+
+    /// Give the session a connection accepted by another transport's listener (uTP,
+    /// WebRTC): it is routed by its handshake like a TCP one.
+    pub fn incoming(&self, stream: PeerStream) {
+        self.inner.ctx.incoming(stream);
+    }
+
+    /// Add a torrent to the table and start it (unless `paused`). A torrent whose
+    /// info-hash is already in the session is refused before any file is touched. Returns
+    /// at once: watch [`Session::info`] for the state, or use [`Session::add_torrent`] to
+    /// wait until it is live.
+    pub fn add(&self, add: AddTorrent) -> Result<TorrentId, EngineError> {
+        let (info_hash, meta, magnet) = match add.source {
+            AddSource::Torrent(meta) => {
+                let h = meta.info_hashes.get_v1().ok_or(EngineError::V2Only)?.0;
+                (h, Some(Arc::new(*meta)), None)
+            }
+            AddSource::Magnet(m) => {
+                let h = m.info_hashes.get_v1().ok_or(EngineError::V2Only)?.0;
+                (h, None, Some(m))
+            }
+        };
+        if self.inner.ctx.shutdown.load(Ordering::SeqCst) {
+            return Err(EngineError::ShuttingDown);
+        }
+        let id = {
+            let mut t = self.table();
+            if t.by_hash.contains_key(&info_hash) {
+                return Err(EngineError::Duplicate);
+            }
+            t.next_id += 1;
+            let id = t.next_id;
+            let state = if add.paused {
+                TorrentState::Paused
+            } else if meta.is_some() {
+                TorrentState::Checking
+            } else {
+                TorrentState::Metadata
+            };
+            t.by_hash.insert(info_hash, id);
+            t.entries.insert(
+                id,
+                Entry {
+                    id,
+                    info_hash,
+                    config: add.config,
+                    added_at: SystemTime::now(),
+                    meta,
+                    magnet,
+                    state,
+                    running: Running::Nothing,
+                    epoch: 0,
+                    last_stats: Stats::default(),
+                    checked: Arc::new(AtomicU64::new(0)),
+                },
+            );
+            id
+        };
+        tracing::info!(id, info_hash = %metainfo::hash::to_hex(&info_hash), paused = add.paused, "torrent added");
+        if !add.paused {
+            self.spawn_start(id);
+        }
+        self.changed();
+        Ok(id)
+    }
+
+    /// Add a .torrent and wait until it is live (its data checked): the one-shot
+    /// commands' way. The returned handle stays valid until the torrent is paused or
+    /// removed.
+    pub async fn add_torrent(
+        &self,
+        meta: Metainfo,
+        config: TorrentConfig,
+        check_progress: Arc<AtomicU64>,
+    ) -> Result<Torrent, EngineError> {
+        let id = self.add(AddTorrent {
+            source: AddSource::Torrent(Box::new(meta)),
+            config,
+            paused: false,
+        })?;
+        {
+            let mut t = self.table();
+            if let Some(e) = t.entries.get_mut(&id) {
+                e.checked = check_progress;
+            }
+        }
+        match self.wait_live(id).await {
+            Ok(t) => Ok(t),
+            Err(e) => {
+                // Nothing of it stays in the table: the caller got the error.
+                let _ = self.remove(id, false).await;
+                Err(e)
+            }
+        }
+    }
+
+    /// Wait until torrent `id` is live and return its handle; an error if it ends in the
+    /// `Error` state, is paused or removed meanwhile.
+    pub async fn wait_live(&self, id: TorrentId) -> Result<Torrent, EngineError> {
+        let mut changes = self.subscribe();
+        loop {
+            {
+                let t = self.table();
+                let e = t.entries.get(&id).ok_or(EngineError::UnknownTorrent(id))?;
+                match (&e.state, &e.running) {
+                    (TorrentState::Live, Running::Torrent(t)) => return Ok(t.clone()),
+                    (TorrentState::Error(msg), _) => return Err(EngineError::Failed(msg.clone())),
+                    (TorrentState::Paused, _) => return Err(EngineError::ShuttingDown),
+                    _ => {}
+                }
+            }
+            if changes.changed().await.is_err() {
+                return Err(EngineError::ShuttingDown);
+            }
+        }
+    }
+
+    /// The handle of a live torrent.
+    pub fn torrent(&self, id: TorrentId) -> Option<Torrent> {
+        match &self.table().entries.get(&id)?.running {
+            Running::Torrent(t) => Some(t.clone()),
+            _ => None,
+        }
+    }
+
+    /// The id of the torrent with this (v1 or truncated v2) info-hash.
+    pub fn find(&self, info_hash: &[u8; 20]) -> Option<TorrentId> {
+        self.table().by_hash.get(info_hash).copied()
+    }
+
+    /// The torrent's metainfo, once known.
+    pub fn metainfo(&self, id: TorrentId) -> Option<Arc<Metainfo>> {
+        self.table().entries.get(&id)?.meta.clone()
+    }
+
+    /// One torrent as the session sees it now.
+    pub fn info(&self, id: TorrentId) -> Option<TorrentInfo> {
+        let mut t = self.table();
+        let e = t.entries.get_mut(&id)?;
+        Some(info_of(e))
+    }
+
+    /// Every torrent, by id.
+    pub fn list(&self) -> Vec<TorrentInfo> {
+        let mut t = self.table();
+        t.entries.values_mut().map(info_of).collect()
+    }
+
+    /// Stop a torrent: close its connections, save its resume data, tell its trackers,
+    /// close its files. It stays in the table, `Paused`.
+    pub async fn pause(&self, id: TorrentId) -> Result<(), EngineError> {
+        let running = {
+            let mut t = self.table();
+            let e = t
+                .entries
+                .get_mut(&id)
+                .ok_or(EngineError::UnknownTorrent(id))?;
+            e.epoch += 1;
+            e.state = TorrentState::Paused;
+            std::mem::replace(&mut e.running, Running::Nothing)
+        };
+        self.changed();
+        stop_running(running).await;
+        tracing::info!(id, "torrent paused");
+        Ok(())
+    }
+
+    /// Start a paused (or failed) torrent again: its resume data spares a recheck of the
+    /// data that did not change.
+    pub fn resume(&self, id: TorrentId) -> Result<(), EngineError> {
+        {
+            let mut t = self.table();
+            let e = t
+                .entries
+                .get_mut(&id)
+                .ok_or(EngineError::UnknownTorrent(id))?;
+            if !matches!(e.state, TorrentState::Paused | TorrentState::Error(_)) {
+                return Ok(());
+            }
+            e.epoch += 1;
+            e.state = if e.meta.is_some() {
+                TorrentState::Checking
+            } else {
+                TorrentState::Metadata
+            };
+        }
+        tracing::info!(id, "torrent resumed");
+        self.spawn_start(id);
+        self.changed();
+        Ok(())
+    }
+
+    /// Check the torrent's data again from scratch (its resume file is not trusted).
+    pub async fn recheck(&self, id: TorrentId) -> Result<(), EngineError> {
+        let was_paused = matches!(
+            self.info(id).ok_or(EngineError::UnknownTorrent(id))?.state,
+            TorrentState::Paused
+        );
+        self.pause(id).await?;
+        let (meta, dir) = {
+            let t = self.table();
+            let e = t.entries.get(&id).ok_or(EngineError::UnknownTorrent(id))?;
+            (e.meta.clone(), e.config.dir.clone())
+        };
+        if let Some(meta) = meta {
+            let _ = std::fs::remove_file(crate::torrent::resume_path(&dir, &meta));
+        }
+        if !was_paused {
+            self.resume(id)?;
+        }
+        Ok(())
+    }
+
+    /// Remove a torrent from the session, and with `delete_data` its files (only the
+    /// torrent's own files, and the folders they leave empty) and resume file.
+    pub async fn remove(&self, id: TorrentId, delete_data: bool) -> Result<(), EngineError> {
+        let entry = {
+            let mut t = self.table();
+            let mut e = t
+                .entries
+                .remove(&id)
+                .ok_or(EngineError::UnknownTorrent(id))?;
+            t.by_hash.remove(&e.info_hash);
+            e.epoch += 1;
+            e
+        };
+        self.changed();
+        stop_running(entry.running).await;
+        if delete_data && let Some(meta) = &entry.meta {
+            let dir = entry.config.dir.clone();
+            let meta = meta.clone();
+            tokio::task::spawn_blocking(move || delete_torrent_data(&meta, &dir))
+                .await
+                .map_err(|_| EngineError::Delete(std::io::Error::other("cancelled")))?
+                .map_err(EngineError::Delete)?;
+        }
+        tracing::info!(id, delete_data, "torrent removed");
+        Ok(())
+    }
+
+    /// Change a torrent's own rate limits (bytes per second; 0: none). Kept across
+    /// pause and resume.
+    pub fn set_torrent_limits(
+        &self,
+        id: TorrentId,
+        download: u64,
+        upload: u64,
+    ) -> Result<(), EngineError> {
+        let mut t = self.table();
+        let e = t
+            .entries
+            .get_mut(&id)
+            .ok_or(EngineError::UnknownTorrent(id))?;
+        e.config.download_limit = download;
+        e.config.upload_limit = upload;
+        if let Running::Torrent(t) = &e.running {
+            t.set_rate_limits(download, upload);
+        }
+        Ok(())
+    }
+
+    /// Stop every torrent (saving resume data, telling trackers), then LSD and the DHT
+    /// (saving its routing table). The session accepts nothing more.
     pub async fn shutdown(&self) {
+        self.inner.ctx.shutdown.store(true, Ordering::SeqCst);
+        let running: Vec<Running> = {
+            let mut t = self.table();
+            t.entries
+                .values_mut()
+                .map(|e| {
+                    e.epoch += 1;
+                    std::mem::replace(&mut e.running, Running::Nothing)
+                })
+                .collect()
+        };
+        let stops = running.into_iter().map(stop_running);
+        futures_join_all(stops).await;
         self.close();
         let dht = self
-            .shared
+            .inner
+            .ctx
             .dht
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -269,46 +654,12 @@ impl Session {
         }
     }
 
-    /// Why LSD is not running although it was asked for.
-    pub fn lsd_error(&self) -> Option<&str> {
-        self.lsd_error.as_deref()
-    }
-
-    pub fn listen_addr(&self) -> SocketAddr {
-        self.shared.listen_addr
-    }
-
-    /// The peer id this node uses in handshakes and announces.
-    pub fn peer_id(&self) -> [u8; 20] {
-        self.shared.peer_id
-    }
-
-    /// Add a torrent: check its data (or trust a matching resume file), then serve and
-    /// download it. `check_progress` counts the bytes checked.
-    pub async fn add_torrent(
-        &self,
-        meta: Metainfo,
-        config: TorrentConfig,
-        check_progress: Arc<AtomicU64>,
-    ) -> Result<Torrent, EngineError> {
-        Torrent::start(&self.shared, meta, config, check_progress).await
-    }
-
-    /// Start fetching the info dictionary of `info_hash` from peers (BEP 9): a magnet link's
-    /// first step. Peers come from `sources` and whatever is added to the fetch later.
-    pub fn fetch_metadata(
-        &self,
-        info_hash: [u8; 20],
-        sources: crate::magnet::MetadataSources,
-    ) -> crate::magnet::MetadataFetch {
-        crate::magnet::MetadataFetch::start(&self.shared, info_hash, sources)
-    }
-
-    /// Stop accepting connections. Torrents are shut down by their own handles.
+    /// Stop accepting connections and stop LSD.
     pub fn close(&self) {
-        self.shared.shutdown.store(true, Ordering::SeqCst);
+        self.inner.ctx.shutdown.store(true, Ordering::SeqCst);
         if let Some(lsd) = self
-            .shared
+            .inner
+            .ctx
             .lsd
             .lock()
             .unwrap_or_else(|e| e.into_inner())
@@ -317,66 +668,298 @@ impl Session {
             lsd.shutdown();
         }
     }
-}
 
-async fn accept_loop(session: Arc<SessionShared>, listener: TcpListener) {
-    while !session.shutdown.load(Ordering::SeqCst) {
-        let Ok((stream, addr)) = listener.accept().await else {
-            tokio::time::sleep(Duration::from_millis(100)).await;
-            continue;
+    fn spawn_start(&self, id: TorrentId) {
+        let session = self.clone();
+        tokio::spawn(async move { session.run_start(id).await });
+    }
+
+    /// Bring torrent `id` from `Metadata` or `Checking` to `Live` (or `Error`), unless a
+    /// pause or remove comes first.
+    async fn run_start(&self, id: TorrentId) {
+        let Some((epoch, info_hash, meta, magnet, config)) = ({
+            let t = self.table();
+            t.entries.get(&id).map(|e| {
+                (
+                    e.epoch,
+                    e.info_hash,
+                    e.meta.clone(),
+                    e.magnet.clone(),
+                    e.config.clone(),
+                )
+            })
+        }) else {
+            return;
         };
-        if session.half_open.load(Ordering::SeqCst) >= MAX_HALF_OPEN {
-            continue; // dropped: the peer may try again later
+        // A magnet link: fetch the info dictionary, keeping the connections.
+        let mut handoffs = None;
+        let mut fetch_guard = None;
+        let meta = match meta {
+            Some(m) => m,
+            None => {
+                let Some(magnet) = magnet else { return };
+                let (tx, rx) = mpsc::unbounded_channel::<Handoff>();
+                let fetch = Arc::new(MetadataFetch::start(
+                    &self.inner.ctx,
+                    info_hash,
+                    magnet_sources(&magnet, &config),
+                    Some(tx),
+                ));
+                if !self.set_running(id, epoch, Running::Fetching(fetch.clone()), None) {
+                    fetch.stop();
+                    return;
+                }
+                let trackers: Vec<Vec<String>> =
+                    magnet.trackers.iter().map(|t| vec![t.clone()]).collect();
+                let got = fetch.wait(trackers, magnet.web_seeds.clone()).await;
+                match got {
+                    Ok(m) => {
+                        fetch.finish();
+                        let m = Arc::new(m);
+                        {
+                            let mut t = self.table();
+                            match t.entries.get_mut(&id) {
+                                Some(e) if e.epoch == epoch => {
+                                    e.meta = Some(m.clone());
+                                    e.state = TorrentState::Checking;
+                                    e.running = Running::Checking;
+                                }
+                                _ => {
+                                    fetch.stop();
+                                    return;
+                                }
+                            }
+                        }
+                        self.changed();
+                        handoffs = Some(rx);
+                        fetch_guard = Some(fetch);
+                        m
+                    }
+                    Err(e) => {
+                        fetch.stop();
+                        self.fail(id, epoch, e.to_string());
+                        return;
+                    }
+                }
+            }
+        };
+        let checked = {
+            let mut t = self.table();
+            match t.entries.get_mut(&id) {
+                Some(e) if e.epoch == epoch => {
+                    e.state = TorrentState::Checking;
+                    e.running = Running::Checking;
+                    e.checked.clone()
+                }
+                _ => return,
+            }
+        };
+        self.changed();
+        let started = Torrent::start(&self.inner.ctx, (*meta).clone(), config, checked).await;
+        let torrent = match started {
+            Ok(t) => t,
+            Err(e) => {
+                tracing::info!(id, error = %e, "torrent cannot start");
+                self.fail(id, epoch, e.to_string());
+                return;
+            }
+        };
+        if !self.set_running(
+            id,
+            epoch,
+            Running::Torrent(torrent.clone()),
+            Some(TorrentState::Live),
+        ) {
+            torrent.shutdown().await;
+            return;
         }
-        session.half_open.fetch_add(1, Ordering::SeqCst);
-        let s = session.clone();
+        // The metadata connections carry on.
+        if let Some(mut rx) = handoffs {
+            let t = torrent.clone();
+            tokio::spawn(async move {
+                // The fetch lives until its connections are handed over.
+                while let Some(h) = rx.recv().await {
+                    t.adopt(h);
+                }
+                // Then every address it learnt goes to the torrent's dialer (those with
+                // a live connection are not dialled again).
+                if let Some(f) = fetch_guard {
+                    t.add_peers(&f.known_peers());
+                }
+            });
+        }
+        // A disk failure stops the torrent and says why.
+        let session = self.clone();
         tokio::spawn(async move {
-            let routed = route(&s, stream).await;
-            s.half_open.fetch_sub(1, Ordering::SeqCst);
-            match routed {
-                Some((Route::Torrent(t), stream, prefix)) => {
-                    torrent::accept(t, stream, addr, prefix).await;
-                }
-                Some((Route::Fetch(f), stream, prefix)) => {
-                    crate::magnet::accept(f, stream, addr, prefix).await;
-                }
-                None => {}
+            let reason = torrent.wait_fatal().await;
+            let still = {
+                let t = session.table();
+                t.entries.get(&id).is_some_and(|e| e.epoch == epoch)
+            };
+            if still {
+                tracing::info!(id, error = %reason, "torrent stopped");
+                session.fail(id, epoch, reason);
+                torrent.shutdown().await;
             }
         });
     }
-}
 
-enum Route {
-    Torrent(Arc<Shared>),
-    Fetch(Arc<crate::magnet::Fetch>),
-}
-
-/// Read the first 48 bytes of the handshake and find the torrent (or metadata fetch) it
-/// names.
-async fn route(
-    session: &SessionShared,
-    mut stream: TcpStream,
-) -> Option<(Route, TcpStream, [u8; 48])> {
-    let mut prefix = [0u8; 48];
-    tokio::time::timeout(PREFIX_TIMEOUT, stream.read_exact(&mut prefix))
-        .await
-        .ok()?
-        .ok()?;
-    let parsed = wire::HandshakePrefix::parse(&prefix).ok()??;
-    let torrent = session
-        .torrents
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .get(&parsed.info_hash)
-        .cloned();
-    if let Some(t) = torrent {
-        return Some((Route::Torrent(t), stream, prefix));
+    /// Record what torrent `id` now runs, if no pause or remove came since `epoch`.
+    fn set_running(
+        &self,
+        id: TorrentId,
+        epoch: u64,
+        running: Running,
+        state: Option<TorrentState>,
+    ) -> bool {
+        let ok = {
+            let mut t = self.table();
+            match t.entries.get_mut(&id) {
+                Some(e) if e.epoch == epoch => {
+                    e.running = running;
+                    if let Some(s) = state {
+                        e.state = s;
+                    }
+                    true
+                }
+                _ => false,
+            }
+        };
+        if ok {
+            self.changed();
+        }
+        ok
     }
-    let fetch = session
-        .fetches
-        .lock()
-        .unwrap_or_else(|e| e.into_inner())
-        .get(&parsed.info_hash)
-        .cloned()?;
-    Some((Route::Fetch(fetch), stream, prefix))
+
+    fn fail(&self, id: TorrentId, epoch: u64, reason: String) {
+        {
+            let mut t = self.table();
+            if let Some(e) = t.entries.get_mut(&id)
+                && e.epoch == epoch
+            {
+                if let Running::Torrent(t) = &e.running {
+                    e.last_stats = t.stats();
+                }
+                e.state = TorrentState::Error(reason);
+                e.running = Running::Nothing;
+            }
+        }
+        self.changed();
+    }
+}
+
+fn info_of(e: &mut Entry) -> TorrentInfo {
+    let mut fetch = None;
+    match &e.running {
+        Running::Torrent(t) => e.last_stats = t.stats(),
+        Running::Fetching(f) => fetch = Some(f.stats()),
+        _ => {}
+    }
+    if let Some(m) = &e.meta {
+        e.last_stats.total_bytes = m.info.total_length;
+        e.last_stats.piece_count = m.info.pieces.len() as u32;
+    }
+    if !matches!(e.running, Running::Torrent(_)) {
+        e.last_stats.download_rate = 0;
+        e.last_stats.upload_rate = 0;
+        e.last_stats.peers = 0;
+        e.last_stats.seeds = 0;
+    }
+    TorrentInfo {
+        id: e.id,
+        info_hash: e.info_hash,
+        name: e.name(),
+        state: e.state.clone(),
+        save_path: e.config.dir.clone(),
+        stats: e.last_stats,
+        fetch,
+        checked_bytes: e.checked.load(Ordering::Relaxed),
+        added_at: e.added_at,
+        has_metadata: e.meta.is_some(),
+    }
+}
+
+async fn stop_running(running: Running) {
+    match running {
+        Running::Torrent(t) => t.shutdown().await,
+        Running::Fetching(f) => f.stop(),
+        Running::Checking | Running::Nothing => {}
+    }
+}
+
+async fn futures_join_all<F: std::future::Future<Output = ()> + Send + 'static>(
+    futs: impl Iterator<Item = F>,
+) {
+    let handles: Vec<_> = futs.map(tokio::spawn).collect();
+    for h in handles {
+        let _ = h.await;
+    }
+}
+
+/// Where a magnet's peers come from: its `x.pe` peers, `--peer`, and its `tr` trackers.
+fn magnet_sources(magnet: &Magnet, config: &TorrentConfig) -> MetadataSources {
+    use std::net::ToSocketAddrs;
+    let mut peers = config.peers.clone();
+    for p in &magnet.peers {
+        // A bad x.pe entry is the link's problem, not a reason to stop. Only literal
+        // addresses: no DNS lookup on the session's tasks.
+        if let Ok(mut a) = p.to_socket_addrs()
+            && let Some(a) = a.next()
+        {
+            peers.push(a);
+        }
+    }
+    MetadataSources {
+        peers,
+        trackers: if config.trackers {
+            magnet.trackers.iter().map(|t| vec![t.clone()]).collect()
+        } else {
+            Vec::new()
+        },
+    }
+}
+
+/// Delete the torrent's own files below `dir`, and the folders that this leaves empty up
+/// to (not including) `dir`. Paths come from the metainfo's sanitized layout, so nothing
+/// outside `dir` is touched.
+fn delete_torrent_data(meta: &Metainfo, dir: &std::path::Path) -> std::io::Result<()> {
+    let info = &meta.info;
+    let mut folders = std::collections::BTreeSet::new();
+    for (i, f) in info.files.iter().enumerate() {
+        if f.attr.pad {
+            continue;
+        }
+        let rel = info.file_path(i);
+        let path = dir.join(&rel);
+        match std::fs::remove_file(&path) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+        let mut p = rel.parent();
+        while let Some(parent) = p.filter(|p| !p.as_os_str().is_empty()) {
+            folders.insert(dir.join(parent));
+            p = parent.parent();
+        }
+    }
+    // Deepest first; a folder that still holds other files stays.
+    for folder in folders.iter().rev() {
+        let _ = std::fs::remove_dir(folder);
+    }
+    let _ = std::fs::remove_file(crate::torrent::resume_path(dir, meta));
+    let _ = std::fs::remove_file(crate::storage::part_file_path(info, dir));
+    Ok(())
+}
+
+async fn tcp_accept_loop(ctx: Arc<NodeContext>, listener: TcpListener) {
+    while !ctx.shutdown.load(Ordering::SeqCst) {
+        match listener.accept().await {
+            Ok((stream, addr)) => ctx.incoming(PeerStream::tcp(stream, addr)),
+            Err(e) => {
+                // Out of file descriptors, mostly: back off instead of spinning.
+                tracing::warn!(error = %e, "cannot accept a connection");
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
 }

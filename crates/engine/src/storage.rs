@@ -1,10 +1,20 @@
 //! Storage: the torrent's files on disk, seen as the BEP 3 (v1) piece space.
 //!
 //! A torrent's files, laid end to end, form one byte stream cut into pieces; a piece may
-//! span several files. [`Storage`] opens every file once, keeps the handles, and turns a
-//! piece (or a block of one) into positioned reads and writes (`pread`/`pwrite`) on the
-//! files it overlaps. Every method takes `&self`, so one `Arc<Storage>` serves all the
-//! threads of the blocking pool at once without a lock.
+//! span several files. [`Storage`] turns a piece (or a block of one) into positioned reads
+//! and writes (`pread`/`pwrite`) on the files it overlaps. Every method takes `&self`, so
+//! one `Arc<Storage>` serves all the threads of the blocking pool at once.
+//!
+//! Files are opened lazily, through a small pool of handles: at most
+//! [`DEFAULT_MAX_OPEN_FILES`] per storage (see [`Storage::set_max_open_files`]), and in all
+//! storages of the process together at most a budget taken from the open-file limit (a
+//! quarter of `ulimit -n`, the rest being left to sockets; see [`set_open_file_budget`]).
+//! The least recently used handle is closed to open another, so a torrent of 200,000 files
+//! runs under `ulimit -n 1024`. (Reads and writes in flight hold their handle, so for a
+//! moment a pool may hold a few more, at most one per thread of the blocking pool.) A file
+//! is created (sparse, at its full length) when it is first written, not when the storage
+//! opens: a download that fails early leaves nothing behind but its empty files, which
+//! have no data to write and are created at once.
 //!
 //! BEP 47 pad files are never created: writes skip them and reads return zeros for them.
 //!
@@ -19,11 +29,13 @@
 use crate::bitfield::Bitfield;
 use metainfo::Info;
 use sha1::{Digest, Sha1};
+use std::collections::{HashMap, HashSet};
 use std::fs::{File, OpenOptions};
 use std::io;
 use std::os::unix::fs::{FileExt, MetadataExt};
 use std::path::{Component, Path, PathBuf};
 use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
 
 /// How many bytes of consecutive pieces one recheck thread takes at a time.
 const RECHECK_BATCH_BYTES: u64 = 4 << 20;
@@ -77,22 +89,77 @@ pub struct FileStamp {
     pub mtime_ns: i128,
 }
 
+/// Handles open at once by one storage, unless [`Storage::set_max_open_files`] says
+/// otherwise.
+pub const DEFAULT_MAX_OPEN_FILES: usize = 128;
+
+/// Handles held by the pools of all storages of the process.
+static OPEN_HANDLES: AtomicUsize = AtomicUsize::new(0);
+/// The most handles all pools together keep (see [`set_open_file_budget`]).
+static OPEN_FILE_BUDGET: OnceLock<AtomicUsize> = OnceLock::new();
+
+fn open_file_budget() -> &'static AtomicUsize {
+    OPEN_FILE_BUDGET.get_or_init(|| AtomicUsize::new(default_open_file_budget()))
+}
+
+fn default_open_file_budget() -> usize {
+    let limit = rustix::process::getrlimit(rustix::process::Resource::Nofile);
+    budget_for_limit(limit.current)
+}
+
+/// A quarter of the soft open-file limit (`ulimit -n`; `None`: unlimited), between 16 and
+/// 4096: the rest is left to sockets.
+fn budget_for_limit(soft: Option<u64>) -> usize {
+    let soft = soft.map_or(usize::MAX, |n| usize::try_from(n).unwrap_or(usize::MAX));
+    (soft / 4).clamp(16, 4096)
+}
+
+/// Past this many files to flush, [`Storage::sync_all`] flushes the whole file system at
+/// once (`syncfs`) rather than one `fsync` per file (about 1.5 ms each on ext4).
+const SYNCFS_ABOVE: usize = 32;
+
+/// Sets how many file handles the storages of this process keep open in all (at least 1
+/// per storage is always allowed, so each can make progress).
+pub fn set_open_file_budget(max: usize) {
+    open_file_budget().store(max.max(1), Ordering::Relaxed);
+}
+
 struct StoredFile {
     path: PathBuf,
+    /// `path` below the download folder.
+    rel: PathBuf,
     /// Offset of the file's first byte in the torrent's byte stream.
     offset: u64,
     length: u64,
     /// How many of its first bytes were in the file before we opened it: bytes past this
-    /// are zeros we made by extending it, so a recheck need not read them.
+    /// are zeros we made by extending it (or nothing, for a file we create), so a recheck
+    /// need not read them.
     old_length: u64,
     /// Set once we write to it: then any of its bytes may hold data.
     written: AtomicBool,
-    /// `None` for a BEP 47 pad file.
-    handle: Option<File>,
+    /// Written since the last [`Storage::sync_all`].
+    unsynced: AtomicBool,
+    /// A BEP 47 pad file: never created, reads as zeros.
+    pad: bool,
+    /// Not wanted: never created; its bytes that share a piece with a wanted file go to
+    /// the part file.
+    skipped: AtomicBool,
+    /// Some of its bytes are in the part file (and the file itself was not created).
+    in_part: AtomicBool,
+}
+
+/// The pool of open handles of one storage: file index to handle and when it was last
+/// used (a tick of `clock`).
+#[derive(Default)]
+struct Handles {
+    open: HashMap<usize, (Arc<File>, u64)>,
+    clock: u64,
 }
 
 /// One contiguous part of a piece range that lies in a single file.
 struct Span<'a> {
+    /// Index of `file` in the storage.
+    index: usize,
     file: &'a StoredFile,
     /// Where the span starts in the file.
     file_offset: u64,
@@ -101,9 +168,17 @@ struct Span<'a> {
     len: usize,
 }
 
-/// The files of one torrent, open for positioned reads and writes.
+/// The files of one torrent, for positioned reads and writes.
 pub struct Storage {
+    dir: PathBuf,
     files: Vec<StoredFile>,
+    /// Where the bytes of skipped files that share pieces with wanted ones are kept: a
+    /// sparse file addressed by offset in the torrent's byte stream, in the download
+    /// folder, named after the torrent ([`part_file_path`]).
+    part_path: PathBuf,
+    part: Mutex<Option<Arc<File>>>,
+    handles: Mutex<Handles>,
+    max_open: AtomicUsize,
     piece_length: u64,
     total_length: u64,
     pieces: Vec<[u8; 20]>,
@@ -122,37 +197,205 @@ impl std::fmt::Debug for Storage {
 }
 
 impl Storage {
-    /// Create the download folder, every sub-folder and every non-pad file of `info` below
-    /// `dir`, and open them all. A file shorter than its length is extended (sparse); a
-    /// longer one is left alone and only its first `length` bytes are ever touched.
+    /// Create the download folder and every empty file of `info` below `dir`, and look at
+    /// the files already there; open none (they are opened when read or written). Refuses
+    /// a path that goes through a symbolic link, or a file that is a folder (or a folder a
+    /// file), already there. A file shorter than its length is extended (sparse) when it is
+    /// first written; a longer one is left alone and only its first `length` bytes are
+    /// ever touched.
     pub fn open(info: &Info, dir: &Path) -> Result<Storage> {
+        Self::open_with_skipped(info, dir, &[])
+    }
+
+    /// Like [`Storage::open`], with the files marked `true` in `skipped` (by index)
+    /// not wanted: they are never created (see [`Storage::set_skipped`]).
+    pub fn open_with_skipped(info: &Info, dir: &Path, skipped: &[bool]) -> Result<Storage> {
         let piece_count = check_layout(info)?;
+        let part_path = part_file_path(info, dir);
+        let part_exists = std::fs::symlink_metadata(&part_path).is_ok_and(|m| m.is_file());
         std::fs::create_dir_all(dir).map_err(|source| io_err(dir, source))?;
         let mut files = Vec::with_capacity(info.files.len());
+        // Folders already checked, so a torrent of many files in few folders looks at
+        // each folder once.
+        let mut checked = HashSet::new();
         for (i, entry) in info.files.iter().enumerate() {
-            let path = dir.join(info.file_path(i));
-            let (handle, old_length) = if entry.attr.pad {
-                (None, 0)
-            } else {
-                let (file, old) = open_file(dir, &info.file_path(i), entry.length)?;
-                (Some(file), old.min(entry.length))
-            };
+            let rel = info.file_path(i);
+            let skip = skipped.get(i).copied().unwrap_or(false);
+            let mut old_length = 0;
+            let mut exists = false;
+            if !entry.attr.pad {
+                old_length = look_at(dir, &rel, &mut checked)?.min(entry.length);
+                exists = std::fs::symlink_metadata(dir.join(&rel)).is_ok();
+                if entry.length == 0 && !skip {
+                    open_file(dir, &rel, 0, true)?;
+                }
+            }
             files.push(StoredFile {
-                path,
+                path: dir.join(&rel),
+                rel,
                 offset: entry.offset,
                 length: entry.length,
                 old_length,
                 written: AtomicBool::new(false),
-                handle,
+                unsynced: AtomicBool::new(false),
+                pad: entry.attr.pad,
+                skipped: AtomicBool::new(skip),
+                // A file that is not there while a part file is may have bytes in it.
+                in_part: AtomicBool::new(part_exists && !exists && !entry.attr.pad),
             });
         }
-        Ok(Storage {
+        let storage = Storage {
+            dir: dir.to_path_buf(),
             files,
+            part_path,
+            part: Mutex::new(None),
+            handles: Mutex::new(Handles::default()),
+            max_open: AtomicUsize::new(DEFAULT_MAX_OPEN_FILES),
             piece_length: info.piece_length,
             total_length: info.total_length,
             pieces: info.pieces.clone(),
             piece_count,
-        })
+        };
+        // Files wanted now whose bytes wait in the part file move into place.
+        storage.migrate_wanted()?;
+        Ok(storage)
+    }
+
+    /// Mark files (by index) as not wanted, or wanted again. A skipped file is never
+    /// created; a file wanted again gets its bytes back from the part file.
+    pub fn set_skipped(&self, skipped: &[bool]) -> Result<()> {
+        for (i, f) in self.files.iter().enumerate() {
+            f.skipped
+                .store(skipped.get(i).copied().unwrap_or(false), Ordering::Relaxed);
+        }
+        self.migrate_wanted()
+    }
+
+    /// Copy the part-file bytes of every wanted file that has some into the file (at most
+    /// its first and last piece: bytes of a skipped file are only ever written for the
+    /// pieces it shares with wanted files).
+    fn migrate_wanted(&self) -> Result<()> {
+        for (i, f) in self.files.iter().enumerate() {
+            if f.pad || f.skipped.load(Ordering::Relaxed) || !f.in_part.load(Ordering::Relaxed) {
+                continue;
+            }
+            let Some(part) = self.part_handle(false)? else {
+                f.in_part.store(false, Ordering::Relaxed);
+                continue;
+            };
+            let plen = self.piece_length;
+            let first_end = ((f.offset / plen) + 1) * plen;
+            let last_start = ((f.offset + f.length).saturating_sub(1) / plen) * plen;
+            let mut ranges = vec![(f.offset, (f.offset + f.length).min(first_end))];
+            if last_start > f.offset {
+                ranges.push((last_start.max(first_end), f.offset + f.length));
+            }
+            let handle = self.handle(i, true)?;
+            for (a, b) in ranges {
+                if b <= a {
+                    continue;
+                }
+                let mut buf = vec![0u8; (b - a) as usize];
+                let n = read_up_to(&part, &mut buf, a)
+                    .map_err(|source| io_err(&self.part_path, source))?;
+                if n == 0 {
+                    continue;
+                }
+                if let Some(h) = &handle {
+                    h.write_all_at(&buf[..n], a - f.offset)
+                        .map_err(|source| io_err(&f.path, source))?;
+                    f.written.store(true, Ordering::Relaxed);
+                    f.unsynced.store(true, Ordering::Relaxed);
+                }
+            }
+            f.in_part.store(false, Ordering::Relaxed);
+        }
+        Ok(())
+    }
+
+    /// The part file, opened (created, to `write`) once.
+    fn part_handle(&self, write: bool) -> Result<Option<Arc<File>>> {
+        let mut part = self.part.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(f) = part.as_ref() {
+            return Ok(Some(f.clone()));
+        }
+        let mut opts = std::fs::OpenOptions::new();
+        opts.read(true).write(true).create(write);
+        match opts.open(&self.part_path) {
+            Ok(f) => {
+                let f = Arc::new(f);
+                *part = Some(f.clone());
+                Ok(Some(f))
+            }
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(None),
+            Err(source) => Err(io_err(&self.part_path, source)),
+        }
+    }
+
+    /// Whether the bytes of file `f` go to (and come from) the part file.
+    fn uses_part(f: &StoredFile) -> bool {
+        f.in_part.load(Ordering::Relaxed)
+            || (f.skipped.load(Ordering::Relaxed)
+                && f.old_length == 0
+                && !f.written.load(Ordering::Relaxed))
+    }
+
+    /// Keep at most `max` files of this storage open at once (at least 1).
+    pub fn set_max_open_files(&self, max: usize) {
+        self.max_open.store(max.max(1), Ordering::Relaxed);
+    }
+
+    /// Files of this storage open now (in its pool).
+    pub fn open_files(&self) -> usize {
+        self.pool().open.len()
+    }
+
+    fn pool(&self) -> std::sync::MutexGuard<'_, Handles> {
+        self.handles.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// A handle of file `index` from the pool, opened if needed (and, to `write`, created
+    /// and extended to its length). `None`: the file is not there and we only read.
+    fn handle(&self, index: usize, write: bool) -> Result<Option<Arc<File>>> {
+        {
+            let mut pool = self.pool();
+            pool.clock += 1;
+            let now = pool.clock;
+            if let Some((file, used)) = pool.open.get_mut(&index) {
+                *used = now;
+                return Ok(Some(file.clone()));
+            }
+        }
+        // Opened outside the lock: a slow open (or a folder to create) delays no one else.
+        let f = &self.files[index];
+        let Some((file, _)) = open_file(&self.dir, &f.rel, f.length, write)? else {
+            return Ok(None);
+        };
+        let file = Arc::new(file);
+        let mut pool = self.pool();
+        let now = pool.clock;
+        if let Some((other, _)) = pool.open.get(&index) {
+            return Ok(Some(other.clone())); // another thread opened it meanwhile
+        }
+        let max = self.max_open.load(Ordering::Relaxed);
+        let budget = open_file_budget().load(Ordering::Relaxed);
+        while !pool.open.is_empty()
+            && (pool.open.len() >= max || OPEN_HANDLES.load(Ordering::Relaxed) >= budget)
+        {
+            // Close the least recently used (a scan of at most `max` entries, on a miss).
+            let oldest = pool
+                .open
+                .iter()
+                .min_by_key(|(_, (_, used))| *used)
+                .map(|(&i, _)| i);
+            if let Some(i) = oldest {
+                pool.open.remove(&i);
+                OPEN_HANDLES.fetch_sub(1, Ordering::Relaxed);
+            }
+        }
+        pool.open.insert(index, (file.clone(), now));
+        OPEN_HANDLES.fetch_add(1, Ordering::Relaxed);
+        Ok(Some(file))
     }
 
     pub fn piece_count(&self) -> u32 {
@@ -183,11 +426,25 @@ impl Storage {
         }
         let start = piece as u64 * self.piece_length;
         for span in self.spans(start, size) {
-            let Some(handle) = &span.file.handle else {
-                continue; // pad file: never written
+            if span.file.pad {
+                continue; // never written
+            }
+            if Self::uses_part(span.file) {
+                let Some(part) = self.part_handle(true)? else {
+                    continue; // not reached: opened to write, the part file is created
+                };
+                span.file.in_part.store(true, Ordering::Relaxed);
+                let part_bytes = &data[span.buf_offset..span.buf_offset + span.len];
+                part.write_all_at(part_bytes, span.file.offset + span.file_offset)
+                    .map_err(|source| io_err(&self.part_path, source))?;
+                continue;
+            }
+            let Some(handle) = self.handle(span.index, true)? else {
+                continue; // not reached: opened to write, the file is created
             };
             let part = &data[span.buf_offset..span.buf_offset + span.len];
             span.file.written.store(true, Ordering::Relaxed);
+            span.file.unsynced.store(true, Ordering::Relaxed);
             handle
                 .write_all_at(part, span.file_offset)
                 .map_err(|source| io_err(&span.file.path, source))?;
@@ -211,18 +468,33 @@ impl Storage {
         let start = piece as u64 * self.piece_length + begin as u64;
         for span in self.spans(start, len) {
             let part = &mut buf[span.buf_offset..span.buf_offset + span.len];
-            let Some(handle) = &span.file.handle else {
+            if span.file.pad {
                 part.fill(0);
                 continue;
+            }
+            let short = || StorageError::ShortFile {
+                path: span.file.path.clone(),
+                needed: span.file_offset + span.len as u64,
+            };
+            if span.file.in_part.load(Ordering::Relaxed) {
+                let Some(part_file) = self.part_handle(false)? else {
+                    return Err(short());
+                };
+                let n = read_up_to(&part_file, part, span.file.offset + span.file_offset)
+                    .map_err(|source| io_err(&self.part_path, source))?;
+                if n < span.len {
+                    return Err(short());
+                }
+                continue;
+            }
+            let Some(handle) = self.handle(span.index, false)? else {
+                return Err(short()); // not created yet: none of its data is here
             };
             handle
                 .read_exact_at(part, span.file_offset)
                 .map_err(|source| {
                     if source.kind() == io::ErrorKind::UnexpectedEof {
-                        StorageError::ShortFile {
-                            path: span.file.path.clone(),
-                            needed: span.file_offset + span.len as u64,
-                        }
+                        short()
                     } else {
                         io_err(&span.file.path, source)
                     }
@@ -345,29 +617,64 @@ impl Storage {
         }
     }
 
-    /// Flush every file to disk (`fsync`). Call it before taking [`Storage::file_stamps`]
+    /// Flush to disk (`fsync`) every file written since the last call, whether its handle
+    /// is still open or was closed since. Call it before taking [`Storage::file_stamps`]
     /// for resume data, so a crash cannot leave resume data claiming pieces that were lost.
     pub fn sync_all(&self) -> Result<()> {
-        for f in &self.files {
-            if let Some(h) = &f.handle {
-                h.sync_all().map_err(|source| io_err(&f.path, source))?;
+        let part = self.part.lock().unwrap_or_else(|e| e.into_inner()).clone();
+        if let Some(p) = part {
+            p.sync_all()
+                .map_err(|source| io_err(&self.part_path, source))?;
+        }
+        let unsynced = self
+            .files
+            .iter()
+            .filter(|f| f.unsynced.load(Ordering::Relaxed))
+            .count();
+        if cfg!(target_os = "linux") && unsynced > SYNCFS_ABOVE {
+            for f in &self.files {
+                f.unsynced.store(false, Ordering::Relaxed);
+            }
+            let synced = sync_file_system(&self.dir);
+            if synced.is_err() {
+                self.files
+                    .iter()
+                    .for_each(|f| f.unsynced.store(true, Ordering::Relaxed));
+            }
+            return synced.map_err(|source| io_err(&self.dir, source));
+        }
+        for (i, f) in self.files.iter().enumerate() {
+            if f.unsynced.swap(false, Ordering::Relaxed) {
+                let synced = match self.handle(i, false) {
+                    Ok(Some(h)) => h.sync_all().map_err(|source| io_err(&f.path, source)),
+                    Ok(None) => Ok(()), // removed behind our back: nothing to flush
+                    Err(e) => Err(e),
+                };
+                if synced.is_err() {
+                    f.unsynced.store(true, Ordering::Relaxed);
+                }
+                synced?;
             }
         }
         Ok(())
     }
 
-    /// Size and modification time of every non-pad file, in torrent order, read from the
-    /// open handles (the files this storage actually reads and writes).
+    /// Size and modification time of every non-pad file, in torrent order, as on disk (a
+    /// file not created yet: size and time 0).
     pub fn file_stamps(&self) -> Result<Vec<FileStamp>> {
         self.files
             .iter()
-            .filter_map(|f| f.handle.as_ref().map(|h| (f, h)))
-            .map(|(f, h)| {
-                let m = h.metadata().map_err(|source| io_err(&f.path, source))?;
-                Ok(FileStamp {
+            .filter(|f| !f.pad)
+            .map(|f| match std::fs::symlink_metadata(&f.path) {
+                Ok(m) => Ok(FileStamp {
                     size: m.len(),
                     mtime_ns: m.mtime() as i128 * 1_000_000_000 + m.mtime_nsec() as i128,
-                })
+                }),
+                Err(e) if e.kind() == io::ErrorKind::NotFound => Ok(FileStamp {
+                    size: 0,
+                    mtime_ns: 0,
+                }),
+                Err(source) => Err(io_err(&f.path, source)),
             })
             .collect()
     }
@@ -379,8 +686,11 @@ impl Storage {
     fn may_hold_data(&self, piece: u32) -> bool {
         let start = u64::from(piece) * self.piece_length;
         let len = self.piece_size(piece).unwrap_or(0);
-        self.spans(start, len)
-            .any(|s| s.file_offset < s.file.old_length || s.file.written.load(Ordering::Relaxed))
+        self.spans(start, len).any(|s| {
+            s.file_offset < s.file.old_length
+                || s.file.written.load(Ordering::Relaxed)
+                || s.file.in_part.load(Ordering::Relaxed)
+        })
     }
 
     /// The parts of the byte range `start..start+len` of the torrent, file by file.
@@ -389,11 +699,13 @@ impl Storage {
         let first = self.files.partition_point(|f| f.offset + f.length <= start);
         self.files[first..]
             .iter()
-            .take_while(move |f| f.offset < end)
-            .filter_map(move |f| {
+            .enumerate()
+            .take_while(move |(_, f)| f.offset < end)
+            .filter_map(move |(k, f)| {
                 let s = start.max(f.offset);
                 let e = end.min(f.offset + f.length);
                 (e > s).then(|| Span {
+                    index: first + k,
                     file: f,
                     file_offset: s - f.offset,
                     buf_offset: (s - start) as usize,
@@ -448,15 +760,96 @@ fn check_layout(info: &Info) -> Result<u32> {
     u32::try_from(expected).map_err(|_| StorageError::BadLayout(format!("{expected} pieces")))
 }
 
-/// Create (or open) `dir/rel`, creating missing folders on the way, refusing to pass through
-/// any symbolic link below `dir`, and extend it to at least `length` bytes.
-/// Open (creating it and its folders if needed) the file `rel` below `dir`, at least
-/// `length` bytes long. Returns the file and its length before we opened it.
-fn open_file(dir: &Path, rel: &Path, length: u64) -> Result<(File, u64)> {
+/// Flushes the file system that holds `dir` (`syncfs`).
+#[cfg(target_os = "linux")]
+fn sync_file_system(dir: &Path) -> io::Result<()> {
+    let d = File::open(dir)?;
+    rustix::fs::syncfs(&d).map_err(io::Error::from)
+}
+
+#[cfg(not(target_os = "linux"))]
+fn sync_file_system(_dir: &Path) -> io::Result<()> {
+    Err(io::Error::other("syncfs is Linux-only")) // not called: sync_all checks
+}
+
+impl Drop for Storage {
+    fn drop(&mut self) {
+        let n = self.pool().open.len();
+        OPEN_HANDLES.fetch_sub(n, Ordering::Relaxed);
+    }
+}
+
+/// Where the part file of the torrent `info` lives in `dir`: named after the torrent's
+/// piece hashes, so two torrents never share one.
+pub fn part_file_path(info: &Info, dir: &Path) -> PathBuf {
+    let mut h = Sha1::new();
+    for p in &info.pieces {
+        h.update(p);
+    }
+    h.update(info.name.as_bytes());
+    let d = h.finalize();
+    let hex: String = d[..8].iter().map(|b| format!("{b:02x}")).collect();
+    dir.join(format!(".bitpeer-{hex}.parts"))
+}
+
+/// Read into `buf` at `offset` until it is full or the file ends; how many bytes came.
+fn read_up_to(f: &File, buf: &mut [u8], offset: u64) -> io::Result<usize> {
+    let mut n = 0;
+    while n < buf.len() {
+        match f.read_at(&mut buf[n..], offset + n as u64) {
+            Ok(0) => break,
+            Ok(k) => n += k,
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(n)
+}
+
+/// Whether `rel`, below `dir`, is a plain relative path.
+fn check_rel(rel: &Path) -> Result<Vec<Component<'_>>> {
     let parts: Vec<_> = rel.components().collect();
     if parts.is_empty() || parts.iter().any(|c| !matches!(c, Component::Normal(_))) {
         return Err(StorageError::BadPath(rel.to_path_buf()));
     }
+    Ok(parts)
+}
+
+/// Looks at what is already at `dir/rel`, without creating or opening anything: refuses a
+/// symbolic link on the way, a file where a folder must be and the other way round.
+/// Returns the length of the file there (0 if there is none). `checked` holds the folders
+/// already looked at.
+fn look_at(dir: &Path, rel: &Path, checked: &mut HashSet<PathBuf>) -> Result<u64> {
+    let parts = check_rel(rel)?;
+    let mut cur = dir.to_path_buf();
+    for (n, part) in parts.iter().enumerate() {
+        cur.push(part);
+        let last = n + 1 == parts.len();
+        if !last && checked.contains(&cur) {
+            continue;
+        }
+        match std::fs::symlink_metadata(&cur) {
+            Ok(m) if m.file_type().is_symlink() => return Err(StorageError::Symlink(cur)),
+            Ok(m) if !last && !m.is_dir() => return Err(StorageError::NotADirectory(cur)),
+            Ok(m) if last && !m.is_file() => return Err(StorageError::NotAFile(cur)),
+            Ok(m) if last => return Ok(m.len()),
+            Ok(_) => {
+                checked.insert(cur.clone());
+            }
+            // Nothing here, so nothing below either.
+            Err(e) if e.kind() == io::ErrorKind::NotFound => return Ok(0),
+            Err(source) => return Err(io_err(&cur, source)),
+        }
+    }
+    Ok(0)
+}
+
+/// Open the file `rel` below `dir` for reading and writing, refusing to pass through any
+/// symbolic link below `dir`. With `create`, a missing file and its folders are created and
+/// a file shorter than `length` is extended (sparse); without, a missing file is `None`.
+/// Returns the file and its length before we opened it.
+fn open_file(dir: &Path, rel: &Path, length: u64, create: bool) -> Result<Option<(File, u64)>> {
+    let parts = check_rel(rel)?;
     let mut cur = dir.to_path_buf();
     for (n, part) in parts.iter().enumerate() {
         cur.push(part);
@@ -467,6 +860,9 @@ fn open_file(dir: &Path, rel: &Path, length: u64) -> Result<(File, u64)> {
             Ok(m) if last && !m.is_file() => return Err(StorageError::NotAFile(cur)),
             Ok(_) => {}
             Err(e) if e.kind() == io::ErrorKind::NotFound => {
+                if !create {
+                    return Ok(None);
+                }
                 if !last {
                     match std::fs::create_dir(&cur) {
                         Ok(()) => {}
@@ -488,22 +884,26 @@ fn open_file(dir: &Path, rel: &Path, length: u64) -> Result<(File, u64)> {
             Err(source) => return Err(io_err(&cur, source)),
         }
     }
-    let file = OpenOptions::new()
+    let file = match OpenOptions::new()
         .read(true)
         .write(true)
-        .create(true)
+        .create(create)
         .truncate(false)
         .open(&cur)
-        .map_err(|source| io_err(&cur, source))?;
+    {
+        Ok(f) => f,
+        Err(e) if !create && e.kind() == io::ErrorKind::NotFound => return Ok(None),
+        Err(source) => return Err(io_err(&cur, source)),
+    };
     let meta = file.metadata().map_err(|source| io_err(&cur, source))?;
     if !meta.is_file() {
         return Err(StorageError::NotAFile(cur));
     }
-    if meta.len() < length {
+    if create && meta.len() < length {
         file.set_len(length)
             .map_err(|source| io_err(&cur, source))?;
     }
-    Ok((file, meta.len()))
+    Ok(Some((file, meta.len())))
 }
 
 #[cfg(test)]
@@ -574,6 +974,62 @@ mod tests {
         (AtomicU64::new(0), AtomicBool::new(false))
     }
 
+    /// A skipped file is never created: the bytes of it that share a piece with a wanted
+    /// file live in the part file, read back from there, and move into the file once it
+    /// is wanted again (also after a restart).
+    #[test]
+    fn skipped_files_are_not_created_and_straddling_bytes_go_to_the_part_file() {
+        let tmp = tempfile::tempdir().unwrap();
+        let dir = tmp.path().join("downloads");
+        let (info, stream) = fixture();
+        // Skip sub/b.bin (index 2): pieces 0 (a + b) and 2 (b + pad) straddle it.
+        let skip = [false, false, true, false, false];
+        let st = Storage::open_with_skipped(&info, &dir, &skip).unwrap();
+        for p in [0, 3, 4, 5] {
+            st.write_piece(p, piece_of(&stream, p)).unwrap();
+        }
+        assert!(
+            !dir.join("t/sub/b.bin").exists(),
+            "a skipped file is not created"
+        );
+        assert!(dir.join("t/a.bin").exists());
+        assert!(part_file_path(&info, &dir).exists());
+        let mut buf = Vec::new();
+        assert!(
+            st.verify_piece(0, &mut buf).unwrap(),
+            "read back from the part file"
+        );
+        st.sync_all().unwrap();
+        drop(st);
+
+        // After a restart with b still skipped, piece 0 still reads right.
+        let st = Storage::open_with_skipped(&info, &dir, &skip).unwrap();
+        assert!(st.verify_piece(0, &mut buf).unwrap());
+        assert!(!dir.join("t/sub/b.bin").exists());
+        // Wanted again: its bytes come out of the part file into the file.
+        st.set_skipped(&[]).unwrap();
+        assert!(dir.join("t/sub/b.bin").exists());
+        for p in [1, 2] {
+            st.write_piece(p, piece_of(&stream, p)).unwrap();
+        }
+        for p in 0..6 {
+            assert!(st.verify_piece(p, &mut buf).unwrap(), "piece {p}");
+        }
+        let (progress, cancel) = no_cancel();
+        assert_eq!(st.recheck(1, &progress, &cancel).unwrap().count_ones(), 6);
+        drop(st);
+
+        // A fresh open with nothing skipped and a part file left over also migrates.
+        let dir2 = tmp.path().join("again");
+        let st = Storage::open_with_skipped(&info, &dir2, &skip).unwrap();
+        st.write_piece(0, piece_of(&stream, 0)).unwrap();
+        st.sync_all().unwrap();
+        drop(st);
+        let st = Storage::open(&info, &dir2).unwrap();
+        assert!(dir2.join("t/sub/b.bin").exists());
+        assert!(st.verify_piece(0, &mut buf).unwrap());
+    }
+
     #[test]
     fn storage_is_send_and_sync() {
         fn check<T: Send + Sync>() {}
@@ -589,16 +1045,18 @@ mod tests {
         let st = Storage::open(&info, &dir).unwrap();
         assert_eq!(st.piece_count(), 6);
 
-        // Files exist at their lengths (sparse), the empty one empty, the pad one nowhere.
-        for &(name, length, pad) in LAYOUT {
+        // Nothing is created before it is written, but the empty file (which never is);
+        // no file is open.
+        for &(name, length, _) in LAYOUT {
             let path = dir.join("t").join(name);
-            if pad {
-                assert!(!path.exists(), "pad file {name} was created");
-            } else {
-                assert_eq!(std::fs::metadata(&path).unwrap().len(), length, "{name}");
-            }
+            assert_eq!(path.exists(), length == 0, "{name}");
         }
         assert!(!dir.join("t/.pad").exists());
+        assert!(!dir.join("t/sub").exists());
+        assert_eq!(st.open_files(), 0);
+        // Stamps of files not there yet.
+        let sizes: Vec<u64> = st.file_stamps().unwrap().iter().map(|s| s.size).collect();
+        assert_eq!(sizes, [0, 0, 0, 0]);
 
         // Nothing written yet: nothing verifies.
         let (progress, cancel) = no_cancel();
@@ -780,6 +1238,12 @@ mod tests {
             Err(StorageError::OutOfBounds { .. })
         ));
         assert!(st.verify_piece(u32::MAX, &mut Vec::new()).is_err());
+        // In range, but nothing written yet: the files are not there.
+        assert!(matches!(
+            st.read(0, 12, &mut buf),
+            Err(StorageError::ShortFile { .. })
+        ));
+        st.write_piece(0, &stream[..16]).unwrap();
         st.read(0, 12, &mut buf).unwrap();
         st.read(5, 8, &mut []).unwrap();
     }
@@ -825,10 +1289,8 @@ mod tests {
         );
         assert_eq!(std::fs::read_dir(&outside).unwrap().count(), 0);
 
-        // A link in place of the file itself (the failed open above already made a.bin,
-        // which is inside the folder and harmless).
+        // A link in place of the file itself.
         std::fs::remove_file(dir.join("t/sub")).unwrap();
-        std::fs::remove_file(dir.join("t/a.bin")).unwrap();
         let target = outside.join("victim");
         std::fs::write(&target, b"keep").unwrap();
         std::os::unix::fs::symlink(&target, dir.join("t/a.bin")).unwrap();
@@ -920,5 +1382,76 @@ mod tests {
                 Ok(())
             })
             .unwrap();
+    }
+
+    #[test]
+    fn a_few_handles_serve_many_files() {
+        // 300 files of 7 bytes (some pieces span three files), at most 3 open at once,
+        // written by 4 threads at a time.
+        let tmp = tempfile::tempdir().unwrap();
+        let n = 300u64;
+        let stream: Vec<u8> = (0..n * 7).map(stream_byte).collect();
+        let files = (0..n)
+            .map(|i| FileEntry {
+                path: vec![format!("d{}", i % 7), format!("f{i}")],
+                length: 7,
+                offset: i * 7,
+                attr: FileAttr::default(),
+                pieces_root: None,
+            })
+            .collect();
+        let info = Info {
+            name: "many".into(),
+            piece_length: PIECE,
+            pieces: stream
+                .chunks(PIECE as usize)
+                .map(|c| Sha1::digest(c).into())
+                .collect(),
+            files,
+            single_file: false,
+            private: false,
+            version: Version::V1,
+            total_length: n * 7,
+        };
+        let st = Storage::open(&info, tmp.path()).unwrap();
+        st.set_max_open_files(3);
+        assert!(!tmp.path().join("many").join("d0").exists());
+        let count = st.piece_count();
+        std::thread::scope(|scope| {
+            for t in 0..4 {
+                let (st, stream) = (&st, &stream);
+                scope.spawn(move || {
+                    for p in (t..count).step_by(4) {
+                        st.write_piece(p, piece_of(stream, p)).unwrap();
+                        assert!(st.open_files() <= 3);
+                    }
+                });
+            }
+        });
+        assert!(st.open_files() <= 3);
+        // Every file was flushed, though most were closed before the sync.
+        st.sync_all().unwrap();
+        assert!(st.files.iter().all(|f| !f.unsynced.load(Ordering::Relaxed)));
+        let (progress, cancel) = no_cancel();
+        assert!(st.recheck(3, &progress, &cancel).unwrap().is_full());
+        assert!(st.open_files() <= 3);
+        for i in 0..n {
+            let path = tmp.path().join(format!("many/d{}/f{i}", i % 7));
+            let want = &stream[(i * 7) as usize..(i * 7 + 7) as usize];
+            assert_eq!(std::fs::read(&path).unwrap(), want, "{}", path.display());
+        }
+        // The handles go back to the process-wide count when the storage is dropped.
+        drop(st);
+        let st = Storage::open(&info, tmp.path()).unwrap();
+        assert_eq!(st.open_files(), 0);
+        assert!(st.recheck(1, &progress, &cancel).unwrap().is_full());
+    }
+
+    #[test]
+    fn the_budget_is_a_quarter_of_the_open_file_limit() {
+        assert_eq!(budget_for_limit(Some(1024)), 256);
+        assert_eq!(budget_for_limit(Some(40)), 16);
+        assert_eq!(budget_for_limit(Some(u64::MAX)), 4096);
+        assert_eq!(budget_for_limit(None), 4096);
     }
 }

@@ -1,24 +1,34 @@
-//! A torrent being downloaded or seeded over TCP (BEP 3, with BEP 6 and BEP 10 negotiated).
+//! A torrent being downloaded or seeded (BEP 3, with BEP 6 and BEP 10 negotiated), over
+//! any transport: a peer connection is a [`PeerStream`].
 //!
 //! [`Torrent`] owns the state that all its peer connections share: the picker, the piece
-//! buffers of pieces in progress, the peer list, hash-failure strikes and bans. Each peer
+//! buffers of pieces in progress, the peer list, the blame of failed pieces and bans. Each peer
 //! connection is a task that owns its socket and its [`wire::PeerState`]; it takes the
 //! torrent's lock only for short, synchronous updates, never across an `.await`.
 //!
 //! Blocks are copied into a buffer per piece. A complete piece is hashed on the blocking
 //! pool and written (pwrite) only when its hash matches, so nothing unverified reaches the
-//! disk. The peers whose blocks went into a piece that failed get a strike; two strikes ban
-//! the address for the session.
+//! disk. A piece that fails is fetched again; [`crate::blame`] then tells, block by block,
+//! which peers sent wrong data, and only those are banned (for the session).
 
+use crate::blame::{Blame, V1Verifier, Verifier, block_digests};
 use crate::choker::{Choker, PeerSample};
+use crate::context::{NodeContext, PeerSink, own_addrs, seed_from_time};
+use crate::error::CloseReason;
+pub use crate::error::EngineError;
+use crate::outbox::Outbox;
+use crate::peer::{
+    CLIENT_NAME, Handoff, UT_METADATA_ID, UT_PEX_ID, exchange_handshakes, write_all_vectored,
+};
+use crate::peer_timers::{PeerTimers, TimerAction, TimerConfig, pipeline_target};
 use crate::picker::{BLOCK_SIZE, Block, Picker, Received};
 use crate::pool::PeerPool;
 use crate::resume::{self, ResumeData};
-use crate::session::SessionShared;
+use crate::settings::{Limits, SharedBucket};
 use crate::storage::{Storage, StorageError};
+use crate::transport::{BoxRead, PeerAddr, PeerStream};
 use bytes::{Bytes, BytesMut};
 use metainfo::Metainfo;
-use sha1::{Digest, Sha1};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -26,7 +36,6 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
 use tokio::sync::{Notify, mpsc};
 use tracker::client::{Progress, TrackerStatus, run_announcer};
 use tracker::proto::AnnounceRequest;
@@ -34,28 +43,10 @@ use wire::{
     BlockRequest, Decoder, DecoderConfig, Event, Handshake, PeerConfig, PeerState, PieceGeometry,
 };
 
-/// The ids under which we receive extension messages (BEP 10; our choice).
-pub(crate) const UT_PEX_ID: u8 = 1;
-pub(crate) use crate::magnet::UT_METADATA_ID;
-
-/// Most requests we keep outstanding with one peer (also bounded by its `reqq`): 8 MiB,
-/// over a second of a fast link's transfer; deeper queues only delay our hashing.
-const MAX_OUR_REQUESTS: usize = 500;
-/// Requests one peer may have queued with us (our `reqq`). libtorrent's default: a fast
-/// leecher keeps a second or more of blocks asked for.
-const MAX_PEER_REQUESTS: usize = 2000;
-/// Most peer connections per torrent.
-const MAX_PEERS: usize = 80;
 /// Outgoing connections of one torrent still connecting at once.
 const MAX_DIALS: usize = 16;
 /// Pieces in progress at once: bounds the memory held in piece buffers.
 const MAX_PARTIAL_PIECES: usize = 24;
-/// Peers we upload to at once (plus the ones that want nothing from us).
-const UPLOAD_SLOTS: usize = 8;
-/// A peer that sends none of the blocks we asked for in this long loses those requests.
-const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
-/// Hash failures a peer may take part in before it is banned.
-const STRIKES_TO_BAN: u32 = 2;
 /// Bytes of recently read pieces kept for serving (always at least one piece).
 const READ_CACHE_BYTES: usize = 8 << 20;
 /// Bytes of complete pieces waiting for their hash check and write; past it, no new
@@ -68,37 +59,19 @@ const PEER_READ_BYTES: usize = 8 << 20;
 const READ_BUDGET: usize = 64 << 20;
 /// Buffers (block payloads, message headers) one vectored write takes at most.
 const WRITE_BATCH: usize = 64;
+/// Bytes one connection may have handed to its writer and not yet written.
+const OUTBOX_BYTES: usize = 4 << 20;
+/// Bytes of pieces the blocks in one connection's outbox may keep alive (at least two
+/// pieces): a peer asking for one block of each of many large pieces, and never reading,
+/// cannot make us hold all those pieces.
+const OUTBOX_PINNED_BYTES: usize = 16 << 20;
+/// A peer whose outbox stays full this long while it has an upload slot loses the slot.
+const STALLED_AFTER: Duration = Duration::from_secs(10);
 /// Bytes of read buffers of pieces that left the read cache, kept for the next reads.
 const SPARE_READ_BYTES: usize = 8 << 20;
 /// How often the choker runs (BEP 3 suggests 10 s).
 const CHOKE_INTERVAL: Duration = Duration::from_secs(10);
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
-const KEEPALIVE: Duration = Duration::from_secs(90);
-/// A connection that sends us nothing for this long is closed (BEP 3 peers send keep-alives
-/// every two minutes).
-const IDLE_TIMEOUT: Duration = Duration::from_secs(180);
-
-#[derive(Debug, thiserror::Error)]
-pub enum EngineError {
-    #[error("{0}")]
-    Storage(#[from] StorageError),
-    #[error("cannot listen on {addr}: {source}")]
-    Listen {
-        addr: SocketAddr,
-        #[source]
-        source: std::io::Error,
-    },
-    #[error("cannot start the tracker client: {0}")]
-    Tracker(String),
-    #[error("the metadata from peers is not a valid torrent: {0}")]
-    Metadata(String),
-    #[error("this torrent is already running in the session")]
-    Duplicate,
-    #[error("v2-only torrents cannot be downloaded yet")]
-    V2Only,
-    #[error("the piece length {0} is too large")]
-    PieceLength(u64),
-}
 
 /// How to run a torrent.
 #[derive(Debug, Clone)]
@@ -111,6 +84,23 @@ pub struct TorrentConfig {
 
     /// Announce to the torrent's trackers (BEP 3, 12) and dial the peers they give.
     pub trackers: bool,
+
+    /// This torrent's own rate limits, bytes per second (0: none; the session's limits
+    /// apply too).
+    pub download_limit: u64,
+    pub upload_limit: u64,
+
+    /// Priority of each file, by index (`picker::PRIORITY_SKIP`, `_NORMAL`, `_HIGH`);
+    /// files past the end of the list are normal. A download is done when every file
+    /// that is not skipped is complete.
+    pub file_priorities: Vec<u8>,
+
+    /// Fetch pieces in order, for playing a file while it downloads.
+    pub sequential: bool,
+
+    /// When not empty: only these files (by index, as `bitpeer info` lists them) are
+    /// downloaded; the others are skipped. From `--only` or a magnet's `so` (BEP 53).
+    pub only: Vec<std::ops::RangeInclusive<u32>>,
 }
 
 impl TorrentConfig {
@@ -120,6 +110,11 @@ impl TorrentConfig {
             dir: dir.into(),
             peers,
             trackers: true,
+            download_limit: 0,
+            upload_limit: 0,
+            file_priorities: Vec::new(),
+            sequential: false,
+            only: Vec::new(),
         }
     }
 }
@@ -138,10 +133,17 @@ pub struct Stats {
     pub candidates: usize,
     pub hash_failures: u64,
     pub banned: usize,
+    /// Bytes per second over the last seconds.
+    pub download_rate: u64,
+    pub upload_rate: u64,
+    /// Peers that have every piece.
+    pub seeds: usize,
 }
 
 enum Cmd {
     Have(u32),
+    /// What we want changed: recompute interest.
+    Reconsider,
     Cancel(Block),
     Choke,
     Unchoke,
@@ -162,12 +164,50 @@ struct PeerEntry {
     interested: bool,
     unchoked: bool,
     snubbed: bool,
+    /// Pieces the peer has (from its bitfield and haves).
+    pieces: u32,
+    /// Its client name (`v` of its extended handshake), for displays.
+    client: Option<String>,
+    /// It asked for blocks and does not read them: its send queue has been full for a
+    /// while. It loses its upload slot until it reads again.
+    stalled: bool,
+    connected_at: Instant,
+}
+
+/// How long a new connection may go without trading before it can be evicted for a
+/// newcomer when the torrent is full.
+const EVICTION_GRACE: Duration = Duration::from_secs(30);
+
+/// The torrent is full and a newcomer knocks: close the least useful peer, one that in
+/// [`EVICTION_GRACE`] or more has traded nothing and wants nothing from us (libtorrent's
+/// peer turnover does the same), the longest connected first. False when every peer is
+/// useful: the newcomer is refused.
+fn evict_least_useful(s: &mut State, now: Instant) -> bool {
+    let victim = s
+        .peers
+        .iter()
+        .filter(|(_, p)| {
+            p.downloaded == 0
+                && p.uploaded == 0
+                && !p.interested
+                && now.saturating_duration_since(p.connected_at) >= EVICTION_GRACE
+        })
+        .min_by_key(|(_, p)| p.connected_at)
+        .map(|(id, _)| *id);
+    let Some(id) = victim else {
+        return false;
+    };
+    if let Some(p) = s.peers.remove(&id) {
+        tracing::debug!(peer = %p.addr, "evicted: idle, for a newcomer");
+        let _ = p.tx.send(Cmd::Close);
+    }
+    true
 }
 
 struct PieceBuf {
     data: Vec<u8>,
-    /// Peers (by [`ban_key`]) whose blocks are in `data`.
-    from: HashSet<SocketAddr>,
+    /// Who (by [`ban_key`]) sent each block in `data`, by block index.
+    senders: Vec<Option<SocketAddr>>,
 }
 
 struct State {
@@ -184,11 +224,18 @@ struct State {
     pool: PeerPool,
     /// Outgoing connections in their TCP connect.
     dialing: usize,
+    /// Blocks nobody asked for, by peer.
     strikes: HashMap<SocketAddr, u32>,
     banned: HashSet<SocketAddr>,
+    /// Who sent which block of pieces that failed their hash check (smart ban).
+    blame: Blame<SocketAddr>,
+    /// The last error writing a verified piece: the disk, not a peer, is at fault.
+    disk_error: Option<String>,
     choker: Choker<u64>,
     downloaded: u64,
     uploaded: u64,
+    download_rate: crate::peer_timers::RateEstimate,
+    upload_rate: crate::peer_timers::RateEstimate,
     hash_failures: u64,
     dirty: bool,
 }
@@ -203,6 +250,9 @@ pub(crate) struct Shared {
     complete: Notify,
     /// Wakes the dialer: new addresses, or a free connection slot.
     dial_wake: Notify,
+    /// Wakes the periodic tasks (choker, resume saver, tracker progress) of a torrent that
+    /// had no peer: a torrent without peers costs no timer at all.
+    activity: Notify,
     shutdown: AtomicBool,
     /// Turns true with `shutdown`, for tasks that sleep long and must wake for it.
     stopped: tokio::sync::watch::Sender<bool>,
@@ -212,9 +262,31 @@ pub(crate) struct Shared {
     read_spare: Mutex<Vec<BytesMut>>,
     /// Bytes being read for uploads now (see [`READ_BUDGET`]).
     read_bytes: Arc<std::sync::atomic::AtomicUsize>,
-    session: Arc<SessionShared>,
+    ctx: Arc<NodeContext>,
     /// The announcer's per-tracker status, and how to stop it (it then sends `stopped`).
     trackers: Mutex<Option<Announcing>>,
+    /// This torrent's rate limits.
+    download: SharedBucket,
+    upload: SharedBucket,
+    /// Set once when the torrent cannot go on (a disk write failed): the session turns it
+    /// into the torrent's `Error` state and stops it.
+    fatal: tokio::sync::watch::Sender<Option<String>>,
+    /// The parent of every log line of this torrent's tasks and connections.
+    span: tracing::Span,
+}
+
+/// The time the protocol cores are given: tokio's clock, so tests with paused time drive
+/// every timer.
+fn clock() -> Instant {
+    tokio::time::Instant::now().into_std()
+}
+
+/// Spawn a task of `shared`'s torrent, inside its span.
+fn spawn_in<F>(shared: &Shared, fut: F)
+where
+    F: std::future::Future<Output = ()> + Send + 'static,
+{
+    tokio::spawn(tracing::Instrument::instrument(fut, shared.span.clone()));
 }
 
 struct Announcing {
@@ -234,7 +306,7 @@ impl Torrent {
     /// Open the storage, find the pieces already there (from the resume file if it still
     /// matches the files, else by hashing them), listen, and dial the given peers.
     pub(crate) async fn start(
-        session: &Arc<SessionShared>,
+        ctx: &Arc<NodeContext>,
         meta: Metainfo,
         config: TorrentConfig,
         check_progress: Arc<AtomicU64>,
@@ -244,14 +316,17 @@ impl Torrent {
             .map_err(|_| EngineError::PieceLength(meta.info.piece_length))?;
         let geometry = PieceGeometry::new(meta.info.total_length, piece_length)
             .ok_or(EngineError::PieceLength(meta.info.piece_length))?;
+        let file_priorities = file_priorities(&meta.info, &config)?;
         let info = meta.info.clone();
         let dir = config.dir.clone();
-        let resume_path = config
-            .dir
-            .join(format!(".bitpeer-{}.resume", hex(&info_hash)));
+        let resume_path = resume_path(&config.dir, &meta);
         let rp = resume_path.clone();
+        let skipped: Vec<bool> = file_priorities
+            .iter()
+            .map(|&p| p == crate::picker::PRIORITY_SKIP)
+            .collect();
         let (storage, have) = tokio::task::spawn_blocking(move || -> Result<_, StorageError> {
-            let storage = Storage::open(&info, &dir)?;
+            let storage = Storage::open_with_skipped(&info, &dir, &skipped)?;
             let count = storage.piece_count();
             let stamps = storage.file_stamps()?;
             let have = match resume::load(&rp, &info_hash, count) {
@@ -264,13 +339,19 @@ impl Torrent {
         .map_err(|_| EngineError::Storage(StorageError::Cancelled))??;
 
         let seed = seed_from_time();
-        let picker = Picker::new(
+        let settings = ctx.settings();
+        let now = clock();
+        let mut picker = Picker::new(
             piece_length,
             meta.info.total_length,
             have,
             MAX_PARTIAL_PIECES,
             seed,
         );
+        if !file_priorities.is_empty() {
+            picker.set_priorities(&piece_priorities(&meta.info, &file_priorities));
+        }
+        picker.set_sequential(config.sequential);
         let shared = Arc::new(Shared {
             meta,
             info_hash,
@@ -284,48 +365,56 @@ impl Torrent {
                 verifying_bytes: 0,
                 peers: HashMap::new(),
                 next_peer: 0,
-                pool: PeerPool::new(own_addrs(session.listen_addr)),
+                pool: PeerPool::new(own_addrs(ctx.listen_addr)),
                 dialing: 0,
                 strikes: HashMap::new(),
                 banned: HashSet::new(),
-                choker: Choker::new(UPLOAD_SLOTS, seed.rotate_left(17)),
-
+                blame: Blame::new(),
+                disk_error: None,
+                choker: Choker::new(settings.upload_slots, seed.rotate_left(17)),
                 downloaded: 0,
                 uploaded: 0,
+                download_rate: crate::peer_timers::RateEstimate::new(now),
+                upload_rate: crate::peer_timers::RateEstimate::new(now),
                 hash_failures: 0,
                 dirty: false,
             }),
             complete: Notify::new(),
             dial_wake: Notify::new(),
+            activity: Notify::new(),
             shutdown: AtomicBool::new(false),
             stopped: tokio::sync::watch::Sender::new(false),
             read_cache: Mutex::new(VecDeque::new()),
             read_spare: Mutex::new(Vec::new()),
             read_bytes: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
-            session: session.clone(),
+            ctx: ctx.clone(),
             trackers: Mutex::new(None),
+            download: SharedBucket::new(config.download_limit),
+            upload: SharedBucket::new(config.upload_limit),
+            fatal: tokio::sync::watch::Sender::new(None),
+            span: tracing::info_span!("torrent", info_hash = %hex(&info_hash)),
         });
 
-        let mut torrents = session.torrents.lock().unwrap_or_else(|e| e.into_inner());
-        if torrents.contains_key(&info_hash) {
-            return Err(EngineError::Duplicate);
-        }
-        torrents.insert(info_hash, shared.clone());
-        drop(torrents);
-
+        // The session checked for a duplicate before any file was touched.
+        ctx.register(info_hash, shared.clone());
         add_peers(&shared, &config.peers, true);
-        tokio::spawn(dial_loop(shared.clone()));
+        spawn_in(&shared, dial_loop(shared.clone()));
         if config.trackers && !shared.meta.trackers.is_empty() {
             let announcing = start_announcing(&shared);
             *shared.trackers.lock().unwrap_or_else(|e| e.into_inner()) = Some(announcing);
         }
-        session.torrents_changed();
+        tracing::info!(
+            info_hash = %hex(&info_hash),
+            name = %shared.meta.info.name,
+            pieces = shared.geometry.piece_count(),
+            "torrent started"
+        );
         if !shared.is_private() {
             // BEP 27: private torrents stay out of the DHT.
-            tokio::spawn(dht_loop(shared.clone()));
+            spawn_in(&shared, dht_loop(shared.clone()));
         }
-        tokio::spawn(resume_loop(shared.clone()));
-        tokio::spawn(choke_loop(shared.clone()));
+        spawn_in(&shared, resume_loop(shared.clone()));
+        spawn_in(&shared, choke_loop(shared.clone()));
         Ok(Torrent { shared })
     }
 
@@ -358,14 +447,83 @@ impl Torrent {
     }
 
     pub fn listen_addr(&self) -> Option<SocketAddr> {
-        Some(self.shared.session.listen_addr)
+        Some(self.shared.ctx.listen_addr)
+    }
+
+    /// The torrent's metainfo.
+    pub fn metainfo(&self) -> &Metainfo {
+        &self.shared.meta
+    }
+
+    /// The verified pieces.
+    pub fn have(&self) -> wire::Bitfield {
+        lock(&self.shared).picker.have().clone()
+    }
+
+    /// Change this torrent's own rate limits (bytes per second, 0: none).
+    pub fn set_rate_limits(&self, download: u64, upload: u64) {
+        self.shared.download.set_rate(download);
+        self.shared.upload.set_rate(upload);
+    }
+
+    /// This torrent's own rate limits (download, upload; 0: none).
+    pub fn rate_limits(&self) -> (u64, u64) {
+        (self.shared.download.rate(), self.shared.upload.rate())
+    }
+
+    /// Resolves when the torrent cannot go on, with why (a disk write failed).
+    pub async fn wait_fatal(&self) -> String {
+        let mut rx = self.shared.fatal.subscribe();
+        loop {
+            if let Some(e) = rx.borrow_and_update().clone() {
+                return e;
+            }
+            if rx.changed().await.is_err() {
+                return "the torrent stopped".into();
+            }
+        }
+    }
+
+    /// Take over a live connection that fetched this torrent's metadata. It is counted
+    /// among the torrent's peers at once, so the dialer does not dial its address again.
+    pub(crate) fn adopt(&self, handoff: Handoff) {
+        let PeerAddr::Ip(addr) = handoff.stream.remote else {
+            return;
+        };
+        let incoming = handoff.incoming;
+        let shared = self.shared.clone();
+        let Some((id, rx)) = register(&shared, addr, incoming) else {
+            return;
+        };
+        let conn = adopt_conn(&shared, handoff);
+        tokio::spawn(async move {
+            run_registered(shared.clone(), conn, addr, id, rx, incoming).await;
+            if !incoming {
+                let mut s = lock(&shared);
+                let done_with = s.picker.is_complete();
+                s.pool.add(addr, false, clock());
+                s.pool.dial_ended(addr, true, done_with, clock());
+            }
+        });
     }
 
     pub fn stats(&self) -> Stats {
-        let s = lock(&self.shared);
+        let mut s = lock(&self.shared);
+        let now = clock();
+        let download_rate = s.download_rate.rate(now);
+        let upload_rate = s.upload_rate.rate(now);
+        let piece_count = s.picker.piece_count();
+        let seeds = s
+            .peers
+            .values()
+            .filter(|p| p.pieces == piece_count && piece_count > 0)
+            .count();
         let have = s.picker.have();
-        let bytes_have = bytes_have(&s);
+        let bytes_have = s.picker.bytes_have();
         Stats {
+            download_rate,
+            upload_rate,
+            seeds,
             pieces_have: have.count_ones(),
             piece_count: have.len(),
             bytes_have,
@@ -379,11 +537,41 @@ impl Torrent {
         }
     }
 
+    /// Every wanted piece is verified (skipped files aside).
     pub fn is_complete(&self) -> bool {
-        lock(&self.shared).picker.is_complete()
+        lock(&self.shared).picker.is_done()
     }
 
-    /// Resolves once every piece is verified on disk.
+    /// Change the files' priorities while running (see
+    /// [`TorrentConfig::file_priorities`]).
+    pub async fn set_file_priorities(&self, priorities: &[u8]) -> Result<(), EngineError> {
+        let skipped: Vec<bool> = (0..self.shared.meta.info.files.len())
+            .map(|i| priorities.get(i) == Some(&crate::picker::PRIORITY_SKIP))
+            .collect();
+        let storage = self.shared.storage.clone();
+        tokio::task::spawn_blocking(move || storage.set_skipped(&skipped))
+            .await
+            .map_err(|_| EngineError::Storage(StorageError::Cancelled))??;
+        let pieces = piece_priorities(&self.shared.meta.info, priorities);
+        let mut s = lock(&self.shared);
+        s.picker.set_priorities(&pieces);
+        let done = s.picker.is_done();
+        drop(s);
+        if done {
+            self.shared.complete.notify_waiters();
+        }
+        // Peers may have become interesting, or not.
+        for p in lock(&self.shared).peers.values() {
+            let _ = p.tx.send(Cmd::Reconsider);
+        }
+        Ok(())
+    }
+
+    pub fn set_sequential(&self, on: bool) {
+        lock(&self.shared).picker.set_sequential(on);
+    }
+
+    /// Resolves once every wanted piece is verified on disk.
     pub async fn wait_complete(&self) {
         loop {
             let notified = self.shared.complete.notified();
@@ -396,19 +584,17 @@ impl Torrent {
 
     /// Close every connection and write the resume file.
     pub async fn shutdown(&self) {
-        self.shared.shutdown.store(true, Ordering::SeqCst);
+        if self.shared.shutdown.swap(true, Ordering::SeqCst) {
+            return; // already shut down
+        }
         self.shared.stopped.send_replace(true);
-        self.shared
-            .session
-            .torrents
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .remove(&self.shared.info_hash);
+        let sink: Arc<dyn PeerSink> = self.shared.clone();
+        self.shared.ctx.unregister(&self.shared.info_hash, &sink);
         for p in lock(&self.shared).peers.values() {
             let _ = p.tx.send(Cmd::Close);
         }
         self.shared.dial_wake.notify_one();
-        self.shared.session.torrents_changed();
+        tracing::info!(info_hash = %hex(&self.shared.info_hash), "torrent stopped");
         let announcing = self
             .shared
             .trackers
@@ -477,15 +663,14 @@ fn ban_key(addr: SocketAddr) -> SocketAddr {
     }
 }
 
-fn hex(b: &[u8]) -> String {
-    metainfo::hash::to_hex(b)
+/// Where the resume data of `meta` lives when its content is in `dir`.
+pub(crate) fn resume_path(dir: &std::path::Path, meta: &Metainfo) -> PathBuf {
+    let h = meta.info_hashes.get_v1().map(|h| h.0).unwrap_or_default();
+    dir.join(format!(".bitpeer-{}.resume", hex(&h)))
 }
 
-pub(crate) fn seed_from_time() -> u64 {
-    let t = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map_or(0, |d| d.as_nanos() as u64);
-    t ^ u64::from(std::process::id()).rotate_left(32)
+fn hex(b: &[u8]) -> String {
+    metainfo::hash::to_hex(b)
 }
 
 fn save_resume(shared: &Shared) {
@@ -504,9 +689,32 @@ fn save_resume(shared: &Shared) {
     }
 }
 
+/// Returns at once while the torrent has peers (or unsaved progress); else waits until a
+/// peer connects or the torrent stops. Returns false once it stopped.
+async fn wait_active(shared: &Shared) -> bool {
+    let mut stopped = shared.stopped.subscribe();
+    loop {
+        let woken = shared.activity.notified();
+        if shared.shutdown.load(Ordering::SeqCst) {
+            return false;
+        }
+        {
+            let s = lock(shared);
+            if !s.peers.is_empty() || s.dirty {
+                return true;
+            }
+        }
+        tokio::select! {
+            _ = woken => {}
+            _ = stopped.wait_for(|s| *s) => return false,
+        }
+    }
+}
+
 async fn resume_loop(shared: Arc<Shared>) {
     let mut tick = tokio::time::interval(Duration::from_secs(5));
-    while !shared.shutdown.load(Ordering::SeqCst) {
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    while wait_active(&shared).await {
         tick.tick().await;
         let dirty = std::mem::take(&mut lock(&shared).dirty);
         if dirty {
@@ -519,23 +727,15 @@ async fn resume_loop(shared: Arc<Shared>) {
 /// Every 10 s, let the choker pick who we upload to.
 async fn choke_loop(shared: Arc<Shared>) {
     let mut tick = tokio::time::interval(CHOKE_INTERVAL);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
     tick.tick().await;
-    while !shared.shutdown.load(Ordering::SeqCst) {
+    while wait_active(&shared).await {
         tick.tick().await;
         let mut guard = lock(&shared);
         let s = &mut *guard;
-        let samples: Vec<PeerSample<u64>> = s
-            .peers
-            .iter()
-            .map(|(&key, p)| PeerSample {
-                key,
-                interested: p.interested,
-                downloaded: p.downloaded - p.round_downloaded,
-                uploaded: p.uploaded - p.round_uploaded,
-                snubbed: p.snubbed,
-            })
-            .collect();
-        let seeding = s.picker.is_complete();
+        let samples = choker_samples(s);
+        let seeding = s.picker.is_done();
+        s.choker.set_slots(shared.ctx.settings().upload_slots);
         let unchoke = s.choker.round(&samples, seeding);
         for (key, p) in s.peers.iter_mut() {
             p.round_downloaded = p.downloaded;
@@ -550,18 +750,45 @@ async fn choke_loop(shared: Arc<Shared>) {
 }
 
 /// An incoming connection whose handshake named this torrent.
-pub(crate) async fn accept(
-    shared: Arc<Shared>,
-    stream: TcpStream,
-    addr: SocketAddr,
-    prefix: [u8; 48],
-) {
+pub(crate) async fn accept(shared: Arc<Shared>, stream: PeerStream, prefix: [u8; 48]) {
+    let Some(addr) = stream.remote.ip() else {
+        // Strikes and bans are kept per IP address; a peer without one (WebRTC) needs
+        // its own key first.
+        tracing::debug!(peer = %stream.remote, "refused: torrents take IP peers only");
+        return;
+    };
+    // Banned addresses are refused before the handshake; limits (per address, and a full
+    // torrent, which may evict an idle peer) are checked once the handshake is done.
     let refuse = {
         let s = lock(&shared);
-        s.peers.len() >= MAX_PEERS || s.banned.contains(&ban_key(addr))
+        s.banned
+            .contains(&ban_key(addr))
+            .then_some(CloseReason::Banned("earlier hash failures"))
     };
-    if !refuse && !shared.shutdown.load(Ordering::SeqCst) {
+    if let Some(reason) = refuse {
+        tracing::debug!(peer = %addr, %reason, "incoming connection refused");
+        return;
+    }
+    if !shared.shutdown.load(Ordering::SeqCst) {
         run_peer(shared, stream, addr, Some(prefix)).await;
+    }
+}
+
+impl PeerSink for Shared {
+    fn accept(
+        self: Arc<Self>,
+        stream: PeerStream,
+        prefix: [u8; 48],
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
+        Box::pin(accept(self, stream, prefix))
+    }
+
+    fn add_peers(&self, addrs: &[SocketAddr]) {
+        add_peers(self, addrs, false);
+    }
+
+    fn is_private(&self) -> bool {
+        self.meta.info.private
     }
 }
 
@@ -571,7 +798,7 @@ pub(crate) async fn accept(
 async fn dht_loop(shared: Arc<Shared>) {
     let mut wait = Duration::from_secs(5);
     while !shared.shutdown.load(Ordering::SeqCst) {
-        let Some(mut found) = shared.session.dht_lookup(shared.info_hash, true) else {
+        let Some(mut found) = shared.ctx.dht_lookup(shared.info_hash, true) else {
             return;
         };
         let mut any = false;
@@ -599,24 +826,24 @@ async fn dht_loop(shared: Arc<Shared>) {
 /// Run the torrent's announcer (`tracker::client`): progress in, peers out.
 fn start_announcing(shared: &Arc<Shared>) -> Announcing {
     use tokio::sync::watch;
-    let session = &shared.session;
+    let ctx = &shared.ctx;
     let base = AnnounceRequest {
         info_hash: shared.info_hash,
-        peer_id: session.peer_id,
-        port: session.listen_addr.port(),
+        peer_id: ctx.peer_id,
+        port: ctx.listen_addr.port(),
         uploaded: 0,
         downloaded: 0,
         left: 0,
         event: tracker::proto::AnnounceEvent::Started,
         numwant: Some(50),
-        key: session.tracker_key,
+        key: ctx.tracker_key,
     };
     let (progress_tx, progress_rx) = watch::channel(progress(shared));
     let (peers_tx, mut peers_rx) = mpsc::channel::<Vec<SocketAddr>>(16);
     let (status_tx, status_rx) = watch::channel(Vec::new());
     let (stop_tx, stop_rx) = watch::channel(false);
     let task = tokio::spawn(run_announcer(
-        session.tracker_client.clone(),
+        ctx.tracker_client.clone(),
         shared.meta.trackers.clone(),
         base,
         progress_rx,
@@ -634,10 +861,13 @@ fn start_announcing(shared: &Arc<Shared>) -> Announcing {
     let tx = progress_tx.clone();
     tokio::spawn(async move {
         // The counters the next announce reports; `left` reaching 0 sends `completed`.
+        // Three counters read under the lock: no walk over the pieces.
         let mut tick = tokio::time::interval(Duration::from_secs(1));
-        while !s.shutdown.load(Ordering::SeqCst) {
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        while wait_active(&s).await {
             tick.tick().await;
-            if tx.send(progress(&s)).is_err() {
+            let p = progress(&s);
+            if *tx.borrow() != p && tx.send(p).is_err() {
                 return;
             }
         }
@@ -650,27 +880,86 @@ fn start_announcing(shared: &Arc<Shared>) -> Announcing {
     }
 }
 
-/// Bytes of the verified pieces.
-fn bytes_have(s: &State) -> u64 {
-    s.picker
-        .have()
-        .iter_ones()
-        .map(|p| u64::from(s.picker.piece_size(p)))
-        .sum()
-}
-
 fn progress(shared: &Shared) -> Progress {
     let s = lock(shared);
-    let have = bytes_have(&s);
     Progress {
         uploaded: s.uploaded,
         downloaded: s.downloaded,
-        left: shared.meta.info.total_length.saturating_sub(have),
+        // What we still want: a download of some files only is complete without the rest.
+        left: if s.picker.is_done() {
+            0
+        } else {
+            shared
+                .meta
+                .info
+                .total_length
+                .saturating_sub(s.picker.bytes_have())
+        },
     }
 }
 
+/// The files' priorities from the config: `file_priorities`, with the files outside
+/// `only` (when given) skipped. An index past the torrent's files is an error.
+fn file_priorities(info: &metainfo::Info, config: &TorrentConfig) -> Result<Vec<u8>, EngineError> {
+    use crate::picker::{PRIORITY_NORMAL, PRIORITY_SKIP};
+    let n = info.files.len();
+    if config.only.is_empty() {
+        return Ok(config.file_priorities.clone());
+    }
+    if let Some(bad) = config
+        .only
+        .iter()
+        .map(|r| *r.end())
+        .find(|&e| e as usize >= n)
+    {
+        return Err(EngineError::BadSelection(format!(
+            "file {bad} does not exist: the torrent has {n} files (0 to {})",
+            n.saturating_sub(1)
+        )));
+    }
+    Ok((0..n)
+        .map(|i| {
+            if config.only.iter().any(|r| r.contains(&(i as u32))) {
+                config
+                    .file_priorities
+                    .get(i)
+                    .copied()
+                    .unwrap_or(PRIORITY_NORMAL)
+                    .max(PRIORITY_NORMAL)
+            } else {
+                PRIORITY_SKIP
+            }
+        })
+        .collect())
+}
+
+/// Each piece's priority: the highest of the files it holds bytes of (pad files aside);
+/// files past the end of `files` are normal.
+pub(crate) fn piece_priorities(info: &metainfo::Info, files: &[u8]) -> Vec<u8> {
+    use crate::picker::{PRIORITY_NORMAL, PRIORITY_SKIP};
+    let plen = info.piece_length.max(1);
+    let count = info.pieces.len();
+    let mut out = vec![PRIORITY_SKIP; count];
+    for (i, f) in info.files.iter().enumerate() {
+        if f.attr.pad || f.length == 0 {
+            continue;
+        }
+        let prio = files.get(i).copied().unwrap_or(PRIORITY_NORMAL);
+        let first = (f.offset / plen) as usize;
+        let last = ((f.offset + f.length - 1) / plen) as usize;
+        for p in out
+            .iter_mut()
+            .take(last.min(count.saturating_sub(1)) + 1)
+            .skip(first)
+        {
+            *p = (*p).max(prio);
+        }
+    }
+    out
+}
+
 pub(crate) fn add_peers(shared: &Shared, addrs: &[SocketAddr], pinned: bool) {
-    let now = Instant::now();
+    let now = clock();
     let mut s = lock(shared);
     let mut added = false;
     for &addr in addrs {
@@ -684,26 +973,16 @@ pub(crate) fn add_peers(shared: &Shared, addrs: &[SocketAddr], pinned: bool) {
     }
 }
 
-/// The addresses a peer list may give back for this node itself.
-pub(crate) fn own_addrs(listen: SocketAddr) -> Vec<SocketAddr> {
-    let port = listen.port();
-    let mut v = vec![listen];
-    if listen.ip().is_unspecified() || listen.ip().is_loopback() {
-        v.push(SocketAddr::from(([127, 0, 0, 1], port)));
-        v.push(SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port)));
-    }
-    v
-}
-
 /// Dial the pool's addresses while there is room for more connections: at most
-/// [`MAX_DIALS`] connecting at once and [`MAX_PEERS`] connected.
+/// [`MAX_DIALS`] connecting at once and the settings' peers per torrent connected.
 async fn dial_loop(shared: Arc<Shared>) {
     while !shared.shutdown.load(Ordering::SeqCst) {
-        let now = Instant::now();
+        let now = clock();
+        let max_peers = shared.ctx.settings().max_peers_per_torrent;
         let (dials, next) = {
             let mut guard = lock(&shared);
             let s = &mut *guard;
-            let room = MAX_PEERS
+            let room = max_peers
                 .saturating_sub(s.peers.len() + s.dialing)
                 .min(MAX_DIALS.saturating_sub(s.dialing));
             let connected: HashSet<SocketAddr> = s.peers.values().map(|p| p.addr).collect();
@@ -715,59 +994,114 @@ async fn dial_loop(shared: Arc<Shared>) {
             (dials, s.pool.next_ready())
         };
         for addr in dials {
-            tokio::spawn(dial(shared.clone(), addr));
+            spawn_in(&shared, dial(shared.clone(), addr));
         }
-        // Sleep until an address is due (checked at least once a second, as slots free up
-        // without telling), or until woken by new addresses.
-        let wait = next.map_or(Duration::from_secs(1), |t| {
-            t.saturating_duration_since(now).min(Duration::from_secs(1))
-        });
-        let _ = tokio::time::timeout(
-            wait.max(Duration::from_millis(50)),
-            shared.dial_wake.notified(),
-        )
-        .await;
+        // Sleep until an address is due, or until woken by new addresses or a connection
+        // that ended. With nothing to dial, no timer at all.
+        match next {
+            Some(t) => {
+                let wait = t
+                    .saturating_duration_since(now)
+                    .max(Duration::from_millis(50));
+                let _ = tokio::time::timeout(wait, shared.dial_wake.notified()).await;
+            }
+            None => shared.dial_wake.notified().await,
+        }
     }
 }
 
-/// One outgoing connection, from TCP connect to the end of the peer's session.
+/// One outgoing connection, from connect to the end of the peer's session, over the
+/// session's preferred transport.
 async fn dial(shared: Arc<Shared>, addr: SocketAddr) {
-    let stream = tokio::time::timeout(HANDSHAKE_TIMEOUT, TcpStream::connect(addr)).await;
+    let connector = shared.ctx.connectors.first().cloned();
+    let stream = match connector {
+        Some(c) => c.connect(addr, HANDSHAKE_TIMEOUT).await,
+        None => Err(std::io::Error::other("no transport to dial with")),
+    };
     lock(&shared).dialing -= 1;
     let connected = match stream {
-        Ok(Ok(stream)) => run_peer(shared.clone(), stream, addr, None).await,
-        _ => false,
+        Ok(stream) => run_peer(shared.clone(), stream, addr, None).await,
+        Err(e) => {
+            tracing::trace!(peer = %addr, error = %e, "dial failed");
+            false
+        }
     };
     let mut s = lock(&shared);
     // Both complete: nothing to trade (the peer dials us if it ever wants more).
     let done_with = s.picker.is_complete();
-    s.pool
-        .dial_ended(addr, connected, done_with, Instant::now());
+    s.pool.dial_ended(addr, connected, done_with, clock());
     drop(s);
     shared.dial_wake.notify_one();
 }
 
+/// Handshake, then run the connection. Returns whether the handshake worked.
 async fn run_peer(
     shared: Arc<Shared>,
-    stream: TcpStream,
+    stream: PeerStream,
     addr: SocketAddr,
     prefix: Option<[u8; 48]>,
 ) -> bool {
-    let _ = stream.set_nodelay(true);
-    let mut conn =
-        match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(&shared, stream, prefix)).await {
-            Ok(Ok(c)) => c,
-            _ => return false,
-        };
-    let (tx, rx) = mpsc::unbounded_channel();
-    let id = {
-        let mut s = lock(&shared);
-        if s.peers.len() >= MAX_PEERS
-            || s.banned.contains(&ban_key(addr))
-            || !shared.session.take_connection_slot()
-        {
+    let conn = match tokio::time::timeout(HANDSHAKE_TIMEOUT, handshake(&shared, stream, prefix))
+        .await
+    {
+        Ok(Ok(c)) => c,
+        Ok(Err(e)) => {
+            tracing::debug!(peer = %addr, reason = %CloseReason::Handshake(e.to_string()), "connection ended");
             return false;
         }
+        Err(_) => {
+            tracing::debug!(peer = %addr, reason = %CloseReason::HandshakeTimeout, "connection ended");
+            return false;
+        }
+    };
+    register_and_run(shared, conn, addr, prefix.is_some()).await;
+    true
+}
+
+/// Take a slot among the torrent's peers and the session's connections, run the
+/// connection to its end, log why it ended, and give back what it held.
+async fn register_and_run(shared: Arc<Shared>, conn: Conn, addr: SocketAddr, incoming: bool) {
+    if let Some((id, rx)) = register(&shared, addr, incoming) {
+        run_registered(shared, conn, addr, id, rx, incoming).await;
+    }
+}
+
+/// Take a slot among the torrent's peers and the session's connections; `None` (logged)
+/// when there is none or the address is banned.
+fn register(
+    shared: &Arc<Shared>,
+    addr: SocketAddr,
+    incoming: bool,
+) -> Option<(u64, mpsc::UnboundedReceiver<Cmd>)> {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let settings = shared.ctx.settings();
+    let max = settings.max_peers_per_torrent;
+    let now = clock();
+    let mut s = lock(shared);
+    let from_ip = if crate::settings::ip_limited(addr.ip()) {
+        s.peers
+            .values()
+            .filter(|p| p.addr.ip() == addr.ip())
+            .count()
+    } else {
+        0
+    };
+    let refuse = if s.banned.contains(&ban_key(addr)) {
+        Some(CloseReason::Banned("earlier hash failures"))
+    } else if from_ip >= settings.max_peers_per_ip {
+        Some(CloseReason::TooManyFromIp(settings.max_peers_per_ip))
+    } else if s.peers.len() >= max && !evict_least_useful(&mut s, now) {
+        Some(CloseReason::Full(max))
+    } else if !shared.ctx.take_connection_slot() {
+        Some(CloseReason::Full(settings.max_connections))
+    } else {
+        None
+    };
+    if let Some(reason) = refuse {
+        tracing::debug!(peer = %addr, %reason, "connection ended");
+        return None;
+    }
+    {
         let id = s.next_peer;
         s.next_peer += 1;
         s.peers.insert(
@@ -775,7 +1109,7 @@ async fn run_peer(
             PeerEntry {
                 tx,
                 addr,
-                listen_addr: prefix.is_none().then_some(addr),
+                listen_addr: (!incoming).then_some(addr),
                 downloaded: 0,
                 uploaded: 0,
                 round_downloaded: 0,
@@ -783,21 +1117,43 @@ async fn run_peer(
                 interested: false,
                 unchoked: false,
                 snubbed: false,
+                pieces: 0,
+                client: None,
+                stalled: false,
+                connected_at: now,
             },
         );
-        id
+        drop(s);
+        shared.activity.notify_waiters();
+        Some((id, rx))
+    }
+}
+
+/// Run a registered connection to its end, log why it ended, and give back what it held.
+async fn run_registered(
+    shared: Arc<Shared>,
+    mut conn: Conn,
+    addr: SocketAddr,
+    id: u64,
+    rx: mpsc::UnboundedReceiver<Cmd>,
+    incoming: bool,
+) {
+    let span =
+        tracing::debug_span!(parent: &shared.span, "peer", peer = %addr, transport = %conn.kind);
+    let reason = {
+        let _entered = span.enter();
+        tracing::debug!(incoming, "connected");
+        drop(_entered);
+        tracing::Instrument::instrument(conn.run(&shared, id, addr, rx), span.clone()).await
     };
-    let result = conn.run(&shared, id, addr, rx).await;
-    tracing_off(result);
-    shared.session.release_connection_slot();
+    tracing::debug!(parent: &span, %reason, "connection ended");
+    shared.ctx.release_connection_slot();
     let mut s = lock(&shared);
-    // Its upload slot, if it had one, goes at once to a peer that is waiting for one
-    // (the next choker round may be ten seconds away).
-    if s.peers.remove(&id).is_some_and(|p| p.unchoked)
-        && let Some(next) = s.peers.values_mut().find(|p| p.interested && !p.unchoked)
-    {
-        next.unchoked = true;
-        let _ = next.tx.send(Cmd::Unchoke);
+    let was_unchoked = s.peers.remove(&id).is_some_and(|p| p.unchoked);
+    if was_unchoked {
+        // Its upload slot goes at once to a peer waiting for one (the next choker
+        // round may be ten seconds away).
+        offer_free_slot(&mut s);
     }
     s.picker.peer_gone(conn.state.peer_pieces());
     for r in conn.state.our_requests() {
@@ -805,146 +1161,212 @@ async fn run_peer(
     }
     drop(s);
     shared.dial_wake.notify_one();
-    true
 }
 
-/// Connection errors end the connection; there is nobody to tell but a future log.
-fn tracing_off(_r: Result<(), String>) {}
+/// What the choker knows of each peer. A peer that does not read what it asked for
+/// (`stalled`) counts as not interested: it gets no slot until it reads again.
+fn choker_samples(s: &State) -> Vec<PeerSample<u64>> {
+    s.peers
+        .iter()
+        .map(|(&key, p)| PeerSample {
+            key,
+            interested: p.interested && !p.stalled,
+            downloaded: p.downloaded - p.round_downloaded,
+            uploaded: p.uploaded - p.round_uploaded,
+            snubbed: p.snubbed,
+        })
+        .collect()
+}
+
+/// A regular upload slot is free (a peer left, or one became interested): the choker
+/// says who gets it. The only other place that unchokes is the choker's round.
+fn offer_free_slot(s: &mut State) {
+    let samples = choker_samples(s);
+    let unchoked: Vec<u64> = s
+        .peers
+        .iter()
+        .filter(|(_, p)| p.unchoked)
+        .map(|(k, _)| *k)
+        .collect();
+    if let Some(key) = s.choker.free_slot(&samples, &unchoked)
+        && let Some(p) = s.peers.get_mut(&key)
+    {
+        p.unchoked = true;
+        let _ = p.tx.send(Cmd::Unchoke);
+    }
+}
 
 struct Conn {
+    kind: crate::transport::TransportKind,
     /// What we told this peer through PEX (BEP 11), and when.
     pex: wire::PexState,
     /// Pieces being read from disk to serve this peer's requests.
     reading: HashSet<u32>,
-    read: tokio::net::tcp::OwnedReadHalf,
-    out: mpsc::Sender<Bytes>,
+    read: BoxRead,
+    out: mpsc::Sender<(Bytes, Option<u32>)>,
+    /// What the writer still has to write (see [`Outbox`]), and its signal that it wrote.
+    outbox: Arc<Mutex<Outbox>>,
+    drained: Arc<Notify>,
+    /// Since when a block could not be queued because the outbox was full.
+    full_since: Option<Instant>,
     state: PeerState,
+    decoder: Decoder,
     buf: BytesMut,
+    timers: PeerTimers,
+    down: Limits,
+    /// Messages from before the metadata arrived, to apply first (see [`Handoff`]).
+    replay: Vec<wire::Message>,
 }
 
-/// Send `ours` and read the peer's handshake (BEP 3), which must name the same info-hash
-/// and not be our own (a connection to ourselves). On an incoming connection the session has
-/// already read the first 48 bytes (`prefix`), and we answer after the peer id.
-pub(crate) async fn exchange_handshakes(
-    stream: &mut TcpStream,
-    ours: &Handshake,
-    prefix: Option<[u8; 48]>,
-) -> std::io::Result<Handshake> {
-    let mut theirs = [0u8; 68];
-    if let Some(prefix) = prefix {
-        theirs[..48].copy_from_slice(&prefix);
-        stream.read_exact(&mut theirs[48..]).await?;
-        stream.write_all(&ours.encode()).await?;
-    } else {
-        stream.write_all(&ours.encode()).await?;
-        stream.read_exact(&mut theirs).await?;
+/// The extended handshake (BEP 10) we send for this torrent.
+fn our_extended_handshake(shared: &Shared, reqq: usize) -> wire::ExtendedHandshake {
+    let mut m = std::collections::BTreeMap::new();
+    m.insert("ut_metadata".to_string(), UT_METADATA_ID);
+    if !shared.is_private() {
+        // BEP 27: no peer exchange for private torrents.
+        m.insert("ut_pex".to_string(), UT_PEX_ID);
     }
-    let bad = |m: &str| std::io::Error::new(std::io::ErrorKind::InvalidData, m.to_string());
-    let hs = Handshake::parse(&theirs)
-        .map_err(|e| bad(&e.to_string()))?
-        .ok_or_else(|| bad("short handshake"))?;
-    if hs.info_hash != ours.info_hash {
-        return Err(bad("wrong info-hash"));
+    wire::ExtendedHandshake {
+        m,
+        v: Some(CLIENT_NAME.into()),
+        reqq: Some(reqq as u32),
+        p: Some(shared.ctx.listen_addr.port()),
+        metadata_size: Some(shared.meta.info_bytes.len() as u64),
+        ..Default::default()
     }
-    if hs.peer_id == ours.peer_id {
-        return Err(bad("connected to ourselves"));
-    }
-    Ok(hs)
 }
 
-/// BEP 3 handshake. On an incoming connection the session has already read the first 48
+/// BEP 3 handshake. On an incoming connection the router has already read the first 48
 /// bytes (`prefix`) to find the torrent; we answer after reading the peer id.
 async fn handshake(
     shared: &Arc<Shared>,
-    mut stream: TcpStream,
+    mut stream: PeerStream,
     prefix: Option<[u8; 48]>,
 ) -> std::io::Result<Conn> {
-    let mut ours = Handshake::new(shared.info_hash, shared.session.peer_id);
+    let mut ours = Handshake::new(shared.info_hash, shared.ctx.peer_id);
     ours.set_extension_protocol(true).set_fast_extension(true);
     let hs = exchange_handshakes(&mut stream, &ours, prefix).await?;
     let mut config = PeerConfig::negotiated(&ours, &hs);
-    config.max_peer_requests = MAX_PEER_REQUESTS;
+    config.max_peer_requests = shared.ctx.settings().max_peer_requests;
     let mut state = PeerState::new(config, shared.geometry);
     if config.extension_protocol {
-        let mut m = std::collections::BTreeMap::new();
-        m.insert("ut_metadata".to_string(), UT_METADATA_ID);
-        if !shared.is_private() {
-            // BEP 27: no peer exchange for private torrents.
-            m.insert("ut_pex".to_string(), UT_PEX_ID);
-        }
-        let ext = wire::ExtendedHandshake {
-            m,
-            v: Some(concat!("bitpeer ", env!("CARGO_PKG_VERSION")).into()),
-            reqq: Some(config.max_peer_requests as u32),
-            p: Some(shared.session.listen_addr.port()),
-            metadata_size: Some(shared.meta.info_bytes.len() as u64),
-            ..Default::default()
-        };
-        state.send_extended_handshake(&ext);
+        state.send_extended_handshake(&our_extended_handshake(shared, config.max_peer_requests));
     }
     state.send_pieces(lock(shared).picker.have());
-    let (read, mut write) = stream.into_split();
-    let (out, mut rx) = mpsc::channel::<Bytes>(512);
+    let decoder = Decoder::new(DecoderConfig::for_piece_count(
+        shared.geometry.piece_count(),
+    ));
+    Ok(new_conn(
+        shared,
+        stream,
+        state,
+        decoder,
+        BytesMut::with_capacity(64 * 1024),
+    ))
+}
+
+/// The connection of a metadata fetch, carrying on for the torrent: the peer's messages
+/// from before the metadata are replayed into a fresh [`PeerState`], and we send our full
+/// extended handshake (BEP 10 allows a second one) and what we have.
+fn adopt_conn(shared: &Arc<Shared>, h: Handoff) -> Conn {
+    let mut config = PeerConfig::negotiated(&h.ours, &h.theirs);
+    config.max_peer_requests = shared.ctx.settings().max_peer_requests;
+    let mut state = PeerState::new(config, shared.geometry);
+    if config.extension_protocol {
+        state.send_extended_handshake(&our_extended_handshake(shared, config.max_peer_requests));
+    }
+    let have = lock(shared).picker.have().clone();
+    if h.sent_availability {
+        for p in have.iter_ones() {
+            state.send_have(p);
+        }
+    } else {
+        state.send_pieces(&have);
+    }
+    let mut decoder = h.decoder;
+    decoder.set_config(DecoderConfig::for_piece_count(
+        shared.geometry.piece_count(),
+    ));
+    let mut conn = new_conn(shared, h.stream, state, decoder, h.buf);
+    conn.replay = h.replay;
+    conn
+}
+
+fn new_conn(
+    shared: &Arc<Shared>,
+    stream: PeerStream,
+    state: PeerState,
+    decoder: Decoder,
+    buf: BytesMut,
+) -> Conn {
+    let PeerStream {
+        kind,
+        read,
+        mut write,
+        ..
+    } = stream;
+    let (out, mut rx) = mpsc::channel::<(Bytes, Option<u32>)>(512);
+    let up = Limits {
+        torrent: shared.upload.clone(),
+        session: shared.ctx.upload.clone(),
+    };
+    let outbox = Arc::new(Mutex::new(Outbox::default()));
+    let drained = Arc::new(Notify::new());
+    let (ob, dr) = (outbox.clone(), drained.clone());
     tokio::spawn(async move {
         // Whatever is queued goes out in one vectored write: block payloads are slices of
-        // the piece read from disk and are never copied into a send buffer.
+        // the piece read from disk and are never copied into a send buffer. Upload limits
+        // are paid here, where the bytes leave.
         let mut batch = Vec::with_capacity(WRITE_BATCH);
-        while let Some(b) = rx.recv().await {
-            batch.push(b);
-            while batch.len() < WRITE_BATCH {
-                match rx.try_recv() {
-                    Ok(b) => batch.push(b),
-                    Err(_) => break,
+        let mut blocks: Vec<(u32, usize)> = Vec::with_capacity(WRITE_BATCH);
+        while let Some(first) = rx.recv().await {
+            let mut next = Some(first);
+            while let Some((b, piece)) = next.take() {
+                if let Some(p) = piece {
+                    blocks.push((p, b.len()));
+                }
+                batch.push(b);
+                if batch.len() < WRITE_BATCH {
+                    next = rx.try_recv().ok();
                 }
             }
+            let bytes: usize = batch.iter().map(|b| b.len()).sum();
             if write_all_vectored(&mut write, &mut batch).await.is_err() {
                 break;
+            }
+            {
+                let mut o = ob.lock().unwrap_or_else(|e| e.into_inner());
+                for (p, len) in blocks.drain(..) {
+                    o.written(p, len);
+                }
+            }
+            dr.notify_one();
+            let wait = up.pay(bytes);
+            if !wait.is_zero() {
+                tokio::time::sleep(wait).await;
             }
         }
         let _ = write.shutdown().await;
     });
-    Ok(Conn {
+    Conn {
+        kind,
         pex: wire::PexState::new(),
         reading: HashSet::new(),
         read,
         out,
+        outbox,
+        drained,
+        full_since: None,
         state,
-        buf: BytesMut::with_capacity(64 * 1024),
-    })
-}
-
-/// Write every buffer of `bufs`, in order, with as few `writev` calls as the socket allows;
-/// `bufs` is empty afterwards.
-async fn write_all_vectored(
-    w: &mut tokio::net::tcp::OwnedWriteHalf,
-    bufs: &mut Vec<Bytes>,
-) -> std::io::Result<()> {
-    use bytes::Buf;
-    let mut first = 0;
-    while first < bufs.len() {
-        let mut n = {
-            let slices: Vec<std::io::IoSlice<'_>> = bufs[first..]
-                .iter()
-                .map(|b| std::io::IoSlice::new(b))
-                .collect();
-            w.write_vectored(&slices).await?
-        };
-        if n == 0 {
-            return Err(std::io::ErrorKind::WriteZero.into());
-        }
-        while n > 0 && first < bufs.len() {
-            let b = &mut bufs[first];
-            if n >= b.len() {
-                n -= b.len();
-                first += 1;
-            } else {
-                b.advance(n);
-                n = 0;
-            }
-        }
+        decoder,
+        buf,
+        timers: PeerTimers::new(TimerConfig::default(), clock()),
+        down: Limits {
+            torrent: shared.download.clone(),
+            session: shared.ctx.download.clone(),
+        },
+        replay: Vec::new(),
     }
-    bufs.clear();
-    Ok(())
 }
 
 fn block_of(r: &BlockRequest) -> Block {
@@ -964,52 +1386,91 @@ fn request_of(b: &Block) -> BlockRequest {
 }
 
 impl Conn {
+    /// Feed one message from the peer to the protocol state and act on its events.
+    fn on_message(
+        &mut self,
+        shared: &Arc<Shared>,
+        id: u64,
+        addr: SocketAddr,
+        msg: wire::Message,
+        disk_tx: &mpsc::UnboundedSender<(u32, Result<Bytes, String>)>,
+    ) -> Result<(), CloseReason> {
+        self.state.handle_message(msg)?;
+        let now = clock();
+        while let Some(ev) = self.state.poll_event() {
+            let is_block = matches!(ev, Event::Block { .. });
+            let bytes = self.handle_event(shared, id, addr, ev, disk_tx)?;
+            if is_block {
+                let outstanding = self.state.our_requests().len() > 0;
+                self.timers.on_block(bytes, outstanding, now);
+                lock(shared).download_rate.add(bytes, now);
+            }
+        }
+        Ok(())
+    }
+
     async fn run(
         &mut self,
         shared: &Arc<Shared>,
         id: u64,
         addr: SocketAddr,
         mut cmds: mpsc::UnboundedReceiver<Cmd>,
-    ) -> Result<(), String> {
-        let mut decoder = Decoder::new(DecoderConfig::for_piece_count(
-            shared.geometry.piece_count(),
-        ));
+    ) -> CloseReason {
+        match self.run_inner(shared, id, addr, &mut cmds).await {
+            Ok(()) => CloseReason::Stopped,
+            Err(e) => e,
+        }
+    }
+
+    async fn run_inner(
+        &mut self,
+        shared: &Arc<Shared>,
+        id: u64,
+        addr: SocketAddr,
+        cmds: &mut mpsc::UnboundedReceiver<Cmd>,
+    ) -> Result<(), CloseReason> {
         let (disk_tx, mut disk_rx) = mpsc::unbounded_channel::<(u32, Result<Bytes, String>)>();
-        let mut tick = tokio::time::interval(Duration::from_secs(1));
-        let mut last_block = Instant::now();
-        let mut last_recv = Instant::now();
-        let mut last_sent = Instant::now();
-        // Bytes received in the last second, to size the request pipeline.
-        let mut window_bytes = 0u64;
-        let mut rate = 0u64;
+        // What the peer said while we fetched the metadata, now that it means something.
+        for msg in std::mem::take(&mut self.replay) {
+            self.on_message(shared, id, addr, msg, &disk_tx)?;
+        }
+        // Requests waiting for the read budget are retried this often.
+        let mut retry = tokio::time::interval(Duration::from_secs(1));
+        retry.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        // Reading pauses while the download rate limit is in debt.
+        let mut read_resume = tokio::time::Instant::now();
         self.update_interest(shared);
-        self.flush(&mut last_sent).await?;
+        self.flush().await?;
         loop {
+            let deadline = tokio::time::Instant::from_std(self.timers.poll_timeout());
+            let now_t = tokio::time::Instant::now();
+            let may_read = now_t >= read_resume;
             tokio::select! {
-                n = self.read.read_buf(&mut self.buf) => {
-                    let n = n.map_err(|e| e.to_string())?;
+                n = self.read.read_buf(&mut self.buf), if may_read => {
+                    let n = n?;
                     if n == 0 {
-                        return Err("peer closed the connection".into());
+                        return Err(CloseReason::PeerClosed);
                     }
-                    last_recv = Instant::now();
-                    while let Some(msg) = decoder.decode(&mut self.buf).map_err(|e| e.to_string())? {
-                        self.state.handle_message(msg).map_err(|e| e.to_string())?;
-                        while let Some(ev) = self.state.poll_event() {
-                            if let Event::Block { .. } = ev {
-                                last_block = Instant::now();
-                            }
-                            window_bytes += self.handle_event(shared, id, addr, ev, &disk_tx)?;
-                        }
+                    let now = clock();
+                    self.timers.on_recv(now);
+                    while let Some(msg) = self.decoder.decode(&mut self.buf)? {
+                        self.on_message(shared, id, addr, msg, &disk_tx)?;
                     }
                     if self.buf.capacity() - self.buf.len() < 64 * 1024 {
                         self.buf.reserve(256 * 1024);
                     }
+                    let wait = self.down.pay(n);
+                    if !wait.is_zero() {
+                        read_resume = tokio::time::Instant::now() + wait;
+                    }
                 }
+                _ = tokio::time::sleep_until(read_resume), if !may_read => {}
                 Some(cmd) = cmds.recv() => match cmd {
                     Cmd::Have(p) => {
                         self.state.send_have(p);
                         self.update_interest(shared);
                     }
+                    Cmd::Reconsider => self.update_interest(shared),
                     Cmd::Cancel(b) => {
                         self.state.cancel(request_of(&b));
                     }
@@ -1019,11 +1480,11 @@ impl Conn {
                     Cmd::Unchoke => {
                         self.state.unchoke();
                     }
-                    Cmd::Close => return Ok(()),
+                    Cmd::Close => return Err(CloseReason::Stopped),
                 },
                 Some((piece, data)) = disk_rx.recv() => {
                     self.reading.remove(&piece);
-                    let data = data?;
+                    let data = data.map_err(CloseReason::Disk)?;
                     cache_piece(shared, piece, data.clone());
                     let queued: Vec<BlockRequest> =
                         self.state.peer_requests().filter(|r| r.piece == piece).copied().collect();
@@ -1033,38 +1494,93 @@ impl Conn {
                     self.serve_cached(shared, id);
                     self.start_reads(shared, &disk_tx);
                 }
-                _ = tick.tick() => {
-                    rate = (rate + window_bytes) / 2;
-                    window_bytes = 0;
-                    if last_recv.elapsed() > IDLE_TIMEOUT {
-                        return Err("peer idle".into());
-                    }
-                    if self.state.our_requests().len() > 0 && last_block.elapsed() > REQUEST_TIMEOUT {
-                        // Snubbed: give its requests to other peers.
-                        let reqs: Vec<BlockRequest> = self.state.our_requests().copied().collect();
-                        let mut s = lock(shared);
-                        if let Some(p) = s.peers.get_mut(&id) {
-                            p.snubbed = true;
-                        }
-                        for r in reqs {
-                            if self.state.cancel(r) {
-                                s.picker.request_dropped(&block_of(&r));
+                _ = tokio::time::sleep_until(deadline) => {
+                    for action in self.timers.handle_timeout(clock()) {
+                        match action {
+                            TimerAction::Idle => {
+                                return Err(CloseReason::Idle(
+                                    TimerConfig::default().idle_timeout.as_secs(),
+                                ));
                             }
+                            TimerAction::SendKeepAlive => self.state.send_keep_alive(),
+                            TimerAction::Snubbed => self.snubbed(shared, id),
                         }
-                        last_block = Instant::now();
                     }
-                    if last_sent.elapsed() > KEEPALIVE {
-                        self.state.send_keep_alive();
-                    }
+                }
+                _ = self.drained.notified(), if self.full_since.is_some() => {
+                    // The writer made room: serve what waited for it.
+                    self.full_since = None;
+                    self.serve_cached(shared, id);
+                    self.start_reads(shared, &disk_tx);
+                    self.check_stalled(shared, id);
+                }
+                _ = retry.tick() => {
                     // Requests left waiting when the read budget was spent.
                     self.serve_cached(shared, id);
                     self.start_reads(shared, &disk_tx);
                     self.send_pex(shared, id);
+                    self.check_stalled(shared, id);
                 }
             }
-            self.fill_requests(shared, rate);
-            self.flush(&mut last_sent).await?;
+            self.fill_requests(shared);
+            self.flush().await?;
         }
+    }
+
+    /// A peer that has not read what it asked for in [`STALLED_AFTER`] loses its upload
+    /// slot (its queued requests are dropped with the choke) to a peer that reads; it may
+    /// earn one again once it has read its outbox empty.
+    fn check_stalled(&mut self, shared: &Shared, id: u64) {
+        let now = clock();
+        let empty = self
+            .outbox
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_empty();
+        let mut s = lock(shared);
+        if empty {
+            if let Some(p) = s.peers.get_mut(&id) {
+                p.stalled = false;
+            }
+            return;
+        }
+        let stalled = self
+            .full_since
+            .is_some_and(|t| now.duration_since(t) >= STALLED_AFTER);
+        if !stalled {
+            return;
+        }
+        let Some(p) = s.peers.get_mut(&id) else {
+            return;
+        };
+        if p.stalled {
+            return;
+        }
+        p.stalled = true;
+        let had_slot = p.unchoked;
+        p.unchoked = false;
+        tracing::debug!("the peer does not read what it asked for: choked");
+        self.state.choke();
+        if had_slot {
+            offer_free_slot(&mut s);
+        }
+    }
+
+    /// No block for the request timeout: give this peer's requests to other peers, and
+    /// let the choker know it is snubbing us.
+    fn snubbed(&mut self, shared: &Shared, id: u64) {
+        let reqs: Vec<BlockRequest> = self.state.our_requests().copied().collect();
+        let mut s = lock(shared);
+        if let Some(p) = s.peers.get_mut(&id) {
+            p.snubbed = true;
+        }
+        for r in reqs {
+            if self.state.cancel(r) {
+                s.picker.request_dropped(&block_of(&r));
+            }
+        }
+        drop(s);
+        self.timers.on_requests(false, clock());
     }
 
     /// Handle one event from the peer state machine; returns the bytes of new block data.
@@ -1075,35 +1591,54 @@ impl Conn {
         addr: SocketAddr,
         ev: Event,
         disk_tx: &mpsc::UnboundedSender<(u32, Result<Bytes, String>)>,
-    ) -> Result<u64, String> {
+    ) -> Result<u64, CloseReason> {
         match ev {
             Event::Have(p) => {
-                lock(shared).picker.peer_has(p);
-                self.update_interest(shared);
+                let mut s = lock(shared);
+                s.picker.peer_has(p);
+                if let Some(e) = s.peers.get_mut(&id) {
+                    e.pieces += 1;
+                }
+                // One new piece can only make us interested, and only in that piece: no
+                // walk over the peer's pieces per have (a swarm sends thousands).
+                let wants = !self.state.am_interested() && s.picker.wants_piece(p);
+                drop(s);
+                if wants {
+                    self.state.set_interested(true);
+                }
             }
             Event::Bitfield => {
                 let mut s = lock(shared);
                 for p in self.state.peer_pieces().iter_ones() {
                     s.picker.peer_has(p);
                 }
+                let count = self.state.peer_pieces().count_ones();
+                if let Some(e) = s.peers.get_mut(&id) {
+                    e.pieces = count;
+                }
                 drop(s);
                 self.update_interest(shared);
             }
             Event::HaveAll => {
-                lock(shared).picker.peer_has_all();
+                let mut s = lock(shared);
+                s.picker.peer_has_all();
+                let count = s.picker.piece_count();
+                if let Some(e) = s.peers.get_mut(&id) {
+                    e.pieces = count;
+                }
+                drop(s);
                 self.update_interest(shared);
             }
             Event::Interested | Event::NotInterested => {
                 let interested = matches!(ev, Event::Interested);
                 let mut s = lock(shared);
-                // A free regular slot is given at once rather than at the next round.
-                let busy = s.peers.values().filter(|p| p.unchoked).count();
                 if let Some(p) = s.peers.get_mut(&id) {
                     p.interested = interested;
-                    if interested && !p.unchoked && busy < UPLOAD_SLOTS {
-                        p.unchoked = true;
-                        self.state.unchoke();
-                    }
+                }
+                if interested {
+                    // A free regular slot is given at once rather than at the next round
+                    // (the unchoke comes back to us as a command).
+                    offer_free_slot(&mut s);
                 }
             }
             Event::Request(req) => {
@@ -1112,8 +1647,10 @@ impl Conn {
                     self.state.reject_request(req);
                 } else if let Some(data) = cached_piece(shared, req.piece) {
                     self.serve(shared, id, req, &data);
-                } else {
-                    // Queued in the peer state until its piece is read.
+                } else if !self.reading.contains(&req.piece) {
+                    // Queued in the peer state until its piece is read. (A request for a
+                    // piece already being read waits for that read: no scan of the queue
+                    // per request.)
                     self.start_reads(shared, disk_tx);
                 }
             }
@@ -1125,19 +1662,24 @@ impl Conn {
                 let strikes = s.strikes.entry(ban_key(addr)).or_insert(0);
                 *strikes += 1;
                 if *strikes > 20 {
-                    return Err("too many blocks nobody asked for".into());
+                    return Err(CloseReason::Protocol(
+                        "too many blocks nobody asked for".into(),
+                    ));
                 }
             }
             Event::RequestFailed { request, .. } => {
                 lock(shared).picker.request_dropped(&block_of(&request));
             }
             Event::ExtendedHandshake(hs) => {
-                if let Some(port) = hs.p.filter(|&p| p != 0) {
-                    let mut s = lock(shared);
-                    if let Some(p) = s.peers.get_mut(&id)
+                let mut s = lock(shared);
+                if let Some(p) = s.peers.get_mut(&id) {
+                    if let Some(port) = hs.p.filter(|&p| p != 0)
                         && p.listen_addr.is_none()
                     {
                         p.listen_addr = Some(SocketAddr::new(addr.ip(), port));
+                    }
+                    if let Some(v) = &hs.v {
+                        p.client = Some(v.chars().take(64).collect());
                     }
                 }
             }
@@ -1155,11 +1697,29 @@ impl Conn {
     /// Serve the queued requests whose pieces are in the read cache now (read for another
     /// peer, or for this one earlier).
     fn serve_cached(&mut self, shared: &Shared, id: u64) {
-        let queued: Vec<BlockRequest> = self.state.peer_requests().copied().collect();
-        for req in queued {
-            if let Some(data) = cached_piece(shared, req.piece) {
-                self.serve(shared, id, req, &data);
-            }
+        // One look at the cache (a few pieces), not one per queued request.
+        let cached: Vec<(u32, Bytes)> = shared
+            .read_cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .cloned()
+            .collect();
+        if cached.is_empty() {
+            return;
+        }
+        let queued: Vec<(BlockRequest, Bytes)> = self
+            .state
+            .peer_requests()
+            .filter_map(|r| {
+                cached
+                    .iter()
+                    .find(|(p, _)| *p == r.piece)
+                    .map(|(_, d)| (*r, d.clone()))
+            })
+            .collect();
+        for (req, data) in queued {
+            self.serve(shared, id, req, &data);
         }
     }
 
@@ -1174,6 +1734,9 @@ impl Conn {
     ) {
         let piece_len = shared.geometry.piece_len(0).unwrap_or(1).max(1) as usize;
         let max_reads = (PEER_READ_BYTES / piece_len).clamp(1, 8);
+        if self.reading.len() >= max_reads || self.full_since.is_some() {
+            return; // more when a read ends, or when the peer has read what it has
+        }
         let mut wanted: Vec<u32> = Vec::new();
         for r in self.state.peer_requests() {
             if self.reading.len() + wanted.len() >= max_reads {
@@ -1226,10 +1789,30 @@ impl Conn {
         if end > piece.len() {
             return; // PeerState checked the range against the geometry; be safe anyway
         }
-        if self.state.send_piece(req, piece.slice(begin..end)) {
+        {
+            let mut o = self.outbox.lock().unwrap_or_else(|e| e.into_inner());
+            let len = req.length as usize;
+            if !o.may_queue(
+                req.piece,
+                piece.len(),
+                len,
+                OUTBOX_BYTES,
+                OUTBOX_PINNED_BYTES,
+            ) {
+                // Served once the writer has written some: the request stays queued.
+                self.full_since.get_or_insert_with(clock);
+                return;
+            }
+            if !self.state.send_piece(req, piece.slice(begin..end)) {
+                return; // no longer queued (cancelled)
+            }
+            o.queued(req.piece, piece.len(), len);
+        }
+        {
             let len = u64::from(req.length);
             let mut s = lock(shared);
             s.uploaded += len;
+            s.upload_rate.add(len, clock());
             if let Some(p) = s.peers.get_mut(&id) {
                 p.uploaded += len;
             }
@@ -1237,12 +1820,12 @@ impl Conn {
     }
 
     /// BEP 9: answer a request for a piece of our info dictionary.
-    fn serve_metadata(&mut self, shared: &Shared, payload: &Bytes) -> Result<(), String> {
+    fn serve_metadata(&mut self, shared: &Shared, payload: &Bytes) -> Result<(), CloseReason> {
         use wire::metadata::{MetadataError, MetadataMessage, metadata_piece};
         let msg = match MetadataMessage::decode(payload) {
             Ok(m) => m,
             Err(MetadataError::UnknownMessageType(_)) => return Ok(()), // BEP 9: ignore
-            Err(e) => return Err(e.to_string()),
+            Err(e) => return Err(CloseReason::Protocol(e.to_string())),
         };
         let MetadataMessage::Request { piece } = msg else {
             return Ok(()); // data or reject we never asked for: ignore
@@ -1252,7 +1835,9 @@ impl Conn {
             .peer_extensions()
             .and_then(|e| e.extension_id("ut_metadata"))
         else {
-            return Err("metadata request without ut_metadata in its handshake".into());
+            return Err(CloseReason::Protocol(
+                "metadata request without ut_metadata in its handshake".into(),
+            ));
         };
         let info = &shared.meta.info_bytes;
         let answer = match metadata_piece(info, piece) {
@@ -1270,7 +1855,7 @@ impl Conn {
 
     /// BEP 11: tell the peer, at most once a minute, which peers we gained and lost.
     fn send_pex(&mut self, shared: &Shared, id: u64) {
-        if shared.is_private() || self.pex.next_send_at().is_some_and(|t| Instant::now() < t) {
+        if shared.is_private() || self.pex.next_send_at().is_some_and(|t| clock() < t) {
             return;
         }
         let Some(their) = self
@@ -1287,14 +1872,14 @@ impl Conn {
             .filter_map(|(_, p)| p.listen_addr)
             .map(|a| (a, wire::PexFlags(0)))
             .collect();
-        if let Some(msg) = self.pex.poll_message(Instant::now(), &current) {
+        if let Some(msg) = self.pex.poll_message(clock(), &current) {
             self.state.send_extended(their, Bytes::from(msg.encode()));
         }
     }
 
     /// BEP 11: peers the peer met; dial them too (never for private torrents).
     fn receive_pex(&mut self, shared: &Shared, payload: &[u8]) {
-        if shared.is_private() || !self.pex.accept_incoming(Instant::now()) {
+        if shared.is_private() || !self.pex.accept_incoming(clock()) {
             return;
         }
         if let Ok(msg) = wire::PexMessage::decode(payload) {
@@ -1312,17 +1897,17 @@ impl Conn {
 
     /// Keep about one second of transfer (at the peer's measured rate) requested, at least
     /// 16 blocks, at most what the peer accepts.
-    fn fill_requests(&mut self, shared: &Shared, rate: u64) {
+    fn fill_requests(&mut self, shared: &Shared) {
         if self.state.peer_choking() || !self.state.am_interested() {
             return;
         }
-        let peer_max = self
-            .state
-            .peer_extensions()
-            .and_then(|e| e.reqq)
-            .map_or(250, |q| q as usize)
-            .clamp(1, MAX_OUR_REQUESTS);
-        let target = ((rate / u64::from(BLOCK_SIZE)) as usize).clamp(16, peer_max);
+        let now = clock();
+        let target = pipeline_target(
+            self.timers.rate(now),
+            BLOCK_SIZE,
+            self.state.peer_extensions().and_then(|e| e.reqq),
+            shared.ctx.settings().max_our_requests,
+        );
         let outstanding = self.state.our_requests().len();
         // Refill in batches (below three quarters of the target), not after every block.
         if outstanding >= target - target / 4 {
@@ -1344,36 +1929,45 @@ impl Conn {
                 s.picker.request_dropped(&b);
             }
         }
+        drop(s);
+        self.timers
+            .on_requests(self.state.our_requests().len() > 0, now);
     }
 
-    async fn flush(&mut self, last_sent: &mut Instant) -> Result<(), String> {
+    async fn flush(&mut self) -> Result<(), CloseReason> {
         let mut out = BytesMut::new();
+        let mut sent = false;
         while let Some(msg) = self.state.poll_message() {
             if let wire::Message::Piece { piece, begin, data } = msg {
                 // The header joins the small messages before it; the block goes as it is.
                 wire::encode_piece_header(&mut out, piece, begin, data.len());
-                self.send(out.split().freeze()).await?;
-                *last_sent = Instant::now();
-                self.send(data).await?;
+                self.send(out.split().freeze(), None).await?;
+                self.send(data, Some(piece)).await?;
+                sent = true;
                 continue;
             }
             msg.encode(&mut out);
             if out.len() >= 256 * 1024 {
-                self.send(out.split().freeze()).await?;
+                self.send(out.split().freeze(), None).await?;
             }
         }
         if !out.is_empty() {
-            *last_sent = Instant::now();
-            self.send(out.freeze()).await?;
+            self.send(out.freeze(), None).await?;
+            sent = true;
+        }
+        if sent {
+            self.timers.on_sent(clock());
         }
         Ok(())
     }
 
-    async fn send(&self, b: Bytes) -> Result<(), String> {
-        self.out
-            .send(b)
-            .await
-            .map_err(|_| "connection closed".to_string())
+    async fn send(&self, b: Bytes, piece: Option<u32>) -> Result<(), CloseReason> {
+        self.out.send((b, piece)).await.map_err(|_| {
+            CloseReason::Io(std::io::Error::new(
+                std::io::ErrorKind::BrokenPipe,
+                "the writer stopped",
+            ))
+        })
     }
 }
 
@@ -1399,11 +1993,12 @@ fn on_block(
             if !s.buffers.contains_key(&block.piece) {
                 let mut data = s.spare_buffers.pop().unwrap_or_default();
                 data.resize(size, 0);
+                let blocks = size.div_ceil(BLOCK_SIZE as usize);
                 s.buffers.insert(
                     block.piece,
                     PieceBuf {
                         data,
-                        from: HashSet::new(),
+                        senders: vec![None; blocks],
                     },
                 );
             }
@@ -1412,7 +2007,9 @@ fn on_block(
             };
             let begin = block.begin as usize;
             buf.data[begin..begin + data.len()].copy_from_slice(data);
-            buf.from.insert(ban_key(addr));
+            if let Some(sender) = buf.senders.get_mut(begin / BLOCK_SIZE as usize) {
+                *sender = Some(ban_key(addr));
+            }
             s.downloaded += data.len() as u64;
             if s.picker.has_endgame_copies() {
                 for p in s.peers.values() {
@@ -1432,39 +2029,67 @@ fn on_block(
     }
 }
 
+/// Check a complete piece on the blocking pool; store it if right. Then blame: the peers
+/// proven (now or by an earlier failure of this piece) to have sent a wrong block are
+/// banned, nobody else. A piece that cannot be written is not a peer's fault: it goes back
+/// to the picker and the error is kept in `disk_error`.
 fn verify_and_store(shared: &Arc<Shared>, piece: u32, buf: PieceBuf) {
-    let expected = shared.meta.info.pieces.get(piece as usize);
-    let ok = expected.is_some_and(|h| <[u8; 20]>::from(Sha1::digest(&buf.data)) == *h);
-    let stored = ok && shared.storage.write_piece(piece, &buf.data).is_ok();
-    let PieceBuf { data, from } = buf;
+    let PieceBuf { data, senders } = buf;
+    let verdict = V1Verifier::new(&shared.meta.info.pieces).verify(piece, &data);
+    // Block digests only when blame needs them, and hashed outside the lock.
+    let digests = if lock(shared).blame.needs_digests(piece, &verdict) {
+        block_digests(&data)
+    } else {
+        Vec::new()
+    };
+    let written = verdict
+        .passed()
+        .then(|| shared.storage.write_piece(piece, &data));
     let mut s = lock(shared);
     s.verifying_bytes = s.verifying_bytes.saturating_sub(data.len());
     if s.spare_buffers.len() < MAX_PARTIAL_PIECES {
         s.spare_buffers.push(data);
     }
-    if stored {
-        s.picker.piece_verified(piece);
-        s.dirty = true;
-        for p in s.peers.values() {
-            let _ = p.tx.send(Cmd::Have(piece));
-        }
-        if s.picker.is_complete() {
-            drop(s);
-            save_resume(shared);
-            shared.complete.notify_waiters();
-        }
-    } else {
-        s.picker.piece_failed(piece);
-        s.hash_failures += 1;
-        for key in from {
-            let n = s.strikes.entry(key).or_insert(0);
-            *n += 1;
-            if *n >= STRIKES_TO_BAN && s.banned.insert(key) {
-                s.pool.remove(&key);
-                for p in s.peers.values().filter(|p| ban_key(p.addr) == key) {
-                    let _ = p.tx.send(Cmd::Close);
-                }
+    for liar in s.blame.piece_checked(piece, &verdict, &digests, &senders) {
+        if s.banned.insert(liar) {
+            s.pool.remove(&liar);
+            for p in s.peers.values().filter(|p| ban_key(p.addr) == liar) {
+                let _ = p.tx.send(Cmd::Close);
             }
+        }
+    }
+    match written {
+        Some(Ok(())) => {
+            s.picker.piece_verified(piece);
+            s.dirty = true;
+            for p in s.peers.values() {
+                let _ = p.tx.send(Cmd::Have(piece));
+            }
+            if s.picker.is_done() {
+                drop(s);
+                save_resume(shared);
+                shared.complete.notify_waiters();
+            }
+        }
+        Some(Err(e)) => {
+            // Our disk's fault, not the peers': the torrent stops with the OS error (a
+            // resumed run fetches the piece again).
+            s.picker.piece_failed(piece);
+            let msg = format!("cannot write to disk: {e}");
+            s.disk_error = Some(msg.clone());
+            drop(s);
+            shared.fatal.send_if_modified(|f| {
+                if f.is_none() {
+                    *f = Some(msg);
+                    true
+                } else {
+                    false
+                }
+            });
+        }
+        None => {
+            s.picker.piece_failed(piece);
+            s.hash_failures += 1;
         }
     }
 }

@@ -257,6 +257,22 @@ impl MetadataAssembler {
         Some(i as u32)
     }
 
+    /// Like [`MetadataAssembler::next_request`], but once every missing piece is asked of
+    /// someone, a piece already asked of another peer (not in `asked`, this peer's own
+    /// requests) is handed out again: a silent peer then holds nothing up. The first copy
+    /// to arrive is kept.
+    pub fn next_request_excluding(&mut self, asked: &[u32]) -> Option<u32> {
+        if let Some(p) = self.next_request() {
+            return Some(p);
+        }
+        let i = self
+            .slots
+            .iter()
+            .enumerate()
+            .position(|(i, s)| *s == Slot::Requested && !asked.contains(&(i as u32)))?;
+        Some(i as u32)
+    }
+
     /// The request for `piece` was rejected, timed out, or its peer went away: hand the
     /// piece out again. Does nothing for a stored piece or an index out of range.
     pub fn request_failed(&mut self, piece: u32) {
@@ -360,6 +376,29 @@ mod tests {
 
     fn info(len: usize) -> Vec<u8> {
         (0..len).map(|i| (i * 7 + i / 251) as u8).collect()
+    }
+
+    #[test]
+    fn a_piece_held_by_a_silent_peer_is_handed_out_again() {
+        let data = info(40_000); // 3 pieces
+        let mut a = MetadataAssembler::new(sha1(&data), data.len() as u64).unwrap();
+        // The silent peer asked for everything.
+        let silent: Vec<u32> = std::iter::from_fn(|| a.next_request()).collect();
+        assert_eq!(silent, [0, 1, 2]);
+        // Another peer still gets each piece once, never its own twice.
+        let mut mine = Vec::new();
+        while let Some(p) = a.next_request_excluding(&mine) {
+            mine.push(p);
+        }
+        assert_eq!(mine, [0, 1, 2]);
+        for p in mine {
+            let start = p as usize * METADATA_PIECE_SIZE;
+            let end = (start + METADATA_PIECE_SIZE).min(data.len());
+            a.on_data(2, p, data.len() as u32, &data[start..end])
+                .unwrap();
+        }
+        assert!(a.is_complete());
+        assert_eq!(a.finish().unwrap(), data);
     }
 
     #[test]

@@ -886,7 +886,7 @@ pub fn progress_line(line: &str) -> Value {
     );
     let state = v["state"].as_str().unwrap_or("");
     assert!(
-        ["downloading", "complete", "interrupted"].contains(&state),
+        ["downloading", "complete", "interrupted", "error"].contains(&state),
         "bad state in {line}"
     );
     v
@@ -1012,4 +1012,20 @@ pub fn info_hash_v1(torrent: &Path) -> [u8; 20] {
         *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap();
     }
     out
+}
+
+/// Peak resident memory (`VmHWM`) of a running process, in MiB.
+pub fn peak_rss_mib(pid: u32) -> u64 {
+    try_peak_rss_mib(pid).expect("VmHWM in /proc/PID/status")
+}
+
+/// [`peak_rss_mib`], or `None` once the process is gone.
+pub fn try_peak_rss_mib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())?;
+    Some(kib / 1024)
 }

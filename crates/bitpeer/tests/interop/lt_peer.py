@@ -2,6 +2,7 @@
 
 Usage: lt_peer.py TORRENT|MAGNET SAVE_PATH [--peer HOST:PORT]... [--deadline SECONDS] [--seed]
                   [--upload-limit BYTES_PER_S] [--download-limit BYTES_PER_S] [--stats]
+                  [--count-incoming] [--keep-trackers]
 
 Listens on 127.0.0.1 (a free port), prints {"port": N} as its first line, connects to the
 given peers, and then:
@@ -14,9 +15,12 @@ told otherwise).
 With --stats, prints {"uploaded": N, "downloaded": N, "peers": N, "seeding": B} every second and once
 more when it stops (deadline, SIGTERM or SIGINT); without it nothing more is printed while
 seeding, so a reader that only reads the port line never fills the pipe.
+With --count-incoming, the stats also say how many connections peers opened to us
+("incoming", from libtorrent's incoming_connection_alert).
 With a magnet link, the metadata is fetched from the peers first (BEP 9).
 Peer exchange (BEP 11) is on, as in libtorrent's default session.
-No DHT, LSD, UPnP or NAT-PMP; trackers are removed, so nothing leaves 127.0.0.1.
+No DHT, LSD, UPnP or NAT-PMP; trackers are removed (unless --keep-trackers, for a test's
+own tracker on 127.0.0.1), so nothing leaves 127.0.0.1.
 """
 
 import argparse
@@ -38,20 +42,33 @@ def main():
     ap.add_argument("--upload-limit", type=int, default=0)
     ap.add_argument("--download-limit", type=int, default=0)
     ap.add_argument("--stats", action="store_true")
+    ap.add_argument("--count-incoming", action="store_true")
+    ap.add_argument("--keep-trackers", action="store_true")
     a = ap.parse_args()
 
     stop = stop_on_signals()
 
-    ses = lt.session(loopback_settings())
+    extra = {}
+    if a.count_incoming:
+        extra["alert_mask"] = int(lt.alert_category.connect) | int(lt.alert_category.peer)
+    ses = lt.session(loopback_settings(**extra))
+    incoming = [0]
+
+    def pop_alerts():
+        for al in ses.pop_alerts():
+            if isinstance(al, lt.incoming_connection_alert):
+                incoming[0] += 1
     if a.torrent.startswith("magnet:"):
         params = lt.parse_magnet_uri(a.torrent)
     else:
         params = lt.add_torrent_params()
         params.ti = lt.torrent_info(a.torrent)
     params.save_path = a.save_path
-    params.trackers = []
+    if not a.keep_trackers:
+        params.trackers = []
     h = ses.add_torrent(params)
-    h.replace_trackers([])
+    if not a.keep_trackers:
+        h.replace_trackers([])
     if a.upload_limit > 0 or a.download_limit > 0:
         # Put every address in the global peer class only, so the session's limit also
         # applies to loopback peers (by default they are in the unlimited local class).
@@ -68,9 +85,13 @@ def main():
 
     def stats():
         st = h.status()
-        print_json({"uploaded": st.total_payload_upload,
-                    "downloaded": st.total_payload_download,
-                    "peers": st.num_peers, "seeding": st.is_seeding})
+        out = {"uploaded": st.total_payload_upload,
+               "downloaded": st.total_payload_download,
+               "peers": st.num_peers, "seeding": st.is_seeding}
+        if a.count_incoming:
+            pop_alerts()
+            out["incoming"] = incoming[0]
+        print_json(out)
 
     deadline = time.monotonic() + a.deadline
     connected = False

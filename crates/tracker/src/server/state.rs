@@ -2,15 +2,25 @@
 //! peer id with their address, bytes left and the time they last announced. Announce and
 //! scrape follow BEP 3 (and BEP 48 for scrape); the HTTP and UDP front ends only translate.
 //!
-//! No clocks inside: every call takes `now`, so expiry is tested with virtual time. Memory is
-//! bounded whatever arrives: at most [`Config::max_swarms`] swarms,
-//! [`Config::max_peers_per_swarm`] peers in one swarm and [`Config::max_peers`] peers in all.
-//! A new peer or swarm beyond a cap is refused with a failure reason (the peers already
-//! known are not pushed out by a flood of new ones); peers that miss about two announce
-//! intervals are forgotten by [`TrackerState::expire`].
+//! No clocks inside: every call takes `now` (which must not go backwards from one call to
+//! the next), so expiry is tested with virtual time. Memory is bounded whatever arrives: at
+//! most [`Config::max_swarms`] swarms, [`Config::max_peers_per_swarm`] peers in one swarm
+//! and [`Config::max_peers`] peers in all.
+//!
+//! One host must not be able to fill a swarm: an IPv4 address (or an IPv6 /64, which one
+//! host usually holds whole) has at most [`Config::max_peers_per_ip`] peers in a swarm, and
+//! a newcomer beyond that replaces the stalest peer of its own address. A full swarm takes a
+//! newcomer by forgetting its stalest peer (the one that announced longest ago), so a flood
+//! can only churn itself, never lock honest newcomers out. (opentracker keys peers by
+//! address and port, which bounds a host by its ports; keying by peer id with a cap per
+//! address bounds it by a small number.) Each swarm keeps its peers in two recency lists,
+//! one for the swarm and one per address, linked through the peers' indices, so finding and
+//! replacing the stalest peer is O(1), as is every announce. Peers that miss about two
+//! announce intervals are forgotten by [`TrackerState::expire`], from the stale end of the
+//! lists.
 
 use std::collections::{HashMap, HashSet};
-use std::net::{IpAddr, SocketAddr};
+use std::net::{IpAddr, Ipv6Addr, SocketAddr};
 use std::time::{Duration, Instant};
 
 use crate::proto::{AnnounceEvent, AnnounceRequest, AnnounceResponse, ScrapeEntry};
@@ -19,6 +29,8 @@ use crate::proto::{AnnounceEvent, AnnounceRequest, AnnounceResponse, ScrapeEntry
 pub const DEFAULT_NUMWANT: usize = 50;
 /// The most peers one announce gets.
 pub const MAX_NUMWANT: usize = 200;
+/// Default for [`Config::max_peers_per_ip`]: room for a few clients behind one NAT.
+pub const DEFAULT_MAX_PEERS_PER_IP: usize = 4;
 
 /// Limits and timings of a tracker.
 #[derive(Debug, Clone)]
@@ -31,10 +43,13 @@ pub struct Config {
     pub peer_timeout: Duration,
     /// Most info-hashes tracked at once.
     pub max_swarms: usize,
-    /// Most peers in one swarm.
+    /// Most peers in one swarm; a newcomer to a full swarm replaces its stalest peer.
     pub max_peers_per_swarm: usize,
     /// Most peers in all swarms together.
     pub max_peers: usize,
+    /// Most peers of one IPv4 address or IPv6 /64 in one swarm (at least 1); a newcomer
+    /// beyond it replaces the stalest peer of that address.
+    pub max_peers_per_ip: usize,
     /// If set, only these info-hashes are tracked; others get a failure reason.
     pub allow: Option<HashSet<[u8; 20]>>,
 }
@@ -51,6 +66,7 @@ impl Config {
             max_swarms: 100_000,
             max_peers_per_swarm: 50_000,
             max_peers: 1_000_000,
+            max_peers_per_ip: DEFAULT_MAX_PEERS_PER_IP,
             allow: None,
         }
     }
@@ -71,6 +87,7 @@ pub enum Rejection {
     InvalidPort,
     #[error("tracker is full: too many torrents")]
     TooManySwarms,
+    /// Only with a cap of 0 peers per swarm: any other full swarm makes room.
     #[error("swarm is full")]
     SwarmFull,
     #[error("tracker is full: too many peers")]
@@ -136,27 +153,104 @@ pub struct Stats {
     pub peers: usize,
     pub announces: u64,
     pub rejected: u64,
+    /// Peers forgotten to make room for a newcomer (of the same address, or in a full
+    /// swarm), not counting expiry.
+    pub replaced: u64,
+}
+
+/// The group an address counts against for [`Config::max_peers_per_ip`]: an IPv4 address
+/// (IPv4-mapped IPv6 included), or the /64 prefix of an IPv6 address.
+fn ip_group(ip: IpAddr) -> IpAddr {
+    match ip.to_canonical() {
+        IpAddr::V4(v4) => IpAddr::V4(v4),
+        IpAddr::V6(v6) => IpAddr::V6(Ipv6Addr::from(v6.to_bits() & !u128::from(u64::MAX))),
+    }
+}
+
+/// "No peer" in the recency lists.
+const NIL: u32 = u32::MAX;
+
+/// A peer's neighbours in one recency list (older, newer).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Links {
+    prev: u32,
+    next: u32,
+}
+
+impl Links {
+    const NONE: Links = Links {
+        prev: NIL,
+        next: NIL,
+    };
+}
+
+/// The ends of one recency list: `head` is the stalest peer, `tail` the freshest.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Ends {
+    head: u32,
+    tail: u32,
+    len: u32,
+}
+
+impl Ends {
+    const EMPTY: Ends = Ends {
+        head: NIL,
+        tail: NIL,
+        len: 0,
+    };
+}
+
+/// Which recency list: the whole swarm's, or the one of the peer's address group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum List {
+    Swarm,
+    Group,
 }
 
 #[derive(Debug, Clone)]
 struct Peer {
     peer_id: [u8; 20],
     addr: SocketAddr,
+    /// [`ip_group`] of `addr`.
+    group: IpAddr,
     left: u64,
     last_seen: Instant,
+    in_swarm: Links,
+    in_group: Links,
 }
 
 impl Peer {
     fn is_seeder(&self) -> bool {
         self.left == 0
     }
+
+    fn links(&self, list: List) -> Links {
+        match list {
+            List::Swarm => self.in_swarm,
+            List::Group => self.in_group,
+        }
+    }
+
+    fn links_mut(&mut self, list: List) -> &mut Links {
+        match list {
+            List::Swarm => &mut self.in_swarm,
+            List::Group => &mut self.in_group,
+        }
+    }
 }
 
-#[derive(Debug, Default)]
+/// Most peers one swarm can index (the lists use `u32` indices, `NIL` excluded).
+const MAX_SWARM_LEN: usize = (NIL - 1) as usize;
+
+#[derive(Debug)]
 struct Swarm {
     /// Peers in a vector (cheap rotation through it) with an index by peer id.
     peers: Vec<Peer>,
-    index: HashMap<[u8; 20], usize>,
+    index: HashMap<[u8; 20], u32>,
+    /// Every peer, stalest first.
+    recency: Ends,
+    /// The peers of each address group, stalest first.
+    groups: HashMap<IpAddr, Ends>,
     seeders: u32,
     downloaded: u32,
     /// Where the next announce starts handing out peers, so successive announces see
@@ -164,17 +258,144 @@ struct Swarm {
     cursor: usize,
 }
 
+impl Default for Swarm {
+    fn default() -> Self {
+        Swarm {
+            peers: Vec::new(),
+            index: HashMap::new(),
+            recency: Ends::EMPTY,
+            groups: HashMap::new(),
+            seeders: 0,
+            downloaded: 0,
+            cursor: 0,
+        }
+    }
+}
+
 impl Swarm {
-    fn remove(&mut self, peer_id: &[u8; 20]) -> Option<Peer> {
-        let i = self.index.remove(peer_id)?;
-        let peer = self.peers.swap_remove(i);
-        if let Some(moved) = self.peers.get(i) {
-            self.index.insert(moved.peer_id, i);
+    fn len(&self) -> usize {
+        self.peers.len()
+    }
+
+    fn ends(&self, list: List, group: &IpAddr) -> Ends {
+        match list {
+            List::Swarm => self.recency,
+            List::Group => self.groups.get(group).copied().unwrap_or(Ends::EMPTY),
+        }
+    }
+
+    fn ends_mut(&mut self, list: List, group: IpAddr) -> &mut Ends {
+        match list {
+            List::Swarm => &mut self.recency,
+            List::Group => self.groups.entry(group).or_insert(Ends::EMPTY),
+        }
+    }
+
+    /// Appends peer `i` as the freshest of `list`.
+    fn push_back(&mut self, i: u32, list: List) {
+        let group = self.peers[i as usize].group;
+        let ends = self.ends_mut(list, group);
+        let old_tail = ends.tail;
+        ends.tail = i;
+        if ends.head == NIL {
+            ends.head = i;
+        }
+        ends.len += 1;
+        if old_tail != NIL {
+            self.peers[old_tail as usize].links_mut(list).next = i;
+        }
+        *self.peers[i as usize].links_mut(list) = Links {
+            prev: old_tail,
+            next: NIL,
+        };
+    }
+
+    /// Takes peer `i` out of `list`.
+    fn unlink(&mut self, i: u32, list: List) {
+        let group = self.peers[i as usize].group;
+        let Links { prev, next } = self.peers[i as usize].links(list);
+        if prev != NIL {
+            self.peers[prev as usize].links_mut(list).next = next;
+        } else {
+            self.ends_mut(list, group).head = next;
+        }
+        if next != NIL {
+            self.peers[next as usize].links_mut(list).prev = prev;
+        } else {
+            self.ends_mut(list, group).tail = prev;
+        }
+        let ends = self.ends_mut(list, group);
+        ends.len -= 1;
+        if list == List::Group && ends.len == 0 {
+            self.groups.remove(&group);
+        }
+        *self.peers[i as usize].links_mut(list) = Links::NONE;
+    }
+
+    /// The peer now at index `to` was at `from` (moved by a `swap_remove`): point its
+    /// neighbours, list ends and index entry at `to`.
+    fn renumber(&mut self, from: u32, to: u32) {
+        let group = self.peers[to as usize].group;
+        for list in [List::Swarm, List::Group] {
+            let Links { prev, next } = self.peers[to as usize].links(list);
+            if prev != NIL {
+                self.peers[prev as usize].links_mut(list).next = to;
+            } else {
+                debug_assert_eq!(self.ends(list, &group).head, from);
+                self.ends_mut(list, group).head = to;
+            }
+            if next != NIL {
+                self.peers[next as usize].links_mut(list).prev = to;
+            } else {
+                self.ends_mut(list, group).tail = to;
+            }
+        }
+        self.index.insert(self.peers[to as usize].peer_id, to);
+    }
+
+    fn insert(&mut self, peer: Peer) {
+        let i = self.peers.len() as u32; // < MAX_SWARM_LEN, checked by make_room
+        if peer.is_seeder() {
+            self.seeders += 1;
+        }
+        self.index.insert(peer.peer_id, i);
+        self.peers.push(peer);
+        self.push_back(i, List::Swarm);
+        self.push_back(i, List::Group);
+    }
+
+    /// Announced again (`group` is its address group now): the freshest of its lists.
+    fn touch(&mut self, i: u32, group: IpAddr) {
+        self.unlink(i, List::Swarm);
+        self.unlink(i, List::Group);
+        self.peers[i as usize].group = group;
+        self.push_back(i, List::Swarm);
+        self.push_back(i, List::Group);
+    }
+
+    fn remove_at(&mut self, i: u32) -> Peer {
+        self.unlink(i, List::Swarm);
+        self.unlink(i, List::Group);
+        let peer = self.peers.swap_remove(i as usize);
+        self.index.remove(&peer.peer_id);
+        let last = self.peers.len() as u32;
+        if i < last {
+            self.renumber(last, i);
         }
         if peer.is_seeder() {
             self.seeders -= 1;
         }
-        Some(peer)
+        if self.peers.len() < self.peers.capacity() / 4 {
+            // After a flood left: give the memory back.
+            self.peers.shrink_to(self.peers.len() * 2);
+            self.index.shrink_to(self.peers.len() * 2);
+        }
+        peer
+    }
+
+    fn remove(&mut self, peer_id: &[u8; 20]) -> Option<Peer> {
+        let i = *self.index.get(peer_id)?;
+        Some(self.remove_at(i))
     }
 
     fn leechers(&self) -> u32 {
@@ -199,6 +420,7 @@ pub struct TrackerState {
     total_peers: usize,
     announces: u64,
     rejected: u64,
+    replaced: u64,
     /// When a full tracker last swept for expired peers before refusing one: at most one
     /// such sweep a second, so a flood at the cap costs no more than the flood.
     last_full_sweep: Option<Instant>,
@@ -212,6 +434,7 @@ impl TrackerState {
             total_peers: 0,
             announces: 0,
             rejected: 0,
+            replaced: 0,
             last_full_sweep: None,
         }
     }
@@ -226,6 +449,7 @@ impl TrackerState {
             peers: self.total_peers,
             announces: self.announces,
             rejected: self.rejected,
+            replaced: self.replaced,
         }
     }
 
@@ -307,50 +531,36 @@ impl TrackerState {
             return Err(Rejection::InvalidPort);
         }
         let addr = SocketAddr::new(source.to_canonical(), req.port);
+        let group = ip_group(source);
 
         let known = self
             .swarms
             .get(&req.info_hash)
-            .is_some_and(|s| s.index.contains_key(&req.peer_id));
-        if !known {
-            self.make_room(now, &req.info_hash)?;
-        }
-        let swarm = self.swarms.entry(req.info_hash).or_default();
-        match swarm.index.get(&req.peer_id) {
-            Some(&i) => {
-                let peer = &mut swarm.peers[i];
-                let was_seeder = peer.is_seeder();
-                if req.event == AnnounceEvent::Completed && !was_seeder {
-                    swarm.downloaded = swarm.downloaded.saturating_add(1);
-                }
-                peer.addr = addr;
-                peer.left = req.left;
-                peer.last_seen = now;
-                match (was_seeder, peer.is_seeder()) {
-                    (false, true) => swarm.seeders += 1,
-                    (true, false) => swarm.seeders -= 1,
-                    _ => {}
-                }
-            }
+            .and_then(|s| s.index.get(&req.peer_id).copied());
+        match known {
+            Some(i) => self.update_peer(now, req, i, addr, group),
             None => {
+                self.make_room(now, &req.info_hash, group)?;
+                let swarm = self.swarms.entry(req.info_hash).or_default();
                 if req.event == AnnounceEvent::Completed {
                     swarm.downloaded = swarm.downloaded.saturating_add(1);
                 }
-                let peer = Peer {
+                swarm.insert(Peer {
                     peer_id: req.peer_id,
                     addr,
+                    group,
                     left: req.left,
                     last_seen: now,
-                };
-                if peer.is_seeder() {
-                    swarm.seeders += 1;
-                }
-                swarm.index.insert(req.peer_id, swarm.peers.len());
-                swarm.peers.push(peer);
+                    in_swarm: Links::NONE,
+                    in_group: Links::NONE,
+                });
                 self.total_peers += 1;
             }
         }
 
+        let Some(swarm) = self.swarms.get_mut(&req.info_hash) else {
+            return Err(Rejection::SwarmFull); // not reached: the peer was just added
+        };
         let numwant = match req.numwant {
             Some(n) => (n as usize).min(MAX_NUMWANT),
             None => DEFAULT_NUMWANT,
@@ -387,37 +597,113 @@ impl TrackerState {
         })
     }
 
-    /// Checks the caps before a new peer (and maybe a new swarm) is added; when one is
-    /// reached, sweeps expired peers (at most once a second) and checks again.
-    fn make_room(&mut self, now: Instant, info_hash: &[u8; 20]) -> Result<(), Rejection> {
-        let check = |s: &Self| -> Result<(), Rejection> {
-            match s.swarms.get(info_hash) {
-                Some(swarm) if swarm.peers.len() >= s.config.max_peers_per_swarm => {
-                    return Err(Rejection::SwarmFull);
-                }
-                None if s.swarms.len() >= s.config.max_swarms => {
-                    return Err(Rejection::TooManySwarms);
-                }
-                _ => {}
-            }
-            if s.total_peers >= s.config.max_peers {
-                return Err(Rejection::TooManyPeers);
-            }
-            Ok(())
+    /// A known peer (index `i` in its swarm) announced again, maybe from another address.
+    fn update_peer(
+        &mut self,
+        now: Instant,
+        req: &AnnounceRequest,
+        mut i: u32,
+        addr: SocketAddr,
+        group: IpAddr,
+    ) {
+        let per_ip = self.config.max_peers_per_ip.max(1);
+        let Some(swarm) = self.swarms.get_mut(&req.info_hash) else {
+            return;
         };
-        match check(self) {
-            Ok(()) => Ok(()),
-            Err(e) => {
-                let recently = self
-                    .last_full_sweep
-                    .is_some_and(|t| now.saturating_duration_since(t) < Duration::from_secs(1));
-                if recently {
-                    return Err(e);
+        if swarm.peers[i as usize].group != group {
+            // Moving to another address: that address's cap holds for it too.
+            let ends = swarm.ends(List::Group, &group);
+            if ends.len as usize >= per_ip && ends.head != NIL {
+                let victim = ends.head;
+                swarm.remove_at(victim);
+                self.total_peers -= 1;
+                self.replaced += 1;
+                if i as usize == swarm.peers.len() {
+                    i = victim; // our peer was the last one, moved into the gap
                 }
+            }
+        }
+        let peer = &mut swarm.peers[i as usize];
+        let was_seeder = peer.is_seeder();
+        if req.event == AnnounceEvent::Completed && !was_seeder {
+            swarm.downloaded = swarm.downloaded.saturating_add(1);
+        }
+        peer.addr = addr;
+        peer.left = req.left;
+        peer.last_seen = now;
+        match (was_seeder, peer.is_seeder()) {
+            (false, true) => swarm.seeders += 1,
+            (true, false) => swarm.seeders -= 1,
+            _ => {}
+        }
+        swarm.touch(i, group);
+    }
+
+    /// Makes room for a new peer of address `group` in swarm `info_hash` (maybe a new
+    /// swarm). A group at its cap gives up its stalest peer; a full swarm its stalest peer;
+    /// a full tracker sweeps expired peers (at most once a second), then takes the stalest
+    /// peer of this swarm, or refuses a newcomer that would start a swarm.
+    fn make_room(
+        &mut self,
+        now: Instant,
+        info_hash: &[u8; 20],
+        group: IpAddr,
+    ) -> Result<(), Rejection> {
+        let per_ip = self.config.max_peers_per_ip.max(1);
+        let per_swarm = self.config.max_peers_per_swarm.min(MAX_SWARM_LEN);
+        if let Some(swarm) = self.swarms.get(info_hash) {
+            let in_group = swarm.ends(List::Group, &group);
+            let victim = if in_group.len as usize >= per_ip {
+                Some(in_group.head)
+            } else if swarm.len() >= per_swarm {
+                Some(swarm.recency.head)
+            } else {
+                None
+            };
+            match victim {
+                Some(NIL) => return Err(Rejection::SwarmFull), // a cap of 0
+                Some(v) => {
+                    self.replace(info_hash, v);
+                    return Ok(());
+                }
+                None => {}
+            }
+        }
+        let new_swarm = !self.swarms.contains_key(info_hash);
+        let full = |s: &Self| {
+            s.total_peers >= s.config.max_peers
+                || (new_swarm && s.swarms.len() >= s.config.max_swarms)
+        };
+        if full(self) {
+            let recently = self
+                .last_full_sweep
+                .is_some_and(|t| now.saturating_duration_since(t) < Duration::from_secs(1));
+            if !recently {
                 self.last_full_sweep = Some(now);
                 self.expire(now);
-                check(self)
             }
+        }
+        // The sweep may have emptied and dropped this swarm.
+        let new_swarm = !self.swarms.contains_key(info_hash);
+        if new_swarm && self.swarms.len() >= self.config.max_swarms {
+            return Err(Rejection::TooManySwarms);
+        }
+        if self.total_peers >= self.config.max_peers {
+            let stalest = self.swarms.get(info_hash).map_or(NIL, |s| s.recency.head);
+            if stalest == NIL {
+                return Err(Rejection::TooManyPeers);
+            }
+            self.replace(info_hash, stalest);
+        }
+        Ok(())
+    }
+
+    /// Forgets peer `i` of swarm `info_hash` to make room for a newcomer.
+    fn replace(&mut self, info_hash: &[u8; 20], i: u32) {
+        if let Some(swarm) = self.swarms.get_mut(info_hash) {
+            swarm.remove_at(i);
+            self.total_peers -= 1;
+            self.replaced += 1;
         }
     }
 
@@ -430,27 +716,19 @@ impl TrackerState {
     }
 
     /// Forgets peers not heard from within the peer timeout, and swarms left empty.
-    /// Returns how many peers were forgotten.
+    /// Returns how many peers were forgotten. Each swarm is read from its stale end only,
+    /// so a sweep costs the swarms plus the peers it forgets.
     pub fn expire(&mut self, now: Instant) -> usize {
         let timeout = self.config.peer_timeout;
         let mut removed = 0;
         self.swarms.retain(|_, swarm| {
-            let before = swarm.peers.len();
-            swarm
-                .peers
-                .retain(|p| now.saturating_duration_since(p.last_seen) < timeout);
-            if swarm.peers.len() != before {
-                removed += before - swarm.peers.len();
-                swarm.index.clear();
-                swarm.seeders = 0;
-                for (i, p) in swarm.peers.iter().enumerate() {
-                    swarm.index.insert(p.peer_id, i);
-                    if p.is_seeder() {
-                        swarm.seeders += 1;
-                    }
+            while swarm.recency.head != NIL {
+                let head = swarm.recency.head;
+                if now.saturating_duration_since(swarm.peers[head as usize].last_seen) < timeout {
+                    break;
                 }
-                swarm.index.shrink_to_fit();
-                swarm.peers.shrink_to_fit();
+                swarm.remove_at(head);
+                removed += 1;
             }
             !swarm.peers.is_empty()
         });
@@ -702,7 +980,8 @@ mod tests {
                 swarms: 1,
                 peers: 1,
                 announces: 5,
-                rejected: 0
+                rejected: 0,
+                replaced: 0,
             }
         );
         let s = t.scrape(now, &[hash(1)]);
@@ -723,7 +1002,7 @@ mod tests {
     }
 
     #[test]
-    fn caps_hold_and_refuse_with_a_reason() {
+    fn caps_hold_and_full_swarms_replace_their_stalest() {
         let mut c = short();
         c.max_swarms = 3;
         c.max_peers_per_swarm = 4;
@@ -731,18 +1010,31 @@ mod tests {
         let mut t = TrackerState::new(c);
         let now = Instant::now();
         for i in 0..5 {
-            let r = t.announce(now, &req(1, i, 1, 1, AnnounceEvent::None), src(i));
-            assert_eq!(r.is_ok(), i < 4, "peer {i}");
+            t.announce(now, &req(1, i, 1, 1, AnnounceEvent::None), src(i))
+                .unwrap();
         }
-        assert_eq!(
-            t.announce(now, &req(1, 9, 1, 1, AnnounceEvent::None), src(9)),
-            Err(Rejection::SwarmFull)
-        );
-        // Known peers still announce in a full swarm.
+        // Peer 0, the stalest, made room for peer 4.
+        assert_eq!(t.swarms[&hash(1)].len(), 4);
         assert!(
-            t.announce(now, &req(1, 0, 1, 1, AnnounceEvent::None), src(0))
-                .is_ok()
+            !t.swarms[&hash(1)]
+                .index
+                .contains_key(&req(1, 0, 1, 1, AnnounceEvent::None).peer_id)
         );
+        assert_eq!(t.stats().replaced, 1);
+        // Peer 1 announces again, so peer 2 is now the stalest and goes next.
+        t.announce(now, &req(1, 1, 1, 1, AnnounceEvent::None), src(1))
+            .unwrap();
+        let r = t
+            .announce(now, &req(1, 9, 1, 1, AnnounceEvent::None), src(9))
+            .unwrap();
+        let mut got = r.peers.clone();
+        got.sort();
+        let mut want: Vec<SocketAddr> = [1, 3, 4]
+            .iter()
+            .map(|&i| SocketAddr::new(src(i).ip(), 1))
+            .collect();
+        want.sort();
+        assert_eq!(got, want);
         for i in 0..4 {
             t.announce(now, &req(2, i, 1, 1, AnnounceEvent::None), src(i))
                 .unwrap();
@@ -751,10 +1043,12 @@ mod tests {
             .unwrap();
         t.announce(now, &req(3, 2, 1, 1, AnnounceEvent::None), src(2))
             .unwrap();
-        assert_eq!(
-            t.announce(now, &req(3, 3, 1, 1, AnnounceEvent::None), src(3)),
-            Err(Rejection::TooManyPeers)
-        );
+        assert_eq!(t.stats().peers, 10);
+        // The tracker is full: a newcomer to a swarm takes that swarm's stalest place...
+        t.announce(now, &req(3, 3, 1, 1, AnnounceEvent::None), src(3))
+            .unwrap();
+        assert_eq!(t.swarms[&hash(3)].len(), 2);
+        // ... but a new swarm cannot be started.
         assert_eq!(
             t.announce(now, &req(4, 3, 1, 1, AnnounceEvent::None), src(3)),
             Err(Rejection::TooManySwarms)
@@ -771,9 +1065,178 @@ mod tests {
                 swarms: 1,
                 peers: 1,
                 announces: 16,
-                rejected: 4
+                rejected: 1,
+                replaced: 3,
             }
         );
+        check_lists(&t, 4);
+    }
+
+    #[test]
+    fn one_address_cannot_fill_a_swarm() {
+        let mut t = TrackerState::new(short());
+        let now = Instant::now();
+        let attacker = src(66).ip();
+        for i in 0..1000u32 {
+            let r = t.announce_peers(
+                now,
+                &req(1, 1000 + i, 1 + i as u16, 1, AnnounceEvent::Started),
+                attacker,
+                Family::Any,
+            );
+            assert!(r.is_ok(), "{r:?}");
+        }
+        // Only its 4 freshest peers are kept.
+        let s = &t.swarms[&hash(1)];
+        assert_eq!(s.len(), DEFAULT_MAX_PEERS_PER_IP);
+        let mut ports: Vec<u16> = s.peers.iter().map(|p| p.addr.port()).collect();
+        ports.sort();
+        assert_eq!(ports, [997, 998, 999, 1000]);
+        assert_eq!(t.stats().replaced, 1000 - 4);
+        // An honest peer from elsewhere gets in and is handed the attacker's few.
+        let r = t
+            .announce(now, &req(1, 1, 6881, 1, AnnounceEvent::Started), src(1))
+            .unwrap();
+        assert_eq!(r.peers.len(), 4);
+        // And a host with several clients keeps them all, up to the cap.
+        for i in 0..3 {
+            t.announce(
+                now,
+                &req(1, 2 + i, 7000 + i as u16, 1, AnnounceEvent::None),
+                src(1),
+            )
+            .unwrap();
+        }
+        assert_eq!(t.swarms[&hash(1)].len(), 8);
+        // The cap is per swarm: the same address in another swarm is counted apart.
+        t.announce_peers(
+            now,
+            &req(2, 5000, 1, 1, AnnounceEvent::None),
+            attacker,
+            Family::Any,
+        )
+        .unwrap();
+        assert_eq!(t.swarms[&hash(2)].len(), 1);
+        check_lists(&t, 4);
+    }
+
+    #[test]
+    fn an_ipv6_slash_64_counts_as_one_address() {
+        let mut c = short();
+        c.max_peers_per_ip = 2;
+        let mut t = TrackerState::new(c);
+        let now = Instant::now();
+        for i in 0..10u16 {
+            let ip: IpAddr = format!("2001:db8:1:2::{:x}", i + 1).parse().unwrap();
+            t.announce_peers(
+                now,
+                &req(1, u32::from(i), 1, 1, AnnounceEvent::None),
+                ip,
+                Family::Any,
+            )
+            .unwrap();
+        }
+        assert_eq!(t.swarms[&hash(1)].len(), 2);
+        let other: IpAddr = "2001:db8:1:3::1".parse().unwrap();
+        t.announce_peers(
+            now,
+            &req(1, 99, 1, 1, AnnounceEvent::None),
+            other,
+            Family::Any,
+        )
+        .unwrap();
+        assert_eq!(t.swarms[&hash(1)].len(), 3);
+        // IPv4-mapped addresses are their IPv4 address.
+        let mapped: IpAddr = "::ffff:10.9.9.9".parse().unwrap();
+        assert_eq!(ip_group(mapped), "10.9.9.9".parse::<IpAddr>().unwrap());
+        check_lists(&t, 2);
+    }
+
+    #[test]
+    fn a_peer_moving_to_a_full_address_replaces_its_stalest() {
+        let mut c = short();
+        c.max_peers_per_ip = 2;
+        let mut t = TrackerState::new(c);
+        let now = Instant::now();
+        t.announce(now, &req(1, 1, 1, 1, AnnounceEvent::None), src(1))
+            .unwrap();
+        t.announce(now, &req(1, 2, 2, 1, AnnounceEvent::None), src(1))
+            .unwrap();
+        t.announce(now, &req(1, 3, 3, 1, AnnounceEvent::None), src(2))
+            .unwrap();
+        // Peer 3 (the last index) moves to src(1), which is full: peer 1 goes.
+        t.announce(now, &req(1, 3, 3, 1, AnnounceEvent::None), src(1))
+            .unwrap();
+        let s = &t.swarms[&hash(1)];
+        assert_eq!(s.len(), 2);
+        let ids: HashSet<u32> = s
+            .peers
+            .iter()
+            .map(|p| u32::from_be_bytes(p.peer_id[..4].try_into().unwrap()))
+            .collect();
+        assert_eq!(ids, [2, 3].into_iter().collect());
+        assert!(s.peers.iter().all(|p| p.addr.ip() == src(1).ip()));
+        check_lists(&t, 2);
+    }
+
+    #[test]
+    fn expiry_reads_from_the_stale_end() {
+        let mut t = TrackerState::new(short());
+        let t0 = Instant::now();
+        for i in 0..50 {
+            t.announce(
+                t0 + Duration::from_secs(i as u64),
+                &req(1, i, 1, 1, AnnounceEvent::None),
+                src(i),
+            )
+            .unwrap();
+        }
+        // Peer timeout is 22.5 s: at 40 s, peers announced before 17.5 s are gone.
+        assert_eq!(t.expire(t0 + Duration::from_secs(40)), 18);
+        assert_eq!(t.stats().peers, 32);
+        check_lists(&t, DEFAULT_MAX_PEERS_PER_IP);
+    }
+
+    /// Walks every recency list and checks it against the peers and the caps.
+    fn check_lists(t: &TrackerState, per_ip: usize) {
+        for s in t.swarms.values() {
+            assert_eq!(s.index.len(), s.peers.len());
+            for (i, p) in s.peers.iter().enumerate() {
+                assert_eq!(s.index[&p.peer_id] as usize, i);
+                assert_eq!(p.group, ip_group(p.addr.ip()));
+            }
+            let walk = |ends: Ends, list: List| -> Vec<u32> {
+                let mut seen = Vec::new();
+                let mut prev = NIL;
+                let mut at = ends.head;
+                while at != NIL {
+                    assert!(seen.len() <= s.peers.len(), "cycle");
+                    let l = s.peers[at as usize].links(list);
+                    assert_eq!(l.prev, prev);
+                    seen.push(at);
+                    prev = at;
+                    at = l.next;
+                }
+                assert_eq!(ends.tail, prev);
+                assert_eq!(ends.len as usize, seen.len());
+                seen
+            };
+            let all = walk(s.recency, List::Swarm);
+            assert_eq!(all.len(), s.peers.len());
+            // Stalest first.
+            assert!(
+                all.windows(2)
+                    .all(|w| s.peers[w[0] as usize].last_seen <= s.peers[w[1] as usize].last_seen)
+            );
+            let mut in_groups = 0;
+            for (g, ends) in &s.groups {
+                let members = walk(*ends, List::Group);
+                assert!(!members.is_empty() && members.len() <= per_ip);
+                assert!(members.iter().all(|&i| s.peers[i as usize].group == *g));
+                in_groups += members.len();
+            }
+            assert_eq!(in_groups, s.peers.len());
+        }
     }
 
     #[test]
@@ -811,6 +1274,7 @@ mod tests {
             c.max_swarms = 4;
             c.max_peers_per_swarm = 6;
             c.max_peers = 15;
+            c.max_peers_per_ip = 2;
             let mut t = TrackerState::new(c);
             let t0 = Instant::now();
             let mut secs = 0;
@@ -823,13 +1287,14 @@ mod tests {
                 if step % 7 == 0 {
                     t.expire(now);
                 }
-                if let Ok(a) = t.announce_peers(now, &r, src(peer).ip(), Family::Any) {
+                // Few addresses, so that they reach their cap.
+                if let Ok(a) = t.announce_peers(now, &r, src(peer % 9).ip(), Family::Any) {
                     prop_assert!(a.peers.len() <= numwant.map_or(DEFAULT_NUMWANT, |n| (n as usize).min(MAX_NUMWANT)));
                     prop_assert!(a.peers.iter().all(|p| p.peer_id != r.peer_id));
                     if left == 0 {
                         let no_seeders = t.swarms.get(&r.info_hash).is_none_or(|s| {
                             a.peers.iter().all(|p| {
-                                s.index.get(&p.peer_id).is_none_or(|&i| !s.peers[i].is_seeder())
+                                s.index.get(&p.peer_id).is_none_or(|&i| !s.peers[i as usize].is_seeder())
                             })
                         });
                         prop_assert!(no_seeders, "a seeder was handed seeders");
@@ -840,13 +1305,10 @@ mod tests {
                 prop_assert!(total <= 15 && t.swarms.len() <= 4);
                 for s in t.swarms.values() {
                     prop_assert!(s.peers.len() <= 6);
-                    prop_assert_eq!(s.index.len(), s.peers.len());
                     let seeders = s.peers.iter().filter(|p| p.is_seeder()).count() as u32;
                     prop_assert_eq!(seeders, s.seeders);
-                    for (i, p) in s.peers.iter().enumerate() {
-                        prop_assert_eq!(s.index[&p.peer_id], i);
-                    }
                 }
+                check_lists(&t, 2);
             }
         }
     }

@@ -1,0 +1,326 @@
+//! What every torrent and metadata fetch of a node shares: its identity (peer id,
+//! listening address), its transports, the tracker client, the DHT and LSD, the live
+//! [`Settings`] with the session-wide rate buckets and connection counts, and the router
+//! of incoming connections.
+//!
+//! This is the narrow context handed down to `torrent` and `magnet`: they depend on it,
+//! never on `session`, and the session (which owns the torrents) depends on them. So the
+//! module graph has no cycle: session → {torrent, magnet} → context.
+
+use crate::settings::{Settings, SharedBucket};
+use crate::transport::{Connector, PeerStream};
+use std::collections::HashMap;
+use std::future::Future;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, RwLock};
+use std::time::Duration;
+use tokio::io::AsyncReadExt;
+
+/// How long an incoming connection may take to send the first 48 bytes of its handshake
+/// (a real client sends all 68 at once).
+const PREFIX_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Incoming connections still in their handshake: the oldest goes first when the session
+/// is full (a host re-dialling half-open connections cannot starve newcomers), and at
+/// most `max_half_open_per_ip` come from one address.
+#[derive(Default)]
+struct HalfOpen {
+    next: u64,
+    /// Oldest first: id, remote IP, and how to drop it.
+    conns: std::collections::VecDeque<(u64, std::net::IpAddr, Arc<tokio::sync::Notify>)>,
+}
+
+/// Something incoming connections can be routed to: a torrent, or a magnet link's
+/// metadata fetch.
+pub(crate) trait PeerSink: Send + Sync {
+    /// Take over a connection whose handshake prefix (`prefix`, already read) names us.
+    fn accept(
+        self: Arc<Self>,
+        stream: PeerStream,
+        prefix: [u8; 48],
+    ) -> Pin<Box<dyn Future<Output = ()> + Send>>;
+    /// Addresses to dial (from LSD).
+    fn add_peers(&self, addrs: &[SocketAddr]);
+    /// BEP 27: private torrents take peers from their trackers only.
+    fn is_private(&self) -> bool;
+}
+
+pub(crate) struct NodeContext {
+    pub(crate) listen_addr: SocketAddr,
+    /// Our peer id (BEP 20 style: `-BP0100-` and 12 random digits), the same for every
+    /// torrent and tracker of the session.
+    pub(crate) peer_id: [u8; 20],
+    /// Sent with every announce, so trackers know us across address changes.
+    pub(crate) tracker_key: u32,
+    pub(crate) tracker_client: tracker::client::TrackerClient,
+    /// How we dial, in order of preference.
+    pub(crate) connectors: Vec<Arc<dyn Connector>>,
+    /// Running when LSD is on and its socket could be opened.
+    pub(crate) lsd: Mutex<Option<crate::lsd::Lsd>>,
+    /// Running when the DHT is on and its socket could be opened.
+    pub(crate) dht: Mutex<Option<dht::Dht>>,
+    /// Where incoming connections go, by the info-hash of their handshake.
+    routes: Mutex<HashMap<[u8; 20], Arc<dyn PeerSink>>>,
+    settings: RwLock<Settings>,
+    /// Session-wide rate limits.
+    pub(crate) download: SharedBucket,
+    pub(crate) upload: SharedBucket,
+    connections: AtomicUsize,
+    half_open: Mutex<HalfOpen>,
+    pub(crate) shutdown: AtomicBool,
+    /// DHT lookups running at once; the others wait here.
+    dht_queue: tokio::sync::Semaphore,
+}
+
+/// DHT lookups one session runs at once (the DHT node ends lookups past 128).
+pub(crate) const MAX_DHT_LOOKUPS: usize = 32;
+
+impl NodeContext {
+    pub(crate) fn new(
+        listen_addr: SocketAddr,
+        peer_id: [u8; 20],
+        tracker_key: u32,
+        tracker_client: tracker::client::TrackerClient,
+        connectors: Vec<Arc<dyn Connector>>,
+        settings: Settings,
+    ) -> NodeContext {
+        NodeContext {
+            listen_addr,
+            peer_id,
+            tracker_key,
+            tracker_client,
+            connectors,
+            lsd: Mutex::new(None),
+            dht: Mutex::new(None),
+            routes: Mutex::new(HashMap::new()),
+            download: SharedBucket::new(settings.download_limit),
+            upload: SharedBucket::new(settings.upload_limit),
+            settings: RwLock::new(settings),
+            connections: AtomicUsize::new(0),
+            half_open: Mutex::new(HalfOpen::default()),
+            shutdown: AtomicBool::new(false),
+            dht_queue: tokio::sync::Semaphore::new(MAX_DHT_LOOKUPS),
+        }
+    }
+
+    pub(crate) fn settings(&self) -> Settings {
+        self.settings
+            .read()
+            .unwrap_or_else(|e| e.into_inner())
+            .clone()
+    }
+
+    pub(crate) fn set_settings(&self, s: Settings) {
+        self.download.set_rate(s.download_limit);
+        self.upload.set_rate(s.upload_limit);
+        *self.settings.write().unwrap_or_else(|e| e.into_inner()) = s;
+    }
+
+    /// Count one more established connection, if the session-wide limit allows it.
+    pub(crate) fn take_connection_slot(&self) -> bool {
+        let max = self.settings().max_connections;
+        self.connections
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (n < max).then_some(n + 1)
+            })
+            .is_ok()
+    }
+
+    pub(crate) fn release_connection_slot(&self) {
+        let _ = self
+            .connections
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| n.checked_sub(1));
+    }
+
+    pub(crate) fn connection_count(&self) -> usize {
+        self.connections.load(Ordering::SeqCst)
+    }
+
+    /// Route incoming connections for `info_hash` to `sink` (replacing what was there).
+    pub(crate) fn register(&self, info_hash: [u8; 20], sink: Arc<dyn PeerSink>) {
+        self.routes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(info_hash, sink);
+        self.routes_changed();
+    }
+
+    /// Stop routing `info_hash` to `sink` (if it is still the one registered).
+    pub(crate) fn unregister(&self, info_hash: &[u8; 20], sink: &Arc<dyn PeerSink>) {
+        let mut routes = self.routes.lock().unwrap_or_else(|e| e.into_inner());
+        if routes.get(info_hash).is_some_and(|s| same_sink(s, sink)) {
+            routes.remove(info_hash);
+        }
+        drop(routes);
+        self.routes_changed();
+    }
+
+    fn route(&self, info_hash: &[u8; 20]) -> Option<Arc<dyn PeerSink>> {
+        self.routes
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .get(info_hash)
+            .cloned()
+    }
+
+    /// Peers found by LSD for `info_hash` (never for private torrents).
+    pub(crate) fn lsd_found(&self, info_hash: &[u8; 20], addr: SocketAddr) {
+        if let Some(sink) = self.route(info_hash).filter(|s| !s.is_private()) {
+            sink.add_peers(&[addr]);
+        }
+    }
+
+    /// Torrents were added or removed: tell LSD which ones to announce (never private
+    /// ones, BEP 27).
+    fn routes_changed(&self) {
+        let lsd = self.lsd.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(lsd) = lsd.as_ref() {
+            let hashes = self
+                .routes
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .iter()
+                .filter(|(_, t)| !t.is_private())
+                .map(|(h, _)| *h)
+                .collect();
+            lsd.set_torrents(hashes);
+        }
+    }
+
+    /// Look `info_hash` up on the DHT, announcing our port if `announce`; peers arrive on
+    /// the receiver, which ends with the lookup. `None` when the DHT is off. Lookups wait
+    /// their turn in a queue ([`MAX_DHT_LOOKUPS`] at once, below the DHT node's own cap),
+    /// so a session with thousands of torrents gets every lookup done, late rather than
+    /// never.
+    pub(crate) fn dht_lookup(
+        self: &Arc<Self>,
+        info_hash: [u8; 20],
+        announce: bool,
+    ) -> Option<tokio::sync::mpsc::Receiver<Vec<SocketAddr>>> {
+        if self.dht.lock().unwrap_or_else(|e| e.into_inner()).is_none() {
+            return None;
+        }
+        let (tx, rx) = tokio::sync::mpsc::channel(16);
+        let ctx = self.clone();
+        tokio::spawn(async move {
+            let Ok(_permit) = ctx.dht_queue.acquire().await else {
+                return;
+            };
+            let found = {
+                let dht = ctx.dht.lock().unwrap_or_else(|e| e.into_inner());
+                let Some(dht) = dht.as_ref() else { return };
+                if announce {
+                    dht.announce(info_hash, Some(ctx.listen_addr.port()))
+                } else {
+                    dht.get_peers(info_hash)
+                }
+            };
+            let mut found = found;
+            while let Some(peers) = found.recv().await {
+                if tx.send(peers).await.is_err() {
+                    return; // the torrent stopped; the permit goes to the next lookup
+                }
+            }
+        });
+        Some(rx)
+    }
+
+    /// An incoming connection of any transport: bounded by the half-open limit, read the
+    /// first 48 bytes of its handshake (BEP 3), and hand it to the torrent or fetch it
+    /// names. A stream naming nothing we have is dropped.
+    pub(crate) fn incoming(self: &Arc<Self>, stream: PeerStream) {
+        let settings = self.settings();
+        let ip = stream.remote.ip().map(|a| a.ip());
+        let cancel = Arc::new(tokio::sync::Notify::new());
+        let id = {
+            let mut h = self.half_open.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(ip) = ip.filter(|ip| crate::settings::ip_limited(*ip)) {
+                let from_ip = h.conns.iter().filter(|(_, i, _)| *i == ip).count();
+                if from_ip >= settings.max_half_open_per_ip {
+                    tracing::debug!(peer = %stream.remote, "dropped: too many half-open connections from its address");
+                    return;
+                }
+            }
+            // Full: the oldest half-open connection makes room.
+            while h.conns.len() >= settings.max_half_open.max(1) {
+                if let Some((_, old_ip, old)) = h.conns.pop_front() {
+                    tracing::debug!(peer = %old_ip, "half-open connection dropped for a newcomer");
+                    old.notify_one();
+                }
+            }
+            h.next += 1;
+            let id = h.next;
+            let unspecified = std::net::IpAddr::from([0, 0, 0, 0]);
+            h.conns
+                .push_back((id, ip.unwrap_or(unspecified), cancel.clone()));
+            id
+        };
+        let ctx = self.clone();
+        tokio::spawn(async move {
+            let routed = tokio::select! {
+                r = ctx.read_prefix(stream) => r,
+                _ = cancel.notified() => None,
+            };
+            ctx.half_open
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .conns
+                .retain(|(i, _, _)| *i != id);
+            if let Some((sink, stream, prefix)) = routed {
+                sink.accept(stream, prefix).await;
+            }
+        });
+    }
+
+    async fn read_prefix(
+        &self,
+        mut stream: PeerStream,
+    ) -> Option<(Arc<dyn PeerSink>, PeerStream, [u8; 48])> {
+        let mut prefix = [0u8; 48];
+        let read = tokio::time::timeout(PREFIX_TIMEOUT, stream.read.read_exact(&mut prefix)).await;
+        if !matches!(read, Ok(Ok(_))) {
+            tracing::debug!(peer = %stream.remote, "incoming: no handshake in time");
+            return None;
+        }
+        let parsed = match wire::HandshakePrefix::parse(&prefix) {
+            Ok(Some(p)) => p,
+            _ => {
+                tracing::debug!(peer = %stream.remote, "incoming: not a BitTorrent handshake");
+                return None;
+            }
+        };
+        let Some(sink) = self.route(&parsed.info_hash) else {
+            tracing::debug!(
+                peer = %stream.remote,
+                info_hash = %metainfo::hash::to_hex(&parsed.info_hash),
+                "incoming: unknown info-hash"
+            );
+            return None;
+        };
+        Some((sink, stream, prefix))
+    }
+}
+
+fn same_sink(a: &Arc<dyn PeerSink>, b: &Arc<dyn PeerSink>) -> bool {
+    std::ptr::addr_eq(Arc::as_ptr(a), Arc::as_ptr(b))
+}
+
+/// The addresses a peer list may give back for this node itself.
+pub(crate) fn own_addrs(listen: SocketAddr) -> Vec<SocketAddr> {
+    let port = listen.port();
+    let mut v = vec![listen];
+    if listen.ip().is_unspecified() || listen.ip().is_loopback() {
+        v.push(SocketAddr::from(([127, 0, 0, 1], port)));
+        v.push(SocketAddr::from((std::net::Ipv6Addr::LOCALHOST, port)));
+    }
+    v
+}
+
+pub(crate) fn seed_from_time() -> u64 {
+    let t = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| d.as_nanos() as u64);
+    t ^ u64::from(std::process::id()).rotate_left(32)
+}
