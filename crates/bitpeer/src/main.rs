@@ -11,6 +11,7 @@ mod demo;
 mod dht_cmd;
 mod download;
 mod info;
+mod ipfs;
 mod pipe;
 mod tracker;
 mod units;
@@ -72,6 +73,8 @@ enum Command {
     Dht(dht_cmd::Args),
     /// A netcat that finds its peer by public key: `pipe listen` and `pipe connect`.
     Pipe(pipe::Args),
+    /// IPFS: import, export, serve and fetch content by CID (UnixFS, CAR, trustless gateway).
+    Ipfs(ipfs::Args),
 }
 
 fn main() -> ExitCode {
@@ -86,6 +89,7 @@ fn main() -> ExitCode {
         Command::Tracker(args) => tracker::run(args),
         Command::Dht(args) => dht_cmd::run(args),
         Command::Pipe(args) => pipe::run(args),
+        Command::Ipfs(args) => ipfs::run(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,
