@@ -121,12 +121,18 @@ fn the_metadata_connection_also_delivers_the_pieces() {
     }
     let tmp = tempfile::tempdir().unwrap();
     let (torrent, seed_dir) = make_album(tmp.path());
-    let (seeder, port) = spawn_lt_peer(
+    let (mut seeder, port) = spawn_lt_peer(
         &torrent,
         &seed_dir,
         &[],
         &["--seed", "--stats", "--count-incoming"],
     );
+    // Until libtorrent has checked its data it turns connections away, and bitpeer would
+    // have to dial again: start once it seeds.
+    seeder.wait_line(Duration::from_secs(60), |l| {
+        let v: Value = serde_json::from_str(l).ok()?;
+        (v["seeding"] == true).then_some(())
+    });
     let link = magnet(&torrent, &[format!("127.0.0.1:{port}")]);
     let out = tmp.path().join("out");
     let mut dl = bitpeer_download_magnet(&link, &out);

@@ -778,13 +778,19 @@ impl Session {
             let t = torrent.clone();
             tokio::spawn(async move {
                 // The fetch lives until its connections are handed over.
+                let mut adopted = Vec::new();
                 while let Some(h) = rx.recv().await {
+                    if let Some(a) = h.stream.remote.ip() {
+                        adopted.push(a);
+                    }
                     t.adopt(h);
                 }
-                // Then every address it learnt goes to the torrent's dialer (those with
-                // a live connection are not dialled again).
+                // Then every other address it learnt goes to the torrent's dialer (the
+                // handed-over ones are known to it already).
                 if let Some(f) = fetch_guard {
-                    t.add_peers(&f.known_peers());
+                    let mut known = f.known_peers();
+                    known.retain(|a| !adopted.contains(a));
+                    t.add_peers(&known);
                 }
             });
         }
