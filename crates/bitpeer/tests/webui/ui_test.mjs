@@ -1,0 +1,290 @@
+#!/usr/bin/env node
+// Browser test of bitpeer's web UI: drives Debian's chromium through playwright-core (no
+// downloaded browser). Against a running daemon (or tests/webui/mock_api.py) it adds a
+// torrent by file upload, waits until it is complete, pauses, resumes and removes it with
+// its data, and takes screenshots at phone and desktop widths in light and dark.
+//
+//   node ui_test.mjs --url http://127.0.0.1:PORT --torrent FILE.torrent --shots DIR
+//                    [--user U --password P] [--timeout SECONDS]
+//
+// playwright-core comes from scripts/install-webui.sh
+// (${XDG_CACHE_HOME:-$HOME/.cache}/bitpeer/npm-webui; PLAYWRIGHT_CORE_DIR overrides).
+// Exits 0 when every step passed, else 1 with one `error: ...` line (and a failure
+// screenshot in the shots folder).
+
+import { createRequire } from "node:module";
+import { mkdtempSync, mkdirSync, readFileSync, rmSync, existsSync } from "node:fs";
+import { tmpdir, homedir } from "node:os";
+import { join, resolve } from "node:path";
+
+const CHROMIUM = process.env.BITPEER_CHROMIUM || "/usr/bin/chromium";
+const CHROMIUM_ARGS = [
+    "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+    "--disable-background-networking", "--disable-component-update", "--disable-sync",
+];
+const PHONE = { width: 390, height: 844 };
+const DESKTOP = { width: 1440, height: 900 };
+
+function fail(message) {
+    console.error(`error: ${message}`);
+    process.exit(1);
+}
+
+function parseArgs(argv) {
+    const out = { timeout: 180 };
+    const positional = [];
+    for (let i = 0; i < argv.length; i++) {
+        const a = argv[i];
+        const value = () => {
+            if (i + 1 >= argv.length) fail(`${a} needs a value`);
+            return argv[++i];
+        };
+        if (a === "--url") out.url = value();
+        else if (a === "--torrent") out.torrent = value();
+        else if (a === "--shots") out.shots = value();
+        else if (a === "--user") out.user = value();
+        else if (a === "--password") out.password = value();
+        else if (a === "--timeout") out.timeout = Number(value());
+        else if (a === "--help" || a === "-h") {
+            console.log("usage: node ui_test.mjs --url URL --torrent FILE --shots DIR [--user U --password P] [--timeout S]");
+            process.exit(0);
+        } else if (a.startsWith("--")) fail(`unknown option ${a}`);
+        else positional.push(a);
+    }
+    out.url ??= positional[0];
+    out.torrent ??= positional[1];
+    out.shots ??= positional[2];
+    if (!out.url || !out.torrent || !out.shots) fail("usage: node ui_test.mjs --url URL --torrent FILE --shots DIR");
+    if (!Number.isFinite(out.timeout) || out.timeout <= 0) fail("--timeout must be a number of seconds");
+    out.password ??= process.env.BITPEER_API_PASSWORD;
+    return out;
+}
+
+/** The `info.name` of a .torrent file (a minimal bencode walk; enough to find its row). */
+function torrentName(buf) {
+    let i = 0;
+    const next = () => {
+        const c = String.fromCharCode(buf[i]);
+        if (c === "i") {
+            const e = buf.indexOf(0x65, i);
+            i = e + 1;
+            return null;
+        }
+        if (c === "l" || c === "d") {
+            const dict = c === "d";
+            i++;
+            const obj = {};
+            while (buf[i] !== 0x65) {
+                if (i >= buf.length) throw new Error("truncated");
+                if (dict) {
+                    const k = next().toString("utf8");
+                    obj[k] = next();
+                } else next();
+            }
+            i++;
+            return dict ? obj : null;
+        }
+        const colon = buf.indexOf(0x3a, i);
+        if (colon < 0) throw new Error("bad string");
+        const n = Number(buf.subarray(i, colon).toString());
+        const s = buf.subarray(colon + 1, colon + 1 + n);
+        i = colon + 1 + n;
+        return s;
+    };
+    const meta = next();
+    const name = meta?.info?.name;
+    if (!name) throw new Error("no info.name");
+    return name.toString("utf8");
+}
+
+function loadPlaywright() {
+    const dir = process.env.PLAYWRIGHT_CORE_DIR ||
+        join(process.env.XDG_CACHE_HOME || join(homedir(), ".cache"), "bitpeer", "npm-webui");
+    try {
+        return createRequire(join(dir, "package.json"))("playwright-core");
+    } catch {
+        fail(`playwright-core not found in ${dir}; run scripts/install-webui.sh`);
+    }
+}
+
+const opts = parseArgs(process.argv.slice(2));
+if (!existsSync(CHROMIUM)) fail(`${CHROMIUM} is missing; run scripts/install-webui.sh (apt-get install chromium)`);
+let name;
+try {
+    name = torrentName(readFileSync(opts.torrent));
+} catch (e) {
+    fail(`cannot read the torrent name from ${opts.torrent}: ${e.message}`);
+}
+const shots = resolve(opts.shots);
+mkdirSync(shots, { recursive: true });
+const { chromium } = loadPlaywright();
+const profile = mkdtempSync(join(tmpdir(), "bitpeer-ui-test-"));
+const deadline = Date.now() + opts.timeout * 1000;
+const left = () => Math.max(1000, deadline - Date.now());
+
+let context;
+let page;
+let step = "starting chromium";
+const pageErrors = [];
+
+function log(msg) {
+    console.log(`ui_test: ${msg}`);
+}
+
+async function shot(file) {
+    await page.waitForTimeout(350); // let transitions and the canvas settle
+    await page.screenshot({ path: join(shots, file) });
+    log(`screenshot ${file}`);
+}
+
+async function setTheme(theme) {
+    await page.emulateMedia({ colorScheme: theme });
+    await page.waitForFunction((t) => document.documentElement.dataset.theme === t, theme, { timeout: 5000 });
+}
+
+const row = () => page.locator("#rows tr", { has: page.locator(".name-btn", { hasText: name }) }).first();
+
+async function waitRowState(states, what, timeout = left()) {
+    step = `waiting until the torrent is ${what}`;
+    await page.waitForFunction(([n, s]) => {
+        for (const tr of document.querySelectorAll("#rows tr")) {
+            if (tr.querySelector(".name-btn")?.textContent === n) return s.includes(tr.dataset.state);
+        }
+        return false;
+    }, [name, states], { timeout, polling: 250 });
+}
+
+async function run() {
+    context = await chromium.launchPersistentContext(profile, {
+        executablePath: CHROMIUM, args: CHROMIUM_ARGS, headless: true, viewport: DESKTOP,
+        colorScheme: "light", timeout: 60000,
+    });
+    page = context.pages()[0] || (await context.newPage());
+    page.setDefaultTimeout(20000);
+    page.on("pageerror", (e) => pageErrors.push(String(e)));
+    page.on("console", (m) => {
+        if (m.type() === "error" && !/Failed to load resource|EventSource/.test(m.text())) pageErrors.push(m.text());
+    });
+
+    step = `opening ${opts.url}`;
+    await page.goto(opts.url, { waitUntil: "domcontentloaded", timeout: 30000 });
+    step = "waiting for the live event stream (or the login form)";
+    await page.waitForSelector('#conn[data-state="live"], #login:not([hidden])', { timeout: 30000 });
+    if (await page.locator("#login").isVisible()) {
+        if (!opts.user) throw new Error("the UI asks to sign in; pass --user and --password");
+        step = "signing in";
+        await page.fill("#login-user", opts.user);
+        await page.fill("#login-pass", opts.password || "");
+        await page.click('#login-form button[type="submit"]');
+        await page.waitForSelector('#conn[data-state="live"]', { timeout: 20000 });
+        log("signed in");
+    }
+    log("event stream live");
+    if ((await page.locator("#rows tr").count()) === 0) await shot("desktop-light-empty.png");
+
+    step = "checking the theme toggle";
+    const before = await page.evaluate(() => document.documentElement.dataset.theme);
+    await page.click("#btn-theme");
+    const after = await page.evaluate(() => document.documentElement.dataset.theme);
+    if (before === after) throw new Error("the theme button did not switch the theme");
+    await page.click("#btn-theme");
+    await page.evaluate(() => localStorage.removeItem("bitpeer.theme"));
+
+    step = "adding the torrent by file upload";
+    await page.click("#btn-add");
+    await page.waitForSelector("#dlg-add[open]");
+    await page.setInputFiles("#add-file", opts.torrent);
+    await page.waitForSelector("#add-files li");
+    await shot("desktop-light-add.png");
+    await page.click("#add-submit");
+    await page.waitForFunction(() => !document.getElementById("dlg-add").open ||
+        !document.getElementById("add-error").hidden, null, { timeout: 20000 });
+    if (await page.evaluate(() => document.getElementById("dlg-add").open)) {
+        const err = await page.locator("#add-error").textContent();
+        throw new Error(`the daemon refused the torrent: ${err}`);
+    }
+    step = "waiting for the new row";
+    await row().waitFor({ timeout: 20000 });
+    log(`row of ${name} is there`);
+
+    await waitRowState(["seeding"], "complete (seeding)");
+    const pct = (await row().locator(".pct").textContent()).trim();
+    if (pct !== "100%") throw new Error(`the torrent is seeding but its row shows ${pct}`);
+    log("download complete: row shows Seeding, 100%");
+
+    // screenshots: list (desktop, phone) x (light, dark), details panel at both sizes
+    step = "taking screenshots";
+    for (const theme of ["light", "dark"]) {
+        await setTheme(theme);
+        await page.setViewportSize(DESKTOP);
+        await shot(`desktop-${theme}.png`);
+        await row().locator(".name-btn").click();
+        await page.waitForSelector("#details:not([hidden]) .pieces");
+        await page.click("#d-tab-files");
+        await page.waitForSelector("#d-pane-files tbody tr");
+        await shot(`desktop-${theme}-details.png`);
+        await page.keyboard.press("Escape");
+        await page.waitForSelector("#details", { state: "hidden" });
+
+        await page.setViewportSize(PHONE);
+        await shot(`phone-${theme}.png`);
+        await row().locator(".name-btn").click();
+        await page.waitForSelector("#details:not([hidden])");
+        await page.click("#d-tab-general");
+        await shot(`phone-${theme}-details.png`);
+        await page.keyboard.press("Escape");
+        await page.click("#nav-toggle");
+        await page.waitForTimeout(300);
+        await shot(`phone-${theme}-filters.png`);
+        await page.keyboard.press("Escape");
+    }
+    await setTheme("light");
+    await page.setViewportSize(DESKTOP);
+
+    step = "pausing the torrent";
+    await row().getByRole("button", { name: `Pause ${name}` }).click();
+    await waitRowState(["paused"], "paused", Math.min(left(), 20000));
+    log("paused");
+
+    step = "resuming the torrent";
+    await row().getByRole("button", { name: `Resume ${name}` }).click();
+    await waitRowState(["seeding", "checking", "queued"], "resumed", Math.min(left(), 20000));
+    await waitRowState(["seeding"], "seeding again");
+    log("resumed");
+
+    step = "removing the torrent with its data";
+    await row().getByRole("button", { name: `Remove ${name}` }).click();
+    await page.waitForSelector("#dlg-remove[open]");
+    await page.check("#rm-data");
+    await page.click("#rm-submit");
+    await page.waitForSelector("#dlg-remove:not([open])", { state: "attached" });
+    await page.waitForFunction((n) =>
+        ![...document.querySelectorAll("#rows .name-btn")].some((b) => b.textContent === n), name, { timeout: 20000 });
+    const still = await page.evaluate(async (n) => {
+        const res = await fetch("api/v1/torrents");
+        return (await res.json()).some((t) => t.name === n);
+    }, name);
+    if (still) throw new Error("the row is gone but GET /api/v1/torrents still lists the torrent");
+    log("removed with data");
+
+    if (pageErrors.length) throw new Error(`errors in the page: ${pageErrors.join(" | ")}`);
+}
+
+const watchdog = setTimeout(() => {
+    console.error(`error: timed out after ${opts.timeout} s while ${step}`);
+    process.exit(1);
+}, opts.timeout * 1000 + 30000);
+
+try {
+    await run();
+    log(`passed; screenshots in ${shots}`);
+} catch (e) {
+    const msg = String(e?.message || e).split("\n")[0];
+    if (page) await page.screenshot({ path: join(shots, "failure.png") }).catch(() => {});
+    console.error(`error: web UI test failed while ${step}: ${msg}`);
+    process.exitCode = 1;
+} finally {
+    clearTimeout(watchdog);
+    if (context) await context.close().catch(() => {});
+    rmSync(profile, { recursive: true, force: true });
+}
