@@ -636,7 +636,7 @@ function openSidebar() {
     document.body.classList.add("sidebar-open");
     $("sidebar-backdrop").hidden = false;
     $("nav-toggle").setAttribute("aria-expanded", "true");
-    $("sidebar").querySelector("button")?.focus();
+    $("nav-close").focus();
     graph.draw();
 }
 function closeSidebar() {
@@ -740,6 +740,10 @@ function wire() {
     $("nav-toggle").addEventListener("click", () =>
         document.body.classList.contains("sidebar-open") ? closeSidebar() : openSidebar());
     $("sidebar-backdrop").addEventListener("click", closeSidebar);
+    $("nav-close").addEventListener("click", () => {
+        closeSidebar();
+        $("nav-toggle").focus();
+    });
     $("search").addEventListener("input", () => {
         shown = 500;
         scheduleRender();

@@ -53,8 +53,11 @@ export class SpeedGraph {
         const peak = Math.max(1024, ...this.down, ...this.up);
         const scale = niceCeiling(peak);
         const y = (v) => bottom - (v / scale) * (bottom - top);
-        const x = (i) => w - (this.capacity - 1 - i) * (w / (this.capacity - 1));
-        const offset = this.capacity - this.down.length;
+        // the window grows from one minute to `capacity` seconds as samples arrive, so a
+        // freshly opened page shows a useful graph at once
+        const span = Math.max(60, Math.min(this.capacity, this.down.length));
+        const x = (i) => w - (span - 1 - i) * (w / (span - 1));
+        const offset = span - this.down.length;
 
         // grid: three horizontal lines with the top value labelled
         g.strokeStyle = cssColor("--grid");
@@ -71,7 +74,7 @@ export class SpeedGraph {
         g.textBaseline = "top";
         g.fillText(fmtRate(scale), 4, 1);
         g.textAlign = "right";
-        g.fillText(`${Math.round(this.capacity / 60)} min`, w - 4, 1);
+        g.fillText(`${Math.round(span / 60)} min`, w - 4, 1);
         g.textAlign = "left";
 
         const series = (values, color, fill) => {

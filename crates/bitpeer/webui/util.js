@@ -86,7 +86,7 @@ export function fmtPercent(p) {
 
 export function fmtRatio(r) {
     if (typeof r !== "number" || !Number.isFinite(r)) return "∞";
-    return r.toFixed(2);
+    return r.toFixed(r >= 100 ? 0 : r >= 10 ? 1 : 2);
 }
 
 /** A short local date: "Nov 29, 14:02" this year, "Nov 29, 2025" before. */
