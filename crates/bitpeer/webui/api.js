@@ -62,6 +62,14 @@ export class EventStream {
         this.stopped = true;
     }
 
+    /** Reconnects at once (not at the end of the backoff) when the network or tab is back. */
+    wake() {
+        if (this.stopped || this.source || !this.timer) return;
+        clearTimeout(this.timer);
+        this.timer = null;
+        this.connect();
+    }
+
     start() {
         this.stopped = false;
         clearTimeout(this.timer);
@@ -119,6 +127,9 @@ export class EventStream {
         this.handlers.status("offline");
         const wait = this.delay * (0.75 + Math.random() * 0.5);
         this.delay = Math.min(this.delay * 2, 30000);
-        this.timer = setTimeout(() => this.connect(), wait);
+        this.timer = setTimeout(() => {
+            this.timer = null;
+            this.connect();
+        }, wait);
     }
 }

@@ -76,7 +76,7 @@ function matchCategory(t) {
 }
 function matchTag(t) {
     if (prefs.tag === null) return true;
-    const tags = Array.isArray(t.tags) ? t.tags : [];
+    const tags = tagsOf(t);
     return prefs.tag === "" ? tags.length === 0 : tags.includes(prefs.tag);
 }
 function matchSearch(t, words) {
@@ -103,50 +103,43 @@ function renderFilterList(ul, items, current, onPick) {
             h("span", { class: "filter-count" }, String(item.count))))));
 }
 
+const tagsOf = (t) => (Array.isArray(t.tags) ? t.tags : []);
+
+/**
+ * Filter items for a grouping (categories or tags): "All", one for torrents in no group
+ * (value ""), then each group by name with its count. `known` lists groups to show even
+ * when empty.
+ */
+function groupItems(all, groupsOf, noneLabel, known = []) {
+    const count = new Map(known.map((k) => [k, 0]));
+    let none = 0;
+    for (const t of all) {
+        const groups = groupsOf(t);
+        if (!groups.length) none++;
+        for (const g of groups) count.set(g, (count.get(g) || 0) + 1);
+    }
+    return [
+        { value: null, label: "All", count: all.length },
+        { value: "", label: noneLabel, count: none },
+        ...[...count.keys()].sort().map((g) => ({ value: g, label: g, count: count.get(g) })),
+    ];
+}
+
 function renderSidebar(all) {
+    const pick = (key) => (v) => {
+        prefs[key] = v;
+        afterFilterChange();
+    };
     const stateItems = STATE_FILTERS.map((f) => ({
         value: f.key, label: f.label, state: f.key, count: all.filter(f.test).length,
     }));
-    renderFilterList($("f-state"), stateItems, prefs.state, (v) => {
-        prefs.state = v;
-        afterFilterChange();
-    });
+    renderFilterList($("f-state"), stateItems, prefs.state, pick("state"));
+    const catItems = groupItems(all, (t) => (t.category ? [t.category] : []), "Uncategorized",
+        Object.keys(categories));
+    renderFilterList($("f-category"), catItems, prefs.category, pick("category"));
+    renderFilterList($("f-tag"), groupItems(all, tagsOf, "Untagged"), prefs.tag, pick("tag"));
 
-    const catCount = new Map();
-    for (const name of Object.keys(categories)) catCount.set(name, 0);
-    let uncategorized = 0;
-    for (const t of all) {
-        if (t.category) catCount.set(t.category, (catCount.get(t.category) || 0) + 1);
-        else uncategorized++;
-    }
-    const catItems = [
-        { value: null, label: "All", count: all.length },
-        { value: "", label: "Uncategorized", count: uncategorized },
-        ...[...catCount.keys()].sort().map((c) => ({ value: c, label: c, count: catCount.get(c) })),
-    ];
-    renderFilterList($("f-category"), catItems, prefs.category, (v) => {
-        prefs.category = v;
-        afterFilterChange();
-    });
-
-    const tagCount = new Map();
-    let untagged = 0;
-    for (const t of all) {
-        const tags = Array.isArray(t.tags) ? t.tags : [];
-        if (!tags.length) untagged++;
-        for (const tag of tags) tagCount.set(tag, (tagCount.get(tag) || 0) + 1);
-    }
-    const tagItems = [
-        { value: null, label: "All", count: all.length },
-        { value: "", label: "Untagged", count: untagged },
-        ...[...tagCount.keys()].sort().map((g) => ({ value: g, label: g, count: tagCount.get(g) })),
-    ];
-    renderFilterList($("f-tag"), tagItems, prefs.tag, (v) => {
-        prefs.tag = v;
-        afterFilterChange();
-    });
-
-    const options = [...new Set([...Object.keys(categories), ...catCount.keys()])].sort();
+    const options = catItems.slice(2).map((i) => i.value);
     const dl = $("category-options");
     if (dl.dataset.key !== options.join("\n")) {
         dl.dataset.key = options.join("\n");
@@ -291,7 +284,7 @@ function updateRow(row, t) {
         row.chipsKey = chipsKey;
         const chips = [];
         if (t.category) chips.push(h("span", { class: "chip cat" }, t.category));
-        for (const tag of Array.isArray(t.tags) ? t.tags : []) chips.push(h("span", { class: "chip" }, tag));
+        for (const tag of tagsOf(t)) chips.push(h("span", { class: "chip" }, tag));
         p.chips.replaceChildren(...chips);
     }
     setText(p.size, fmtBytes(t.wanted_size ?? t.size));
@@ -780,6 +773,10 @@ function wire() {
             other.focus();
         });
     }
+    $("add-category").addEventListener("input", () => {
+        const folder = categories[$("add-category").value.trim()]?.save_path;
+        $("add-path").placeholder = folder ? `${folder} (the category's folder)` : "Default folder";
+    });
     $("add-file").addEventListener("change", () => {
         pickedFiles.push(...$("add-file").files);
         $("add-file").value = "";
@@ -839,6 +836,11 @@ function wire() {
         }
     });
 }
+
+window.addEventListener("online", () => stream.wake());
+document.addEventListener("visibilitychange", () => {
+    if (!document.hidden) stream.wake();
+});
 
 renderHead();
 setupTheme();

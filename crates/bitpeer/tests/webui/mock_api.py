@@ -29,6 +29,8 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, unquote, urlsplit
 
 MAX_BODY = 16 * 1024 * 1024
+CSP = ("default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+       "connect-src 'self'; manifest-src 'self'; base-uri 'none'; form-action 'self'; frame-ancestors 'none'")
 KIB = 1024
 MIB = 1024 * KIB
 GIB = 1024 * MIB
@@ -531,6 +533,8 @@ class Handler(BaseHTTPRequestHandler):
         self.send_header("Content-Length", str(len(body)))
         self.send_header("Cache-Control", "no-cache")
         self.send_header("X-Content-Type-Options", "nosniff")
+        # the policy the daemon should send too: the UI needs nothing inline or remote
+        self.send_header("Content-Security-Policy", CSP)
         self.end_headers()
         if self.command != "HEAD":
             self.wfile.write(body)

@@ -176,7 +176,10 @@ async function run() {
         await page.fill("#login-user", opts.user);
         await page.fill("#login-pass", opts.password || "");
         await page.click('#login-form button[type="submit"]');
-        await page.waitForSelector('#conn[data-state="live"]', { timeout: 20000 });
+        await page.waitForSelector('#conn[data-state="live"], #login-error:not([hidden])', { timeout: 20000 });
+        if (await page.locator("#login-error").isVisible()) {
+            throw new Error(`the daemon refused the login: ${await page.locator("#login-error").textContent()}`);
+        }
         log("signed in");
     }
     log("event stream live");
