@@ -94,7 +94,7 @@ function renderFilterList(ul, items, current, onPick) {
         h("li", {},
             h("button", {
                 type: "button",
-                class: "filter",
+                class: item.count ? "filter" : "filter none",
                 "aria-pressed": String(item.value === current),
                 dataset: item.state ? { state: item.state } : {},
                 onclick: () => onPick(item.value),
@@ -428,6 +428,7 @@ export function askRemove(id) {
     removeId = id;
     setText($("rm-text"), `“${t.name}” will be removed from the list.`);
     $("rm-data").checked = false;
+    setText($("rm-submit"), "Remove");
     $("rm-error").hidden = true;
     $("dlg-remove").showModal();
 }
@@ -758,6 +759,8 @@ function wire() {
     }
     $("add-form").addEventListener("submit", doAdd);
     $("rm-form").addEventListener("submit", doRemove);
+    $("rm-data").addEventListener("change", () =>
+        setText($("rm-submit"), $("rm-data").checked ? "Remove and delete data" : "Remove"));
     $("lim-form").addEventListener("submit", saveLimits);
     $("login-form").addEventListener("submit", doLogin);
     $("add-tab-file").addEventListener("click", () => setAddTab("file"));
