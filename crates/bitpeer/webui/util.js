@@ -80,7 +80,8 @@ export function fmtDuration(s) {
 
 export function fmtPercent(p) {
     if (typeof p !== "number" || !Number.isFinite(p)) return "—";
-    const v = Math.max(0, Math.min(1, p)) * 100;
+    // rounded down, so "100%" means complete and never 99.96%
+    const v = Math.floor(Math.max(0, Math.min(1, p)) * 1000) / 10;
     return v >= 100 ? "100%" : `${v.toFixed(1)}%`;
 }
 

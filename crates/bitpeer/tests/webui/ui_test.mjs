@@ -142,6 +142,18 @@ async function setTheme(theme) {
     await page.waitForFunction((t) => document.documentElement.dataset.theme === t, theme, { timeout: 5000 });
 }
 
+/** Polls `check` every 200 ms until it is true; after `ms` throws the message of `why`. */
+async function until(check, ms, why) {
+    const end = Date.now() + ms;
+    while (!(await check())) {
+        if (Date.now() > end) throw new Error(await why());
+        await new Promise((r) => setTimeout(r, 200));
+    }
+}
+
+/** The torrent's id, read from its row (data-id). */
+const torrentId = async () => Number(await row().getAttribute("data-id"));
+
 const row = () => page.locator("#rows tr", { has: page.locator(".name-btn", { hasText: name }) }).first();
 
 async function waitRowState(states, what, timeout = left()) {
@@ -243,6 +255,75 @@ async function run() {
     }
     await setTheme("light");
     await page.setViewportSize(DESKTOP);
+
+    step = "filtering by state";
+    const stateFilter = (label) => page.locator("#f-state button", { has: page.locator(".filter-label", { hasText: new RegExp(`^${label}$`) }) });
+    await stateFilter("Paused").click();
+    await row().waitFor({ state: "detached", timeout: 5000 });
+    await stateFilter("Seeding").click();
+    await row().waitFor({ timeout: 5000 });
+    await stateFilter("All").click();
+    log("state filters hide and show the row");
+
+    step = "sorting by name";
+    await page.click("#list-head th.c-name button");
+    const sortState = await page.getAttribute("#list-head th.c-name", "aria-sort");
+    if (sortState !== "ascending") throw new Error(`the Name header says aria-sort=${sortState} after a click`);
+    const names = () => page.locator("#rows .name-btn").allTextContents();
+    const inOrder = (list) => list.every((n, i) => i === 0 || list[i - 1].toLowerCase().localeCompare(n.toLowerCase()) <= 0);
+    await until(async () => inOrder(await names()), 5000,
+        async () => `rows are not in name order after sorting by name: ${(await names()).join(" | ")}`);
+    await page.click("#list-head th.c-added_at button").catch(() => {}); // back to newest first (hidden column on narrow widths)
+    log("sorted by name");
+
+    step = "setting a file priority";
+    await row().locator(".name-btn").click();
+    await page.click("#d-tab-files");
+    const firstSelect = page.locator("#d-pane-files tbody tr").first().locator("select");
+    const id = await torrentId();
+    const firstPriority = async () => page.evaluate(async (tid) =>
+        (await (await fetch(`api/v1/torrents/${tid}/files`)).json())[0].priority, id);
+    for (const priority of ["skip", "normal"]) {
+        await firstSelect.selectOption(priority);
+        await until(async () => (await firstPriority()) === priority, 5000,
+            async () => `file 0 has priority ${await firstPriority()} after choosing ${priority}`);
+    }
+    await page.keyboard.press("Escape");
+    await page.waitForSelector("#details", { state: "hidden" });
+    await waitRowState(["seeding"], "seeding after the priority changes");
+    log("file priority skip/normal reached the daemon");
+
+    step = "setting global speed limits";
+    const session = () => page.evaluate(async () => (await fetch("api/v1/session")).json());
+    await page.click("#btn-limits");
+    await page.fill("#lim-down", "1000");
+    await page.fill("#lim-up", "");
+    await page.click('#lim-form button[type="submit"]');
+    await page.waitForSelector("#dlg-limits:not([open])", { state: "attached" });
+    const s = await session();
+    if (s.download_limit !== 1000 * 1024 || s.upload_limit !== 0) {
+        throw new Error(`session limits are ${s.download_limit}/${s.upload_limit} after setting 1000 KiB/s down, none up`);
+    }
+    await page.waitForFunction(() => document.getElementById("limit-down").textContent.includes("1000 KiB/s"), null, { timeout: 5000 });
+    await page.click("#btn-limits");
+    await page.fill("#lim-down", "0");
+    await page.click('#lim-form button[type="submit"]');
+    await page.waitForSelector("#dlg-limits:not([open])", { state: "attached" });
+    const cleared = (await session()).download_limit;
+    if (cleared !== 0) throw new Error(`download limit is ${cleared} after setting 0`);
+    log("global limits set and cleared");
+
+    step = "checking that the theme choice is kept";
+    await page.click("#btn-theme"); // light -> dark, saved
+    await page.reload({ waitUntil: "domcontentloaded" });
+    await page.waitForSelector('#conn[data-state="live"]', { timeout: 20000 });
+    const kept = await page.evaluate(() => document.documentElement.dataset.theme);
+    if (kept !== "dark") throw new Error(`after a reload the theme is ${kept}, not the chosen dark`);
+    await page.evaluate(() => localStorage.removeItem("bitpeer.theme"));
+    await page.reload({ waitUntil: "domcontentloaded" });
+    await page.waitForSelector('#conn[data-state="live"]', { timeout: 20000 });
+    await row().waitFor({ timeout: 10000 });
+    log("theme choice kept across a reload; the list came back from the snapshot");
 
     step = "pausing the torrent";
     await row().getByRole("button", { name: `Pause ${name}` }).click();
