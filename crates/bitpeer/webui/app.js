@@ -723,7 +723,7 @@ const stream = new EventStream({
 
 const graph = new SpeedGraph($("graph"));
 const details = new Details($("details"), $("details-backdrop"), {
-    call, torrents, askRemove, togglePause, torrentAction, reportError, isPaused,
+    call, torrents, askRemove, togglePause, torrentAction, reportError, isPaused, upsert, toast,
     onChange: () => scheduleRender(),
 });
 

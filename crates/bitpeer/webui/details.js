@@ -7,7 +7,7 @@ import {
     STATE_LABEL, base64Bytes, cssColor,
 } from "./util.js";
 
-const TABS = ["general", "files", "peers", "trackers"];
+const TABS = ["general", "files", "peers", "trackers", "settings"];
 const MAX_ROWS = 2000; // rows of a tab drawn at most (a torrent may hold 100,000 files)
 
 export class Details {
@@ -35,6 +35,7 @@ export class Details {
             this.id = id;
             this.info = null;
             this.pieces = null;
+            this.filled = false;
             this.tab = "general";
             this.returnFocus = document.activeElement;
             this.build();
@@ -99,11 +100,11 @@ export class Details {
         const dl = h("dl", { class: "facts" });
         for (const [key, label] of [
             ["progress", "Progress"], ["size", "Size"], ["downloaded", "Downloaded"],
-            ["uploaded", "Uploaded"], ["ratio", "Ratio"], ["down", "Download speed"],
-            ["up", "Upload speed"], ["eta", "ETA"], ["peers", "Seeds / peers"],
-            ["limits", "Speed limits"], ["path", "Saved in"], ["category", "Category"],
-            ["tags", "Tags"], ["added", "Added"], ["completed", "Completed"],
-            ["hash", "Info-hash"], ["pieces", "Pieces"], ["created", "Created"],
+            ["uploaded", "Uploaded"], ["ratio", "Ratio"], ["peers", "Seeds / peers"],
+            ["down", "Download speed"], ["up", "Upload speed"], ["eta", "ETA"],
+            ["limits", "Speed limits"], ["category", "Category"], ["tags", "Tags"],
+            ["added", "Added"], ["completed", "Completed"], ["pieces", "Pieces"],
+            ["path", "Saved in"], ["hash", "Info-hash"], ["created", "Created"],
             ["comment", "Comment"], ["error", "Error"],
         ]) {
             const dd = h("dd", { class: `f-${key}` });
@@ -111,6 +112,7 @@ export class Details {
             dl.append(h("div", { class: `fact fact-${key}` }, h("dt", {}, label), dd));
         }
         el.panes.general.append(dl);
+        el.panes.settings.append(this.buildOptions());
 
         this.root.replaceChildren(
             h("header", { class: "d-head" },
@@ -123,6 +125,106 @@ export class Details {
             tablist,
             h("div", { class: "d-body" }, ...TABS.map((n) => el.panes[n])));
         this.selectTab(this.tab, false);
+    }
+
+    /** The torrent's settings form: category, tags, limits, sequential, folder, queue. */
+    buildOptions() {
+        const o = (this.opt = {});
+        const field = (label, input) => h("label", { class: "field" }, h("span", {}, label), input);
+        o.category = h("input", { type: "text", list: "category-options", placeholder: "None", autocomplete: "off" });
+        o.tags = h("input", { type: "text", placeholder: "Comma-separated", autocomplete: "off" });
+        o.down = h("input", { type: "number", min: "0", step: "1", inputmode: "numeric", placeholder: "Unlimited" });
+        o.up = h("input", { type: "number", min: "0", step: "1", inputmode: "numeric", placeholder: "Unlimited" });
+        o.path = h("input", { type: "text", autocomplete: "off", spellcheck: "false" });
+        o.sequential = h("input", { type: "checkbox" });
+        o.error = h("p", { class: "form-error", role: "alert", hidden: true });
+        o.save = h("button", { type: "submit", class: "btn primary" }, "Save");
+        const queue = (position, label, name) => h("button", {
+            type: "button", class: "icon-btn", "aria-label": label, title: label,
+            onclick: () => this.queue(position),
+        }, icon(name));
+        o.queuePos = h("span", { class: "num" });
+        const form = h("form", { class: "options", onsubmit: (ev) => this.saveOptions(ev) },
+            h("div", { class: "grid2" },
+                field("Category", o.category),
+                field("Tags", o.tags),
+                field("Download limit (KiB/s)", o.down),
+                field("Upload limit (KiB/s)", o.up)),
+            field("Folder (changing it moves the data)", o.path),
+            h("div", { class: "options-row" },
+                h("label", { class: "check" }, o.sequential, h("span", {}, "Download in order (for streaming)")),
+                h("span", { class: "queue" }, h("span", { class: "muted" }, "Queue ", o.queuePos),
+                    queue("top", "Move to the top of the queue", "top"),
+                    queue("up", "Move up in the queue", "up"),
+                    queue("down", "Move down in the queue", "down"),
+                    queue("bottom", "Move to the bottom of the queue", "bottom"))),
+            o.error,
+            h("div", { class: "options-foot" }, o.save));
+        return form;
+    }
+
+    /** Fills the settings form from a torrent (on open and after a save, not while editing). */
+    fillOptions(t) {
+        const o = this.opt;
+        const kib = (n) => (n > 0 ? String(Math.round(n / 1024)) : "");
+        o.category.value = t.category || "";
+        o.tags.value = Array.isArray(t.tags) ? t.tags.join(", ") : "";
+        o.down.value = kib(t.download_limit);
+        o.up.value = kib(t.upload_limit);
+        o.path.value = t.save_path || "";
+        o.sequential.checked = Boolean(t.sequential);
+        o.error.hidden = true;
+        this.filled = true;
+    }
+
+    async saveOptions(ev) {
+        ev.preventDefault();
+        const o = this.opt;
+        const id = this.id;
+        const t = this.deps.torrents.get(id);
+        const limit = (input) => {
+            const text = input.value.trim();
+            const v = text === "" ? 0 : Number(text);
+            return Number.isFinite(v) && v >= 0 ? Math.round(v * 1024) : NaN;
+        };
+        const body = {
+            category: o.category.value.trim(),
+            tags: o.tags.value.split(",").map((x) => x.trim()).filter(Boolean),
+            download_limit: limit(o.down),
+            upload_limit: limit(o.up),
+            sequential: o.sequential.checked,
+        };
+        const showError = (msg) => {
+            o.error.hidden = false;
+            setText(o.error, msg);
+        };
+        if (Number.isNaN(body.download_limit) || Number.isNaN(body.upload_limit)) {
+            showError("Limits are numbers of KiB/s, 0 or more.");
+            return;
+        }
+        const path = o.path.value.trim();
+        o.save.disabled = true;
+        try {
+            let updated = await this.deps.call("PATCH", `/torrents/${id}`, body);
+            if (path && t && path !== t.save_path) {
+                updated = await this.deps.call("POST", `/torrents/${id}/move`, { save_path: path });
+            }
+            this.deps.upsert(updated);
+            if (this.id === id) this.fillOptions(updated);
+            this.deps.toast("Settings saved");
+        } catch (err) {
+            showError(err.message);
+        } finally {
+            o.save.disabled = false;
+        }
+    }
+
+    async queue(position) {
+        try {
+            this.deps.upsert(await this.deps.call("POST", `/torrents/${this.id}/queue`, { position }));
+        } catch (err) {
+            this.deps.reportError(err, "Could not move it in the queue");
+        }
     }
 
     selectTab(name, fetch = true) {
@@ -167,6 +269,8 @@ export class Details {
         setText(g.completed, fmtDate(t.completed_at));
         setText(g.hash, t.info_hash || "—");
         setText(g.error, t.error || "");
+        setText(this.opt.queuePos, t.queue_position ?? "—");
+        if (!this.filled) this.fillOptions(t);
         g.error.parentElement.hidden = !t.error;
         this.renderInfo();
         // the pieces bar follows progress between fetches only when complete

@@ -151,6 +151,11 @@ async function until(check, ms, why) {
     }
 }
 
+/** The button of one filter in a sidebar list (#f-state, #f-category, #f-tag), by exact label. */
+const filterButton = (list, label) => page.locator(`#${list} button`, {
+    has: page.locator(".filter-label", { hasText: new RegExp(`^${label.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}$`) }),
+});
+
 /** The torrent's id, read from its row (data-id). */
 const torrentId = async () => Number(await row().getAttribute("data-id"));
 
@@ -257,12 +262,11 @@ async function run() {
     await page.setViewportSize(DESKTOP);
 
     step = "filtering by state";
-    const stateFilter = (label) => page.locator("#f-state button", { has: page.locator(".filter-label", { hasText: new RegExp(`^${label}$`) }) });
-    await stateFilter("Paused").click();
+    await filterButton("f-state", "Paused").click();
     await row().waitFor({ state: "detached", timeout: 5000 });
-    await stateFilter("Seeding").click();
+    await filterButton("f-state", "Seeding").click();
     await row().waitFor({ timeout: 5000 });
-    await stateFilter("All").click();
+    await filterButton("f-state", "All").click();
     log("state filters hide and show the row");
 
     step = "sorting by name";
@@ -288,10 +292,30 @@ async function run() {
         await until(async () => (await firstPriority()) === priority, 5000,
             async () => `file 0 has priority ${await firstPriority()} after choosing ${priority}`);
     }
+    log("file priority skip/normal reached the daemon");
+
+    step = "setting the torrent's category and tags";
+    await page.click("#d-tab-settings");
+    const settings = page.locator("#d-pane-settings");
+    await settings.getByLabel("Category").fill("uitest");
+    await settings.getByLabel("Tags").fill("first, second");
+    await settings.getByRole("button", { name: "Save" }).click();
+    const apiTorrent = async () => page.evaluate(async (tid) => (await fetch(`api/v1/torrents/${tid}`)).json(), id);
+    await until(async () => {
+        const t = await apiTorrent();
+        return t.category === "uitest" && JSON.stringify(t.tags) === '["first","second"]';
+    }, 5000, async () => `after saving, the daemon has ${JSON.stringify((({ category, tags }) => ({ category, tags }))(await apiTorrent()))}`);
     await page.keyboard.press("Escape");
     await page.waitForSelector("#details", { state: "hidden" });
+    await row().locator(".chip.cat", { hasText: "uitest" }).waitFor({ timeout: 5000 });
+    await filterButton("f-category", "uitest").click();
+    await row().waitFor({ timeout: 5000 });
+    await filterButton("f-tag", "second").click();
+    await row().waitFor({ timeout: 5000 });
+    await filterButton("f-category", "All").click();
+    await filterButton("f-tag", "All").click();
     await waitRowState(["seeding"], "seeding after the priority changes");
-    log("file priority skip/normal reached the daemon");
+    log("category and tags saved, shown and filterable");
 
     step = "setting global speed limits";
     const session = () => page.evaluate(async () => (await fetch("api/v1/session")).json());
