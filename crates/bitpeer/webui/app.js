@@ -5,7 +5,7 @@
 import { api, ApiError, EventStream, BASE } from "./api.js";
 import {
     h, icon, setText, fmtBytes, fmtRate, fmtDuration, fmtPercent, fmtRatio, fmtDate,
-    fmtLimit, STATE_LABEL,
+    fmtLimit, STATE_LABEL, setBackgroundInert,
 } from "./util.js";
 import { SpeedGraph } from "./graph.js";
 import { Details } from "./details.js";
@@ -628,6 +628,9 @@ function setupTheme() {
 
 function openSidebar() {
     document.body.classList.add("sidebar-open");
+    setBackgroundInert(true);
+    $("layout").removeAttribute("inert"); // the drawer lives in the layout: only the list goes inert
+    $("main").inert = true;
     $("sidebar-backdrop").hidden = false;
     $("nav-toggle").setAttribute("aria-expanded", "true");
     $("nav-close").focus();
@@ -636,6 +639,8 @@ function openSidebar() {
 function closeSidebar() {
     if (!document.body.classList.contains("sidebar-open")) return;
     document.body.classList.remove("sidebar-open");
+    setBackgroundInert(false);
+    $("main").inert = false;
     $("sidebar-backdrop").hidden = true;
     $("nav-toggle").setAttribute("aria-expanded", "false");
 }

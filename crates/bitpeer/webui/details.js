@@ -4,7 +4,7 @@
 
 import {
     h, icon, setText, fmtBytes, fmtRate, fmtDuration, fmtPercent, fmtRatio, fmtDate,
-    STATE_LABEL, base64Bytes, cssColor,
+    STATE_LABEL, base64Bytes, cssColor, setBackgroundInert,
 } from "./util.js";
 
 const TABS = ["general", "files", "peers", "trackers", "settings"];
@@ -43,6 +43,7 @@ export class Details {
         this.root.hidden = false;
         this.backdrop.hidden = false;
         document.body.classList.add("details-open");
+        setBackgroundInert(true);
         this.update(t);
         this.refresh();
         this.el.close.focus();
@@ -56,6 +57,7 @@ export class Details {
         this.root.hidden = true;
         this.backdrop.hidden = true;
         document.body.classList.remove("details-open");
+        setBackgroundInert(false);
         this.root.replaceChildren();
         this.deps.onChange();
         if (this.returnFocus && document.contains(this.returnFocus)) this.returnFocus.focus();

@@ -132,3 +132,11 @@ export function base64Bytes(text) {
 export function cssColor(name) {
     return getComputedStyle(document.documentElement).getPropertyValue(name).trim() || "#888";
 }
+
+/**
+ * Makes everything but an overlay (details panel, filter drawer) unreachable by keyboard and
+ * screen readers while it is open: `inert` on the page's top-level parts.
+ */
+export function setBackgroundInert(on) {
+    for (const id of ["topbar", "layout"]) document.getElementById(id)?.toggleAttribute("inert", on);
+}

@@ -5,7 +5,14 @@
 // its data, and takes screenshots at phone and desktop widths in light and dark.
 //
 //   node ui_test.mjs --url http://127.0.0.1:PORT --torrent FILE.torrent --shots DIR
-//                    [--user U --password P] [--timeout SECONDS]
+//                    [--user U --password P] [--timeout SECONDS] [--no-magnet]
+//
+// Steps: sign in if asked; add FILE through the upload dialog; wait (bounded) until its row
+// is Seeding at 100%; screenshots; state, category and tag filters; sort by name; file
+// priorities skip/normal; category and tags saved from the Settings tab; global limits set
+// and cleared; the theme choice kept across a reload; a dropped file opens the add dialog;
+// a magnet link added paused, then removed (skip with --no-magnet); pause; resume; remove
+// with data. Any error in the page's console fails the test.
 //
 // playwright-core comes from scripts/install-webui.sh
 // (${XDG_CACHE_HOME:-$HOME/.cache}/bitpeer/npm-webui; PLAYWRIGHT_CORE_DIR overrides).
@@ -31,7 +38,7 @@ function fail(message) {
 }
 
 function parseArgs(argv) {
-    const out = { timeout: 180 };
+    const out = { timeout: 180, magnet: true };
     const positional = [];
     for (let i = 0; i < argv.length; i++) {
         const a = argv[i];
@@ -45,8 +52,9 @@ function parseArgs(argv) {
         else if (a === "--user") out.user = value();
         else if (a === "--password") out.password = value();
         else if (a === "--timeout") out.timeout = Number(value());
+        else if (a === "--no-magnet") out.magnet = false;
         else if (a === "--help" || a === "-h") {
-            console.log("usage: node ui_test.mjs --url URL --torrent FILE --shots DIR [--user U --password P] [--timeout S]");
+            console.log("usage: node ui_test.mjs --url URL --torrent FILE --shots DIR [--user U --password P] [--timeout S] [--no-magnet]");
             process.exit(0);
         } else if (a.startsWith("--")) fail(`unknown option ${a}`);
         else positional.push(a);
@@ -348,6 +356,47 @@ async function run() {
     await page.waitForSelector('#conn[data-state="live"]', { timeout: 20000 });
     await row().waitFor({ timeout: 10000 });
     log("theme choice kept across a reload; the list came back from the snapshot");
+
+    step = "dropping a .torrent file on the page";
+    const bytes = [...readFileSync(opts.torrent)];
+    await page.evaluate((data) => {
+        const dt = new DataTransfer();
+        dt.items.add(new File([new Uint8Array(data)], "dropped.torrent", { type: "application/x-bittorrent" }));
+        for (const type of ["dragenter", "dragover", "drop"]) {
+            document.body.dispatchEvent(new DragEvent(type, { bubbles: true, cancelable: true, dataTransfer: dt }));
+        }
+    }, bytes);
+    await page.waitForSelector("#dlg-add[open] #add-files li", { timeout: 5000 });
+    const dropped = (await page.locator("#add-files li .picked-name").textContent()).trim();
+    if (dropped !== "dropped.torrent") throw new Error(`the add dialog lists ${dropped} after a drop`);
+    await page.locator("#dlg-add").getByRole("button", { name: "Cancel" }).click();
+    await page.waitForSelector("#dlg-add:not([open])", { state: "attached" });
+    log("a dropped file opens the add dialog with it");
+
+    if (opts.magnet) {
+        step = "adding a magnet link, paused";
+        const hash = [...crypto.getRandomValues(new Uint8Array(20))].map((x) => x.toString(16).padStart(2, "0")).join("");
+        const magnetName = `bitpeer-ui-magnet-${hash.slice(0, 8)}`;
+        await page.click("#btn-add");
+        await page.click("#add-tab-link");
+        await page.fill("#add-links", `magnet:?xt=urn:btih:${hash}&dn=${magnetName}`);
+        await page.check("#add-paused");
+        await page.click("#add-submit");
+        await page.waitForFunction(() => !document.getElementById("dlg-add").open ||
+            !document.getElementById("add-error").hidden, null, { timeout: 20000 });
+        if (await page.evaluate(() => document.getElementById("dlg-add").open)) {
+            throw new Error(`the daemon refused the magnet link: ${await page.locator("#add-error").textContent()}`);
+        }
+        const magnetRow = page.locator("#rows tr", { has: page.locator(".name-btn", { hasText: hash.slice(0, 8) }) }).first();
+        await magnetRow.waitFor({ timeout: 20000 });
+        const magnetState = await magnetRow.getAttribute("data-state");
+        if (magnetState !== "paused") throw new Error(`a magnet added paused is in state ${magnetState}`);
+        await magnetRow.getByRole("button", { name: /^Remove / }).click();
+        await page.waitForSelector("#dlg-remove[open]");
+        await page.click("#rm-submit");
+        await magnetRow.waitFor({ state: "detached", timeout: 20000 });
+        log("a magnet link added paused, then removed (without data)");
+    }
 
     step = "pausing the torrent";
     await row().getByRole("button", { name: `Pause ${name}` }).click();
