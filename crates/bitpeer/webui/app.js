@@ -19,6 +19,8 @@ let session = null;
 let categories = {}; // name -> {name, save_path}
 const prefs = loadPrefs();
 let shown = 500; // rows rendered before "Show more" (keeps huge lists responsive)
+const selected = new Set(); // ids ticked for bulk actions (wide screens)
+let visibleIds = []; // ids in the current filtered, sorted page
 
 function loadPrefs() {
     const base = { sort: "added_at", dir: "desc", state: "all", category: null, tag: null };
@@ -208,6 +210,16 @@ function renderHead() {
                 active ? (prefs.dir === "asc" ? "▲" : "▼") : "")));
         return th;
     });
+    cells.unshift(h("th", { scope: "col", class: "c-select" }, h("input", {
+        type: "checkbox", id: "select-all", class: "select", "aria-label": "Select every torrent shown",
+        onchange: (ev) => {
+            for (const id of visibleIds) {
+                if (ev.target.checked) selected.add(id);
+                else selected.delete(id);
+            }
+            scheduleRender();
+        },
+    })));
     cells.push(h("th", { scope: "col", class: "c-actions" }, h("span", { class: "visually-hidden" }, "Actions")));
     $("list-head").replaceChildren(...cells);
     const sel = $("sort");
@@ -246,12 +258,22 @@ function makeRow(id) {
     p.ratio = h("span", { class: "num" });
     p.peers = h("span", { class: "num" });
     p.added = h("span", { class: "num" });
+    p.select = h("input", {
+        type: "checkbox", class: "select",
+        onchange: (ev) => {
+            if (ev.target.checked) selected.add(id);
+            else selected.delete(id);
+            scheduleRender();
+        },
+    });
+    p.err = h("span", { class: "row-error" });
     p.toggle = h("button", { type: "button", class: "icon-btn row-btn", onclick: () => togglePause(id) });
     p.toggleIcon = icon("pause");
     p.toggle.append(p.toggleIcon);
     p.remove = h("button", { type: "button", class: "icon-btn row-btn danger-hover", onclick: () => askRemove(id) }, icon("trash"));
     const tr = h("tr", { dataset: { id: String(id) } },
-        cell("name", p.name, p.chips),
+        cell("select", p.select),
+        cell("name", p.name, p.chips, p.err),
         cell("size", p.size),
         cell("progress", p.bar, p.pct),
         cell("state", p.badge),
@@ -263,7 +285,7 @@ function makeRow(id) {
         cell("added_at", p.added),
         cell("actions", p.toggle, p.remove));
     tr.addEventListener("click", (ev) => {
-        if (ev.target.closest("button, a, input, select")) return;
+        if (ev.target.closest("button, a, input, select, td.c-select")) return;
         details.open(id);
     });
     return { tr, p, chipsKey: null };
@@ -312,6 +334,10 @@ function updateRow(row, t) {
     p.toggle.setAttribute("aria-label", `${paused ? "Resume" : "Pause"} ${name}`);
     p.toggle.title = paused ? "Resume" : "Pause";
     p.remove.setAttribute("aria-label", `Remove ${name}`);
+    p.select.setAttribute("aria-label", `Select ${name}`);
+    p.select.checked = selected.has(t.id);
+    row.tr.classList.toggle("ticked", p.select.checked);
+    setText(p.err, t.state === "error" && t.error ? String(t.error) : "");
     p.remove.title = "Remove";
     row.tr.dataset.state = t.state;
     row.tr.classList.toggle("selected", details.id === t.id);
@@ -354,6 +380,8 @@ function render() {
         }
         updateRow(row, t);
     }
+    visibleIds = page.map((t) => t.id);
+    renderBulk();
     const order = page.map((t) => t.id).join(",");
     if (order !== lastOrder) {
         lastOrder = order;
@@ -374,6 +402,28 @@ function render() {
             : "Add a .torrent file, a magnet link or a URL. You can also drop .torrent files anywhere on this page.");
         $("empty-add").hidden = all.length > 0;
     }
+}
+
+function renderBulk() {
+    const all = $("select-all");
+    const ticked = visibleIds.filter((id) => selected.has(id)).length;
+    all.checked = ticked > 0 && ticked === visibleIds.length;
+    all.indeterminate = ticked > 0 && ticked < visibleIds.length;
+    $("bulk").hidden = selected.size === 0;
+    setText($("bulk-count"), `${selected.size} selected`);
+}
+
+async function bulk(action) {
+    const ids = [...selected].filter((id) => torrents.has(id));
+    const failures = [];
+    for (const id of ids) {
+        try {
+            upsert(await call("POST", `/torrents/${id}/${action}`));
+        } catch (err) {
+            failures.push(`${torrents.get(id)?.name}: ${err.message}`);
+        }
+    }
+    if (failures.length) toast(`Could not ${action} ${failures.length}: ${failures[0]}`, "error");
 }
 
 function renderSession() {
@@ -421,12 +471,16 @@ export async function torrentAction(id, action) {
     }
 }
 
-let removeId = null;
-export function askRemove(id) {
-    const t = torrents.get(id);
-    if (!t) return;
-    removeId = id;
-    setText($("rm-text"), `“${t.name}” will be removed from the list.`);
+let removeIds = [];
+/** Asks before removing one torrent (`id`) or several (an array of ids). */
+export function askRemove(ids) {
+    removeIds = (Array.isArray(ids) ? ids : [ids]).filter((id) => torrents.has(id));
+    if (!removeIds.length) return;
+    const first = torrents.get(removeIds[0]);
+    setText($("rm-title"), removeIds.length === 1 ? "Remove torrent?" : `Remove ${removeIds.length} torrents?`);
+    setText($("rm-text"), removeIds.length === 1
+        ? `“${first.name}” will be removed from the list.`
+        : `“${first.name}” and ${removeIds.length - 1} more will be removed from the list.`);
     $("rm-data").checked = false;
     setText($("rm-submit"), "Remove");
     $("rm-error").hidden = true;
@@ -435,22 +489,35 @@ export function askRemove(id) {
 
 async function doRemove(ev) {
     ev.preventDefault();
-    const id = removeId;
     const withData = $("rm-data").checked;
-    try {
-        await call("DELETE", `/torrents/${id}${withData ? "?delete_data=true" : ""}`);
-        const name = torrents.get(id)?.name || "torrent";
-        removed(id);
-        $("dlg-remove").close();
-        toast(withData ? `Removed “${name}” and its data` : `Removed “${name}”`);
-    } catch (err) {
-        $("rm-error").hidden = false;
-        setText($("rm-error"), err.message);
+    const failures = [];
+    let done = 0;
+    let name = "";
+    for (const id of removeIds) {
+        try {
+            name = torrents.get(id)?.name || "torrent";
+            await call("DELETE", `/torrents/${id}${withData ? "?delete_data=true" : ""}`);
+            removed(id);
+            done++;
+        } catch (err) {
+            failures.push(`${name}: ${err.message}`);
+        }
     }
+    if (failures.length) {
+        $("rm-error").hidden = false;
+        setText($("rm-error"), failures.join("\n"));
+        removeIds = removeIds.filter((id) => torrents.has(id));
+        return;
+    }
+    $("dlg-remove").close();
+    const what = done === 1 ? `“${name}”` : `${done} torrents`;
+    const data = done === 1 ? "its data" : "their data";
+    toast(withData ? `Removed ${what} and ${data}` : `Removed ${what}`);
 }
 
 function removed(id) {
     torrents.delete(id);
+    selected.delete(id);
     if (details.id === id) details.close();
     scheduleRender();
 }
@@ -751,6 +818,13 @@ function wire() {
         prefs.dir = prefs.dir === "asc" ? "desc" : "asc";
         savePrefs();
         renderHead();
+        scheduleRender();
+    });
+    $("bulk-resume").addEventListener("click", () => bulk("resume"));
+    $("bulk-pause").addEventListener("click", () => bulk("pause"));
+    $("bulk-remove").addEventListener("click", () => askRemove([...selected]));
+    $("bulk-clear").addEventListener("click", () => {
+        selected.clear();
         scheduleRender();
     });
     $("more").addEventListener("click", () => {

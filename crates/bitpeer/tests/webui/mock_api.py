@@ -329,6 +329,7 @@ class Session:
             ("Tears of Steel — Blender Foundation <open movie> & friends", [("Tears of Steel/tos-1080p.mov", int(2.4 * GIB))], "", [], 0.08, False, 900 * KIB),
             ("Cosmos Laundromat S01 Complete", [(f"Cosmos Laundromat S01/E{i:02d}.mkv", 380 * MIB + i * MIB) for i in range(1, 9)], "tv", ["series"], 1.0, False, 0),
             ("linux-6.18.tar.xz", [("linux-6.18.tar.xz", 148 * MIB)], "", ["src"], 0.0, False, 0),
+            ("Elephants Dream (2006) [720p]", [("Elephants Dream/ed_hd.avi", 854 * MIB)], "movies", [], 0.31, False, 0),
         ]
         for name, files, cat, tags, progress, paused, rate in demo:
             tid = self.new_id()
@@ -339,6 +340,9 @@ class Session:
                         created_by="mktorrent 1.1", creation_date=1735689600)
             if name.startswith("linux-"):
                 t.state = "queued"
+            if name.startswith("Elephants"):
+                t.state = "error"
+                t.error = "cannot write ed_hd.avi: no space left on device"
             if name.startswith("debian"):
                 t.state = "metadata"
                 t.checking_ticks = 0

@@ -398,6 +398,20 @@ async function run() {
         log("a magnet link added paused, then removed (without data)");
     }
 
+    step = "pausing and resuming through the selection";
+    await page.setViewportSize(DESKTOP);
+    await row().locator("input.select").check();
+    await page.waitForSelector("#bulk:not([hidden])", { timeout: 5000 });
+    const count = (await page.locator("#bulk-count").textContent()).trim();
+    if (count !== "1 selected") throw new Error(`the selection bar says "${count}" with one row ticked`);
+    await page.click("#bulk-pause");
+    await waitRowState(["paused"], "paused from the selection bar", Math.min(left(), 20000));
+    await page.click("#bulk-resume");
+    await waitRowState(["seeding"], "resumed from the selection bar");
+    await page.click("#bulk-clear");
+    await page.waitForSelector("#bulk", { state: "hidden", timeout: 5000 });
+    log("selection bar pauses and resumes");
+
     step = "pausing the torrent";
     await row().getByRole("button", { name: `Pause ${name}` }).click();
     await waitRowState(["paused"], "paused", Math.min(left(), 20000));
