@@ -136,10 +136,12 @@ function renderSidebar(all) {
         value: f.key, label: f.label, state: f.key, count: all.filter(f.test).length,
     }));
     renderFilterList($("f-state"), stateItems, prefs.state, pick("state"));
+    // a chosen category or tag stays listed (maybe with 0) so the choice is visible and undoable
+    const chosen = (v) => (v ? [v] : []);
     const catItems = groupItems(all, (t) => (t.category ? [t.category] : []), "Uncategorized",
-        Object.keys(categories));
+        [...Object.keys(categories), ...chosen(prefs.category)]);
     renderFilterList($("f-category"), catItems, prefs.category, pick("category"));
-    renderFilterList($("f-tag"), groupItems(all, tagsOf, "Untagged"), prefs.tag, pick("tag"));
+    renderFilterList($("f-tag"), groupItems(all, tagsOf, "Untagged", chosen(prefs.tag)), prefs.tag, pick("tag"));
 
     const options = catItems.slice(2).map((i) => i.value);
     const dl = $("category-options");
@@ -776,6 +778,8 @@ const stream = new EventStream({
             session = data.session;
             renderSession();
         }
+        for (const id of selected) if (!torrents.has(id)) selected.delete(id);
+        if (details.id !== null && !torrents.has(details.id)) details.close();
         scheduleRender();
     },
     torrents(list) {

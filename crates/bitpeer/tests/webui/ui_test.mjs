@@ -139,9 +139,12 @@ function log(msg) {
     console.log(`ui_test: ${msg}`);
 }
 
+/** A screenshot of the viewport; phone ones at the device's 2x pixels, desktop ones at 1x. */
 async function shot(file) {
+    await page.evaluate(() => document.activeElement?.blur()); // no focus ring in the pictures
     await page.waitForTimeout(350); // let transitions and the canvas settle
-    await page.screenshot({ path: join(shots, file) });
+    const phone = page.viewportSize().width < 600;
+    await page.screenshot({ path: join(shots, file), scale: phone ? "device" : "css" });
     log(`screenshot ${file}`);
 }
 
@@ -181,7 +184,7 @@ async function waitRowState(states, what, timeout = left()) {
 
 async function run() {
     context = await chromium.launchPersistentContext(profile, {
-        executablePath: CHROMIUM, args: CHROMIUM_ARGS, headless: true, viewport: DESKTOP,
+        executablePath: CHROMIUM, args: CHROMIUM_ARGS, headless: true, viewport: DESKTOP, deviceScaleFactor: 2,
         colorScheme: "light", timeout: 60000,
     });
     page = context.pages()[0] || (await context.newPage());
