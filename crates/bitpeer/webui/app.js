@@ -272,7 +272,7 @@ function makeRow(id) {
     p.toggle = h("button", { type: "button", class: "icon-btn row-btn", onclick: () => togglePause(id) });
     p.toggleIcon = icon("pause");
     p.toggle.append(p.toggleIcon);
-    p.remove = h("button", { type: "button", class: "icon-btn row-btn danger-hover", onclick: () => askRemove(id) }, icon("trash"));
+    p.remove = h("button", { type: "button", class: "icon-btn row-btn danger-hover", title: "Remove", onclick: () => askRemove(id) }, icon("trash"));
     const tr = h("tr", { dataset: { id: String(id) } },
         cell("select", p.select),
         cell("name", p.name, p.chips, p.err),
@@ -283,7 +283,7 @@ function makeRow(id) {
         h("td", { class: "c-upload_rate", dataset: { label: "↑" } }, p.up),
         h("td", { class: "c-eta", dataset: { label: "ETA" } }, p.eta),
         h("td", { class: "c-ratio", dataset: { label: "Ratio" } }, p.ratio),
-        h("td", { class: "c-peers", dataset: { label: "Peers" } }, p.peers),
+        h("td", { class: "c-peers", title: "Seeds / peers", dataset: { label: "Peers" } }, p.peers),
         cell("added_at", p.added),
         cell("actions", p.toggle, p.remove));
     tr.addEventListener("click", (ev) => {
@@ -326,7 +326,6 @@ function updateRow(row, t) {
     setText(p.eta, t.state === "downloading" ? fmtDuration(t.eta) : "—");
     setText(p.ratio, fmtRatio(t.ratio));
     setText(p.peers, `${t.seeds ?? 0} / ${t.peers ?? 0}`);
-    p.peers.parentElement.title = "Seeds / peers";
     setText(p.added, fmtDate(t.added_at));
     const paused = isPaused(t);
     if (row.paused !== paused) {
@@ -337,12 +336,20 @@ function updateRow(row, t) {
     p.toggle.title = paused ? "Resume" : "Pause";
     p.remove.setAttribute("aria-label", `Remove ${name}`);
     p.select.setAttribute("aria-label", `Select ${name}`);
-    p.select.checked = selected.has(t.id);
-    row.tr.classList.toggle("ticked", p.select.checked);
     setText(p.err, t.state === "error" && t.error ? String(t.error) : "");
-    p.remove.title = "Remove";
     row.tr.dataset.state = t.state;
-    row.tr.classList.toggle("selected", details.id === t.id);
+}
+
+/** The marks that do not come from the torrent: ticked for bulk actions, open in details. */
+function updateMarks(row, id) {
+    const ticked = selected.has(id);
+    const open = details.id === id;
+    if (row.ticked === ticked && row.open === open) return;
+    row.ticked = ticked;
+    row.open = open;
+    row.p.select.checked = ticked;
+    row.tr.classList.toggle("ticked", ticked);
+    row.tr.classList.toggle("selected", open);
 }
 
 // ---- render ---------------------------------------------------------------------------------
@@ -380,7 +387,13 @@ function render() {
             row = makeRow(t.id);
             rows.set(t.id, row);
         }
-        updateRow(row, t);
+        // an unchanged torrent keeps its object (upsert replaces changed ones), so only
+        // changed rows touch the DOM
+        if (row.t !== t) {
+            row.t = t;
+            updateRow(row, t);
+        }
+        updateMarks(row, t.id);
     }
     visibleIds = page.map((t) => t.id);
     renderBulk();

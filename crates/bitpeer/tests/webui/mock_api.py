@@ -125,7 +125,7 @@ class Torrent:
                  category="", tags=(), trackers=(), paused=False, progress=0.0, target_rate=4 * MIB,
                  comment="", created_by="", creation_date=None, private=False):
         self.id = tid
-        self.info_hash = info_hash or hashlib.sha1(name.encode() + bytes([tid])).hexdigest()
+        self.info_hash = info_hash or hashlib.sha1(f"{name}/{tid}".encode()).hexdigest()
         self.name = name
         self.files = [{"path": p, "size": s, "priority": "normal"} for p, s in files]
         self.size = sum(s for _, s in files)
@@ -313,6 +313,16 @@ class Session:
         tid = self.next_id
         self.next_id += 1
         return tid
+
+    def add_idle(self, count):
+        """`count` small complete torrents that do nothing (to try the UI with a big list)."""
+        for i in range(count):
+            tid = self.new_id()
+            t = Torrent(tid, f"dataset-{i:05d}.bin", [(f"dataset-{i:05d}.bin", (i % 97 + 1) * 37 * KIB)],
+                        piece_length=16 * KIB, progress=1.0, tags=["bulk"] if i % 3 == 0 else [])
+            t.info_hash = hashlib.sha1(b"idle%d" % i).hexdigest()
+            t.seeding_upload = 0
+            self.torrents[tid] = t
 
     def add_demo(self):
         trk = ["udp://tracker.opentrackr.org:1337/announce", "https://torrent.ubuntu.com/announce",
@@ -902,6 +912,8 @@ def main():
     p.add_argument("--user", default="", help="require this user (and --password)")
     p.add_argument("--password", default="")
     p.add_argument("--empty", action="store_true", help="start without the demo torrents")
+    p.add_argument("--idle", type=int, default=0, metavar="N",
+                   help="also hold N small idle torrents (to try the UI with a big list)")
     p.add_argument("--finish-seconds", type=int, default=6,
                    help="an added torrent downloads in about this many seconds (default 6)")
     p.add_argument("--verbose", action="store_true", help="log every request to stderr")
@@ -913,6 +925,7 @@ def main():
         return
     ARGS.finish_seconds = max(1, ARGS.finish_seconds)
     SESSION = Session(demo=not ARGS.empty)
+    SESSION.add_idle(max(0, min(ARGS.idle, 1_000_000)))
     server = ThreadingHTTPServer(("127.0.0.1", ARGS.port), Handler)
     server.daemon_threads = True
     threading.Thread(target=ticker, daemon=True).start()
