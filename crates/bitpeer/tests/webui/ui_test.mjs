@@ -105,13 +105,24 @@ function torrentName(buf) {
     return name.toString("utf8");
 }
 
+const npmDir = process.env.PLAYWRIGHT_CORE_DIR ||
+    join(process.env.XDG_CACHE_HOME || join(homedir(), ".cache"), "bitpeer", "npm-webui");
+const requireNpm = createRequire(join(npmDir, "package.json"));
+
 function loadPlaywright() {
-    const dir = process.env.PLAYWRIGHT_CORE_DIR ||
-        join(process.env.XDG_CACHE_HOME || join(homedir(), ".cache"), "bitpeer", "npm-webui");
     try {
-        return createRequire(join(dir, "package.json"))("playwright-core");
+        return requireNpm("playwright-core");
     } catch {
-        fail(`playwright-core not found in ${dir}; run scripts/install-webui.sh`);
+        fail(`playwright-core not found in ${npmDir}; run scripts/install-webui.sh`);
+    }
+}
+
+/** axe-core's source (run inside the page), or null when it is not installed. */
+function loadAxe() {
+    try {
+        return readFileSync(requireNpm.resolve("axe-core/axe.min.js"), "utf8");
+    } catch {
+        return null;
     }
 }
 
@@ -126,6 +137,8 @@ try {
 const shots = resolve(opts.shots);
 mkdirSync(shots, { recursive: true });
 const { chromium } = loadPlaywright();
+const axeSource = loadAxe();
+if (!axeSource) fail(`axe-core not found in ${npmDir}; run scripts/install-webui.sh`);
 const profile = mkdtempSync(join(tmpdir(), "bitpeer-ui-test-"));
 const deadline = Date.now() + opts.timeout * 1000;
 const left = () => Math.max(1000, deadline - Date.now());
@@ -167,6 +180,28 @@ const filterButton = (list, label) => page.locator(`#${list} button`, {
     has: page.locator(".filter-label", { hasText: new RegExp(`^${label.replace(/[.*+?^${}()|[\]\\]/g, "\\$&")}$`) }),
 });
 
+/**
+ * Runs axe-core's WCAG 2.1 A/AA rules on the page as it is now. Serious and critical
+ * violations fail the test; others are printed.
+ */
+async function checkAccessibility(where) {
+    step = `checking accessibility (${where})`;
+    await page.waitForTimeout(300); // let the panel's or dialog's animation finish (colour checks)
+    if (!(await page.evaluate(() => Boolean(window.axe)))) await page.evaluate(axeSource);
+    const found = await page.evaluate(async () => {
+        const r = await window.axe.run(document, { runOnly: { type: "tag", values: ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"] } });
+        return r.violations.map((v) => ({
+            id: v.id, impact: v.impact, help: v.help,
+            nodes: v.nodes.slice(0, 3).map((n) => n.target.join(" ")),
+        }));
+    });
+    for (const v of found) log(`accessibility (${where}): ${v.impact} ${v.id}: ${v.help} at ${v.nodes.join(", ")}`);
+    const bad = found.filter((v) => v.impact === "serious" || v.impact === "critical");
+    if (bad.length) throw new Error(`${bad.length} serious accessibility problem(s) (${where}): ${bad.map((v) => v.id).join(", ")}`);
+    a11yChecks++;
+}
+let a11yChecks = 0;
+
 /** The torrent's id, read from its row (data-id). */
 const torrentId = async () => Number(await row().getAttribute("data-id"));
 
@@ -200,6 +235,7 @@ async function run() {
     await page.waitForSelector('#conn[data-state="live"], #login:not([hidden])', { timeout: 30000 });
     if (await page.locator("#login").isVisible()) {
         if (!opts.user) throw new Error("the UI asks to sign in; pass --user and --password");
+        await checkAccessibility("login form");
         step = "signing in";
         await page.fill("#login-user", opts.user);
         await page.fill("#login-pass", opts.password || "");
@@ -227,6 +263,7 @@ async function run() {
     await page.setInputFiles("#add-file", opts.torrent);
     await page.waitForSelector("#add-files li");
     await shot("desktop-light-add.png");
+    await checkAccessibility("add dialog");
     await page.click("#add-submit");
     await page.waitForFunction(() => !document.getElementById("dlg-add").open ||
         !document.getElementById("add-error").hidden, null, { timeout: 20000 });
@@ -249,16 +286,19 @@ async function run() {
         await setTheme(theme);
         await page.setViewportSize(DESKTOP);
         await shot(`desktop-${theme}.png`);
+        await checkAccessibility(`desktop list, ${theme}`);
         await row().locator(".name-btn").click();
         await page.waitForSelector("#details:not([hidden]) .pieces");
         await page.click("#d-tab-files");
         await page.waitForSelector("#d-pane-files tbody tr");
         await shot(`desktop-${theme}-details.png`);
+        await checkAccessibility(`details, ${theme}`);
         await page.keyboard.press("Escape");
         await page.waitForSelector("#details", { state: "hidden" });
 
         await page.setViewportSize(PHONE);
         await shot(`phone-${theme}.png`);
+        await checkAccessibility(`phone list, ${theme}`);
         await row().locator(".name-btn").click();
         await page.waitForSelector("#details:not([hidden])");
         await page.click("#d-tab-general");
@@ -267,6 +307,7 @@ async function run() {
         await page.click("#nav-toggle");
         await page.waitForTimeout(300);
         await shot(`phone-${theme}-filters.png`);
+        await checkAccessibility(`filter drawer, ${theme}`);
         await page.keyboard.press("Escape");
     }
     await setTheme("light");
@@ -308,6 +349,7 @@ async function run() {
     step = "setting the torrent's category and tags";
     await page.click("#d-tab-settings");
     const settings = page.locator("#d-pane-settings");
+    await checkAccessibility("settings tab");
     await settings.getByLabel("Category").fill("uitest");
     await settings.getByLabel("Tags").fill("first, second");
     await settings.getByRole("button", { name: "Save" }).click();
@@ -429,6 +471,7 @@ async function run() {
     step = "removing the torrent with its data";
     await row().getByRole("button", { name: `Remove ${name}` }).click();
     await page.waitForSelector("#dlg-remove[open]");
+    await checkAccessibility("remove dialog");
     await page.check("#rm-data");
     await page.click("#rm-submit");
     await page.waitForSelector("#dlg-remove:not([open])", { state: "attached" });
@@ -451,7 +494,7 @@ const watchdog = setTimeout(() => {
 
 try {
     await run();
-    log(`passed; screenshots in ${shots}`);
+    log(`passed (${a11yChecks} accessibility checks); screenshots in ${shots}`);
 } catch (e) {
     const msg = String(e?.message || e).split("\n")[0];
     if (page) await page.screenshot({ path: join(shots, "failure.png") }).catch(() => {});
