@@ -402,6 +402,31 @@ async function run() {
     await row().waitFor({ timeout: 10000 });
     log("theme choice kept across a reload; the list came back from the snapshot");
 
+    step = "using the keyboard shortcuts";
+    await page.evaluate(() => document.activeElement?.blur()); // nothing focused
+    await page.keyboard.press("/");
+    if (!(await page.evaluate(() => document.activeElement?.id === "search"))) throw new Error("'/' did not focus the search box");
+    await page.keyboard.type(name.slice(0, 12));
+    await until(async () => (await page.locator("#rows tr").count()) >= 1 &&
+        (await page.locator("#rows .name-btn").allTextContents()).every((n) => n.includes(name.slice(0, 12))), 5000,
+        async () => "typing in the search box did not filter the rows");
+    await page.keyboard.press("Escape");
+    await page.fill("#search", "");
+    await page.locator("#search").blur();
+    await page.keyboard.press("a");
+    await page.waitForSelector("#dlg-add[open]", { timeout: 5000 });
+    await page.keyboard.press("Escape");
+    await page.waitForSelector("#dlg-add:not([open])", { state: "attached", timeout: 5000 });
+    await row().locator(".name-btn").focus();
+    await page.keyboard.press("Enter");
+    await page.waitForSelector("#details:not([hidden])", { timeout: 5000 });
+    if (!(await page.evaluate(() => document.getElementById("details").contains(document.activeElement)))) {
+        throw new Error("opening the details with Enter left the focus outside the panel");
+    }
+    await page.keyboard.press("Escape");
+    await page.waitForSelector("#details", { state: "hidden", timeout: 5000 });
+    log("keyboard: / searches, a adds, Enter opens details, Escape closes");
+
     step = "dropping a .torrent file on the page";
     const bytes = [...readFileSync(opts.torrent)];
     await page.evaluate((data) => {
