@@ -154,7 +154,7 @@ fn http_error(e: reqwest::Error) -> TrackerError {
 }
 
 /// rustls on the ring provider, checking certificates against the system's roots (webpki).
-fn tls_config(extra_roots: &[Vec<u8>]) -> Result<rustls::ClientConfig, TrackerError> {
+pub fn tls_config(extra_roots: &[Vec<u8>]) -> Result<rustls::ClientConfig, TrackerError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let extra = extra_roots
         .iter()
