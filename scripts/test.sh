@@ -54,6 +54,10 @@ else
     fi
 fi
 
+# --- the web UI's browser test: Debian chromium, playwright-core pinned from npm ----------
+step "web UI test tools (scripts/install-webui.sh)"
+scripts/install-webui.sh || notice "scripts/install-webui.sh failed; the web UI test will fail unless BITPEER_SKIP_INTEROP=1"
+
 # --- formatting and lints ---------------------------------------------------------------
 step "cargo fmt --all --check"
 cargo fmt --all --check

@@ -14,33 +14,6 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::{Duration, Instant};
 
-const DAEMON_TIMEOUT: Duration = Duration::from_secs(300);
-
-/// A daemon process and its API address.
-struct Daemon {
-    proc: Proc,
-    api: String,
-}
-
-fn spawn_daemon(state: &Path, downloads: &Path, extra: &[&str]) -> Daemon {
-    let mut cmd = Command::new(bitpeer_bin());
-    cmd.arg("daemon")
-        .args(["--api", "127.0.0.1:0", "--listen", "127.0.0.1:0"])
-        .args(["--no-dht", "--no-lsd", "--no-trackers"])
-        .arg("--state-dir")
-        .arg(state)
-        .arg("--download-dir")
-        .arg(downloads)
-        .args(extra)
-        .env_remove("BITPEER_API_PASSWORD");
-    let mut proc = Proc::spawn(cmd, DAEMON_TIMEOUT);
-    let api = proc.wait_line(Duration::from_secs(60), |l| {
-        l.strip_prefix("api listening on http://")
-            .map(str::to_owned)
-    });
-    Daemon { proc, api }
-}
-
 /// One HTTP/1.1 request over a fresh connection; (status, body).
 fn http(
     api: &str,
@@ -603,40 +576,42 @@ fn credentials_are_required_when_set_and_off_loopback() {
         &tmp.path().join("dl"),
         &["--api-user", "admin", "--api-password", "s3cret"],
     );
-    let (s, _) = http(&d.api, "GET", "/api/v1/torrents", &[], b"");
-    assert_eq!(s, 401);
-    let (s, _) = http(&d.api, "GET", "/metrics", &[], b"");
-    assert_eq!(s, 401);
-    let (s, _) = http(
-        &d.api,
-        "GET",
-        "/api/v1/torrents",
-        &[(
-            "Authorization",
-            &format!("Basic {}", base64_std(b"admin:wrong")),
-        )],
-        b"",
-    );
-    assert_eq!(s, 401);
-    let (s, _) = http(
-        &d.api,
-        "GET",
-        "/api/v1/torrents",
-        &[(
-            "Authorization",
-            &format!("Basic {}", base64_std(b"admin:s3cret")),
-        )],
-        b"",
-    );
-    assert_eq!(s, 200);
-    let (s, _) = http(
-        &d.api,
-        "GET",
-        "/api/v1/torrents",
-        &[("Cookie", "bitpeer_sid=0123")],
-        b"",
-    );
-    assert_eq!(s, 401);
+    let basic = |creds: &[u8]| format!("Basic {}", base64_std(creds));
+    type Case<'a> = (&'a str, Vec<(&'a str, String)>, u16);
+    let cases: Vec<Case> = vec![
+        ("/api/v1/torrents", vec![], 401),
+        ("/metrics", vec![], 401),
+        (
+            "/api/v1/torrents",
+            vec![("Authorization", basic(b"admin:wrong"))],
+            401,
+        ),
+        (
+            "/api/v1/torrents",
+            vec![("Authorization", basic(b"admin:s3cret"))],
+            200,
+        ),
+        (
+            "/api/v1/torrents",
+            vec![("Authorization", "Bearer nokey".into())],
+            401,
+        ),
+        (
+            "/api/v1/torrents",
+            vec![("Cookie", "bitpeer_sid=0123".into())],
+            401,
+        ),
+    ];
+    for (path, headers, want) in cases {
+        let h: Vec<(&str, &str)> = headers.iter().map(|(k, v)| (*k, v.as_str())).collect();
+        let (s, body) = http(&d.api, "GET", path, &h, b"");
+        assert_eq!(
+            s,
+            want,
+            "{path} {headers:?}: {}",
+            String::from_utf8_lossy(&body)
+        );
+    }
     // The login cookie, as the web UI gets it.
     let mut st = TcpStream::connect(&d.api).unwrap();
     let body = r#"{"username":"admin","password":"s3cret"}"#;

@@ -15,6 +15,8 @@ use std::time::Duration;
 /// How often the watch folder is looked at, and how many files at most per look.
 const WATCH_EVERY: Duration = Duration::from_secs(2);
 const WATCH_MAX_FILES: usize = 100;
+/// A file modified less than this long ago may still be being written: left for later.
+const WATCH_SETTLE: Duration = Duration::from_secs(1);
 
 #[derive(clap::Args)]
 #[command(after_help = "\
@@ -211,6 +213,14 @@ async fn scan_watch_dir(daemon: &state::Daemon, dir: &std::path::Path) {
         .flatten()
         .map(|e| e.path())
         .filter(|p| p.extension().and_then(|e| e.to_str()) == Some("torrent") && p.is_file())
+        // A file still being written (copied in) waits for the next look.
+        .filter(|p| {
+            std::fs::metadata(p)
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age >= WATCH_SETTLE)
+        })
         .take(WATCH_MAX_FILES)
         .collect();
     for path in files {
