@@ -738,3 +738,133 @@ fn a_torrent_dropped_in_the_watch_folder_is_added() {
     d.proc.terminate(Duration::from_secs(20));
     d.proc.assert_no_panic();
 }
+
+fn add_b64(d: &Daemon, torrent: &Path) -> u64 {
+    let b64 = base64_std(&std::fs::read(torrent).unwrap());
+    let (s, v) = api_json(
+        &d.api,
+        "POST",
+        "/torrents",
+        Some(json!({ "torrent_base64": b64 })),
+    );
+    assert_eq!(s, 201, "{v}");
+    v["id"].as_u64().unwrap()
+}
+
+/// The states of the given torrents, by id.
+fn states(d: &Daemon, ids: &[u64]) -> Vec<String> {
+    let list = ls(d);
+    ids.iter()
+        .map(|id| {
+            let t = list.iter().find(|t| t["id"] == *id).expect("listed");
+            t["state"].as_str().unwrap().to_string()
+        })
+        .collect()
+}
+
+fn wait_states(d: &mut Daemon, ids: &[u64], what: &str, f: impl Fn(&[String]) -> bool) {
+    let end = Instant::now() + Duration::from_secs(30);
+    loop {
+        let s = states(d, ids);
+        if f(&s) {
+            return;
+        }
+        assert!(
+            Instant::now() < end,
+            "not {what}: {s:?}\n{}",
+            d.proc.explain()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
+#[test]
+fn queueing_keeps_at_most_n_downloading_and_a_seeding_limit_stops_a_torrent() {
+    let tmp = tempfile::tempdir().unwrap();
+    let downloads = tmp.path().join("dl");
+    // Three downloads nobody seeds (they never finish), and one whose data is there.
+    let torrents: Vec<PathBuf> = (0..3)
+        .map(|i| make_single(tmp.path(), &format!("q{i}.bin"), 30 + i, 40_000).1)
+        .collect();
+    let (data, seed_torrent) = make_single(tmp.path(), "s.bin", 40, 60_000);
+    std::fs::create_dir_all(&downloads).unwrap();
+    std::fs::copy(&data, downloads.join("s.bin")).unwrap();
+    let cfg = tmp.path().join("bitpeer.toml");
+    std::fs::write(&cfg, "max_active_downloads = 1\n").unwrap();
+    let mut d = spawn_daemon(
+        &tmp.path().join("state"),
+        &downloads,
+        &["--config", cfg.to_str().unwrap()],
+    );
+    let ids: Vec<u64> = torrents.iter().map(|t| add_b64(&d, t)).collect();
+    let active = |s: &[String]| {
+        s.iter()
+            .filter(|s| *s != "queued" && *s != "paused")
+            .count()
+    };
+    wait_states(&mut d, &ids, "one downloading, two queued", |s| {
+        s[0] == "downloading" && s[1] == "queued" && s[2] == "queued"
+    });
+    // The last to the top of the queue: it takes the slot.
+    let (s, v) = api_json(
+        &d.api,
+        "POST",
+        &format!("/torrents/{}/queue", ids[2]),
+        Some(json!({"position": "top"})),
+    );
+    assert_eq!(s, 200, "{v}");
+    assert_eq!(v["queue_position"], 1);
+    wait_states(&mut d, &ids, "the third downloading", |s| {
+        s[2] == "downloading" && s[0] == "queued" && s[1] == "queued"
+    });
+    // Force start runs one past the limit.
+    let (s, _) = api_json(
+        &d.api,
+        "POST",
+        &format!("/torrents/{}/force_start", ids[1]),
+        None,
+    );
+    assert_eq!(s, 200);
+    wait_states(&mut d, &ids, "two running", |s| {
+        s[1] == "downloading" && active(s) == 2
+    });
+    // Pausing the first of the queue gives its slot to the next.
+    cli(&d, &["pause", &ids[2].to_string()]).assert_success();
+    wait_states(&mut d, &ids, "the first downloading again", |s| {
+        s[0] == "downloading" && s[2] == "paused"
+    });
+    // A torrent whose data is there waits in the queue like any download until it is
+    // checked; at the top it takes the slot, and once complete it seeds without one.
+    let sid = add_b64(&d, &seed_torrent);
+    assert_eq!(states(&d, &[sid]), ["queued"]);
+    let (s, _) = api_json(
+        &d.api,
+        "POST",
+        &format!("/torrents/{sid}/queue"),
+        Some(json!({"position": "top"})),
+    );
+    assert_eq!(s, 200);
+    wait_torrent(&mut d, sid, Duration::from_secs(30), "seeding", |t| {
+        t["state"] == "seeding"
+    });
+    wait_states(&mut d, &ids, "the first downloading again", |s| {
+        s[0] == "downloading"
+    });
+    // It stops at its seeding time.
+    let (s, v) = api_json(
+        &d.api,
+        "PATCH",
+        &format!("/torrents/{sid}"),
+        Some(json!({"seeding_time_limit": 1})),
+    );
+    assert_eq!(s, 200, "{v}");
+    wait_torrent(
+        &mut d,
+        sid,
+        Duration::from_secs(30),
+        "stopped by its seeding time",
+        |t| t["state"] == "paused",
+    );
+    d.proc.terminate(Duration::from_secs(20));
+    d.proc.assert_no_panic();
+}

@@ -613,11 +613,13 @@ async fn action(
     let id = parse_id(&id)?;
     match action.as_str() {
         "pause" => app.daemon.pause(id).await?,
-        "resume" | "force_start" => app.daemon.resume(id)?,
+        "resume" => app.daemon.resume(id, false).await?,
+        "force_start" => app.daemon.resume(id, true).await?,
         "recheck" => app.daemon.recheck(id).await?,
         "queue" => {
             let q: QueueBody = parse_json(body)?;
             app.daemon.queue_move(id, &q.position)?;
+            app.daemon.apply_queue().await;
         }
         "move" => {
             app.daemon.record(id)?;

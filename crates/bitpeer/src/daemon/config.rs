@@ -37,6 +37,14 @@ pub struct Config {
     pub lsd: bool,
     /// Announce to trackers.
     pub trackers: bool,
+    /// Queueing: at most this many torrents download at once, and this many seed; the
+    /// others wait as `queued`, in the queue's order (0: no limit).
+    pub max_active_downloads: usize,
+    pub max_active_seeds: usize,
+    /// Seeding limits for torrents that set none: stop seeding at this ratio (uploaded /
+    /// size), or this many seconds after completing.
+    pub ratio_limit: Option<f64>,
+    pub seeding_time_limit: Option<u64>,
 }
 
 impl Default for Config {
@@ -65,6 +73,10 @@ impl Default for Config {
             dht: true,
             lsd: true,
             trackers: true,
+            max_active_downloads: 5,
+            max_active_seeds: 0,
+            ratio_limit: None,
+            seeding_time_limit: None,
         }
     }
 }
@@ -129,6 +141,11 @@ impl Config {
                  --api-password (or BITPEER_API_PASSWORD, or api_key in the config), or use --api 127.0.0.1:PORT",
                 self.api
             ));
+        }
+        if let Some(r) = self.ratio_limit
+            && !(r.is_finite() && r >= 0.0)
+        {
+            return Err("ratio_limit must be a number >= 0".into());
         }
         if self.api_password.is_some() && self.api_user.is_none() {
             return Err("an API password needs a user: set --api-user too".into());

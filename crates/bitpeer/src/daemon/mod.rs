@@ -13,7 +13,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 /// How often the watch folder is looked at, and how many files at most per look.
-const WATCH_EVERY: Duration = Duration::from_secs(2);
+const WATCH_EVERY: Duration = Duration::from_secs(1);
 const WATCH_MAX_FILES: usize = 100;
 /// A file modified less than this long ago may still be being written: left for later.
 const WATCH_SETTLE: Duration = Duration::from_secs(1);
@@ -27,7 +27,8 @@ The API (docs/api.md) is at /api/v1, the web UI at /, Prometheus metrics at /met
 
 Config file keys (TOML, all optional; see --print-config): api, listen, download_dir, \
 state_dir, watch_dir, allowed_dirs, api_user, api_password, api_key, download_limit, \
-upload_limit, dht, lsd, trackers.")]
+upload_limit, dht, lsd, trackers, max_active_downloads, max_active_seeds, ratio_limit, \
+seeding_time_limit.")]
 pub struct Args {
     /// A TOML config file; flags override its keys.
     #[arg(long, value_name = "FILE")]
@@ -162,6 +163,7 @@ async fn serve(config: Config) -> CliResult {
             return Err(CliError::new(e));
         }
     };
+    daemon.apply_queue().await;
     let local = listener
         .local_addr()
         .map_err(|e| CliError::new(format!("cannot read the API address: {e}")))?;
@@ -197,6 +199,7 @@ async fn background(daemon: state::Daemon) {
     loop {
         tick.tick().await;
         daemon.note_completions();
+        daemon.apply_queue().await;
         if let Some(dir) = daemon.config.watch_dir.clone() {
             scan_watch_dir(&daemon, &dir).await;
         }

@@ -113,6 +113,9 @@ pub struct Record {
     pub ratio_limit: Option<f64>,
     #[serde(default)]
     pub seeding_time_limit: Option<u64>,
+    /// Started by force: not held back by the queue's limits.
+    #[serde(default)]
+    pub force: bool,
     /// The engine's id for it in this run.
     #[serde(skip)]
     pub engine_id: TorrentId,
@@ -151,6 +154,8 @@ pub struct Daemon {
     inner: Arc<Mutex<Inner>>,
     /// Serialises adds and removes (so two adds of one torrent cannot race).
     ops: Arc<tokio::sync::Mutex<()>>,
+    /// Serialises the queue's passes.
+    queue_lock: Arc<tokio::sync::Mutex<()>>,
 }
 
 pub fn now_secs() -> u64 {
@@ -240,9 +245,12 @@ impl Daemon {
                 next_queue,
             })),
             ops: Arc::new(tokio::sync::Mutex::new(())),
+            queue_lock: Arc::new(tokio::sync::Mutex::new(())),
         };
+        // Every torrent starts paused in the engine; the queue's first pass starts those
+        // that may run.
         for mut r in records {
-            match daemon.start_record(&r) {
+            match daemon.start_record(&r, true) {
                 Ok(eid) => {
                     r.engine_id = eid;
                     daemon.inner().records.insert(r.id, r);
@@ -254,7 +262,7 @@ impl Daemon {
     }
 
     /// Add a record's torrent to the engine.
-    fn start_record(&self, r: &Record) -> OpResult<TorrentId> {
+    fn start_record(&self, r: &Record, paused: bool) -> OpResult<TorrentId> {
         let source = match &r.source {
             Source::Torrent(b64) => {
                 let bytes = base64::engine::general_purpose::STANDARD
@@ -281,7 +289,7 @@ impl Daemon {
             .add(AddTorrent {
                 source,
                 config,
-                paused: r.paused,
+                paused,
             })
             .map_err(|e| match e {
                 engine::error::EngineError::Duplicate => {
@@ -413,9 +421,11 @@ impl Daemon {
             queue,
             ratio_limit: None,
             seeding_time_limit: None,
+            force: false,
             engine_id: 0,
         };
-        let eid = self.start_record(&record)?;
+        // Paused in the engine; the queue starts it when a slot is free.
+        let eid = self.start_record(&record, true)?;
         let info = self
             .session
             .info(eid)
@@ -429,6 +439,8 @@ impl Daemon {
             inner.records.insert(id, record.clone());
         }
         self.save(&record);
+        drop(_op);
+        self.apply_queue().await;
         Ok((id, record.info_hash))
     }
 
@@ -467,11 +479,15 @@ impl Daemon {
             .map_err(|e| OpError::Internal(e.to_string()))
     }
 
-    pub fn resume(&self, id: u64) -> OpResult<()> {
-        let r = self.update(id, |r| r.paused = false)?;
-        self.session
-            .resume(r.engine_id)
-            .map_err(|e| OpError::Internal(e.to_string()))
+    /// Resume a paused torrent: it runs when the queue has a slot for it, or at once with
+    /// `force` (whatever the limits).
+    pub async fn resume(&self, id: u64, force: bool) -> OpResult<()> {
+        self.update(id, |r| {
+            r.paused = false;
+            r.force = force;
+        })?;
+        self.apply_queue().await;
+        Ok(())
     }
 
     pub async fn recheck(&self, id: u64) -> OpResult<()> {
@@ -488,7 +504,70 @@ impl Daemon {
         let res = self.session.remove(r.engine_id, delete_data).await;
         self.inner().records.remove(&id);
         let _ = std::fs::remove_file(self.torrents_dir().join(format!("{}.json", r.info_hash)));
+        drop(_op);
+        self.apply_queue().await;
         res.map_err(|e| OpError::Internal(format!("removed, but: {e}")))
+    }
+
+    /// One pass of the queue and the seeding limits: in queue order, the first
+    /// `max_active_downloads` incomplete and `max_active_seeds` complete torrents that are
+    /// not paused by the user run, the others wait (paused in the engine, shown `queued`);
+    /// a seed past its ratio or seeding time is paused.
+    pub async fn apply_queue(&self) {
+        let _q = self.queue_lock.lock().await;
+        let infos: std::collections::HashMap<TorrentId, TorrentInfo> =
+            self.session.list().into_iter().map(|i| (i.id, i)).collect();
+        let mut records = self.records();
+        records.sort_by_key(|r| (r.queue, r.id));
+        let slots = |n: usize| if n == 0 { usize::MAX } else { n };
+        let mut downloads = slots(self.config.max_active_downloads);
+        let mut seeds = slots(self.config.max_active_seeds);
+        let now = now_secs();
+        for r in records {
+            let Some(info) = infos.get(&r.engine_id) else {
+                continue;
+            };
+            if r.paused || matches!(info.state, TorrentState::Error(_)) {
+                continue;
+            }
+            let engine_paused = info.state == TorrentState::Paused;
+            let complete = r.completed_at.is_some();
+            if complete && self.seeding_done(&r, info, now) {
+                tracing::info!(id = r.id, "seeding limit reached: paused");
+                let _ = self.pause(r.id).await;
+                continue;
+            }
+            let slot = if complete { &mut seeds } else { &mut downloads };
+            let run = if *slot > 0 {
+                *slot -= 1;
+                true
+            } else {
+                r.force
+            };
+            if run && engine_paused {
+                let _ = self.session.resume(r.engine_id);
+            } else if !run && !engine_paused {
+                let _ = self.session.pause(r.engine_id).await;
+            }
+        }
+    }
+
+    /// Has this complete torrent seeded enough (its limits, else the session's)?
+    fn seeding_done(&self, r: &Record, info: &TorrentInfo, now: u64) -> bool {
+        let ratio_limit = r.ratio_limit.or(self.config.ratio_limit);
+        let time_limit = r.seeding_time_limit.or(self.config.seeding_time_limit);
+        if let Some(limit) = ratio_limit {
+            let base = info.stats.downloaded.max(info.stats.total_bytes).max(1);
+            if info.stats.uploaded as f64 / base as f64 >= limit {
+                return true;
+            }
+        }
+        if let (Some(limit), Some(done)) = (time_limit, r.completed_at)
+            && now.saturating_sub(done) >= limit
+        {
+            return true;
+        }
+        false
     }
 
     pub fn set_limits(&self, id: u64, down: Option<u64>, up: Option<u64>) -> OpResult<()> {
@@ -674,6 +753,7 @@ impl Daemon {
             TorrentState::Metadata => ("metadata", None),
             TorrentState::Checking => ("checking", None),
             TorrentState::Queued => ("queued", None),
+            TorrentState::Paused if !r.paused => ("queued", None),
             TorrentState::Paused => ("paused", None),
             TorrentState::Live if complete => ("seeding", None),
             TorrentState::Live => ("downloading", None),
