@@ -868,3 +868,79 @@ fn queueing_keeps_at_most_n_downloading_and_a_seeding_limit_stops_a_torrent() {
     d.proc.terminate(Duration::from_secs(20));
     d.proc.assert_no_panic();
 }
+
+#[test]
+fn a_file_streams_with_range_requests_while_it_downloads() {
+    if !libtorrent_available() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let size = 4 << 20;
+    let (data, t) = make_single(tmp.path(), "v.bin", 50, size);
+    let (_seeder, port) = spawn_lt_peer(
+        &t,
+        &tmp.path().join("seed"),
+        &[],
+        &["--seed", "--upload-limit", "500000"],
+    );
+    let mut d = spawn_daemon(&tmp.path().join("state"), &tmp.path().join("dl"), &[]);
+    let b64 = base64_std(&std::fs::read(&t).unwrap());
+    let (s, v) = api_json(
+        &d.api,
+        "POST",
+        "/torrents",
+        Some(json!({"torrent_base64": b64, "peers": [format!("127.0.0.1:{port}")]})),
+    );
+    assert_eq!(s, 201, "{v}");
+    let id = v["id"].as_u64().unwrap();
+    let before = wait_torrent(&mut d, id, Duration::from_secs(60), "downloading", |t| {
+        t["state"] == "downloading"
+    });
+    assert!(
+        before["have_bytes"].as_u64().unwrap() < 2_000_000,
+        "too fast to test: {before}"
+    );
+    // From the middle, while the download runs.
+    let (status, body) = http(
+        &d.api,
+        "GET",
+        &format!("/api/v1/torrents/{id}/files/0/stream"),
+        &[("Range", "bytes=2000000-2999999")],
+        b"",
+    );
+    assert_eq!(status, 206);
+    let original = std::fs::read(&data).unwrap();
+    assert!(
+        body == original[2_000_000..3_000_000],
+        "the streamed bytes differ ({} bytes)",
+        body.len()
+    );
+    // The end of the file, and a range past it.
+    let (status, body) = http(
+        &d.api,
+        "GET",
+        &format!("/api/v1/torrents/{id}/files/0/stream"),
+        &[("Range", "bytes=-1000")],
+        b"",
+    );
+    assert_eq!(status, 206);
+    assert!(body == original[size - 1000..]);
+    let (status, _) = http(
+        &d.api,
+        "GET",
+        &format!("/api/v1/torrents/{id}/files/0/stream"),
+        &[("Range", &format!("bytes={size}-"))],
+        b"",
+    );
+    assert_eq!(status, 416);
+    let (status, _) = http(
+        &d.api,
+        "GET",
+        &format!("/api/v1/torrents/{id}/files/1/stream"),
+        &[],
+        b"",
+    );
+    assert_eq!(status, 400);
+    d.proc.terminate(Duration::from_secs(20));
+    d.proc.assert_no_panic();
+}

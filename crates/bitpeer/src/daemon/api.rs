@@ -121,6 +121,7 @@ pub fn router(daemon: Daemon) -> Router {
         )
         .route("/api/v1/torrents/{id}/{action}", post(action))
         .route("/api/v1/torrents/{id}/files", get(files).patch(patch_files))
+        .route("/api/v1/torrents/{id}/files/{index}/stream", get(stream))
         .route("/api/v1/torrents/{id}/peers", get(peers))
         .route("/api/v1/torrents/{id}/trackers", get(trackers))
         .route("/api/v1/torrents/{id}/pieces", get(pieces))
@@ -924,9 +925,167 @@ async fn fallback(req: Request) -> Response {
     }
 }
 
+/// How long a stream waits for the next piece before it ends.
+const STREAM_STALL: Duration = Duration::from_secs(120);
+/// Bytes read and sent at a time.
+const STREAM_CHUNK: u64 = 256 << 10;
+
+/// `bytes=A-B`, `bytes=A-` or `bytes=-N` of a file of `len` bytes: (start, end exclusive).
+/// `None` for a range that cannot be satisfied; `Some(None)` for no (or an ignored) header.
+fn parse_range(header: Option<&str>, len: u64) -> Option<Option<(u64, u64)>> {
+    let Some(h) = header else { return Some(None) };
+    let Some(spec) = h.trim().strip_prefix("bytes=") else {
+        return Some(None);
+    };
+    if spec.contains(',') {
+        return Some(None); // several ranges: answer the whole file
+    }
+    let (a, b) = spec.split_once('-')?;
+    let (a, b) = (a.trim(), b.trim());
+    let range = if a.is_empty() {
+        let n: u64 = b.parse().ok()?;
+        (len.saturating_sub(n), len)
+    } else {
+        let start: u64 = a.parse().ok()?;
+        let end = if b.is_empty() {
+            len
+        } else {
+            b.parse::<u64>().ok()?.saturating_add(1).min(len)
+        };
+        (start, end)
+    };
+    if range.0 >= range.1 {
+        return None;
+    }
+    Some(Some(range))
+}
+
+/// A file's bytes while it downloads: each chunk is sent once its pieces are verified
+/// (the torrent is switched to sequential, so the pieces ahead come first). Range requests
+/// get a 206.
+async fn stream(
+    State(app): State<App>,
+    Path((id, index)): Path<(String, String)>,
+    headers: HeaderMap,
+) -> Result<Response, ApiError> {
+    let id = parse_id(&id)?;
+    let r = app.daemon.record(id)?;
+    let meta = app.daemon.session.metainfo(r.engine_id).ok_or_else(|| {
+        ApiError(
+            StatusCode::CONFLICT,
+            "the torrent's metadata is not known yet".into(),
+        )
+    })?;
+    let index: usize = index
+        .parse()
+        .ok()
+        .filter(|&i| i < meta.info.files.len())
+        .ok_or_else(|| ApiError::bad(format!("no file with index {index:.20}")))?;
+    let file = &meta.info.files[index];
+    let len = file.length;
+    let range = parse_range(
+        headers.get(header::RANGE).and_then(|v| v.to_str().ok()),
+        len,
+    )
+    .ok_or_else(|| {
+        ApiError(
+            StatusCode::RANGE_NOT_SATISFIABLE,
+            format!("the file has {len} bytes"),
+        )
+    })?;
+    let (start, end) = range.unwrap_or((0, len));
+    let path = r.save_path.join(meta.info.file_path(index));
+    let file_offset = file.offset;
+    let piece_len = meta.info.piece_length.max(1);
+    if let Some(t) = app.daemon.session.torrent(r.engine_id) {
+        t.set_sequential(true);
+    }
+    let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
+    let daemon = app.daemon.clone();
+    let eid = r.engine_id;
+    tokio::spawn(async move {
+        let mut pos = start;
+        while pos < end {
+            let n = STREAM_CHUNK.min(end - pos);
+            let first = (file_offset + pos) / piece_len;
+            let last = (file_offset + pos + n - 1) / piece_len;
+            // Wait (bounded) until every piece under this chunk is verified.
+            let waited = tokio::time::timeout(STREAM_STALL, async {
+                loop {
+                    let ready = daemon.session.torrent(eid).is_some_and(|t| {
+                        let have = t.have();
+                        (first..=last).all(|p| have.get(p as u32))
+                    });
+                    if ready || tx.is_closed() {
+                        break;
+                    }
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+            })
+            .await;
+            if waited.is_err() || tx.is_closed() {
+                return;
+            }
+            let p = path.clone();
+            let read = tokio::task::spawn_blocking(move || -> std::io::Result<Vec<u8>> {
+                use std::os::unix::fs::FileExt;
+                let f = std::fs::File::open(&p)?;
+                let mut buf = vec![0u8; n as usize];
+                f.read_exact_at(&mut buf, pos)?;
+                Ok(buf)
+            })
+            .await
+            .unwrap_or_else(|e| Err(std::io::Error::other(e.to_string())));
+            let failed = read.is_err();
+            if tx.send(read.map(Bytes::from)).await.is_err() || failed {
+                return;
+            }
+            pos += n;
+        }
+    });
+    let body =
+        axum::body::Body::from_stream(futures_util::stream::unfold(rx, |mut rx| async move {
+            rx.recv().await.map(|x| (x, rx))
+        }));
+    let mut res = Response::new(body);
+    let h = res.headers_mut();
+    h.insert(header::ACCEPT_RANGES, HeaderValue::from_static("bytes"));
+    h.insert(
+        header::CONTENT_TYPE,
+        HeaderValue::from_static("application/octet-stream"),
+    );
+    if let Ok(v) = HeaderValue::from_str(&(end - start).to_string()) {
+        h.insert(header::CONTENT_LENGTH, v);
+    }
+    if range.is_some() {
+        *res.status_mut() = StatusCode::PARTIAL_CONTENT;
+        if let Ok(v) = HeaderValue::from_str(&format!("bytes {start}-{}/{len}", end - 1)) {
+            res.headers_mut().insert(header::CONTENT_RANGE, v);
+        }
+    }
+    Ok(res)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn ranges_parse_and_bound() {
+        assert_eq!(parse_range(None, 100), Some(None));
+        assert_eq!(parse_range(Some("bytes=0-9"), 100), Some(Some((0, 10))));
+        assert_eq!(parse_range(Some("bytes=90-"), 100), Some(Some((90, 100))));
+        assert_eq!(parse_range(Some("bytes=-10"), 100), Some(Some((90, 100))));
+        assert_eq!(
+            parse_range(Some("bytes=50-1000"), 100),
+            Some(Some((50, 100)))
+        );
+        assert_eq!(parse_range(Some("bytes=100-"), 100), None);
+        assert_eq!(parse_range(Some("bytes=9-2"), 100), None);
+        assert_eq!(parse_range(Some("bytes=x-2"), 100), None);
+        assert_eq!(parse_range(Some("bytes=0-1,5-6"), 100), Some(None));
+        assert_eq!(parse_range(Some("items=0-1"), 100), Some(None));
+    }
 
     #[test]
     fn ids_are_plain_numbers() {
