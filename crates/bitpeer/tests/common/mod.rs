@@ -399,7 +399,7 @@ pub fn make_tree(root: &Path, name: &str) -> PathBuf {
 
 /// True if the real client is usable. If it is not: panics with `why` unless
 /// `BITPEER_SKIP_INTEROP=1`, in which case it prints a line and returns false.
-fn available_or_fail(ok: bool, why: &str) -> bool {
+pub fn available_or_fail(ok: bool, why: &str) -> bool {
     if ok {
         return true;
     }
@@ -1012,6 +1012,22 @@ pub fn info_hash_v1(torrent: &Path) -> [u8; 20] {
         *b = u8::from_str_radix(&hex[2 * i..2 * i + 2], 16).unwrap();
     }
     out
+}
+
+/// Peak resident memory (`VmHWM`) of a running process, in MiB.
+pub fn peak_rss_mib(pid: u32) -> u64 {
+    try_peak_rss_mib(pid).expect("VmHWM in /proc/PID/status")
+}
+
+/// [`peak_rss_mib`], or `None` once the process is gone.
+pub fn try_peak_rss_mib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())?;
+    Some(kib / 1024)
 }
 
 pub const DAEMON_TIMEOUT: Duration = Duration::from_secs(300);
