@@ -62,6 +62,10 @@ if ! scripts/install-ipfs.sh; then
     notice "scripts/install-ipfs.sh failed; IPFS interop tests will fail unless BITPEER_SKIP_INTEROP=1"
 fi
 
+# --- the web UI's browser test: Debian chromium, playwright-core pinned from npm ----------
+step "web UI test tools (scripts/install-webui.sh)"
+scripts/install-webui.sh || notice "scripts/install-webui.sh failed; the web UI test will fail unless BITPEER_SKIP_INTEROP=1"
+
 # --- formatting and lints ---------------------------------------------------------------
 step "cargo fmt --all --check"
 cargo fmt --all --check

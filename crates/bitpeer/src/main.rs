@@ -6,7 +6,9 @@
 //! - 1: the command failed (bad input, I/O error, ...); stderr says why in one line
 //! - 2: the command line itself is wrong (clap's usage errors)
 
+mod client;
 mod create;
+mod daemon;
 mod demo;
 mod dht_cmd;
 mod download;
@@ -15,6 +17,7 @@ mod ipfs;
 mod pipe;
 mod tracker;
 mod units;
+mod webui;
 
 use clap::{Parser, Subcommand};
 use std::process::ExitCode;
@@ -75,6 +78,22 @@ enum Command {
     Pipe(pipe::Args),
     /// IPFS: import, export, serve and fetch content by CID (UnixFS, CAR, trustless gateway).
     Ipfs(ipfs::Args),
+    /// Run an always-on node with many torrents, an HTTP API and a web UI (foreground).
+    Daemon(daemon::Args),
+    /// Add a torrent to a running daemon: a .torrent file, a magnet link or a URL.
+    Add(client::AddArgs),
+    /// List the daemon's torrents.
+    Ls(client::LsArgs),
+    /// Show one torrent of the daemon, with its files.
+    Show(client::IdArgs),
+    /// Pause a torrent of the daemon.
+    Pause(client::IdArgs),
+    /// Resume a paused torrent of the daemon.
+    Resume(client::IdArgs),
+    /// Remove a torrent from the daemon, with --delete-data its files too.
+    Rm(client::RmArgs),
+    /// Show or set rate limits: of one torrent, or without an ID of the whole daemon.
+    Limit(client::LimitArgs),
 }
 
 fn main() -> ExitCode {
@@ -90,6 +109,14 @@ fn main() -> ExitCode {
         Command::Dht(args) => dht_cmd::run(args),
         Command::Pipe(args) => pipe::run(args),
         Command::Ipfs(args) => ipfs::run(args),
+        Command::Daemon(args) => daemon::run(args),
+        Command::Add(args) => client::add(args),
+        Command::Ls(args) => client::ls(args),
+        Command::Show(args) => client::show(args),
+        Command::Pause(args) => client::pause(args),
+        Command::Resume(args) => client::resume(args),
+        Command::Rm(args) => client::rm(args),
+        Command::Limit(args) => client::limit(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

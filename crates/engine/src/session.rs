@@ -969,3 +969,27 @@ async fn tcp_accept_loop(ctx: Arc<NodeContext>, listener: TcpListener) {
         }
     }
 }
+
+impl Session {
+    /// Change the configuration a torrent is kept with (file priorities, sequential, ...),
+    /// so a pause and resume keep the change. A live torrent is not touched: tell it too
+    /// ([`Torrent::set_file_priorities`], [`Torrent::set_sequential`]).
+    pub fn update_config(
+        &self,
+        id: TorrentId,
+        f: impl FnOnce(&mut TorrentConfig),
+    ) -> Result<(), EngineError> {
+        let mut t = self.table();
+        let e = t
+            .entries
+            .get_mut(&id)
+            .ok_or(EngineError::UnknownTorrent(id))?;
+        f(&mut e.config);
+        Ok(())
+    }
+
+    /// The configuration torrent `id` is kept with.
+    pub fn torrent_config(&self, id: TorrentId) -> Option<TorrentConfig> {
+        Some(self.table().entries.get(&id)?.config.clone())
+    }
+}

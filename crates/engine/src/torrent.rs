@@ -2093,3 +2093,44 @@ fn verify_and_store(shared: &Arc<Shared>, piece: u32, buf: PieceBuf) {
         }
     }
 }
+
+/// One connected peer, as a display shows it.
+#[derive(Debug, Clone)]
+pub struct PeerInfo {
+    pub addr: SocketAddr,
+    /// Its client name, from its extended handshake.
+    pub client: Option<String>,
+    /// Payload bytes from and to it over the connection's life.
+    pub downloaded: u64,
+    pub uploaded: u64,
+    /// Pieces it has, of `piece_count`.
+    pub pieces: u32,
+    pub piece_count: u32,
+    /// It is interested in us; we unchoke it; it is snubbed.
+    pub interested: bool,
+    pub unchoked: bool,
+    pub snubbed: bool,
+}
+
+impl Torrent {
+    /// The peers connected now (at most `max`).
+    pub fn peer_list(&self, max: usize) -> Vec<PeerInfo> {
+        let s = lock(&self.shared);
+        let piece_count = s.picker.piece_count();
+        s.peers
+            .values()
+            .take(max)
+            .map(|p| PeerInfo {
+                addr: p.addr,
+                client: p.client.clone(),
+                downloaded: p.downloaded,
+                uploaded: p.uploaded,
+                pieces: p.pieces,
+                piece_count,
+                interested: p.interested,
+                unchoked: p.unchoked,
+                snubbed: p.snubbed,
+            })
+            .collect()
+    }
+}

@@ -1029,3 +1029,34 @@ pub fn try_peak_rss_mib(pid: u32) -> Option<u64> {
         .and_then(|v| v.parse().ok())?;
     Some(kib / 1024)
 }
+
+pub const DAEMON_TIMEOUT: Duration = Duration::from_secs(300);
+
+/// A daemon process and its API address.
+pub struct Daemon {
+    pub proc: Proc,
+    /// HOST:PORT of its API.
+    pub api: String,
+}
+
+/// `bitpeer daemon` on free ports of 127.0.0.1 (no DHT, LSD or trackers), waiting for its
+/// `api listening on` line.
+pub fn spawn_daemon(state: &Path, downloads: &Path, extra: &[&str]) -> Daemon {
+    let mut cmd = Command::new(bitpeer_bin());
+    cmd.arg("daemon")
+        .args(["--api", "127.0.0.1:0", "--listen", "127.0.0.1:0"])
+        .args(["--no-dht", "--no-lsd", "--no-trackers"])
+        .arg("--state-dir")
+        .arg(state)
+        .arg("--download-dir")
+        .arg(downloads)
+        .args(extra)
+        .env_remove("BITPEER_API_PASSWORD")
+        .env_remove("BITPEER_API_USER");
+    let mut proc = Proc::spawn(cmd, DAEMON_TIMEOUT);
+    let api = proc.wait_line(Duration::from_secs(60), |l| {
+        l.strip_prefix("api listening on http://")
+            .map(str::to_owned)
+    });
+    Daemon { proc, api }
+}
