@@ -204,6 +204,22 @@ fn peers_that_request_and_never_read_do_not_blow_up_memory() {
     assert!(peak < 256, "seeder peak RSS {peak} MiB");
 }
 
+/// `bitpeer download LINK -o OUT` (no DHT, no LSD) to completion; how long it took.
+fn magnet_download(link: &str, out: &Path) -> Duration {
+    let mut cmd = Command::new(bitpeer_bin());
+    cmd.arg("download").arg(link).arg("-o").arg(out).args([
+        "--listen",
+        "127.0.0.1:0",
+        "--json",
+        "--no-dht",
+        "--no-lsd",
+    ]);
+    let started = Instant::now();
+    let mut dl = Proc::spawn(cmd, Duration::from_secs(60));
+    finish_download(&mut dl, Duration::from_secs(60));
+    started.elapsed()
+}
+
 #[test]
 fn a_silent_metadata_peer_does_not_stall_a_magnet_download() {
     if !libtorrent_available() {
@@ -254,36 +270,11 @@ fn a_silent_metadata_peer_does_not_stall_a_magnet_download() {
         "magnet:?xt=urn:btih:{}&x.pe=127.0.0.1:{lt_port}",
         hex(&info_hash_v1(&torrent))
     );
-    let unattacked = {
-        let out = tmp.path().join("plain");
-        let mut cmd = Command::new(bitpeer_bin());
-        cmd.arg("download").arg(&plain).arg("-o").arg(&out).args([
-            "--listen",
-            "127.0.0.1:0",
-            "--json",
-            "--no-dht",
-            "--no-lsd",
-        ]);
-        let started = Instant::now();
-        let mut dl = Proc::spawn(cmd, Duration::from_secs(60));
-        finish_download(&mut dl, Duration::from_secs(60));
-        started.elapsed()
-    };
+    let unattacked = magnet_download(&plain, &tmp.path().join("plain"));
     let mut times = Vec::new();
     for run in 0..10 {
         let out = tmp.path().join(format!("out{run}"));
-        let mut cmd = Command::new(bitpeer_bin());
-        cmd.arg("download").arg(&link).arg("-o").arg(&out).args([
-            "--listen",
-            "127.0.0.1:0",
-            "--json",
-            "--no-dht",
-            "--no-lsd",
-        ]);
-        let started = Instant::now();
-        let mut dl = Proc::spawn(cmd, Duration::from_secs(60));
-        finish_download(&mut dl, Duration::from_secs(60));
-        let took = started.elapsed();
+        let took = magnet_download(&link, &out);
         assert_same_tree(&data.join("album"), &out.join("album"));
         assert!(
             took < unattacked + Duration::from_secs(5),

@@ -612,14 +612,11 @@ impl Session {
         download: u64,
         upload: u64,
     ) -> Result<(), EngineError> {
-        let mut t = self.table();
-        let e = t
-            .entries
-            .get_mut(&id)
-            .ok_or(EngineError::UnknownTorrent(id))?;
-        e.config.download_limit = download;
-        e.config.upload_limit = upload;
-        if let Running::Torrent(t) = &e.running {
+        self.update_config(id, |c| {
+            c.download_limit = download;
+            c.upload_limit = upload;
+        })?;
+        if let Some(t) = self.torrent(id) {
             t.set_rate_limits(download, upload);
         }
         Ok(())
