@@ -92,6 +92,16 @@ pub struct RmArgs {
 }
 
 #[derive(clap::Args)]
+pub struct MoveArgs {
+    /// The torrent: its id, its info-hash, or a unique prefix of either.
+    id: String,
+    /// The folder to move its content to (inside the daemon's allowed folders).
+    dir: String,
+    #[command(flatten)]
+    conn: Conn,
+}
+
+#[derive(clap::Args)]
 pub struct LimitArgs {
     /// A torrent (id, info-hash or unique prefix); without it, the session-wide limits.
     id: Option<String>,
@@ -416,6 +426,29 @@ pub fn rm(args: RmArgs) -> CliResult {
                 } else {
                     ""
                 }
+            );
+        }
+        Ok(())
+    })
+}
+
+pub fn move_data(args: MoveArgs) -> CliResult {
+    block_on(async {
+        let c = Client::new(&args.conn)?;
+        let id = c.resolve(&args.id).await?;
+        let v = c
+            .call(
+                reqwest::Method::POST,
+                &format!("/torrents/{id}/move"),
+                Some(json!({"save_path": args.dir})),
+            )
+            .await?;
+        if args.conn.json {
+            print_json(&v);
+        } else {
+            println!(
+                "moved {id} to {}",
+                v["save_path"].as_str().unwrap_or(&args.dir)
             );
         }
         Ok(())

@@ -94,6 +94,9 @@ enum Command {
     Rm(client::RmArgs),
     /// Show or set rate limits: of one torrent, or without an ID of the whole daemon.
     Limit(client::LimitArgs),
+    /// Move a torrent's data to another folder, through the daemon (it stops and starts
+    /// again if it was running).
+    Move(client::MoveArgs),
 }
 
 fn main() -> ExitCode {
@@ -117,6 +120,7 @@ fn main() -> ExitCode {
         Command::Resume(args) => client::resume(args),
         Command::Rm(args) => client::rm(args),
         Command::Limit(args) => client::limit(args),
+        Command::Move(args) => client::move_data(args),
     };
     match result {
         Ok(()) => ExitCode::SUCCESS,

@@ -968,3 +968,36 @@ fn a_file_streams_with_range_requests_while_it_downloads() {
     d.proc.terminate(Duration::from_secs(20));
     d.proc.assert_no_panic();
 }
+
+/// `bitpeer move` moves a seeding torrent's files to another folder under the download
+/// folder: it seeds again from there with every piece, and the old files are gone. A folder
+/// outside the allowed ones is refused and nothing moves.
+#[test]
+fn move_takes_a_torrents_data_to_another_folder() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dl = tmp.path().join("dl");
+    let (data, t) = make_single(tmp.path(), "m.bin", 21, 300_000);
+    std::fs::create_dir_all(&dl).unwrap();
+    std::fs::copy(&data, dl.join("m.bin")).unwrap();
+    let mut d = spawn_daemon(&tmp.path().join("state"), &dl, &[]);
+    let id = add_b64(&d, &t);
+    wait_states(&mut d, &[id], "seeding", |s| s[0] == "seeding");
+    let to = dl.join("archive");
+    let out = cli(&d, &["move", &id.to_string(), to.to_str().unwrap()]);
+    assert_eq!(out.code(), Some(0), "{}", out.explain());
+    assert!(!dl.join("m.bin").exists(), "the old file is gone");
+    assert_eq!(
+        std::fs::read(to.join("m.bin")).unwrap(),
+        std::fs::read(&data).unwrap()
+    );
+    wait_states(&mut d, &[id], "seeding again", |s| s[0] == "seeding");
+    assert_eq!(torrent(&d, id)["progress"], 1.0);
+    assert_eq!(torrent(&d, id)["save_path"], to.to_str().unwrap());
+    // Outside the download folder: refused, nothing moves.
+    let outside = tmp.path().join("outside");
+    let bad = cli(&d, &["move", &id.to_string(), outside.to_str().unwrap()]);
+    assert_eq!(bad.code(), Some(1), "{}", bad.explain());
+    assert!(to.join("m.bin").exists() && !outside.exists());
+    d.proc.terminate(Duration::from_secs(20));
+    d.proc.assert_no_panic();
+}

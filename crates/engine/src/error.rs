@@ -33,6 +33,8 @@ pub enum EngineError {
     /// The torrent went to the `Error` state; the text says why.
     #[error("{0}")]
     Failed(String),
+    #[error("cannot move the torrent's data: {0}")]
+    Move(std::io::Error),
     #[error("cannot delete the torrent's data: {0}")]
     Delete(std::io::Error),
 }

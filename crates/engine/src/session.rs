@@ -604,6 +604,38 @@ impl Session {
         Ok(())
     }
 
+    /// Move a torrent's data (its files, resume and part files) to `new_dir`: the torrent
+    /// stops while the files move (a rename, or a copy and delete across filesystems) and
+    /// starts again from its resume data if it was running. Folders left empty are
+    /// removed. A torrent whose metadata is not known yet just changes its folder.
+    pub async fn move_data(&self, id: TorrentId, new_dir: PathBuf) -> Result<(), EngineError> {
+        let (was, meta, old_dir) = {
+            let t = self.table();
+            let e = t.entries.get(&id).ok_or(EngineError::UnknownTorrent(id))?;
+            (e.state.clone(), e.meta.clone(), e.config.dir.clone())
+        };
+        if old_dir == new_dir {
+            return Ok(());
+        }
+        let was_running = !matches!(was, TorrentState::Paused | TorrentState::Error(_));
+        if was_running {
+            self.pause(id).await?;
+        }
+        if let Some(meta) = meta {
+            let (from, to) = (old_dir.clone(), new_dir.clone());
+            tokio::task::spawn_blocking(move || move_torrent_data(&meta, &from, &to))
+                .await
+                .map_err(|_| EngineError::Delete(std::io::Error::other("cancelled")))?
+                .map_err(EngineError::Move)?;
+        }
+        self.update_config(id, |c| c.dir = new_dir)?;
+        tracing::info!(id, from = %old_dir.display(), "torrent data moved");
+        if was_running {
+            self.resume(id)?;
+        }
+        Ok(())
+    }
+
     /// Change a torrent's own rate limits (bytes per second; 0: none). Kept across
     /// pause and resume.
     pub fn set_torrent_limits(
@@ -951,6 +983,72 @@ fn delete_torrent_data(meta: &Metainfo, dir: &std::path::Path) -> std::io::Resul
     }
     let _ = std::fs::remove_file(crate::torrent::resume_path(dir, meta));
     let _ = std::fs::remove_file(crate::storage::part_file_path(info, dir));
+    Ok(())
+}
+
+/// Move the torrent's own files (and its resume and part files) from `from` to `to`, and
+/// remove the folders this leaves empty below `from`. Paths come from the metainfo's
+/// sanitized layout, so nothing outside the two folders is touched.
+fn move_torrent_data(
+    meta: &Metainfo,
+    from: &std::path::Path,
+    to: &std::path::Path,
+) -> std::io::Result<()> {
+    let info = &meta.info;
+    let mut moves: Vec<(PathBuf, PathBuf)> = Vec::new();
+    let mut folders = std::collections::BTreeSet::new();
+    for (i, f) in info.files.iter().enumerate() {
+        if f.attr.pad {
+            continue;
+        }
+        let rel = info.file_path(i);
+        moves.push((from.join(&rel), to.join(&rel)));
+        let mut p = rel.parent();
+        while let Some(parent) = p.filter(|p| !p.as_os_str().is_empty()) {
+            folders.insert(from.join(parent));
+            p = parent.parent();
+        }
+    }
+    let resume = crate::torrent::resume_path(from, meta);
+    moves.push((resume, crate::torrent::resume_path(to, meta)));
+    let part = crate::storage::part_file_path(info, from);
+    moves.push((part, crate::storage::part_file_path(info, to)));
+    // Nothing moves if any destination is taken.
+    if let Some((_, dst)) = moves
+        .iter()
+        .find(|(src, dst)| src.is_file() && dst.exists())
+    {
+        return Err(std::io::Error::new(
+            std::io::ErrorKind::AlreadyExists,
+            format!("{} already exists", dst.display()),
+        ));
+    }
+    for (src, dst) in moves {
+        match std::fs::symlink_metadata(&src) {
+            Ok(m) if m.is_file() => {}
+            Ok(_) => continue, // not a plain file of ours: left alone
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        }
+        if dst.exists() {
+            return Err(std::io::Error::new(
+                std::io::ErrorKind::AlreadyExists,
+                format!("{} already exists", dst.display()),
+            ));
+        }
+        if let Some(parent) = dst.parent() {
+            std::fs::create_dir_all(parent)?;
+        }
+        if std::fs::rename(&src, &dst).is_err() {
+            // Another filesystem: copy, flush, then delete the original.
+            std::fs::copy(&src, &dst)?;
+            std::fs::File::open(&dst)?.sync_all()?;
+            std::fs::remove_file(&src)?;
+        }
+    }
+    for folder in folders.iter().rev() {
+        let _ = std::fs::remove_dir(folder);
+    }
     Ok(())
 }
 

@@ -176,3 +176,35 @@ async fn pause_resume_recheck_remove_at_run_time() {
     leecher.shutdown().await;
     seeder.shutdown().await;
 }
+
+/// Moving a torrent's data while it runs: the files (and resume file) go to the new
+/// folder, the old folder is left without them, and the torrent is live again with every
+/// piece still verified (no download, trusted from its resume data).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn move_data_while_running() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    let meta = make(&src, "gamma", 700_000, 3);
+    let session = Session::bind(local()).await.unwrap();
+    let id = session.add(add(&meta, &src, vec![], false)).unwrap();
+    let t = session.wait_live(id).await.unwrap();
+    assert!(t.is_complete());
+    let dest = tmp.path().join("elsewhere/deeper");
+    session.move_data(id, dest.clone()).await.unwrap();
+    assert!(!src.join("gamma").exists(), "the old folder is emptied");
+    for f in ["gamma/part0.bin", "gamma/part1.bin"] {
+        assert!(dest.join(f).is_file(), "{f} moved");
+    }
+    let info = session.info(id).unwrap();
+    assert_eq!(info.save_path, dest);
+    let t = session.wait_live(id).await.unwrap();
+    assert!(t.is_complete(), "still complete after the move");
+    assert_eq!(t.stats().downloaded, 0);
+    // A folder that already holds the files is refused, and nothing moves.
+    std::fs::create_dir_all(src.join("gamma")).unwrap();
+    std::fs::write(src.join("gamma/part0.bin"), b"someone else's").unwrap();
+    assert!(session.move_data(id, src.clone()).await.is_err());
+    assert!(dest.join("gamma/part1.bin").is_file());
+    session.shutdown().await;
+}

@@ -652,6 +652,11 @@ struct QueueBody {
     position: String,
 }
 
+#[derive(Deserialize)]
+struct MoveBody {
+    save_path: String,
+}
+
 async fn action(
     State(app): State<App>,
     Path((id, action)): Path<(String, String)>,
@@ -669,11 +674,8 @@ async fn action(
             app.daemon.apply_queue().await;
         }
         "move" => {
-            app.daemon.record(id)?;
-            return Err(ApiError(
-                StatusCode::NOT_IMPLEMENTED,
-                "moving a torrent's data is not supported yet".into(),
-            ));
+            let m: MoveBody = parse_json(body)?;
+            app.daemon.move_data(id, &m.save_path).await?;
         }
         other => {
             return Err(ApiError(

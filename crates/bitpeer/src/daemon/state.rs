@@ -585,6 +585,29 @@ impl Daemon {
             .map_err(|e| OpError::Internal(e.to_string()))
     }
 
+    /// Move the torrent's data to `save_path` (checked like an add's save path): the
+    /// engine stops it, moves its files and starts it again if it ran.
+    pub async fn move_data(&self, id: u64, save_path: &str) -> OpResult<()> {
+        let to = self.check_save_path(save_path)?;
+        let _op = self.ops.lock().await;
+        // No queue pass may start the torrent while its files move.
+        let _q = self.queue_lock.lock().await;
+        let r = self.record(id)?;
+        self.session
+            .move_data(r.engine_id, to.clone())
+            .await
+            .map_err(|e| match &e {
+                engine::error::EngineError::Move(io)
+                    if io.kind() == std::io::ErrorKind::AlreadyExists =>
+                {
+                    OpError::Conflict(e.to_string())
+                }
+                _ => OpError::Internal(e.to_string()),
+            })?;
+        self.update(id, |r| r.save_path = to)?;
+        Ok(())
+    }
+
     pub fn set_sequential(&self, id: u64, on: bool) -> OpResult<()> {
         let r = self.update(id, |r| r.sequential = on)?;
         let _ = self
