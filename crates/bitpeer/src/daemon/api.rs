@@ -111,6 +111,7 @@ pub fn router(daemon: Daemon) -> Router {
         sid: Arc::new(random_token()),
         http,
     };
+    let transmission = super::transmission::router(app.daemon.clone());
     Router::new()
         .route("/api/v1/login", post(login))
         .route("/api/v1/session", get(get_session).patch(patch_session))
@@ -129,6 +130,11 @@ pub fn router(daemon: Daemon) -> Router {
         .route("/api/v1/categories/{name}", delete(remove_category))
         .route("/api/v1/events", get(events))
         .route("/metrics", get(metrics))
+        // The qBittorrent and Transmission APIs, with their own auth (SID cookie, 403;
+        // Basic then session id, 401/409).
+        .nest_service("/api/v2", super::qbittorrent::router(app.daemon.clone()))
+        .route_service("/transmission/rpc", transmission.clone())
+        .route_service("/transmission/rpc/", transmission)
         .fallback(fallback)
         .layer(middleware::from_fn_with_state(app.clone(), auth))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
@@ -136,7 +142,7 @@ pub fn router(daemon: Daemon) -> Router {
 }
 
 /// 32 random hex digits from the system's generator.
-fn random_token() -> String {
+pub(super) fn random_token() -> String {
     use std::io::Read;
     let mut b = [0u8; 16];
     let from_os = std::fs::File::open("/dev/urandom")
@@ -161,7 +167,7 @@ fn random_token() -> String {
 }
 
 /// Compare secrets without an early exit on the first differing byte.
-fn same_secret(a: &[u8], b: &[u8]) -> bool {
+pub(super) fn same_secret(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
     }
@@ -216,7 +222,9 @@ fn authorized(app: &App, headers: &HeaderMap) -> bool {
 
 async fn auth(State(app): State<App>, req: Request, next: Next) -> Response {
     let path = req.uri().path();
-    let protected = (path.starts_with("/api/") && path != "/api/v1/login") || path == "/metrics";
+    let protected =
+        (path.starts_with("/api/") && path != "/api/v1/login" && !path.starts_with("/api/v2/"))
+            || path == "/metrics";
     if protected && app.daemon.config.has_credentials() && !authorized(&app, req.headers()) {
         return ApiError(
             StatusCode::UNAUTHORIZED,
@@ -288,7 +296,7 @@ fn serde_urlencoded_login(body: &[u8]) -> Option<LoginBody> {
     })
 }
 
-fn percent_decode(s: &str) -> Option<String> {
+pub(super) fn percent_decode(s: &str) -> Option<String> {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
