@@ -910,12 +910,37 @@ fn files(d: &Daemon, r: &Record) -> Result<Value, OpError> {
     ))
 }
 
-fn trackers(d: &Daemon, r: &Record) -> Result<Value, OpError> {
+/// The daemon's tracker objects; when it does not announce (`trackers = false`), the
+/// torrent's trackers all the same, as `disabled`.
+pub fn tracker_list(d: &Daemon, r: &Record) -> Result<Vec<Value>, OpError> {
     let list = d.trackers_json(r.id)?;
+    if !list.is_empty() {
+        return Ok(list);
+    }
+    let tiers = d
+        .session
+        .metainfo(r.engine_id)
+        .map(|m| m.trackers.clone())
+        .unwrap_or_default();
+    Ok(tiers
+        .iter()
+        .enumerate()
+        .flat_map(|(tier, urls)| {
+            urls.iter().map(move |u| {
+                json!({"url": u, "tier": tier, "status": "disabled", "message": "",
+                       "seeds": null, "leechers": null, "peers": null})
+            })
+        })
+        .collect())
+}
+
+fn trackers(d: &Daemon, r: &Record) -> Result<Value, OpError> {
+    let list = tracker_list(d, r)?;
     Ok(Value::from(
         list.iter()
             .map(|t| {
                 let status = match t["status"].as_str().unwrap_or("") {
+                    "disabled" => 0,
                     "working" => 2,
                     "updating" => 3,
                     "error" => 4,

@@ -4,7 +4,7 @@
 //! with the id to use). Torrent ids are the daemon's numeric ids; hash strings work too.
 
 use super::api::{BODY_LIMIT, random_token};
-use super::qbittorrent::{authorization_ok, free_space, merge, snapshot};
+use super::qbittorrent::{authorization_ok, free_space, merge, snapshot, tracker_list};
 use super::state::{
     AddRequest, Daemon, OpError, PRIORITY_HIGH, PRIORITY_NORMAL, PRIORITY_SKIP, Record,
 };
@@ -551,7 +551,7 @@ fn tr_torrent(d: &Daemon, r: &Record, v: &Value, wanted: &[&str]) -> Value {
         );
     }
     if want("trackers") || want("trackerStats") || want("trackerList") {
-        let list = d.trackers_json(r.id).unwrap_or_default();
+        let list = tracker_list(d, r).unwrap_or_default();
         put(
             "trackers",
             Value::from(

@@ -399,7 +399,7 @@ pub fn make_tree(root: &Path, name: &str) -> PathBuf {
 
 /// True if the real client is usable. If it is not: panics with `why` unless
 /// `BITPEER_SKIP_INTEROP=1`, in which case it prints a line and returns false.
-fn available_or_fail(ok: bool, why: &str) -> bool {
+pub fn available_or_fail(ok: bool, why: &str) -> bool {
     if ok {
         return true;
     }

@@ -1,0 +1,146 @@
+//! `bitpeer daemon` driven as qBittorrent and as Transmission by the real client libraries
+//! and tools: PyPI `qbittorrent-api` and `transmission-rpc` (in the venv that
+//! scripts/install-compat.sh makes) and Debian's `transmission-remote`, downloading from
+//! libtorrent seeders on 127.0.0.1. The client side of each test is a Python script in
+//! tests/interop (compat_qb.py, compat_tr.py) that checks every answer and exits non-zero
+//! on the first wrong one: the *arr call sequence, a .torrent file and a magnet downloaded
+//! to completion and compared byte for byte, files/peers/trackers, limits, category, tags,
+//! stop, start, delete with data, and hostile calls (no or wrong credentials, a wrong
+//! session id, malformed multipart, a save path outside the allowed folders, a huge body)
+//! refused with nothing changed.
+//!
+//! Fails when a client is missing, unless BITPEER_SKIP_INTEROP=1.
+
+mod common;
+
+use common::*;
+use serde_json::Value;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+use std::time::Duration;
+
+const SCRIPT_TIMEOUT: Duration = Duration::from_secs(200);
+
+/// The venv's Python with both client libraries (BITPEER_COMPAT_PYTHON overrides).
+fn compat_python() -> Option<String> {
+    let py = std::env::var("BITPEER_COMPAT_PYTHON").unwrap_or_else(|_| {
+        let cache = std::env::var("XDG_CACHE_HOME")
+            .ok()
+            .filter(|v| !v.is_empty())
+            .map(PathBuf::from)
+            .unwrap_or_else(|| {
+                PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache")
+            });
+        cache
+            .join("bitpeer/venv-compat/bin/python")
+            .display()
+            .to_string()
+    });
+    let mut cmd = Command::new(&py);
+    cmd.args(["-c", "import qbittorrentapi, transmission_rpc"]);
+    let ok = matches!(try_run(cmd, CLIENT_TIMEOUT), Ok(o) if o.status.success());
+    let mut remote = Command::new("transmission-remote");
+    remote.arg("--version");
+    let ok = ok && try_run(remote, CLIENT_TIMEOUT).is_ok();
+    available_or_fail(
+        ok,
+        &format!(
+            "{py} cannot import qbittorrentapi and transmission_rpc, or no transmission-remote \
+             (run scripts/install-compat.sh)"
+        ),
+    )
+    .then_some(py)
+}
+
+/// A folder of two files and its torrent (for the .torrent add), and one file and its
+/// torrent (for the magnet add).
+fn make_data(tmp: &Path) -> (PathBuf, PathBuf, PathBuf, PathBuf) {
+    let seed = tmp.join("seed");
+    let set = seed.join("Show.S01");
+    write_random(&set.join("e01.mkv"), 11, 300_001);
+    write_random(&set.join("sub").join("e01.srt"), 12, 7_777);
+    let set_torrent = tmp.join("set.torrent");
+    // A tracker the daemon (run with --no-trackers) never contacts, listed all the same.
+    bitpeer_create(
+        &set,
+        &set_torrent,
+        &[
+            "--piece-length",
+            "32768",
+            "-t",
+            "http://127.0.0.1:9/announce",
+        ],
+    );
+    let single = seed.join("Movie.2026.mkv");
+    write_random(&single, 13, 250_000);
+    let single_torrent = tmp.join("single.torrent");
+    bitpeer_create(&single, &single_torrent, &["--piece-length", "32768"]);
+    (set, set_torrent, single, single_torrent)
+}
+
+fn run_client(script: &str) {
+    if !libtorrent_available() {
+        return;
+    }
+    let Some(py) = compat_python() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let (set, set_torrent, single, single_torrent) = make_data(tmp.path());
+    // The magnet's seeder runs first; the magnet names it (x.pe).
+    let (_magnet_seeder, magnet_port) =
+        spawn_lt_peer(&single_torrent, &tmp.path().join("seed"), &[], &["--seed"]);
+    let hex: String = info_hash_v1(&single_torrent)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    let magnet =
+        format!("magnet:?xt=urn:btih:{hex}&dn=Movie.2026.mkv&x.pe=127.0.0.1:{magnet_port}");
+    let outside = tmp.path().join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    let mut d = spawn_daemon(
+        &tmp.path().join("state"),
+        &tmp.path().join("dl"),
+        &["--api-user", "admin", "--api-password", "s3cret pass"],
+    );
+    let mut cmd = Command::new(&py);
+    cmd.arg(interop_dir().join(script))
+        .arg(&d.api)
+        .args(["admin", "s3cret pass"])
+        .arg(&set_torrent)
+        .arg(&set)
+        .arg(&magnet)
+        .arg(&single)
+        .arg(&outside);
+    let mut client = Proc::spawn(cmd, SCRIPT_TIMEOUT);
+    // Once the .torrent is added, its seeder starts and connects to the daemon.
+    let port = client.wait_line(Duration::from_secs(90), |l| {
+        serde_json::from_str::<Value>(l)
+            .ok()
+            .filter(|v| v["added"].is_string())
+            .and_then(|v| v["port"].as_u64())
+    });
+    let (_set_seeder, _) = spawn_lt_peer(
+        &set_torrent,
+        &tmp.path().join("seed"),
+        &[format!("127.0.0.1:{port}")],
+        &["--seed"],
+    );
+    let status = client.wait_exit(SCRIPT_TIMEOUT);
+    let lines = client.stdout_lines();
+    assert!(
+        status.success() && lines.iter().any(|l| l.contains("\"ok\": true")),
+        "{script} failed: {}\ndaemon: {}",
+        client.explain(),
+        d.proc.explain()
+    );
+    d.proc.assert_no_panic();
+}
+
+#[test]
+fn qbittorrent_clients_and_the_arr_sequence_work_against_the_daemon() {
+    run_client("compat_qb.py");
+}
+
+#[test]
+fn transmission_clients_work_against_the_daemon() {
+    run_client("compat_tr.py");
+}
