@@ -135,6 +135,8 @@ def main():
     ap.add_argument("--size", type=int, default=256 << 20)
     ap.add_argument("--leechers", type=int, default=20)
     ap.add_argument("--out", default="/dev/shm/bitpeer-swarm-bench")
+    ap.add_argument("--only", choices=["bitpeer", "libtorrent"],
+                    help="run one client's swarm only (for profiling; no ratio)")
     args = ap.parse_args()
     os.makedirs(WORK, exist_ok=True)
     src = os.path.join(WORK, "swarm-src")
@@ -148,7 +150,7 @@ def main():
                         "--tracker", url, "--force"],
                        check=True, stdout=subprocess.DEVNULL, timeout=TIMEOUT)
         subprocess.run(f"cat '{data}' > /dev/null", shell=True, check=True, timeout=TIMEOUT)
-        kinds = ["bitpeer", "libtorrent"]
+        kinds = [args.only] if args.only else ["bitpeer", "libtorrent"]
         results = {k: [] for k in kinds}
         for rnd in range(args.rounds):
             for kind in (kinds if rnd % 2 == 0 else kinds[::-1]):
@@ -169,7 +171,8 @@ def main():
         med[k] = statistics.median(w for w, _, _ in r)
         print(f"{k:<12} {med[k]:12.2f} {statistics.median(c for _, c, _ in r):12.2f} "
               f"{statistics.median(m for _, _, m in r):16.1f}")
-    print(f"bitpeer's time / libtorrent's: {med['bitpeer'] / med['libtorrent']:.2f}")
+    if len(kinds) == 2:
+        print(f"bitpeer's time / libtorrent's: {med['bitpeer'] / med['libtorrent']:.2f}")
 
 
 if __name__ == "__main__":

@@ -54,6 +54,9 @@ else
     fi
 fi
 
+step "scripts/install-pipe.sh (netcat-openbsd for the pipe tests)"
+scripts/install-pipe.sh
+
 # --- the web UI's browser test: Debian chromium, playwright-core pinned from npm ----------
 step "web UI test tools (scripts/install-webui.sh)"
 scripts/install-webui.sh || notice "scripts/install-webui.sh failed; the web UI test will fail unless BITPEER_SKIP_INTEROP=1"

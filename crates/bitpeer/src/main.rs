@@ -10,8 +10,10 @@ mod client;
 mod create;
 mod daemon;
 mod demo;
+mod dht_cmd;
 mod download;
 mod info;
+mod pipe;
 mod tracker;
 mod units;
 mod webui;
@@ -69,6 +71,10 @@ enum Command {
     Demo(demo::Args),
     /// Run a BitTorrent tracker (HTTP and UDP announce and scrape) until interrupted.
     Tracker(tracker::Args),
+    /// Store and read BEP 44 items (immutable, or signed mutable) in the mainline DHT.
+    Dht(dht_cmd::Args),
+    /// A netcat that finds its peer by public key: `pipe listen` and `pipe connect`.
+    Pipe(pipe::Args),
     /// Run an always-on node with many torrents, an HTTP API and a web UI (foreground).
     Daemon(daemon::Args),
     /// Add a torrent to a running daemon: a .torrent file, a magnet link or a URL.
@@ -97,6 +103,8 @@ fn main() -> ExitCode {
         Command::Seed(args) => download::seed(args),
         Command::Demo(args) => demo::run(args),
         Command::Tracker(args) => tracker::run(args),
+        Command::Dht(args) => dht_cmd::run(args),
+        Command::Pipe(args) => pipe::run(args),
         Command::Daemon(args) => daemon::run(args),
         Command::Add(args) => client::add(args),
         Command::Ls(args) => client::ls(args),

@@ -25,9 +25,12 @@ fn http(
     let mut s = TcpStream::connect(api).expect("connect to the API");
     s.set_read_timeout(Some(Duration::from_secs(30))).unwrap();
     let mut req = format!(
-        "{method} {path} HTTP/1.1\r\nHost: {api}\r\nConnection: close\r\nContent-Length: {}\r\n",
+        "{method} {path} HTTP/1.1\r\nConnection: close\r\nContent-Length: {}\r\n",
         body.len()
     );
+    if !headers.iter().any(|(k, _)| k.eq_ignore_ascii_case("host")) {
+        req.push_str(&format!("Host: {api}\r\n"));
+    }
     for (k, v) in headers {
         req.push_str(&format!("{k}: {v}\r\n"));
     }
@@ -500,6 +503,27 @@ fn bad_requests_get_4xx_and_change_nothing() {
             );
         }
     }
+    // What a web page elsewhere could make a browser send: refused.
+    let (s, _) = http(
+        &d.api,
+        "GET",
+        "/api/v1/torrents",
+        &[("Host", "rebind.example:8080")],
+        b"",
+    );
+    assert_eq!(s, 403);
+    let origin = [
+        ("Origin", "http://evil.example"),
+        ("Content-Type", "application/json"),
+    ];
+    let (s, _) = http(
+        &d.api,
+        "POST",
+        &format!("/api/v1/torrents/{id}/resume"),
+        &origin,
+        b"",
+    );
+    assert_eq!(s, 403);
     let after = torrent(&d, id);
     assert_eq!(before, after, "a refused request changed the torrent");
     assert_eq!(ls(&d).len(), 1);

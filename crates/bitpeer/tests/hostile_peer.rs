@@ -762,16 +762,23 @@ fn only_the_liar_is_banned_beside_a_fast_honest_seeder() {
         };
         // Fail as soon as a second ban shows, rather than when the stalled download times out.
         let end = Instant::now() + Duration::from_secs(60);
+        let mut rss = 0;
         while dl.try_status().is_none() && Instant::now() < end {
-            if let Some(line) = dl.next_line(Duration::from_millis(100)) {
+            rss = rss.max(try_peak_rss_mib(dl.pid()).unwrap_or(0));
+            if let Some(line) = dl.next_line(Duration::from_millis(20)) {
                 one_ban_at_most(&line);
             }
         }
         let last = finish_download(&mut dl, Duration::from_secs(1));
         eprintln!(
-            "run {run}: done in {:.1} s; the liar sent {} bad blocks; final line {last}",
+            "run {run}: done in {:.1} s; the liar sent {} bad blocks; peak RSS {rss} MiB; \
+             final line {last}",
             started.elapsed().as_secs_f64(),
             liar.count(|c| &c.sent)
+        );
+        assert!(
+            rss < 128,
+            "run {run}: the downloader's peak RSS reached {rss} MiB"
         );
         assert_same_tree(&s.src, &s.out.join("data.bin"));
         dl.stdout_lines().iter().for_each(|l| one_ban_at_most(l));
@@ -785,4 +792,50 @@ fn only_the_liar_is_banned_beside_a_fast_honest_seeder() {
         );
         lt.assert_no_panic();
     }
+}
+
+/// A verified piece that cannot be written is the disk's fault, not the peer's: with a
+/// folder planted where the downloaded file must go (after the download started), an
+/// honest `bitpeer seed` serves pieces that pass their hash and fail to be written, and it
+/// is never struck or banned, and no hash failure is counted. (Before, a write error
+/// counted as a hash failure: every peer of the piece got a strike, and two banned.)
+#[test]
+fn a_write_error_is_not_blamed_on_the_peer() {
+    let s = setup(110);
+    let mut dl = spawn_bitpeer_download(&s.torrent, &s.out, &[], DOWNLOAD_TIMEOUT);
+    let dl_addr = download_listen_addr(&mut dl);
+    std::fs::create_dir_all(s.out.join("data.bin").join("in-the-way")).unwrap();
+    let (mut honest, _) = spawn_bitpeer_seed(&s.torrent, s.src.parent().unwrap(), &[dl_addr]);
+    // Watch for a while: the seeder serves, no piece gets stored, nobody is blamed. (The
+    // download may also stop with an error once it reports disk errors.)
+    let end = Instant::now() + Duration::from_secs(8);
+    let mut downloaded = 0;
+    while Instant::now() < end && dl.try_status().is_none() {
+        if let Some(line) = dl.next_line(Duration::from_millis(100)) {
+            let v = progress_line(&line);
+            assert_eq!(v["banned"], 0, "the honest seeder was banned: {line}");
+            assert_eq!(
+                v["hash_failures"], 0,
+                "a write error counted as a hash failure: {line}"
+            );
+            assert_eq!(v["pieces"], 0, "{line}");
+            downloaded = v["downloaded"].as_u64().unwrap_or(0);
+        }
+    }
+    if dl.try_status().is_some() {
+        // Stopped on the error: it must name the file in the way.
+        assert!(
+            dl.stderr_str().contains("data.bin"),
+            "the download stopped without naming the file: {}",
+            dl.explain()
+        );
+    } else {
+        assert!(
+            downloaded >= u64::from(PIECE_LENGTH),
+            "the seeder never served a piece: {}",
+            dl.explain()
+        );
+    }
+    dl.assert_no_panic();
+    honest.assert_no_panic();
 }

@@ -760,7 +760,10 @@ fn one_host_cannot_fill_a_swarm() {
         started.elapsed().as_secs_f64()
     );
     assert_eq!(answered, FLOOD);
-    // The flood holds a handful of places, not the swarm.
+    // Memory stays small: the flood holds a handful of places, not the swarm.
+    let rss = peak_rss_mib(tracker.proc.pid());
+    eprintln!("tracker peak RSS after the flood: {rss} MiB");
+    assert!(rss < 64, "the tracker's peak RSS reached {rss} MiB");
     let (seeders, _, leechers) = tracker.scrape(&ih);
     assert!(
         seeders + leechers <= 4,

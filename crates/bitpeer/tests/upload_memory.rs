@@ -14,17 +14,6 @@ use common::*;
 const PIECE: usize = 8 << 20;
 const PIECES: usize = 40;
 
-fn peak_rss_mib(pid: u32) -> u64 {
-    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap();
-    let kib: u64 = status
-        .lines()
-        .find_map(|l| l.strip_prefix("VmHWM:"))
-        .and_then(|v| v.split_whitespace().next())
-        .and_then(|v| v.parse().ok())
-        .expect("VmHWM in /proc/PID/status");
-    kib / 1024
-}
-
 /// Read one message (length prefix and body), bounded.
 fn read_msg(s: &mut TcpStream) -> Vec<u8> {
     let mut len = [0u8; 4];

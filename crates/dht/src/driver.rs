@@ -22,8 +22,9 @@ use tokio::sync::{mpsc, oneshot};
 use tokio::task::JoinHandle;
 
 use crate::id::NodeId;
+use crate::item::Item;
 use crate::krpc::{decode_compact_addr, encode_compact_addr};
-use crate::node::{Event, LookupId, Node, NodeConfig};
+use crate::node::{Event, ItemWant, LookupId, LookupStats, Node, NodeConfig};
 
 /// The well-known bootstrap routers.
 pub const DEFAULT_BOOTSTRAP: [&str; 4] = [
@@ -76,8 +77,27 @@ enum Command {
         tx: mpsc::Sender<Vec<SocketAddr>>,
     },
     Bootstrap(Vec<SocketAddr>),
+    GetItem {
+        target: NodeId,
+        want: ItemWant,
+        tx: oneshot::Sender<ItemLookup>,
+    },
+    PutItem {
+        item: Item,
+        cas: Option<i64>,
+        tx: oneshot::Sender<ItemLookup>,
+    },
     TableSize(oneshot::Sender<usize>),
     Shutdown(oneshot::Sender<io::Result<()>>),
+}
+
+/// The end of a BEP 44 lookup: the newest verified item found (for a get), and what the
+/// lookup did (for a put, `announced` counts the `put`s sent and `announce_acks` the
+/// acknowledged ones).
+#[derive(Debug, Clone, Default)]
+pub struct ItemLookup {
+    pub item: Option<Item>,
+    pub stats: LookupStats,
 }
 
 /// A running DHT node. Dropping it stops the node (and saves the state file, if the runtime
@@ -192,6 +212,45 @@ impl Dht {
         self.lookup(info_hash, Some(port))
     }
 
+    async fn item_lookup(
+        &self,
+        make: impl FnOnce(oneshot::Sender<ItemLookup>) -> Command,
+    ) -> ItemLookup {
+        let (tx, rx) = oneshot::channel();
+        if self.commands.send(make(tx)).is_err() {
+            return ItemLookup::default();
+        }
+        rx.await.unwrap_or_default()
+    }
+
+    /// BEP 44: the immutable item whose bencoded value hashes to `target`.
+    pub async fn get_immutable(&self, target: [u8; 20]) -> ItemLookup {
+        self.item_lookup(|tx| Command::GetItem {
+            target: NodeId(target),
+            want: ItemWant::Immutable,
+            tx,
+        })
+        .await
+    }
+
+    /// BEP 44: the mutable item of `key` and `salt` with the highest `seq` found, its
+    /// signature checked.
+    pub async fn get_mutable(&self, key: [u8; 32], salt: Vec<u8>) -> ItemLookup {
+        let want = ItemWant::Mutable { key, salt };
+        self.item_lookup(|tx| Command::GetItem {
+            target: want.target(NodeId([0; 20])),
+            want,
+            tx,
+        })
+        .await
+    }
+
+    /// BEP 44: store `item` on the nodes closest to its target.
+    pub async fn put(&self, item: Item, cas: Option<i64>) -> ItemLookup {
+        self.item_lookup(|tx| Command::PutItem { item, cas, tx })
+            .await
+    }
+
     /// Contact these nodes (besides the configured bootstrap hosts).
     pub fn add_bootstrap(&self, addrs: Vec<SocketAddr>) {
         let _ = self.commands.send(Command::Bootstrap(addrs));
@@ -230,6 +289,8 @@ async fn run(
 ) {
     let mut buf = vec![0u8; 2048];
     let mut lookups: HashMap<LookupId, mpsc::Sender<Vec<SocketAddr>>> = HashMap::new();
+    let mut item_lookups: HashMap<LookupId, (Option<Item>, oneshot::Sender<ItemLookup>)> =
+        HashMap::new();
     let v4 = socket.local_addr().map(|a| a.is_ipv4()).unwrap_or(true);
     loop {
         let now = Instant::now();
@@ -249,8 +310,16 @@ async fn run(
                         let _ = tx.try_send(peers);
                     }
                 }
-                Event::LookupDone { lookup, .. } => {
+                Event::ItemFound { lookup, item } => {
+                    if let Some((best, _)) = item_lookups.get_mut(&lookup) {
+                        *best = Some(item);
+                    }
+                }
+                Event::LookupDone { lookup, stats, .. } => {
                     lookups.remove(&lookup);
+                    if let Some((item, tx)) = item_lookups.remove(&lookup) {
+                        let _ = tx.send(ItemLookup { item, stats });
+                    }
                 }
                 Event::Bootstrapped { .. } | Event::NodeIdChanged { .. } => {}
             }
@@ -278,6 +347,14 @@ async fn run(
                         lookups.insert(id, tx);
                     }
                     Some(Command::Bootstrap(addrs)) => node.bootstrap(&addrs, now),
+                    Some(Command::GetItem { target, want, tx }) => {
+                        let id = node.get_item(target, want, now);
+                        item_lookups.insert(id, (None, tx));
+                    }
+                    Some(Command::PutItem { item, cas, tx }) => {
+                        let id = node.put_item(item, cas, now);
+                        item_lookups.insert(id, (None, tx));
+                    }
                     Some(Command::TableSize(tx)) => {
                         let _ = tx.send(node.table_len());
                     }

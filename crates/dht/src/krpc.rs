@@ -14,6 +14,7 @@ use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use bencode::{Dict, Encoder, Limits, Value};
 
 use crate::id::NodeId;
+use crate::item::Item;
 
 /// Largest datagram we decode (an Ethernet MTU; real KRPC messages are far smaller).
 pub const MAX_DATAGRAM: usize = 1500;
@@ -90,6 +91,19 @@ pub enum Query {
         implied_port: bool,
         token: Vec<u8>,
     },
+    /// BEP 44 `get`: the item stored under `target` (only if newer than `seq`).
+    Get {
+        id: NodeId,
+        target: NodeId,
+        seq: Option<i64>,
+    },
+    /// BEP 44 `put`. The item is as received: not yet verified.
+    Put {
+        id: NodeId,
+        token: Vec<u8>,
+        item: Item,
+        cas: Option<i64>,
+    },
     /// A method we do not implement; answered with error 204.
     Unknown {
         id: NodeId,
@@ -105,6 +119,8 @@ impl Query {
             | Query::FindNode { id, .. }
             | Query::GetPeers { id, .. }
             | Query::AnnouncePeer { id, .. }
+            | Query::Get { id, .. }
+            | Query::Put { id, .. }
             | Query::Unknown { id, .. } => *id,
         }
     }
@@ -115,6 +131,8 @@ impl Query {
             Query::FindNode { .. } => b"find_node",
             Query::GetPeers { .. } => b"get_peers",
             Query::AnnouncePeer { .. } => b"announce_peer",
+            Query::Get { .. } => b"get",
+            Query::Put { .. } => b"put",
             Query::Unknown { method, .. } => method,
         }
     }
@@ -132,6 +150,12 @@ pub struct Response {
     /// Peers (`values`, 6 or 18 bytes each).
     pub values: Vec<SocketAddr>,
     pub token: Option<Vec<u8>>,
+    /// BEP 44 `get` answers: the item's bencoded value, and for a mutable item its key,
+    /// signature and `seq` (the value alone is left out when it is not newer than asked).
+    pub v: Option<Vec<u8>>,
+    pub k: Option<[u8; 32]>,
+    pub sig: Option<[u8; 64]>,
+    pub seq: Option<i64>,
 }
 
 /// Why a datagram is not a KRPC message we accept.
@@ -273,6 +297,15 @@ pub fn decode(datagram: &[u8]) -> Result<Message, DecodeError> {
     })
 }
 
+fn token_field(args: &Dict<'_>) -> Result<Vec<u8>, &'static str> {
+    Ok(args
+        .get(b"token")
+        .and_then(Value::as_bytes)
+        .filter(|t| t.len() <= MAX_TOKEN)
+        .ok_or("token")?
+        .to_vec())
+}
+
 fn decode_query(top: &Dict<'_>) -> Result<Query, &'static str> {
     let method = top.get(b"q").and_then(Value::as_bytes).ok_or("q")?;
     let args = top.get(b"a").and_then(Value::as_dict).ok_or("a")?;
@@ -296,18 +329,46 @@ fn decode_query(top: &Dict<'_>) -> Result<Query, &'static str> {
                 (_, true) => 0,
                 _ => return Err("port"),
             };
-            let token = args
-                .get(b"token")
-                .and_then(Value::as_bytes)
-                .filter(|t| t.len() <= MAX_TOKEN)
-                .ok_or("token")?
-                .to_vec();
+            let token = token_field(args)?;
             Query::AnnouncePeer {
                 id,
                 info_hash: id_field(args, "info_hash")?,
                 port,
                 implied_port,
                 token,
+            }
+        }
+        b"get" => Query::Get {
+            id,
+            target: id_field(args, "target")?,
+            seq: args.get(b"seq").and_then(Value::as_int),
+        },
+        b"put" => {
+            let token = token_field(args)?;
+            let value = args.get(b"v").ok_or("v")?.raw().to_vec();
+            let cas = args.get(b"cas").and_then(Value::as_int);
+            let item = match args.get(b"k") {
+                None => Item::Immutable { value },
+                Some(k) => Item::Mutable {
+                    key: k.as_bytes().and_then(|b| b.try_into().ok()).ok_or("k")?,
+                    sig: args
+                        .get(b"sig")
+                        .and_then(Value::as_bytes)
+                        .and_then(|b| b.try_into().ok())
+                        .ok_or("sig")?,
+                    seq: args.get(b"seq").and_then(Value::as_int).ok_or("seq")?,
+                    salt: match args.get(b"salt") {
+                        None => Vec::new(),
+                        Some(s) => s.as_bytes().ok_or("salt")?.to_vec(),
+                    },
+                    value,
+                },
+            };
+            Query::Put {
+                id,
+                token,
+                item,
+                cas,
             }
         }
         other => Query::Unknown {
@@ -353,12 +414,32 @@ fn decode_response(top: &Dict<'_>) -> Result<Response, &'static str> {
                 .to_vec(),
         ),
     };
+    // BEP 44 fields: a value over the item bound, or a key or signature of the wrong size,
+    // is left out (the responder may still have given useful nodes).
+    let v = r
+        .get(b"v")
+        .map(|v| v.raw())
+        .filter(|v| v.len() <= crate::item::MAX_VALUE)
+        .map(<[u8]>::to_vec);
+    let k = r
+        .get(b"k")
+        .and_then(Value::as_bytes)
+        .and_then(|b| b.try_into().ok());
+    let sig = r
+        .get(b"sig")
+        .and_then(Value::as_bytes)
+        .and_then(|b| b.try_into().ok());
+    let seq = r.get(b"seq").and_then(Value::as_int);
     Ok(Response {
         id,
         nodes,
         nodes6,
         values,
         token,
+        v,
+        k,
+        sig,
+        seq,
     })
 }
 
@@ -406,6 +487,36 @@ impl Message {
                                     a.int(b"implied_port", i64::from(*implied_port));
                                     a.bytes(b"token", token);
                                 }
+                                Query::Get { target, seq, .. } => {
+                                    a.bytes(b"target", &target.0);
+                                    if let Some(seq) = seq {
+                                        a.int(b"seq", *seq);
+                                    }
+                                }
+                                Query::Put {
+                                    token, item, cas, ..
+                                } => {
+                                    a.bytes(b"token", token);
+                                    a.raw(b"v", item.value());
+                                    if let Some(cas) = cas {
+                                        a.int(b"cas", *cas);
+                                    }
+                                    if let Item::Mutable {
+                                        key,
+                                        salt,
+                                        seq,
+                                        sig,
+                                        ..
+                                    } = item
+                                    {
+                                        a.bytes(b"k", key);
+                                        a.bytes(b"sig", sig);
+                                        a.int(b"seq", *seq);
+                                        if !salt.is_empty() {
+                                            a.bytes(b"salt", salt);
+                                        }
+                                    }
+                                }
                             }
                         });
                     });
@@ -434,6 +545,18 @@ impl Message {
                             }
                             if let Some(t) = &r.token {
                                 rd.bytes(b"token", t);
+                            }
+                            if let Some(v) = &r.v {
+                                rd.raw(b"v", v);
+                            }
+                            if let Some(k) = &r.k {
+                                rd.bytes(b"k", k);
+                            }
+                            if let Some(sig) = &r.sig {
+                                rd.bytes(b"sig", sig);
+                            }
+                            if let Some(seq) = r.seq {
+                                rd.int(b"seq", seq);
                             }
                         });
                     });
@@ -590,13 +713,65 @@ mod tests {
                         token,
                     }
                 }),
+            (arb_id(), arb_id(), proptest::option::of(any::<i64>()))
+                .prop_map(|(id, target, seq)| Query::Get { id, target, seq }),
+            (
+                arb_id(),
+                proptest::collection::vec(any::<u8>(), 0..MAX_TOKEN),
+                arb_item(),
+                proptest::option::of(any::<i64>()),
+            )
+                .prop_map(|(id, token, item, cas)| Query::Put {
+                    id,
+                    token,
+                    item,
+                    cas
+                }),
             (arb_id(), "[a-z_]{1,20}").prop_filter_map("known method", |(id, m)| {
-                let known = ["ping", "find_node", "get_peers", "announce_peer"];
+                let known = [
+                    "ping",
+                    "find_node",
+                    "get_peers",
+                    "announce_peer",
+                    "get",
+                    "put",
+                ];
                 (!known.contains(&m.as_str())).then(|| Query::Unknown {
                     id,
                     method: m.into_bytes(),
                 })
             }),
+        ]
+    }
+
+    fn arb_value() -> impl Strategy<Value = Vec<u8>> {
+        prop_oneof![
+            any::<i64>().prop_map(|i| format!("i{i}e").into_bytes()),
+            proptest::collection::vec(any::<u8>(), 0..200).prop_map(|b| [
+                format!("{}:", b.len()).into_bytes(),
+                b
+            ]
+            .concat()),
+        ]
+    }
+
+    fn arb_item() -> impl Strategy<Value = Item> {
+        prop_oneof![
+            arb_value().prop_map(|value| Item::Immutable { value }),
+            (
+                any::<[u8; 32]>(),
+                proptest::collection::vec(any::<u8>(), 0..64),
+                any::<i64>(),
+                arb_value(),
+                any::<[u8; 32]>(),
+            )
+                .prop_map(|(key, salt, seq, value, half)| Item::Mutable {
+                    key,
+                    salt,
+                    seq,
+                    value,
+                    sig: [half, half].concat().try_into().unwrap(),
+                }),
         ]
     }
 
@@ -609,15 +784,34 @@ mod tests {
                 proptest::collection::vec((arb_id(), arb_addr6()), 0..4),
                 proptest::collection::vec(arb_addr(), 0..20),
                 proptest::option::of(proptest::collection::vec(any::<u8>(), 0..20)),
+                proptest::option::of(arb_item()),
             )
-                .prop_map(|(id, nodes, nodes6, values, token)| {
-                    Body::Response(Response {
+                .prop_map(|(id, nodes, nodes6, values, token, item)| {
+                    let mut r = Response {
                         id,
                         nodes,
                         nodes6,
                         values,
                         token,
-                    })
+                        ..Default::default()
+                    };
+                    match item {
+                        Some(Item::Immutable { value }) => r.v = Some(value),
+                        Some(Item::Mutable {
+                            key,
+                            seq,
+                            value,
+                            sig,
+                            ..
+                        }) => {
+                            r.v = Some(value);
+                            r.k = Some(key);
+                            r.sig = Some(sig);
+                            r.seq = Some(seq);
+                        }
+                        None => {}
+                    }
+                    Body::Response(r)
                 }),
             (201i64..=204, "[ -~]{0,40}").prop_map(|(code, message)| Body::Error { code, message }),
         ]

@@ -2,6 +2,7 @@
 //!
 //! - [`krpc`]: the KRPC message codec (BEP 5, with `ip` from BEP 42 and `ro` from BEP 43).
 //! - [`id`]: 160-bit ids, XOR distance, the BEP 42 node-id restriction.
+//! - [`item`]: BEP 44 items (immutable and ed25519-signed mutable) and their bounded store.
 //! - [`table`]: the routing table of k-buckets.
 //! - [`store`]: announce tokens, the peers announced to us, the per-IP query rate limit.
 //! - [`node`]: [`Node`], the sans-IO DHT node: it takes datagrams and `now`, and hands back
@@ -10,6 +11,7 @@
 
 pub mod driver;
 pub mod id;
+pub mod item;
 pub mod krpc;
 pub mod node;
 pub mod store;
@@ -17,4 +19,5 @@ pub mod table;
 
 pub use driver::{Dht, DhtConfig};
 pub use id::NodeId;
-pub use node::{Event, LookupId, LookupStats, Node, NodeConfig};
+pub use item::Item;
+pub use node::{Event, ItemWant, LookupId, LookupStats, Node, NodeConfig};

@@ -23,6 +23,7 @@ use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
 use crate::id::{NodeId, bep42_id, bep42_valid};
+use crate::item::{Item, ItemLimits, ItemStore};
 use crate::krpc::{self, Body, DecodeError, Message, Query, Response, code};
 use crate::store::{PeerStore, RateLimiter, StoreLimits, Tokens};
 use crate::table::{Insert, K, RoutingTable};
@@ -69,6 +70,8 @@ pub struct NodeConfig {
     /// A lookup ends after this long whatever its state.
     pub lookup_deadline: Duration,
     pub store: StoreLimits,
+    /// Bounds of the BEP 44 items stored for others.
+    pub items: ItemLimits,
     /// Incoming queries per second allowed from one IP, and the burst.
     pub queries_per_ip_per_second: f64,
     pub query_burst_per_ip: f64,
@@ -98,6 +101,7 @@ impl NodeConfig {
             max_lookup_queries: 200,
             lookup_deadline: Duration::from_secs(60),
             store: StoreLimits::default(),
+            items: ItemLimits::default(),
             queries_per_ip_per_second: 20.0,
             query_burst_per_ip: 50.0,
             rate_limited_ips: 10_000,
@@ -146,6 +150,9 @@ pub enum Event {
         info_hash: NodeId,
         stats: LookupStats,
     },
+    /// A verified BEP 44 item for a [`Node::get_item`] lookup: for a mutable item, only
+    /// ones with a higher `seq` than reported before by this lookup.
+    ItemFound { lookup: LookupId, item: Item },
     /// A bootstrap lookup ended with this many nodes in the table.
     Bootstrapped { nodes: usize },
     /// Responders agree on our public address and our id did not fit it (BEP 42): we now
@@ -163,6 +170,7 @@ pub struct Footprint {
     pub lookup_candidates: usize,
     pub stored_info_hashes: usize,
     pub stored_peers: usize,
+    pub stored_items: usize,
     pub rate_limited_ips: usize,
     pub queued_transmits: usize,
     pub queued_events: usize,
@@ -208,7 +216,30 @@ enum Kind {
     Bootstrap,
     Refresh,
     GetPeers,
-    Announce { port: Option<u16> },
+    Announce {
+        port: Option<u16>,
+    },
+    /// BEP 44 `get` lookups: to read an item, or to collect tokens before a `put`.
+    GetItem,
+    PutItem,
+}
+
+/// Which item a [`Node::get_item`] lookup wants, to verify what it is given.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ItemWant {
+    /// The SHA-1 of the value is the target.
+    Immutable,
+    /// A mutable item under this key and salt.
+    Mutable { key: [u8; 32], salt: Vec<u8> },
+}
+
+impl ItemWant {
+    pub fn target(&self, immutable_target: NodeId) -> NodeId {
+        match self {
+            ItemWant::Immutable => immutable_target,
+            ItemWant::Mutable { key, salt } => crate::item::mutable_target(key, salt),
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -223,6 +254,11 @@ struct Lookup {
     deadline: Instant,
     /// `Some(outstanding)` once the announces are sent.
     announcing: Option<usize>,
+    /// GetItem: what to accept, and the best item found so far.
+    want: Option<ItemWant>,
+    best: Option<Item>,
+    /// PutItem: the item and its `cas`.
+    put: Option<Box<(Item, Option<i64>)>>,
 }
 
 impl Lookup {
@@ -332,6 +368,7 @@ pub struct Node {
     table: RoutingTable,
     tokens: Tokens,
     store: PeerStore,
+    items: ItemStore,
     limiter: RateLimiter,
     pending: HashMap<[u8; 2], Pending>,
     /// Queries in flight per address, to avoid asking one address twice at once.
@@ -357,6 +394,7 @@ impl Node {
         Node {
             table: RoutingTable::new(cfg.id, now),
             store: PeerStore::new(cfg.store),
+            items: ItemStore::new(cfg.items),
             limiter: RateLimiter::new(
                 cfg.queries_per_ip_per_second,
                 cfg.query_burst_per_ip,
@@ -423,6 +461,7 @@ impl Node {
             lookup_candidates: self.lookups.values().map(|l| l.candidates.len()).sum(),
             stored_info_hashes: self.store.info_hash_count(),
             stored_peers: self.store.peer_count(),
+            stored_items: self.items.len(),
             rate_limited_ips: self.limiter.tracked_ips(),
             queued_transmits: self.transmits.len(),
             queued_events: self.events.len(),
@@ -462,7 +501,54 @@ impl Node {
         self.start_lookup(info_hash, Kind::Announce { port }, now)
     }
 
+    /// Look up a BEP 44 item under `target` (for a mutable item: the SHA-1 of its key and
+    /// salt). Verified items come as [`Event::ItemFound`], then one [`Event::LookupDone`].
+    pub fn get_item(&mut self, target: NodeId, want: ItemWant, now: Instant) -> LookupId {
+        let lid = LookupId(self.next_lookup);
+        if let Some(item) = self.items.get(&target, now).cloned()
+            && Self::item_fits(&want, &target, &item)
+        {
+            self.events
+                .push_back(Event::ItemFound { lookup: lid, item });
+        }
+        self.start_lookup_with(target, Kind::GetItem, now, |l| l.want = Some(want))
+    }
+
+    /// Store a BEP 44 item on the k nodes closest to its target (a `get` lookup for their
+    /// tokens, then `put`s); `cas` is passed on for a mutable item. One
+    /// [`Event::LookupDone`] ends it, with the puts sent and acknowledged in its stats.
+    pub fn put_item(&mut self, item: Item, cas: Option<i64>, now: Instant) -> LookupId {
+        let target = item.target();
+        self.start_lookup_with(target, Kind::PutItem, now, |l| {
+            l.put = Some(Box::new((item, cas)))
+        })
+    }
+
+    fn item_fits(want: &ItemWant, target: &NodeId, item: &Item) -> bool {
+        let kind_ok = match (want, item) {
+            (ItemWant::Immutable, Item::Immutable { .. }) => true,
+            (
+                ItemWant::Mutable { key, salt },
+                Item::Mutable {
+                    key: k, salt: s, ..
+                },
+            ) => key == k && salt == s,
+            _ => false,
+        };
+        kind_ok && item.target() == *target && item.check().is_ok()
+    }
+
     fn start_lookup(&mut self, target: NodeId, kind: Kind, now: Instant) -> LookupId {
+        self.start_lookup_with(target, kind, now, |_| {})
+    }
+
+    fn start_lookup_with(
+        &mut self,
+        target: NodeId,
+        kind: Kind,
+        now: Instant,
+        setup: impl FnOnce(&mut Lookup),
+    ) -> LookupId {
         let lid = LookupId(self.next_lookup);
         self.next_lookup += 1;
         let mut lookup = Lookup {
@@ -475,7 +561,11 @@ impl Node {
             started: now,
             deadline: now + self.cfg.lookup_deadline,
             announcing: None,
+            want: None,
+            best: None,
+            put: None,
         };
+        setup(&mut lookup);
         for (id, addr) in self.table.closest(&target, 2 * K, now) {
             lookup.add(Some(id), addr, 0);
         }
@@ -567,6 +657,40 @@ impl Node {
                 }
                 self.store
                     .announce(*info_hash, SocketAddr::new(from.ip(), port), now);
+            }
+            Query::Get { target, seq, .. } => {
+                self.fill_nodes(&mut r, target, now);
+                r.token = Some(self.tokens.make(from.ip()));
+                match self.items.get(target, now) {
+                    Some(Item::Immutable { value }) => r.v = Some(value.clone()),
+                    Some(Item::Mutable {
+                        key,
+                        seq: stored,
+                        value,
+                        sig,
+                        ..
+                    }) => {
+                        r.k = Some(*key);
+                        r.seq = Some(*stored);
+                        r.sig = Some(*sig);
+                        if seq.is_none_or(|asked| *stored > asked) {
+                            r.v = Some(value.clone());
+                        }
+                    }
+                    None => {}
+                }
+            }
+            Query::Put {
+                token, item, cas, ..
+            } => {
+                if !self.tokens.check(from.ip(), token) {
+                    self.send_error(from, msg.tid.clone(), code::PROTOCOL, "bad token");
+                    return;
+                }
+                if let Err(e) = self.items.put(item.clone(), *cas, from.ip(), now) {
+                    self.send_error(from, msg.tid.clone(), e.code(), &e.to_string());
+                    return;
+                }
             }
             Query::Unknown { .. } => {
                 self.send_error(
@@ -775,6 +899,33 @@ impl Node {
         for (id, addr) in nodes.into_iter().take(NODES_PER_RESPONSE) {
             l.add(Some(id), addr, depth + 1);
         }
+        if l.kind == Kind::GetItem
+            && let (Some(v), Some(want)) = (&r.v, &l.want)
+        {
+            let item = match want {
+                ItemWant::Immutable => Item::Immutable { value: v.clone() },
+                ItemWant::Mutable { key, salt } => match (r.k, r.sig, r.seq) {
+                    (Some(k), Some(sig), Some(seq)) if k == *key => Item::Mutable {
+                        key: k,
+                        salt: salt.clone(),
+                        seq,
+                        value: v.clone(),
+                        sig,
+                    },
+                    _ => Item::Immutable { value: Vec::new() },
+                },
+            };
+            let newer = match (&l.best, item.seq()) {
+                (None, _) => true,
+                (Some(best), Some(seq)) => best.seq().is_some_and(|b| seq > b),
+                (Some(_), None) => false,
+            };
+            if newer && Self::item_fits(want, &l.target, &item) {
+                l.best = Some(item.clone());
+                self.events
+                    .push_back(Event::ItemFound { lookup: lid, item });
+            }
+        }
         if matches!(l.kind, Kind::GetPeers | Kind::Announce { .. }) && !r.values.is_empty() {
             let mut fresh = Vec::new();
             for &peer in &r.values {
@@ -829,6 +980,11 @@ impl Node {
                         id: self.cfg.id,
                         info_hash: target,
                     },
+                    Kind::GetItem | Kind::PutItem => Query::Get {
+                        id: self.cfg.id,
+                        target,
+                        seq: None,
+                    },
                 };
                 if !self.send_query(now, to, id, q, Purpose::Lookup(lid)) {
                     let l = self.lookups.get_mut(&lid).expect("present");
@@ -850,9 +1006,31 @@ impl Node {
                 return;
             }
             // Converged (or out of time or budget).
-            if let Kind::Announce { port } = l.kind
-                && !over
-            {
+            // Then: a put or an announce goes to the k closest that gave a token.
+            let store_query: Option<Box<dyn Fn(Vec<u8>) -> Query>> = match l.kind {
+                _ if over => None,
+                Kind::PutItem => l.put.take().map(|put| {
+                    let id = self.cfg.id;
+                    Box::new(move |token| Query::Put {
+                        id,
+                        token,
+                        item: put.0.clone(),
+                        cas: put.1,
+                    }) as Box<dyn Fn(Vec<u8>) -> Query>
+                }),
+                Kind::Announce { port } => {
+                    let (id, info_hash, local) = (self.cfg.id, l.target, self.cfg.local_port);
+                    Some(Box::new(move |token| Query::AnnouncePeer {
+                        id,
+                        info_hash,
+                        port: port.unwrap_or(local),
+                        implied_port: port.is_none(),
+                        token,
+                    }))
+                }
+                _ => None,
+            };
+            if let Some(make) = store_query {
                 let targets: Vec<(SocketAddr, NodeId, Vec<u8>)> = l
                     .candidates
                     .iter()
@@ -861,16 +1039,8 @@ impl Node {
                     .take(K)
                     .collect();
                 l.announcing = Some(0);
-                let info_hash = l.target;
                 for (to, id, token) in targets {
-                    let q = Query::AnnouncePeer {
-                        id: self.cfg.id,
-                        info_hash,
-                        port: port.unwrap_or(self.cfg.local_port),
-                        implied_port: port.is_none(),
-                        token,
-                    };
-                    if self.send_query(now, to, Some(id), q, Purpose::Announce(lid)) {
+                    if self.send_query(now, to, Some(id), make(token), Purpose::Announce(lid)) {
                         let l = self.lookups.get_mut(&lid).expect("present");
                         l.stats.announced += 1;
                         *l.announcing.as_mut().expect("set") += 1;
@@ -892,11 +1062,13 @@ impl Node {
                 nodes: self.table.len(),
             }),
             Kind::Refresh => {}
-            Kind::GetPeers | Kind::Announce { .. } => self.events.push_back(Event::LookupDone {
-                lookup: lid,
-                info_hash: l.target,
-                stats: l.stats,
-            }),
+            Kind::GetPeers | Kind::Announce { .. } | Kind::GetItem | Kind::PutItem => {
+                self.events.push_back(Event::LookupDone {
+                    lookup: lid,
+                    info_hash: l.target,
+                    stats: l.stats,
+                })
+            }
         }
     }
 
@@ -973,6 +1145,7 @@ impl Node {
         let rng = &mut self.rng;
         self.tokens.rotate_if_due(now, || rng.secret());
         self.store.expire(now);
+        self.items.expire(now);
         self.limiter.forget_idle(now);
         if self.table.len() < K && !self.bootstrap.is_empty() {
             // Few nodes: try the bootstrap addresses again, at most every 5 minutes after

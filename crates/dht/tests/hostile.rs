@@ -460,3 +460,266 @@ fn a_node_adopts_a_bep42_id_once_responders_agree_on_its_public_address() {
         .any(|e| matches!(e, dht::Event::NodeIdChanged { external, .. } if external == ours));
     assert!(changed);
 }
+
+mod bep44 {
+    use super::*;
+    use dht::ItemWant;
+    use dht::item::{self, Item, ItemLimits};
+    use dht::node::Event;
+
+    /// The response to a `get` of `target` from `from`.
+    fn get(n: &mut Node, now: Instant, from: SocketAddr, target: NodeId) -> krpc::Response {
+        let q = Query::Get {
+            id: NodeId([1; 20]),
+            target,
+            seq: None,
+        };
+        n.handle_datagram(now, from, &query(b"g1", q));
+        let out = drain(n);
+        match &answers_to(&out, from)[0].body {
+            Body::Response(r) => r.clone(),
+            other => panic!("no get response: {other:?}"),
+        }
+    }
+
+    /// A token for `from`, from a `get`.
+    fn token(n: &mut Node, now: Instant, from: SocketAddr) -> Vec<u8> {
+        let r = get(n, now, from, NodeId([9; 20]));
+        r.token.expect("get gives a token")
+    }
+
+    /// Put `item` from `from`; the KRPC error code, or None if stored.
+    fn put(
+        n: &mut Node,
+        now: Instant,
+        from: SocketAddr,
+        item: Item,
+        cas: Option<i64>,
+    ) -> Option<i64> {
+        let token = token(n, now, from);
+        n.handle_datagram(
+            now,
+            from,
+            &query(
+                b"p1",
+                Query::Put {
+                    id: NodeId([1; 20]),
+                    token,
+                    item,
+                    cas,
+                },
+            ),
+        );
+        let out = drain(n);
+        match &answers_to(&out, from)[0].body {
+            Body::Response(_) => None,
+            Body::Error { code, .. } => Some(*code),
+            Body::Query(_) => unreachable!(),
+        }
+    }
+
+    fn stored(
+        n: &mut Node,
+        now: Instant,
+        target: NodeId,
+    ) -> Option<(Option<Vec<u8>>, Option<i64>)> {
+        let r = get(n, now, addr(77), target);
+        (r.v.is_some() || r.seq.is_some()).then_some((r.v, r.seq))
+    }
+
+    #[test]
+    fn forged_items_are_refused_and_not_stored() {
+        let (mut n, now) = node(|_| {});
+        let from = addr(1);
+        let secret = [5u8; 32];
+        let salt = b"pipe".to_vec();
+        let good = Item::sign(&secret, salt.clone(), 5, b"4:addr".to_vec()).unwrap();
+
+        // Bad signature: the value changed after signing.
+        let mut forged = good.clone();
+        if let Item::Mutable { value, .. } = &mut forged {
+            *value = b"4:evil".to_vec();
+        }
+        assert_eq!(
+            put(&mut n, now, from, forged, None),
+            Some(item::code::INVALID_SIGNATURE)
+        );
+        assert_eq!(stored(&mut n, now, good.target()), None);
+        // Wrong salt: signed under one salt, presented under another (another target,
+        // and the signature does not cover it).
+        let mut wrong_salt = good.clone();
+        if let Item::Mutable { salt, .. } = &mut wrong_salt {
+            *salt = b"other".to_vec();
+        }
+        let wrong_target = wrong_salt.target();
+        assert_eq!(
+            put(&mut n, now, from, wrong_salt, None),
+            Some(item::code::INVALID_SIGNATURE)
+        );
+        assert_eq!(stored(&mut n, now, wrong_target), None);
+        // Oversized value: refused for its size (error 205) before any signature check.
+        let big = format!("1001:{}", "x".repeat(1001)).into_bytes();
+        let k = item::public_key(&secret);
+        let oversized = Item::Mutable {
+            key: k,
+            salt: vec![],
+            seq: 1,
+            value: big,
+            sig: [0; 64],
+        };
+        assert_eq!(
+            put(&mut n, now, from, oversized, None),
+            Some(item::code::VALUE_TOO_BIG)
+        );
+        // Oversized salt.
+        let long_salt = Item::Mutable {
+            key: k,
+            salt: vec![b's'; 65],
+            seq: 1,
+            value: b"1:a".to_vec(),
+            sig: [0; 64],
+        };
+        assert_eq!(
+            put(&mut n, now, from, long_salt, None),
+            Some(item::code::SALT_TOO_BIG)
+        );
+        // A bad token.
+        n.handle_datagram(
+            now,
+            from,
+            &query(
+                b"p9",
+                Query::Put {
+                    id: NodeId([1; 20]),
+                    token: b"nope".to_vec(),
+                    item: good.clone(),
+                    cas: None,
+                },
+            ),
+        );
+        let out = drain(&mut n);
+        assert!(matches!(
+            answers_to(&out, from)[0].body,
+            Body::Error {
+                code: code::PROTOCOL,
+                ..
+            }
+        ));
+        assert_eq!(stored(&mut n, now, good.target()), None);
+
+        // The good one is stored; a lower seq is then refused and the stored one stays.
+        assert_eq!(put(&mut n, now, from, good.clone(), None), None);
+        let lower = Item::sign(&secret, salt.clone(), 4, b"3:old".to_vec()).unwrap();
+        assert_eq!(
+            put(&mut n, now, from, lower, None),
+            Some(item::code::SEQ_TOO_LOW)
+        );
+        assert_eq!(
+            stored(&mut n, now, good.target()),
+            Some((Some(b"4:addr".to_vec()), Some(5)))
+        );
+        // cas mismatch.
+        let newer = Item::sign(&secret, salt.clone(), 6, b"3:new".to_vec()).unwrap();
+        assert_eq!(
+            put(&mut n, now, from, newer.clone(), Some(3)),
+            Some(item::code::CAS_MISMATCH)
+        );
+        assert_eq!(put(&mut n, now, from, newer, Some(5)), None);
+        assert_eq!(
+            stored(&mut n, now, good.target()),
+            Some((Some(b"3:new".to_vec()), Some(6)))
+        );
+    }
+
+    #[test]
+    fn a_flood_of_puts_from_one_ip_is_bounded() {
+        let limits = ItemLimits::default();
+        let (mut n, now) = node(|_| {});
+        let from = addr(2);
+        let mut refused = 0;
+        for i in 0..500 {
+            let it = Item::immutable(format!("i{i}e").into_bytes()).unwrap();
+            // Slowly enough for the query rate limit, which would bound a flood by itself.
+            let t = now + Duration::from_millis(200) * i;
+            if put(&mut n, t, from, it, None).is_some() {
+                refused += 1;
+            }
+        }
+        assert_eq!(n.footprint().stored_items, limits.items_per_ip);
+        assert_eq!(refused, 500 - limits.items_per_ip);
+        // Another IP can still store.
+        let now = now + Duration::from_secs(100);
+        let it = Item::immutable(b"4:else".to_vec()).unwrap();
+        assert_eq!(put(&mut n, now, addr(3), it, None), None);
+        // Many IPs together stop at the total bound.
+        for i in 0..(limits.items as u32 + 100) {
+            let it = Item::immutable(format!("i{}e", 10_000 + i).into_bytes()).unwrap();
+            let _ = put(&mut n, now, addr(1000 + i), it, None);
+        }
+        assert_eq!(n.footprint().stored_items, limits.items);
+    }
+
+    /// A lookup for a mutable item ignores responses whose item is forged, older, or under
+    /// another key, and reports the verified one.
+    #[test]
+    fn a_getter_accepts_only_verified_items() {
+        let (mut n, now) = node(|_| {});
+        let secret = [6u8; 32];
+        let salt = b"s".to_vec();
+        let key = item::public_key(&secret);
+        let want = ItemWant::Mutable {
+            key,
+            salt: salt.clone(),
+        };
+        let target = item::mutable_target(&key, &salt);
+        let peers: Vec<SocketAddr> = (10..14).map(addr).collect();
+        n.bootstrap(&peers, now);
+        drain(&mut n);
+        let lid = n.get_item(target, want, now);
+        let queries: Vec<(SocketAddr, Message)> = drain(&mut n)
+            .into_iter()
+            .filter(|(_, m)| matches!(m.body, Body::Query(Query::Get { .. })))
+            .collect();
+        assert!(queries.len() >= 3);
+        let good = Item::sign(&secret, salt.clone(), 3, b"2:ok".to_vec()).unwrap();
+        let Item::Mutable { sig, .. } = good.clone() else {
+            unreachable!()
+        };
+        let other_key = item::public_key(&[7u8; 32]);
+        let answers = [
+            // Forged: the signature of the good item over another value.
+            (Some(b"4:evil".to_vec()), Some(key), Some(sig), Some(9)),
+            // Another key.
+            (Some(b"2:ok".to_vec()), Some(other_key), Some(sig), Some(3)),
+            // The good one.
+            (Some(b"2:ok".to_vec()), Some(key), Some(sig), Some(3)),
+        ];
+        for (i, ((to, m), (v, k, s, seq))) in queries.iter().zip(answers).enumerate() {
+            let r = dht::krpc::Response {
+                id: NodeId([0x50 + i as u8; 20]),
+                token: Some(b"t".to_vec()),
+                v,
+                k,
+                sig: s,
+                seq,
+                ..Default::default()
+            };
+            let msg = Message {
+                tid: m.tid.clone(),
+                version: None,
+                read_only: false,
+                ip: None,
+                body: Body::Response(r),
+            };
+            n.handle_datagram(now, *to, &msg.encode());
+        }
+        let mut found = Vec::new();
+        while let Some(e) = n.poll_event() {
+            if let Event::ItemFound { lookup, item } = e {
+                assert_eq!(lookup, lid);
+                found.push(item);
+            }
+        }
+        assert_eq!(found, vec![good]);
+    }
+}

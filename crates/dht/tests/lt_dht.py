@@ -11,11 +11,20 @@ Prints `port N` once listening, then reads commands on stdin, one per line:
                         dht_announce: its flags type is not exported)
     get_peers HEX       dht_get_peers(info_hash); each reply prints `peers HEX ip:port ...`
     nodes               prints `nodes N` (routing table size, from a dht_stats_alert)
+    put_mutable SEED PK SALT VALUE
+                        BEP 44 dht_put_mutable_item of VALUE (a string) signed with the
+                        ed25519 key of the 32-byte SEED (hex; PK is its public key in hex,
+                        computed by the caller); SALT in hex, `-` for none. Prints
+                        `put PKHEX SEQ N` with the nodes that stored it
+    get_mutable PK SALT dht_get_mutable_item; prints `mutable PKHEX SEQ VALUEHEX` for each
+                        item alert (VALUEHEX: the bencoded value, `-` when the bindings
+                        cannot convert it)
 
 Also prints `announced HEX ip:port` for every announce_peer libtorrent accepts, and
 `bootstrapped` when its DHT bootstrap finishes. Exits after MAX_SECONDS or on EOF.
 """
 
+import hashlib
 import queue
 import shutil
 import sys
@@ -98,6 +107,18 @@ def loop(ses, deadline, save_dir):
                 ses.dht_get_peers(lt.sha1_hash(bytes.fromhex(cmd[1])))
             elif cmd[0] == "nodes":
                 ses.post_dht_stats()
+            elif cmd[0] == "put_mutable":
+                # libtorrent's secret key is ed25519's expanded one: SHA-512 of the seed,
+                # the first half clamped (as ed25519_create_keypair does).
+                h = bytearray(hashlib.sha512(bytes.fromhex(cmd[1])).digest())
+                h[0] &= 248
+                h[31] &= 63
+                h[31] |= 64
+                salt = b"" if cmd[3] == "-" else bytes.fromhex(cmd[3])
+                ses.dht_put_mutable_item(bytes(h), bytes.fromhex(cmd[2]), cmd[4], salt)
+            elif cmd[0] == "get_mutable":
+                salt = b"" if cmd[2] == "-" else bytes.fromhex(cmd[2])
+                ses.dht_get_mutable_item(bytes.fromhex(cmd[1]), salt)
             elif cmd[0] == "bootstrap":
                 host, port = cmd[1].rsplit(":", 1)
                 ses.add_dht_node((host, int(port)))
@@ -109,6 +130,19 @@ def loop(ses, deadline, save_dir):
                 say("announced", str(a.info_hash), f"{a.ip}:{a.port}")
             elif isinstance(a, lt.dht_bootstrap_alert):
                 say("bootstrapped")
+            elif isinstance(a, lt.dht_put_alert):
+                say("put", bytes(a.public_key).hex(), a.seq, a.num_success)
+            elif isinstance(a, lt.dht_mutable_item_alert):
+                # The bindings hand the item over as a dict of the alert's fields; some
+                # values (binary strings in a list) they cannot convert: printed as `-`.
+                try:
+                    item = a.item
+                    if isinstance(item, dict):
+                        item = item.get("value", item.get(b"value"))
+                    value = lt.bencode(item).hex()
+                except RuntimeError:
+                    value = "-"
+                say("mutable", bytes(a.key).hex(), a.seq, value)
             elif isinstance(a, lt.dht_stats_alert):
                 n = sum(b["num_nodes"] for b in a.routing_table)
                 say("nodes", n)

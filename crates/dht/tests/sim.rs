@@ -267,3 +267,109 @@ fn tables_fill_by_refresh_and_lookups_survive_churn() {
         results.len()
     );
 }
+
+fn item_lookup_done(
+    net: &Net,
+    i: usize,
+    lid: LookupId,
+) -> Option<(Option<dht::Item>, LookupStats)> {
+    let stats = lookup_done(net, i, lid)?;
+    let item = net.events[i].iter().rev().find_map(|e| match e {
+        Event::ItemFound { lookup, item } if *lookup == lid => Some(item.clone()),
+        _ => None,
+    });
+    Some((item, stats))
+}
+
+fn run_item_lookup(net: &mut Net, i: usize, lid: LookupId) -> (Option<dht::Item>, LookupStats) {
+    let deadline = net.now + Duration::from_secs(120);
+    assert!(
+        net.run_until(deadline, |net| lookup_done(net, i, lid).is_some()),
+        "item lookup did not finish"
+    );
+    item_lookup_done(net, i, lid).unwrap()
+}
+
+/// BEP 44 across 200 nodes: an immutable and a mutable item put by one node are read by
+/// others; a newer version (higher seq) replaces the older one for every reader.
+#[test]
+fn bep44_items_put_and_get_across_the_network() {
+    use dht::ItemWant;
+    use dht::item::Item;
+    let n = 200;
+    let mut net = Net::new(0x5eed_0044);
+    build(&mut net, n);
+
+    let value = b"l5:hello5:worlde".to_vec();
+    let imm = Item::immutable(value.clone()).unwrap();
+    let lid = net.with_node(3, |node, now| node.put_item(imm.clone(), None, now));
+    let (_, stats) = run_item_lookup(&mut net, 3, lid);
+    println!("immutable put: {stats:?}");
+    assert!(
+        stats.announce_acks >= K / 2,
+        "too few puts stored: {stats:?}"
+    );
+
+    let secret = [0x11u8; 32];
+    let salt = b"bitpeer".to_vec();
+    let v1 = Item::sign(&secret, salt.clone(), 1, b"2:v1".to_vec()).unwrap();
+    let lid = net.with_node(7, |node, now| node.put_item(v1.clone(), None, now));
+    let (_, stats) = run_item_lookup(&mut net, 7, lid);
+    assert!(
+        stats.announce_acks >= K / 2,
+        "too few puts stored: {stats:?}"
+    );
+
+    let key = dht::item::public_key(&secret);
+    let want = ItemWant::Mutable {
+        key,
+        salt: salt.clone(),
+    };
+    for reader in [20, 60, 150, 199] {
+        let target = imm.target();
+        let lid = net.with_node(reader, |node, now| {
+            node.get_item(target, ItemWant::Immutable, now)
+        });
+        let (item, _) = run_item_lookup(&mut net, reader, lid);
+        assert_eq!(item.as_ref(), Some(&imm), "reader {reader}: immutable");
+        let lid = net.with_node(reader, |node, now| {
+            node.get_item(v1.target(), want.clone(), now)
+        });
+        let (item, _) = run_item_lookup(&mut net, reader, lid);
+        assert_eq!(item.as_ref(), Some(&v1), "reader {reader}: mutable v1");
+    }
+
+    // seq 2 with a cas of 1 replaces seq 1; an old put of seq 1 cannot bring it back.
+    let v2 = Item::sign(&secret, salt.clone(), 2, b"2:v2".to_vec()).unwrap();
+    let lid = net.with_node(9, |node, now| node.put_item(v2.clone(), Some(1), now));
+    let (_, stats) = run_item_lookup(&mut net, 9, lid);
+    assert!(
+        stats.announce_acks >= K / 2,
+        "too few puts stored: {stats:?}"
+    );
+    let lid = net.with_node(11, |node, now| node.put_item(v1.clone(), None, now));
+    let (_, stats) = run_item_lookup(&mut net, 11, lid);
+    // Nodes that hold seq 2 refuse it (error 302); a node that was not among the k closest
+    // for the earlier put may take it, which readers then outvote by seq.
+    assert!(
+        stats.announce_acks * 4 <= stats.announced,
+        "an older seq was accepted widely: {stats:?}"
+    );
+    for reader in [30, 120] {
+        let lid = net.with_node(reader, |node, now| {
+            node.get_item(v2.target(), want.clone(), now)
+        });
+        let (item, _) = run_item_lookup(&mut net, reader, lid);
+        assert_eq!(item.as_ref(), Some(&v2), "reader {reader}: mutable v2");
+    }
+    // Nothing under another salt.
+    let other = ItemWant::Mutable {
+        key,
+        salt: b"other".to_vec(),
+    };
+    let lid = net.with_node(40, |node, now| {
+        node.get_item(other.target(NodeId([0; 20])), other.clone(), now)
+    });
+    let (item, _) = run_item_lookup(&mut net, 40, lid);
+    assert_eq!(item, None);
+}

@@ -18,8 +18,19 @@ use std::sync::{Arc, Mutex, RwLock};
 use std::time::Duration;
 use tokio::io::AsyncReadExt;
 
-/// How long an incoming connection may take to send the first 48 bytes of its handshake.
-const PREFIX_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long an incoming connection may take to send the first 48 bytes of its handshake
+/// (a real client sends all 68 at once).
+const PREFIX_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Incoming connections still in their handshake: the oldest goes first when the session
+/// is full (a host re-dialling half-open connections cannot starve newcomers), and at
+/// most `max_half_open_per_ip` come from one address.
+#[derive(Default)]
+struct HalfOpen {
+    next: u64,
+    /// Oldest first: id, remote IP, and how to drop it.
+    conns: std::collections::VecDeque<(u64, std::net::IpAddr, Arc<tokio::sync::Notify>)>,
+}
 
 /// Something incoming connections can be routed to: a torrent, or a magnet link's
 /// metadata fetch.
@@ -57,7 +68,7 @@ pub(crate) struct NodeContext {
     pub(crate) download: SharedBucket,
     pub(crate) upload: SharedBucket,
     connections: AtomicUsize,
-    half_open: AtomicUsize,
+    half_open: Mutex<HalfOpen>,
     pub(crate) shutdown: AtomicBool,
     /// DHT lookups running at once; the others wait here.
     dht_queue: tokio::sync::Semaphore,
@@ -88,7 +99,7 @@ impl NodeContext {
             upload: SharedBucket::new(settings.upload_limit),
             settings: RwLock::new(settings),
             connections: AtomicUsize::new(0),
-            half_open: AtomicUsize::new(0),
+            half_open: Mutex::new(HalfOpen::default()),
             shutdown: AtomicBool::new(false),
             dht_queue: tokio::sync::Semaphore::new(MAX_DHT_LOOKUPS),
         }
@@ -220,21 +231,43 @@ impl NodeContext {
     /// first 48 bytes of its handshake (BEP 3), and hand it to the torrent or fetch it
     /// names. A stream naming nothing we have is dropped.
     pub(crate) fn incoming(self: &Arc<Self>, stream: PeerStream) {
-        let max = self.settings().max_half_open;
-        let taken = self
-            .half_open
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
-                (n < max).then_some(n + 1)
-            })
-            .is_ok();
-        if !taken {
-            tracing::debug!(peer = %stream.remote, "dropped: too many connections in their handshake");
-            return;
-        }
+        let settings = self.settings();
+        let ip = stream.remote.ip().map(|a| a.ip());
+        let cancel = Arc::new(tokio::sync::Notify::new());
+        let id = {
+            let mut h = self.half_open.lock().unwrap_or_else(|e| e.into_inner());
+            if let Some(ip) = ip.filter(|ip| crate::settings::ip_limited(*ip)) {
+                let from_ip = h.conns.iter().filter(|(_, i, _)| *i == ip).count();
+                if from_ip >= settings.max_half_open_per_ip {
+                    tracing::debug!(peer = %stream.remote, "dropped: too many half-open connections from its address");
+                    return;
+                }
+            }
+            // Full: the oldest half-open connection makes room.
+            while h.conns.len() >= settings.max_half_open.max(1) {
+                if let Some((_, old_ip, old)) = h.conns.pop_front() {
+                    tracing::debug!(peer = %old_ip, "half-open connection dropped for a newcomer");
+                    old.notify_one();
+                }
+            }
+            h.next += 1;
+            let id = h.next;
+            let unspecified = std::net::IpAddr::from([0, 0, 0, 0]);
+            h.conns
+                .push_back((id, ip.unwrap_or(unspecified), cancel.clone()));
+            id
+        };
         let ctx = self.clone();
         tokio::spawn(async move {
-            let routed = ctx.read_prefix(stream).await;
-            ctx.half_open.fetch_sub(1, Ordering::SeqCst);
+            let routed = tokio::select! {
+                r = ctx.read_prefix(stream) => r,
+                _ = cancel.notified() => None,
+            };
+            ctx.half_open
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .conns
+                .retain(|(i, _, _)| *i != id);
             if let Some((sink, stream, prefix)) = routed {
                 sink.accept(stream, prefix).await;
             }

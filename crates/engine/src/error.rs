@@ -60,6 +60,8 @@ pub enum CloseReason {
     Banned(&'static str),
     #[error("the torrent is full ({0} peers)")]
     Full(usize),
+    #[error("too many connections from its address (at most {0})")]
+    TooManyFromIp(usize),
     #[error("the disk read failed: {0}")]
     Disk(String),
     #[error("the peer does not serve metadata: {0}")]

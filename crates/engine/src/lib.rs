@@ -14,6 +14,7 @@ mod context;
 pub mod error;
 pub mod lsd;
 pub mod magnet;
+pub mod outbox;
 mod peer;
 pub mod peer_timers;
 pub mod picker;

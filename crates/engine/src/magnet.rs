@@ -15,7 +15,8 @@
 use crate::context::{NodeContext, PeerSink, own_addrs};
 use crate::error::{CloseReason, EngineError};
 use crate::peer::{
-    CLIENT_NAME, Handoff, MAX_REPLAYED, UT_METADATA_ID, exchange_handshakes, kept_for_replay,
+    CLIENT_NAME, Handoff, MAX_REPLAYED, UT_METADATA_ID, UT_PEX_ID, exchange_handshakes,
+    kept_for_replay,
 };
 use crate::pool::PeerPool;
 use crate::transport::PeerStream;
@@ -515,8 +516,16 @@ async fn handshake(
             "the peer has no extension protocol, so no metadata",
         ));
     }
+    // Everything the torrent will speak on this connection once it carries on: peers
+    // like libtorrent drop an extension for good when the first handshake lacks it (a
+    // PEX message after that is an invalid message to them). Whether the torrent is
+    // private (then it sends no PEX) is known only once the metadata is here.
     let ext = ExtendedHandshake {
-        m: [("ut_metadata".to_string(), UT_METADATA_ID)].into(),
+        m: [
+            ("ut_metadata".to_string(), UT_METADATA_ID),
+            ("ut_pex".to_string(), UT_PEX_ID),
+        ]
+        .into(),
         v: Some(CLIENT_NAME.into()),
         p: Some(fetch.ctx.listen_addr.port()),
         ..Default::default()

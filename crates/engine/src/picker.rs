@@ -206,10 +206,17 @@ impl Picker {
         }
     }
 
+    /// Whether we still need `piece` (wanted, not had, not being hashed).
+    pub fn wants_piece(&self, piece: u32) -> bool {
+        piece < self.piece_count()
+            && !self.have.get(piece)
+            && !self.hashing.get(piece)
+            && self.priority(piece) != PRIORITY_SKIP
+    }
+
     /// Whether the peer has anything we still need.
     pub fn wants_from(&self, peer: &Bitfield) -> bool {
-        peer.iter_ones()
-            .any(|i| !self.have.get(i) && !self.hashing.get(i) && self.priority(i) != PRIORITY_SKIP)
+        peer.iter_ones().any(|i| self.wants_piece(i))
     }
 
     fn next_random(&mut self) -> u64 {

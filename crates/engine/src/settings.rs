@@ -17,8 +17,15 @@ pub struct Settings {
     pub max_connections: usize,
     /// Peer connections of one torrent.
     pub max_peers_per_torrent: usize,
-    /// Incoming connections still in their handshake, across the session.
+    /// Incoming connections still in their handshake, across the session; past it the
+    /// oldest is dropped for a newcomer.
     pub max_half_open: usize,
+    /// Incoming connections still in their handshake from one IP address.
+    pub max_half_open_per_ip: usize,
+    /// Connections of one torrent with one IP address. The machine's own loopback
+    /// addresses (127.0.0.1, ::1) are exempt, so local swarms and tests on one host work;
+    /// other loopback addresses (127.0.0.2, ...) count as other hosts.
+    pub max_peers_per_ip: usize,
     /// Peers one torrent uploads to at once (plus one optimistic slot).
     pub upload_slots: usize,
     /// Requests one peer may queue with us (our `reqq`).
@@ -36,11 +43,24 @@ impl Default for Settings {
             max_connections: 500,
             max_peers_per_torrent: 80,
             max_half_open: 64,
+            max_half_open_per_ip: 4,
+            max_peers_per_ip: 3,
             upload_slots: 8,
             max_peer_requests: 2000,
             max_our_requests: 500,
             download_limit: 0,
             upload_limit: 0,
+        }
+    }
+}
+
+/// Whether per-IP limits apply to `ip`: not to this machine's own loopback address.
+pub fn ip_limited(ip: std::net::IpAddr) -> bool {
+    match ip {
+        std::net::IpAddr::V4(v4) => v4 != std::net::Ipv4Addr::LOCALHOST,
+        std::net::IpAddr::V6(v6) => {
+            v6 != std::net::Ipv6Addr::LOCALHOST
+                && v6.to_ipv4_mapped() != Some(std::net::Ipv4Addr::LOCALHOST)
         }
     }
 }
@@ -256,6 +276,16 @@ mod tests {
         b.set_rate(50_000, t0);
         b.pay(50_000, t0);
         assert!((b.wait(t0).as_secs_f64() - 1.0).abs() < 0.01);
+    }
+
+    #[test]
+    fn only_the_own_loopback_address_is_exempt_from_per_ip_limits() {
+        assert!(!ip_limited("127.0.0.1".parse().unwrap()));
+        assert!(!ip_limited("::1".parse().unwrap()));
+        assert!(!ip_limited("::ffff:127.0.0.1".parse().unwrap()));
+        assert!(ip_limited("127.0.0.2".parse().unwrap()));
+        assert!(ip_limited("10.1.2.3".parse().unwrap()));
+        assert!(ip_limited("2001:db8::1".parse().unwrap()));
     }
 
     #[test]

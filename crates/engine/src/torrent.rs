@@ -16,6 +16,7 @@ use crate::choker::{Choker, PeerSample};
 use crate::context::{NodeContext, PeerSink, own_addrs, seed_from_time};
 use crate::error::CloseReason;
 pub use crate::error::EngineError;
+use crate::outbox::Outbox;
 use crate::peer::{
     CLIENT_NAME, Handoff, UT_METADATA_ID, UT_PEX_ID, exchange_handshakes, write_all_vectored,
 };
@@ -58,6 +59,14 @@ const PEER_READ_BYTES: usize = 8 << 20;
 const READ_BUDGET: usize = 64 << 20;
 /// Buffers (block payloads, message headers) one vectored write takes at most.
 const WRITE_BATCH: usize = 64;
+/// Bytes one connection may have handed to its writer and not yet written.
+const OUTBOX_BYTES: usize = 4 << 20;
+/// Bytes of pieces the blocks in one connection's outbox may keep alive (at least two
+/// pieces): a peer asking for one block of each of many large pieces, and never reading,
+/// cannot make us hold all those pieces.
+const OUTBOX_PINNED_BYTES: usize = 16 << 20;
+/// A peer whose outbox stays full this long while it has an upload slot loses the slot.
+const STALLED_AFTER: Duration = Duration::from_secs(10);
 /// Bytes of read buffers of pieces that left the read cache, kept for the next reads.
 const SPARE_READ_BYTES: usize = 8 << 20;
 /// How often the choker runs (BEP 3 suggests 10 s).
@@ -159,6 +168,40 @@ struct PeerEntry {
     pieces: u32,
     /// Its client name (`v` of its extended handshake), for displays.
     client: Option<String>,
+    /// It asked for blocks and does not read them: its send queue has been full for a
+    /// while. It loses its upload slot until it reads again.
+    stalled: bool,
+    connected_at: Instant,
+}
+
+/// How long a new connection may go without trading before it can be evicted for a
+/// newcomer when the torrent is full.
+const EVICTION_GRACE: Duration = Duration::from_secs(30);
+
+/// The torrent is full and a newcomer knocks: close the least useful peer, one that in
+/// [`EVICTION_GRACE`] or more has traded nothing and wants nothing from us (libtorrent's
+/// peer turnover does the same), the longest connected first. False when every peer is
+/// useful: the newcomer is refused.
+fn evict_least_useful(s: &mut State, now: Instant) -> bool {
+    let victim = s
+        .peers
+        .iter()
+        .filter(|(_, p)| {
+            p.downloaded == 0
+                && p.uploaded == 0
+                && !p.interested
+                && now.saturating_duration_since(p.connected_at) >= EVICTION_GRACE
+        })
+        .min_by_key(|(_, p)| p.connected_at)
+        .map(|(id, _)| *id);
+    let Some(id) = victim else {
+        return false;
+    };
+    if let Some(p) = s.peers.remove(&id) {
+        tracing::debug!(peer = %p.addr, "evicted: idle, for a newcomer");
+        let _ = p.tx.send(Cmd::Close);
+    }
+    true
 }
 
 struct PieceBuf {
@@ -690,17 +733,7 @@ async fn choke_loop(shared: Arc<Shared>) {
         tick.tick().await;
         let mut guard = lock(&shared);
         let s = &mut *guard;
-        let samples: Vec<PeerSample<u64>> = s
-            .peers
-            .iter()
-            .map(|(&key, p)| PeerSample {
-                key,
-                interested: p.interested,
-                downloaded: p.downloaded - p.round_downloaded,
-                uploaded: p.uploaded - p.round_uploaded,
-                snubbed: p.snubbed,
-            })
-            .collect();
+        let samples = choker_samples(s);
         let seeding = s.picker.is_done();
         s.choker.set_slots(shared.ctx.settings().upload_slots);
         let unchoke = s.choker.round(&samples, seeding);
@@ -724,16 +757,13 @@ pub(crate) async fn accept(shared: Arc<Shared>, stream: PeerStream, prefix: [u8;
         tracing::debug!(peer = %stream.remote, "refused: torrents take IP peers only");
         return;
     };
-    let max = shared.ctx.settings().max_peers_per_torrent;
+    // Banned addresses are refused before the handshake; limits (per address, and a full
+    // torrent, which may evict an idle peer) are checked once the handshake is done.
     let refuse = {
         let s = lock(&shared);
-        if s.banned.contains(&ban_key(addr)) {
-            Some(CloseReason::Banned("earlier hash failures"))
-        } else if s.peers.len() >= max {
-            Some(CloseReason::Full(max))
-        } else {
-            None
-        }
+        s.banned
+            .contains(&ban_key(addr))
+            .then_some(CloseReason::Banned("earlier hash failures"))
     };
     if let Some(reason) = refuse {
         tracing::debug!(peer = %addr, %reason, "incoming connection refused");
@@ -1044,12 +1074,26 @@ fn register(
     incoming: bool,
 ) -> Option<(u64, mpsc::UnboundedReceiver<Cmd>)> {
     let (tx, rx) = mpsc::unbounded_channel();
-    let max = shared.ctx.settings().max_peers_per_torrent;
+    let settings = shared.ctx.settings();
+    let max = settings.max_peers_per_torrent;
+    let now = clock();
     let mut s = lock(shared);
+    let from_ip = if crate::settings::ip_limited(addr.ip()) {
+        s.peers
+            .values()
+            .filter(|p| p.addr.ip() == addr.ip())
+            .count()
+    } else {
+        0
+    };
     let refuse = if s.banned.contains(&ban_key(addr)) {
         Some(CloseReason::Banned("earlier hash failures"))
-    } else if s.peers.len() >= max || !shared.ctx.take_connection_slot() {
+    } else if from_ip >= settings.max_peers_per_ip {
+        Some(CloseReason::TooManyFromIp(settings.max_peers_per_ip))
+    } else if s.peers.len() >= max && !evict_least_useful(&mut s, now) {
         Some(CloseReason::Full(max))
+    } else if !shared.ctx.take_connection_slot() {
+        Some(CloseReason::Full(settings.max_connections))
     } else {
         None
     };
@@ -1075,6 +1119,8 @@ fn register(
                 snubbed: false,
                 pieces: 0,
                 client: None,
+                stalled: false,
+                connected_at: now,
             },
         );
         drop(s);
@@ -1117,20 +1163,25 @@ async fn run_registered(
     shared.dial_wake.notify_one();
 }
 
-/// A regular upload slot is free (a peer left, or one became interested): the choker
-/// says who gets it. The only other place that unchokes is the choker's round.
-fn offer_free_slot(s: &mut State) {
-    let samples: Vec<PeerSample<u64>> = s
-        .peers
+/// What the choker knows of each peer. A peer that does not read what it asked for
+/// (`stalled`) counts as not interested: it gets no slot until it reads again.
+fn choker_samples(s: &State) -> Vec<PeerSample<u64>> {
+    s.peers
         .iter()
         .map(|(&key, p)| PeerSample {
             key,
-            interested: p.interested,
+            interested: p.interested && !p.stalled,
             downloaded: p.downloaded - p.round_downloaded,
             uploaded: p.uploaded - p.round_uploaded,
             snubbed: p.snubbed,
         })
-        .collect();
+        .collect()
+}
+
+/// A regular upload slot is free (a peer left, or one became interested): the choker
+/// says who gets it. The only other place that unchokes is the choker's round.
+fn offer_free_slot(s: &mut State) {
+    let samples = choker_samples(s);
     let unchoked: Vec<u64> = s
         .peers
         .iter()
@@ -1152,7 +1203,12 @@ struct Conn {
     /// Pieces being read from disk to serve this peer's requests.
     reading: HashSet<u32>,
     read: BoxRead,
-    out: mpsc::Sender<Bytes>,
+    out: mpsc::Sender<(Bytes, Option<u32>)>,
+    /// What the writer still has to write (see [`Outbox`]), and its signal that it wrote.
+    outbox: Arc<Mutex<Outbox>>,
+    drained: Arc<Notify>,
+    /// Since when a block could not be queued because the outbox was full.
+    full_since: Option<Instant>,
     state: PeerState,
     decoder: Decoder,
     buf: BytesMut,
@@ -1249,28 +1305,42 @@ fn new_conn(
         mut write,
         ..
     } = stream;
-    let (out, mut rx) = mpsc::channel::<Bytes>(512);
+    let (out, mut rx) = mpsc::channel::<(Bytes, Option<u32>)>(512);
     let up = Limits {
         torrent: shared.upload.clone(),
         session: shared.ctx.upload.clone(),
     };
+    let outbox = Arc::new(Mutex::new(Outbox::default()));
+    let drained = Arc::new(Notify::new());
+    let (ob, dr) = (outbox.clone(), drained.clone());
     tokio::spawn(async move {
         // Whatever is queued goes out in one vectored write: block payloads are slices of
         // the piece read from disk and are never copied into a send buffer. Upload limits
         // are paid here, where the bytes leave.
         let mut batch = Vec::with_capacity(WRITE_BATCH);
-        while let Some(b) = rx.recv().await {
-            batch.push(b);
-            while batch.len() < WRITE_BATCH {
-                match rx.try_recv() {
-                    Ok(b) => batch.push(b),
-                    Err(_) => break,
+        let mut blocks: Vec<(u32, usize)> = Vec::with_capacity(WRITE_BATCH);
+        while let Some(first) = rx.recv().await {
+            let mut next = Some(first);
+            while let Some((b, piece)) = next.take() {
+                if let Some(p) = piece {
+                    blocks.push((p, b.len()));
+                }
+                batch.push(b);
+                if batch.len() < WRITE_BATCH {
+                    next = rx.try_recv().ok();
                 }
             }
             let bytes: usize = batch.iter().map(|b| b.len()).sum();
             if write_all_vectored(&mut write, &mut batch).await.is_err() {
                 break;
             }
+            {
+                let mut o = ob.lock().unwrap_or_else(|e| e.into_inner());
+                for (p, len) in blocks.drain(..) {
+                    o.written(p, len);
+                }
+            }
+            dr.notify_one();
             let wait = up.pay(bytes);
             if !wait.is_zero() {
                 tokio::time::sleep(wait).await;
@@ -1284,6 +1354,9 @@ fn new_conn(
         reading: HashSet::new(),
         read,
         out,
+        outbox,
+        drained,
+        full_since: None,
         state,
         decoder,
         buf,
@@ -1434,15 +1507,62 @@ impl Conn {
                         }
                     }
                 }
+                _ = self.drained.notified(), if self.full_since.is_some() => {
+                    // The writer made room: serve what waited for it.
+                    self.full_since = None;
+                    self.serve_cached(shared, id);
+                    self.start_reads(shared, &disk_tx);
+                    self.check_stalled(shared, id);
+                }
                 _ = retry.tick() => {
                     // Requests left waiting when the read budget was spent.
                     self.serve_cached(shared, id);
                     self.start_reads(shared, &disk_tx);
                     self.send_pex(shared, id);
+                    self.check_stalled(shared, id);
                 }
             }
             self.fill_requests(shared);
             self.flush().await?;
+        }
+    }
+
+    /// A peer that has not read what it asked for in [`STALLED_AFTER`] loses its upload
+    /// slot (its queued requests are dropped with the choke) to a peer that reads; it may
+    /// earn one again once it has read its outbox empty.
+    fn check_stalled(&mut self, shared: &Shared, id: u64) {
+        let now = clock();
+        let empty = self
+            .outbox
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .is_empty();
+        let mut s = lock(shared);
+        if empty {
+            if let Some(p) = s.peers.get_mut(&id) {
+                p.stalled = false;
+            }
+            return;
+        }
+        let stalled = self
+            .full_since
+            .is_some_and(|t| now.duration_since(t) >= STALLED_AFTER);
+        if !stalled {
+            return;
+        }
+        let Some(p) = s.peers.get_mut(&id) else {
+            return;
+        };
+        if p.stalled {
+            return;
+        }
+        p.stalled = true;
+        let had_slot = p.unchoked;
+        p.unchoked = false;
+        tracing::debug!("the peer does not read what it asked for: choked");
+        self.state.choke();
+        if had_slot {
+            offer_free_slot(&mut s);
         }
     }
 
@@ -1479,8 +1599,13 @@ impl Conn {
                 if let Some(e) = s.peers.get_mut(&id) {
                     e.pieces += 1;
                 }
+                // One new piece can only make us interested, and only in that piece: no
+                // walk over the peer's pieces per have (a swarm sends thousands).
+                let wants = !self.state.am_interested() && s.picker.wants_piece(p);
                 drop(s);
-                self.update_interest(shared);
+                if wants {
+                    self.state.set_interested(true);
+                }
             }
             Event::Bitfield => {
                 let mut s = lock(shared);
@@ -1522,8 +1647,10 @@ impl Conn {
                     self.state.reject_request(req);
                 } else if let Some(data) = cached_piece(shared, req.piece) {
                     self.serve(shared, id, req, &data);
-                } else {
-                    // Queued in the peer state until its piece is read.
+                } else if !self.reading.contains(&req.piece) {
+                    // Queued in the peer state until its piece is read. (A request for a
+                    // piece already being read waits for that read: no scan of the queue
+                    // per request.)
                     self.start_reads(shared, disk_tx);
                 }
             }
@@ -1570,11 +1697,29 @@ impl Conn {
     /// Serve the queued requests whose pieces are in the read cache now (read for another
     /// peer, or for this one earlier).
     fn serve_cached(&mut self, shared: &Shared, id: u64) {
-        let queued: Vec<BlockRequest> = self.state.peer_requests().copied().collect();
-        for req in queued {
-            if let Some(data) = cached_piece(shared, req.piece) {
-                self.serve(shared, id, req, &data);
-            }
+        // One look at the cache (a few pieces), not one per queued request.
+        let cached: Vec<(u32, Bytes)> = shared
+            .read_cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .iter()
+            .cloned()
+            .collect();
+        if cached.is_empty() {
+            return;
+        }
+        let queued: Vec<(BlockRequest, Bytes)> = self
+            .state
+            .peer_requests()
+            .filter_map(|r| {
+                cached
+                    .iter()
+                    .find(|(p, _)| *p == r.piece)
+                    .map(|(_, d)| (*r, d.clone()))
+            })
+            .collect();
+        for (req, data) in queued {
+            self.serve(shared, id, req, &data);
         }
     }
 
@@ -1589,6 +1734,9 @@ impl Conn {
     ) {
         let piece_len = shared.geometry.piece_len(0).unwrap_or(1).max(1) as usize;
         let max_reads = (PEER_READ_BYTES / piece_len).clamp(1, 8);
+        if self.reading.len() >= max_reads || self.full_since.is_some() {
+            return; // more when a read ends, or when the peer has read what it has
+        }
         let mut wanted: Vec<u32> = Vec::new();
         for r in self.state.peer_requests() {
             if self.reading.len() + wanted.len() >= max_reads {
@@ -1641,7 +1789,26 @@ impl Conn {
         if end > piece.len() {
             return; // PeerState checked the range against the geometry; be safe anyway
         }
-        if self.state.send_piece(req, piece.slice(begin..end)) {
+        {
+            let mut o = self.outbox.lock().unwrap_or_else(|e| e.into_inner());
+            let len = req.length as usize;
+            if !o.may_queue(
+                req.piece,
+                piece.len(),
+                len,
+                OUTBOX_BYTES,
+                OUTBOX_PINNED_BYTES,
+            ) {
+                // Served once the writer has written some: the request stays queued.
+                self.full_since.get_or_insert_with(clock);
+                return;
+            }
+            if !self.state.send_piece(req, piece.slice(begin..end)) {
+                return; // no longer queued (cancelled)
+            }
+            o.queued(req.piece, piece.len(), len);
+        }
+        {
             let len = u64::from(req.length);
             let mut s = lock(shared);
             s.uploaded += len;
@@ -1774,18 +1941,18 @@ impl Conn {
             if let wire::Message::Piece { piece, begin, data } = msg {
                 // The header joins the small messages before it; the block goes as it is.
                 wire::encode_piece_header(&mut out, piece, begin, data.len());
-                self.send(out.split().freeze()).await?;
-                self.send(data).await?;
+                self.send(out.split().freeze(), None).await?;
+                self.send(data, Some(piece)).await?;
                 sent = true;
                 continue;
             }
             msg.encode(&mut out);
             if out.len() >= 256 * 1024 {
-                self.send(out.split().freeze()).await?;
+                self.send(out.split().freeze(), None).await?;
             }
         }
         if !out.is_empty() {
-            self.send(out.freeze()).await?;
+            self.send(out.freeze(), None).await?;
             sent = true;
         }
         if sent {
@@ -1794,8 +1961,8 @@ impl Conn {
         Ok(())
     }
 
-    async fn send(&self, b: Bytes) -> Result<(), CloseReason> {
-        self.out.send(b).await.map_err(|_| {
+    async fn send(&self, b: Bytes, piece: Option<u32>) -> Result<(), CloseReason> {
+        self.out.send((b, piece)).await.map_err(|_| {
             CloseReason::Io(std::io::Error::new(
                 std::io::ErrorKind::BrokenPipe,
                 "the writer stopped",

@@ -259,11 +259,13 @@ pub fn hash_pieces(
     Ok(results.into_inner().unwrap_or_default())
 }
 
-/// Positioned reads across the concatenation of a torrent's files.
+/// Positioned reads across the concatenation of a torrent's files. One file is open at a
+/// time (reads go forward through the files), so a torrent of more files than the
+/// open-file limit can be made.
 struct Reader<'a> {
     source: &'a Source,
     offsets: &'a [u64],
-    open: Vec<Option<File>>,
+    open: Option<(usize, File)>,
 }
 
 impl<'a> Reader<'a> {
@@ -271,7 +273,7 @@ impl<'a> Reader<'a> {
         Reader {
             source,
             offsets,
-            open: (0..source.files.len()).map(|_| None).collect(),
+            open: None,
         }
     }
 
@@ -289,13 +291,14 @@ impl<'a> Reader<'a> {
                 continue;
             }
             let n = ((f.length - within) as usize).min(buf.len());
-            let file = match &mut self.open[i] {
-                Some(file) => file,
+            let file = match &mut self.open {
+                Some((at, file)) if *at == i => file,
                 slot => {
-                    slot.insert(File::open(&f.disk_path).map_err(|source| CreateError::Io {
+                    let file = File::open(&f.disk_path).map_err(|source| CreateError::Io {
                         path: f.disk_path.clone(),
                         source,
-                    })?)
+                    })?;
+                    &mut slot.insert((i, file)).1
                 }
             };
             file.read_exact_at(&mut buf[..n], within).map_err(|e| {

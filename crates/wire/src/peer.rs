@@ -385,6 +385,8 @@ pub struct PeerState {
     cancelled: VecDeque<BlockRequest>,
     /// The peer's requests to us that we have accepted and not yet served.
     peer_requests: VecDeque<BlockRequest>,
+    /// The same requests, for an O(1) duplicate check: a peer may queue thousands.
+    peer_request_set: std::collections::HashSet<BlockRequest>,
     /// Pieces the peer lets us request while it chokes us.
     allowed_fast_in: Vec<u32>,
     /// Pieces we let the peer request while we choke it.
@@ -410,6 +412,7 @@ impl PeerState {
             our_requests: VecDeque::new(),
             cancelled: VecDeque::new(),
             peer_requests: VecDeque::new(),
+            peer_request_set: std::collections::HashSet::new(),
             allowed_fast_in: Vec::new(),
             allowed_fast_out: Vec::new(),
             peer_extensions: None,
@@ -546,7 +549,7 @@ impl PeerState {
             Message::Request(r) => self.on_request(r),
             Message::Piece { piece, begin, data } => self.on_piece(piece, begin, data)?,
             Message::Cancel(r) => {
-                if remove(&mut self.peer_requests, &r) {
+                if self.peer_request_set.remove(&r) && remove(&mut self.peer_requests, &r) {
                     // BEP 6: every request gets exactly one answer, even if cancelled.
                     if fast {
                         self.outbound.push_back(Message::Reject(r));
@@ -609,7 +612,7 @@ impl PeerState {
     fn on_request(&mut self, r: BlockRequest) {
         let reason = if !self.geometry.contains(&r) || r.length > self.config.max_block_len {
             RefuseReason::OutOfRange
-        } else if self.peer_requests.contains(&r) {
+        } else if self.peer_request_set.contains(&r) {
             RefuseReason::Duplicate
         } else if self.am_choking && !self.allowed_fast_out.contains(&r.piece) {
             RefuseReason::Choked
@@ -617,6 +620,7 @@ impl PeerState {
             RefuseReason::QueueFull
         } else {
             self.peer_requests.push_back(r);
+            self.peer_request_set.insert(r);
             self.events.push_back(Event::Request(r));
             return;
         };
@@ -686,10 +690,14 @@ impl PeerState {
         let fast = self.config.fast_extension;
         let allowed = &self.allowed_fast_out;
         let outbound = &mut self.outbound;
+        let set = &mut self.peer_request_set;
         self.peer_requests.retain(|r| {
             let keep = allowed.contains(&r.piece);
-            if !keep && fast {
-                outbound.push_back(Message::Reject(*r));
+            if !keep {
+                set.remove(r);
+                if fast {
+                    outbound.push_back(Message::Reject(*r));
+                }
             }
             keep
         });
@@ -760,9 +768,10 @@ impl PeerState {
     /// request is no longer queued (cancelled, or dropped by a choke) or `data` is not
     /// `request.length` bytes; the engine then just drops the data.
     pub fn send_piece(&mut self, request: BlockRequest, data: Bytes) -> bool {
-        if data.len() != request.length as usize || !remove(&mut self.peer_requests, &request) {
+        if data.len() != request.length as usize || !self.peer_request_set.remove(&request) {
             return false;
         }
+        remove(&mut self.peer_requests, &request);
         self.outbound.push_back(Message::Piece {
             piece: request.piece,
             begin: request.begin,
@@ -775,9 +784,10 @@ impl PeerState {
     /// failed; with the fast extension the peer is told. Returns `false` if it was not
     /// queued.
     pub fn reject_request(&mut self, request: BlockRequest) -> bool {
-        if !remove(&mut self.peer_requests, &request) {
+        if !self.peer_request_set.remove(&request) {
             return false;
         }
+        remove(&mut self.peer_requests, &request);
         if self.config.fast_extension {
             self.outbound.push_back(Message::Reject(request));
         }

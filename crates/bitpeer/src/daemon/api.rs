@@ -220,7 +220,53 @@ fn authorized(app: &App, headers: &HeaderMap) -> bool {
     false
 }
 
+/// Is `host` (a Host header: NAME[:PORT]) a name of this machine's loopback?
+fn loopback_host(host: &str) -> bool {
+    let name = if let Some(rest) = host.strip_prefix('[') {
+        rest.split(']').next().unwrap_or("")
+    } else {
+        host.rsplit_once(':').map_or(host, |(n, _)| n)
+    };
+    name.eq_ignore_ascii_case("localhost")
+        || name
+            .parse::<std::net::IpAddr>()
+            .is_ok_and(|ip| ip.is_loopback())
+}
+
+/// Refuse what a web page elsewhere could make a browser send: without credentials (a
+/// loopback-only daemon) a Host that is not loopback (DNS rebinding), and always a
+/// changing request whose Origin is not this server (cross-site requests).
+fn cross_site(app: &App, req: &Request) -> Option<&'static str> {
+    let host = req
+        .headers()
+        .get(header::HOST)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    if !app.daemon.config.has_credentials() && !loopback_host(host) {
+        return Some("this daemon answers only requests to a loopback address");
+    }
+    let changes = !matches!(
+        *req.method(),
+        axum::http::Method::GET | axum::http::Method::HEAD
+    );
+    if changes
+        && let Some(origin) = req
+            .headers()
+            .get(header::ORIGIN)
+            .and_then(|v| v.to_str().ok())
+    {
+        let origin_host = origin.split_once("://").map_or("", |(_, h)| h);
+        if !origin_host.eq_ignore_ascii_case(host) {
+            return Some("cross-site request refused");
+        }
+    }
+    None
+}
+
 async fn auth(State(app): State<App>, req: Request, next: Next) -> Response {
+    if let Some(why) = cross_site(&app, &req) {
+        return ApiError(StatusCode::FORBIDDEN, why.into()).into_response();
+    }
     let path = req.uri().path();
     let protected =
         (path.starts_with("/api/") && path != "/api/v1/login" && !path.starts_with("/api/v2/"))
@@ -1100,6 +1146,28 @@ mod tests {
         assert_eq!(parse_id("42").ok().unwrap(), 42);
         for bad in ["", "-1", "1e3", "abc", "99999999999999999999999", "../1"] {
             assert!(parse_id(bad).is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn loopback_hosts() {
+        for h in [
+            "127.0.0.1:8080",
+            "localhost",
+            "LOCALHOST:1",
+            "[::1]:8080",
+            "127.1.2.3",
+        ] {
+            assert!(loopback_host(h), "{h}");
+        }
+        for h in [
+            "",
+            "evil.example:8080",
+            "192.168.1.2",
+            "[2001:db8::1]:80",
+            "localhost.evil",
+        ] {
+            assert!(!loopback_host(h), "{h}");
         }
     }
 

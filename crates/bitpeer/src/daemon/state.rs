@@ -87,7 +87,8 @@ pub enum Source {
 pub struct Record {
     pub id: u64,
     pub info_hash: String,
-    pub source: Source,
+    /// Shared: records are cloned often, the .torrent inside is not copied.
+    pub source: Arc<Source>,
     pub save_path: PathBuf,
     pub paused: bool,
     #[serde(default)]
@@ -263,7 +264,7 @@ impl Daemon {
 
     /// Add a record's torrent to the engine.
     fn start_record(&self, r: &Record, paused: bool) -> OpResult<TorrentId> {
-        let source = match &r.source {
+        let source = match r.source.as_ref() {
             Source::Torrent(b64) => {
                 let bytes = base64::engine::general_purpose::STANDARD
                     .decode(b64)
@@ -406,7 +407,7 @@ impl Daemon {
         let mut record = Record {
             id,
             info_hash: String::new(),
-            source,
+            source: Arc::new(source),
             save_path,
             paused: req.paused,
             category: req.category,

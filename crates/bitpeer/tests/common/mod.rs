@@ -1014,6 +1014,22 @@ pub fn info_hash_v1(torrent: &Path) -> [u8; 20] {
     out
 }
 
+/// Peak resident memory (`VmHWM`) of a running process, in MiB.
+pub fn peak_rss_mib(pid: u32) -> u64 {
+    try_peak_rss_mib(pid).expect("VmHWM in /proc/PID/status")
+}
+
+/// [`peak_rss_mib`], or `None` once the process is gone.
+pub fn try_peak_rss_mib(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let kib: u64 = status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.split_whitespace().next())
+        .and_then(|v| v.parse().ok())?;
+    Some(kib / 1024)
+}
+
 pub const DAEMON_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// A daemon process and its API address.

@@ -18,6 +18,11 @@
 //! replacing the stalest peer is O(1), as is every announce. Peers that miss about two
 //! announce intervals are forgotten by [`TrackerState::expire`], from the stale end of the
 //! lists.
+//!
+//! Peer ids are not secret (non-compact answers list them), so a peer id already known is
+//! taken as the same peer only from the same IP address, or with the same non-zero `key`
+//! (BEP 7, BEP 15: the key proves identity across an address change): nobody else can
+//! move an honest peer to their own address or make it leave with a `stopped`.
 
 use std::collections::{HashMap, HashSet};
 use std::net::{IpAddr, Ipv6Addr, SocketAddr};
@@ -92,6 +97,8 @@ pub enum Rejection {
     SwarmFull,
     #[error("tracker is full: too many peers")]
     TooManyPeers,
+    #[error("peer id in use from another address")]
+    PeerIdTaken,
 }
 
 /// Which address family a requester wants peers of.
@@ -214,6 +221,8 @@ struct Peer {
     /// [`ip_group`] of `addr`.
     group: IpAddr,
     left: u64,
+    /// The `key` it announced with (0: none).
+    key: u32,
     last_seen: Instant,
     in_swarm: Links,
     in_group: Links,
@@ -222,6 +231,11 @@ struct Peer {
 impl Peer {
     fn is_seeder(&self) -> bool {
         self.left == 0
+    }
+
+    /// Whether an announce from `ip` with `key` comes from this peer.
+    fn is_announced_by(&self, ip: IpAddr, key: u32) -> bool {
+        self.addr.ip() == ip.to_canonical() || (key != 0 && key == self.key)
     }
 
     fn links(&self, list: List) -> Links {
@@ -393,11 +407,6 @@ impl Swarm {
         peer
     }
 
-    fn remove(&mut self, peer_id: &[u8; 20]) -> Option<Peer> {
-        let i = *self.index.get(peer_id)?;
-        Some(self.remove_at(i))
-    }
-
     fn leechers(&self) -> u32 {
         self.peers.len() as u32 - self.seeders
     }
@@ -511,7 +520,13 @@ impl TrackerState {
             // A peer leaving: forget it, hand out nothing, and create no swarm for it.
             let mut counts = (0, 0);
             if let Some(swarm) = self.swarms.get_mut(&req.info_hash) {
-                if swarm.remove(&req.peer_id).is_some() {
+                let own = swarm
+                    .index
+                    .get(&req.peer_id)
+                    .copied()
+                    .filter(|&i| swarm.peers[i as usize].is_announced_by(source, req.key));
+                if let Some(i) = own {
+                    swarm.remove_at(i);
                     self.total_peers -= 1;
                 }
                 counts = (swarm.seeders, swarm.leechers());
@@ -538,7 +553,13 @@ impl TrackerState {
             .get(&req.info_hash)
             .and_then(|s| s.index.get(&req.peer_id).copied());
         match known {
-            Some(i) => self.update_peer(now, req, i, addr, group),
+            Some(i) => {
+                let swarm = &self.swarms[&req.info_hash];
+                if !swarm.peers[i as usize].is_announced_by(source, req.key) {
+                    return Err(Rejection::PeerIdTaken);
+                }
+                self.update_peer(now, req, i, addr, group)
+            }
             None => {
                 self.make_room(now, &req.info_hash, group)?;
                 let swarm = self.swarms.entry(req.info_hash).or_default();
@@ -550,6 +571,7 @@ impl TrackerState {
                     addr,
                     group,
                     left: req.left,
+                    key: req.key,
                     last_seen: now,
                     in_swarm: Links::NONE,
                     in_group: Links::NONE,
@@ -631,6 +653,9 @@ impl TrackerState {
         peer.addr = addr;
         peer.left = req.left;
         peer.last_seen = now;
+        if req.key != 0 {
+            peer.key = req.key;
+        }
         match (was_seeder, peer.is_seeder()) {
             (false, true) => swarm.seeders += 1,
             (true, false) => swarm.seeders -= 1,
@@ -1162,11 +1187,11 @@ mod tests {
             .unwrap();
         t.announce(now, &req(1, 2, 2, 1, AnnounceEvent::None), src(1))
             .unwrap();
-        t.announce(now, &req(1, 3, 3, 1, AnnounceEvent::None), src(2))
-            .unwrap();
+        let mut r = req(1, 3, 3, 1, AnnounceEvent::None);
+        r.key = 0x5eed;
+        t.announce(now, &r, src(2)).unwrap();
         // Peer 3 (the last index) moves to src(1), which is full: peer 1 goes.
-        t.announce(now, &req(1, 3, 3, 1, AnnounceEvent::None), src(1))
-            .unwrap();
+        t.announce(now, &r, src(1)).unwrap();
         let s = &t.swarms[&hash(1)];
         assert_eq!(s.len(), 2);
         let ids: HashSet<u32> = s
@@ -1195,6 +1220,43 @@ mod tests {
         assert_eq!(t.expire(t0 + Duration::from_secs(40)), 18);
         assert_eq!(t.stats().peers, 32);
         check_lists(&t, DEFAULT_MAX_PEERS_PER_IP);
+    }
+
+    #[test]
+    fn a_known_peer_id_from_another_address_needs_its_key() {
+        let mut t = TrackerState::new(short());
+        let now = Instant::now();
+        let mut honest = req(1, 1, 6881, 10, AnnounceEvent::Started);
+        honest.key = 42;
+        t.announce(now, &honest, src(1)).unwrap();
+        let mut spoof = req(1, 1, 9999, 10, AnnounceEvent::None);
+        // Another host cannot take the peer id over, with no key or a wrong one...
+        for key in [0, 41] {
+            spoof.key = key;
+            spoof.event = AnnounceEvent::None;
+            assert_eq!(
+                t.announce(now, &spoof, src(66)),
+                Err(Rejection::PeerIdTaken)
+            );
+            // ...nor make it leave.
+            spoof.event = AnnounceEvent::Stopped;
+            t.announce(now, &spoof, src(66)).unwrap();
+            assert_eq!(t.stats().peers, 1);
+            let s = &t.swarms[&hash(1)];
+            assert_eq!(s.peers[0].addr, SocketAddr::new(src(1).ip(), 6881));
+        }
+        // The peer itself, from a new address with its key, moves.
+        honest.event = AnnounceEvent::None;
+        t.announce(now, &honest, src(2)).unwrap();
+        assert_eq!(
+            t.swarms[&hash(1)].peers[0].addr,
+            SocketAddr::new(src(2).ip(), 6881)
+        );
+        // And leaves with a stopped from there (a key is not needed from its own address).
+        let mut bye = req(1, 1, 6881, 10, AnnounceEvent::Stopped);
+        bye.key = 0;
+        t.announce(now, &bye, src(2)).unwrap();
+        assert_eq!(t.stats().peers, 0);
     }
 
     /// Walks every recency list and checks it against the peers and the caps.
