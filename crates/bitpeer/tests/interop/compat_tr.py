@@ -26,6 +26,14 @@ API, USER, PASS, TORRENT, DATA, MAGNET, MAGNET_DATA, OUTSIDE = sys.argv[1:9]
 URL = f"http://{API}/transmission/rpc"
 
 
+def remote(*args):
+    """Debian's transmission-remote against the daemon (it posts to .../rpc/)."""
+    out = subprocess.run(["transmission-remote", f"{API}/transmission/rpc/", "-n", f"{USER}:{PASS}", *args],
+                         capture_output=True, text=True, timeout=30)
+    check(out.returncode == 0, f"transmission-remote {args}: {out.returncode} {out.stdout} {out.stderr}")
+    return out.stdout
+
+
 # --- raw HTTP: auth, session id, hostile bodies -------------------------------------------
 body = {"method": "torrent-get", "arguments": {"fields": ["id"]}}
 r = requests.post(URL, json=body, timeout=10)
