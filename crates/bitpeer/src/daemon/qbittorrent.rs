@@ -917,21 +917,7 @@ pub fn tracker_list(d: &Daemon, r: &Record) -> Result<Vec<Value>, OpError> {
     if !list.is_empty() {
         return Ok(list);
     }
-    let tiers = d
-        .session
-        .metainfo(r.engine_id)
-        .map(|m| m.trackers.clone())
-        .unwrap_or_default();
-    Ok(tiers
-        .iter()
-        .enumerate()
-        .flat_map(|(tier, urls)| {
-            urls.iter().map(move |u| {
-                json!({"url": u, "tier": tier, "status": "disabled", "message": "",
-                       "seeds": null, "leechers": null, "peers": null})
-            })
-        })
-        .collect())
+    Ok(d.listed_trackers(r, "disabled"))
 }
 
 fn trackers(d: &Daemon, r: &Record) -> Result<Value, OpError> {
