@@ -4,6 +4,8 @@
 #   - PyPI qbittorrent-api and transmission-rpc, pinned, into a venv at
 #     ${XDG_CACHE_HOME:-$HOME/.cache}/bitpeer/venv-compat
 #   - Debian's transmission-cli (transmission-remote), installed by scripts/test.sh's apt step
+#   - Debian's qbittorrent-nox and transmission-daemon (the reference servers of the
+#     differential tests) and python3-venv: also in scripts/test.sh's apt step
 # Idempotent: does nothing when the pinned versions are already there. Prints the venv's
 # python on its last line.
 set -euo pipefail

@@ -9,6 +9,11 @@
 //! session id, malformed multipart, a save path outside the allowed folders, a huge body)
 //! refused with nothing changed.
 //!
+//! The differential tests run Debian's qbittorrent-nox and transmission-daemon on loopback
+//! with a temporary profile (no DHT, LSD, PeX or UPnP), make the same calls to them and to
+//! bitpeer (compat_diff.py), and compare the answers field by field for presence and type,
+//! and for value where they must agree.
+//!
 //! Fails when a client is missing, unless BITPEER_SKIP_INTEROP=1.
 
 mod common;
@@ -143,4 +148,97 @@ fn qbittorrent_clients_and_the_arr_sequence_work_against_the_daemon() {
 #[test]
 fn transmission_clients_work_against_the_daemon() {
     run_client("compat_tr.py");
+}
+
+/// A free TCP port of 127.0.0.1 (bound, then released for the reference server).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// Same calls to a reference server and to bitpeer, answers compared (compat_diff.py).
+fn differential(kind: &str, server: &str) {
+    let Some(py) = compat_python() else { return };
+    let mut probe = Command::new(server);
+    probe.arg("--version");
+    if !available_or_fail(
+        try_run(probe, CLIENT_TIMEOUT).is_ok(),
+        &format!("{server} not found (scripts/install-compat.sh installs it)"),
+    ) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("data");
+    write_random(&data.join("Show.S02").join("e01.mkv"), 21, 200_003);
+    write_random(&data.join("Show.S02").join("e01.nfo"), 22, 1_000);
+    let torrent = tmp.path().join("x.torrent");
+    bitpeer_create(
+        &data.join("Show.S02"),
+        &torrent,
+        &["--piece-length", "32768"],
+    );
+    let (user, pass) = ("admin", "s3cret pass");
+    let port = free_port();
+    let profile = tmp.path().join("profile");
+    let save = tmp.path().join("ref-save");
+    std::fs::create_dir_all(&save).unwrap();
+    let mut cmd = Command::new(&py);
+    cmd.arg(interop_dir().join("compat_diff.py"))
+        .arg(format!(
+            "{kind}-{}",
+            if kind == "qb" { "profile" } else { "config" }
+        ))
+        .arg(&profile)
+        .args([user, pass])
+        .arg(&save)
+        .arg(port.to_string());
+    run(cmd, CLIENT_TIMEOUT).assert_success();
+    let mut reference = Command::new(server);
+    if kind == "qb" {
+        reference
+            .arg(format!("--profile={}", profile.display()))
+            .arg(format!("--webui-port={port}"));
+    } else {
+        reference.arg("-f").arg("-g").arg(&profile);
+    }
+    let mut reference = Proc::spawn(reference, SCRIPT_TIMEOUT);
+    let mut d = spawn_daemon(
+        &tmp.path().join("state"),
+        &tmp.path().join("dl"),
+        &["--api-user", user, "--api-password", pass],
+    );
+    let mut cmd = Command::new(&py);
+    cmd.arg(interop_dir().join("compat_diff.py"))
+        .arg(kind)
+        .arg(format!("127.0.0.1:{port}"))
+        .arg(&d.api)
+        .args([user, pass])
+        .arg(&torrent);
+    let out = run(cmd, SCRIPT_TIMEOUT);
+    assert!(
+        out.status.success() && out.stdout_str().contains("\"ok\": true"),
+        "{kind} differential failed: {}\nreference: {}\ndaemon: {}",
+        out.explain(),
+        reference.explain(),
+        d.proc.explain()
+    );
+    eprintln!(
+        "{kind}: fields the reference has and bitpeer leaves out: {}",
+        out.stdout_str()
+    );
+    reference.kill();
+    d.proc.assert_no_panic();
+}
+
+#[test]
+fn qbittorrent_answers_match_debians_qbittorrent_nox() {
+    differential("qb", "qbittorrent-nox");
+}
+
+#[test]
+fn transmission_answers_match_debians_transmission_daemon() {
+    differential("tr", "transmission-daemon");
 }
