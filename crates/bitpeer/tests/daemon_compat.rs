@@ -26,18 +26,34 @@ use std::time::Duration;
 
 const SCRIPT_TIMEOUT: Duration = Duration::from_secs(200);
 
+/// Where scripts/install-compat.sh installs: ${XDG_CACHE_HOME:-$HOME/.cache}/bitpeer.
+fn cache_dir() -> PathBuf {
+    std::env::var("XDG_CACHE_HOME")
+        .ok()
+        .filter(|v| !v.is_empty())
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache"))
+        .join("bitpeer")
+}
+
+/// A libtorrent seeder of `torrent` (data in `seed_dir`) and a magnet link naming it (x.pe).
+fn seeded_magnet(torrent: &Path, seed_dir: &Path, name: &str) -> (Proc, String) {
+    let (seeder, port) = spawn_lt_peer(torrent, seed_dir, &[], &["--seed"]);
+    let hex: String = info_hash_v1(torrent)
+        .iter()
+        .map(|b| format!("{b:02x}"))
+        .collect();
+    (
+        seeder,
+        format!("magnet:?xt=urn:btih:{hex}&dn={name}&x.pe=127.0.0.1:{port}"),
+    )
+}
+
 /// The venv's Python with both client libraries (BITPEER_COMPAT_PYTHON overrides).
 fn compat_python() -> Option<String> {
     let py = std::env::var("BITPEER_COMPAT_PYTHON").unwrap_or_else(|_| {
-        let cache = std::env::var("XDG_CACHE_HOME")
-            .ok()
-            .filter(|v| !v.is_empty())
-            .map(PathBuf::from)
-            .unwrap_or_else(|| {
-                PathBuf::from(std::env::var("HOME").unwrap_or_default()).join(".cache")
-            });
-        cache
-            .join("bitpeer/venv-compat/bin/python")
+        cache_dir()
+            .join("venv-compat/bin/python")
             .display()
             .to_string()
     });
@@ -91,14 +107,8 @@ fn run_client(script: &str) {
     let tmp = tempfile::tempdir().unwrap();
     let (set, set_torrent, single, single_torrent) = make_data(tmp.path());
     // The magnet's seeder runs first; the magnet names it (x.pe).
-    let (_magnet_seeder, magnet_port) =
-        spawn_lt_peer(&single_torrent, &tmp.path().join("seed"), &[], &["--seed"]);
-    let hex: String = info_hash_v1(&single_torrent)
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect();
-    let magnet =
-        format!("magnet:?xt=urn:btih:{hex}&dn=Movie.2026.mkv&x.pe=127.0.0.1:{magnet_port}");
+    let (_magnet_seeder, magnet) =
+        seeded_magnet(&single_torrent, &tmp.path().join("seed"), "Movie.2026.mkv");
     let outside = tmp.path().join("outside");
     std::fs::create_dir_all(&outside).unwrap();
     let mut d = spawn_daemon(
@@ -241,4 +251,79 @@ fn qbittorrent_answers_match_debians_qbittorrent_nox() {
 #[test]
 fn transmission_answers_match_debians_transmission_daemon() {
     differential("tr", "transmission-daemon");
+}
+
+/// npm flood (scripts/install-compat.sh) pointed at the daemon as `backend` ("qb" or "tr"),
+/// driven through its own API by compat_flood.py.
+fn flood(backend: &str) {
+    if !libtorrent_available() {
+        return;
+    }
+    let Some(py) = compat_python() else { return };
+    let flood_js = cache_dir().join("npm-flood/node_modules/flood/dist/index.js");
+    let mut node = Command::new("node");
+    node.arg("--version");
+    if !available_or_fail(
+        flood_js.is_file() && try_run(node, CLIENT_TIMEOUT).is_ok(),
+        &format!(
+            "no node or no {} (run scripts/install-compat.sh)",
+            flood_js.display()
+        ),
+    ) {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let (_set, set_torrent, single, single_torrent) = make_data(tmp.path());
+    let (_seeder, magnet) =
+        seeded_magnet(&single_torrent, &tmp.path().join("seed"), "Movie.2026.mkv");
+    let dl = tmp.path().join("dl");
+    let (user, pass) = ("admin", "s3cret pass");
+    let mut d = spawn_daemon(
+        &tmp.path().join("state"),
+        &dl,
+        &["--api-user", user, "--api-password", pass],
+    );
+    let port = free_port();
+    let mut cmd = Command::new("node");
+    cmd.arg(&flood_js)
+        .args(["--auth", "none", "--host", "127.0.0.1"])
+        .args(["--port", &port.to_string()])
+        .arg("--rundir")
+        .arg(tmp.path().join("flood"));
+    if backend == "qb" {
+        cmd.args(["--qburl", &format!("http://{}", d.api)])
+            .args(["--qbuser", user, "--qbpass", pass]);
+    } else {
+        cmd.args(["--trurl", &format!("http://{}/transmission/rpc", d.api)])
+            .args(["--truser", user, "--trpass", pass]);
+    }
+    let mut flood = Proc::spawn(cmd, SCRIPT_TIMEOUT);
+    let mut script = Command::new(&py);
+    script
+        .arg(interop_dir().join("compat_flood.py"))
+        .arg(format!("127.0.0.1:{port}"))
+        .arg(&set_torrent)
+        .arg(&magnet)
+        .arg(&single)
+        .arg(&dl);
+    let out = run(script, SCRIPT_TIMEOUT);
+    assert!(
+        out.status.success() && out.stdout_str().contains("\"ok\": true"),
+        "flood ({backend}) failed: {}\nflood: {}\ndaemon: {}",
+        out.explain(),
+        flood.explain(),
+        d.proc.explain()
+    );
+    flood.kill();
+    d.proc.assert_no_panic();
+}
+
+#[test]
+fn flood_works_with_the_daemon_as_qbittorrent() {
+    flood("qb");
+}
+
+#[test]
+fn flood_works_with_the_daemon_as_transmission() {
+    flood("tr");
 }

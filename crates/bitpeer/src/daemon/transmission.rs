@@ -123,18 +123,18 @@ async fn call(d: &Daemon, method: &str, a: &Value) -> R {
         "session-get" => Ok(session(d, a)),
         "session-set" => {
             let mut s = d.session.settings();
-            if let Some(v) = a.get("speed-limit-down").and_then(Value::as_u64)
+            if let Some(v) = a.get("speed-limit-down").and_then(kb_per_s)
                 && a["speed-limit-down-enabled"].as_bool() != Some(false)
             {
-                s.download_limit = v.saturating_mul(KB);
+                s.download_limit = v;
             }
             if a["speed-limit-down-enabled"].as_bool() == Some(false) {
                 s.download_limit = 0;
             }
-            if let Some(v) = a.get("speed-limit-up").and_then(Value::as_u64)
+            if let Some(v) = a.get("speed-limit-up").and_then(kb_per_s)
                 && a["speed-limit-up-enabled"].as_bool() != Some(false)
             {
-                s.upload_limit = v.saturating_mul(KB);
+                s.upload_limit = v;
             }
             if a["speed-limit-up-enabled"].as_bool() == Some(false) {
                 s.upload_limit = 0;
@@ -225,6 +225,12 @@ async fn call(d: &Daemon, method: &str, a: &Value) -> R {
         "" => Err("no method name".into()),
         other => Err(format!("method name not recognized: {other:.40}")),
     }
+}
+
+/// A speed in kB/s (an integer, or a fraction as some clients send) as bytes per second.
+fn kb_per_s(v: &Value) -> Option<u64> {
+    let kb = v.as_f64().filter(|x| x.is_finite() && *x >= 0.0)?;
+    Some((kb * KB as f64).min(u64::MAX as f64) as u64)
 }
 
 fn session(d: &Daemon, a: &Value) -> Value {
@@ -756,10 +762,7 @@ async fn torrent_set(d: &Daemon, a: &Value) -> R {
         let lim = |k: &str, on: &str, cur: u64| -> Option<u64> {
             match a[on].as_bool() {
                 Some(false) => Some(0),
-                _ => a[k]
-                    .as_u64()
-                    .map(|v| v.saturating_mul(KB))
-                    .or(a[on].as_bool().map(|_| cur)),
+                _ => kb_per_s(&a[k]).or(a[on].as_bool().map(|_| cur)),
             }
         };
         let down = lim("downloadLimit", "downloadLimited", r.download_limit);
