@@ -38,6 +38,8 @@ const UNLIMITED_RATIO: f64 = 1e300;
 #[derive(Clone)]
 struct Qb {
     daemon: Daemon,
+    /// Fetches `urls` that are http(s) links to .torrent files.
+    http: Option<reqwest::Client>,
     sids: Arc<Mutex<Vec<String>>>,
     rid: Arc<AtomicU64>,
     /// Tags created with `createTags` (the others are those torrents carry).
@@ -45,9 +47,10 @@ struct Qb {
 }
 
 /// The router, to be nested at `/api/v2`.
-pub fn router(daemon: Daemon) -> Router {
+pub fn router(daemon: Daemon, http: Option<reqwest::Client>) -> Router {
     let qb = Qb {
         daemon,
+        http,
         sids: Arc::new(Mutex::new(Vec::new())),
         rid: Arc::new(AtomicU64::new(0)),
         tags: Arc::new(Mutex::new(BTreeSet::new())),
@@ -1046,8 +1049,15 @@ async fn add(qb: &Qb, p: &Params) -> Res {
                 magnet: Some(url.to_string()),
                 ..Default::default()
             });
+        } else {
+            match super::api::fetch_url(qb.http.as_ref(), url).await {
+                Ok(bytes) => requests.push(AddRequest {
+                    torrent: Some(bytes),
+                    ..Default::default()
+                }),
+                Err(e) => tracing::info!(error = %e, "qbittorrent add: URL not fetched"),
+            }
         }
-        // http(s) URLs of .torrent files are not fetched by this endpoint: counted as failed.
     }
     if requests.is_empty() {
         return Ok(text(StatusCode::OK, "Fails."));

@@ -27,13 +27,16 @@ const RECENT: u64 = 60;
 #[derive(Clone)]
 struct Tr {
     daemon: Daemon,
+    /// Fetches a `filename` that is an http(s) link to a .torrent file.
+    http: Option<reqwest::Client>,
     session_id: Arc<String>,
 }
 
 /// The service for `/transmission/rpc` (and `/transmission/rpc/`).
-pub fn router(daemon: Daemon) -> Router {
+pub fn router(daemon: Daemon, http: Option<reqwest::Client>) -> Router {
     let tr = Tr {
         daemon,
+        http,
         session_id: Arc::new(random_token()),
     };
     Router::new().fallback(rpc).with_state(tr)
@@ -97,7 +100,7 @@ async fn rpc(State(tr): State<Tr>, req: Request) -> Response {
         .get("arguments")
         .cloned()
         .unwrap_or_else(|| json!({}));
-    let (result, arguments) = match call(d, method, &args).await {
+    let (result, arguments) = match call(&tr, method, &args).await {
         Ok(a) => ("success".to_string(), a),
         Err(e) => (e, json!({})),
     };
@@ -118,7 +121,8 @@ fn op(e: OpError) -> String {
     e.to_string()
 }
 
-async fn call(d: &Daemon, method: &str, a: &Value) -> R {
+async fn call(tr: &Tr, method: &str, a: &Value) -> R {
+    let d = &tr.daemon;
     match method {
         "session-get" => Ok(session(d, a)),
         "session-set" => {
@@ -166,7 +170,7 @@ async fn call(d: &Daemon, method: &str, a: &Value) -> R {
         "port-test" => Ok(json!({"port-is-open": false, "ip_protocol": "ipv4"})),
         "blocklist-update" => Ok(json!({"blocklist-size": 0})),
         "torrent-get" => torrent_get(d, a),
-        "torrent-add" => torrent_add(d, a).await,
+        "torrent-add" => torrent_add(tr, a).await,
         "torrent-remove" => {
             let delete = a["delete-local-data"].as_bool().unwrap_or(false);
             for r in ids(d, a)? {
@@ -666,7 +670,8 @@ fn torrent_get(d: &Daemon, a: &Value) -> R {
     Ok(out)
 }
 
-async fn torrent_add(d: &Daemon, a: &Value) -> R {
+async fn torrent_add(tr: &Tr, a: &Value) -> R {
+    let d = &tr.daemon;
     let mut req = AddRequest::default();
     if let Some(b64) = a["metainfo"].as_str() {
         let clean: String = b64.chars().filter(|c| !c.is_whitespace()).collect();
@@ -680,10 +685,11 @@ async fn torrent_add(d: &Daemon, a: &Value) -> R {
             req.magnet = Some(f.to_string());
         } else if f.len() == 40 && f.bytes().all(|b| b.is_ascii_hexdigit()) {
             req.magnet = Some(format!("magnet:?xt=urn:btih:{f}"));
+        } else if f.starts_with("http://") || f.starts_with("https://") {
+            req.torrent = Some(super::api::fetch_url(tr.http.as_ref(), f).await?);
         } else {
             return Err(
-                "only magnet links and metainfo are accepted here (no URL fetch or local file)"
-                    .into(),
+                "only magnet links, http(s) URLs and metainfo are accepted (no local files)".into(),
             );
         }
     } else {

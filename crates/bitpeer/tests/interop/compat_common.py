@@ -37,3 +37,14 @@ def same_content(path, original):
                     or cmp.subdirs and not all(same_content(os.path.join(path, d), os.path.join(original, d))
                                                for d in cmp.common_dirs))
     return filecmp.cmp(path, original, shallow=False)
+
+
+def serve_file(path):
+    """Serve path's folder over HTTP on 127.0.0.1 (a thread); returns path's URL."""
+    import functools
+    import http.server
+    import threading
+    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=os.path.dirname(path))
+    srv = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
+    threading.Thread(target=srv.serve_forever, daemon=True).start()
+    return f"http://127.0.0.1:{srv.server_address[1]}/{os.path.basename(path)}"

@@ -20,7 +20,7 @@ import sys
 import qbittorrentapi
 import requests
 
-from compat_common import check, same_content, say, wait
+from compat_common import check, same_content, say, serve_file, wait
 
 API, USER, PASS, TORRENT, DATA, MAGNET, MAGNET_DATA, OUTSIDE = sys.argv[1:9]
 BASE = f"http://{API}/api/v2"
@@ -125,6 +125,12 @@ content = t["content_path"]
 check(s.post(f"{BASE}/torrents/delete", data={"hashes": h, "deleteFiles": "true"}, timeout=10).ok, "delete")
 check(s.get(f"{BASE}/torrents/info", timeout=10).json() == [], "deleted")
 wait("the content deleted", lambda: not os.path.exists(content), timeout=10)
+# urls may be http links to .torrent files (Prowlarr, scripts)
+r = s.post(f"{BASE}/torrents/add", data={"urls": serve_file(TORRENT), "stopped": "TRUE"}, timeout=20)
+check(r.text == "Ok.", f"add by URL: {r.text!r}")
+check([(t["hash"], t["state"]) for t in s.get(f"{BASE}/torrents/info", timeout=10).json()] == [(h, "stoppedDL")],
+      "added by URL, stopped")
+check(s.post(f"{BASE}/torrents/delete", data={"hashes": "all", "deleteFiles": "false"}, timeout=10).ok, "delete")
 
 # --- qbittorrent-api: magnet, files, peers, trackers, limits, category, stop, start -----
 host, port = API.rsplit(":", 1)

@@ -20,7 +20,7 @@ import sys
 import requests
 import transmission_rpc
 
-from compat_common import check, same_content, say, wait
+from compat_common import check, same_content, say, serve_file, wait
 
 API, USER, PASS, TORRENT, DATA, MAGNET, MAGNET_DATA, OUTSIDE = sys.argv[1:9]
 URL = f"http://{API}/transmission/rpc"
@@ -126,4 +126,8 @@ c.remove_torrent([h, mid], delete_data=True)
 check(c.get_torrents() == [], "removed")
 for p in paths:
     wait(f"{p} deleted", lambda: not os.path.exists(p), timeout=10)
+# filename may be an http link to a .torrent file
+added = c.add_torrent(serve_file(TORRENT), paused=True)
+check(added.hash_string == h and c.get_torrent(h).status == "stopped", "added by URL, stopped")
+c.remove_torrent(h)
 say({"ok": True})
