@@ -57,6 +57,11 @@ fi
 
 step "scripts/install-pipe.sh (netcat-openbsd for the pipe tests)"
 scripts/install-pipe.sh
+# --- IPFS software (npm packages pinned into cache folders) ------------------------------
+step "installing IPFS interop software (scripts/install-ipfs.sh)"
+if ! scripts/install-ipfs.sh; then
+    notice "scripts/install-ipfs.sh failed; IPFS interop tests will fail unless BITPEER_SKIP_INTEROP=1"
+fi
 
 # --- the web UI's browser test: Debian chromium, playwright-core pinned from npm ----------
 step "web UI test tools (scripts/install-webui.sh)"

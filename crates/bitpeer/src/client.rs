@@ -20,9 +20,19 @@ pub struct Conn {
         default_value = "http://127.0.0.1:8080"
     )]
     api: String,
-    /// User for the API.
+    #[command(flatten)]
+    creds: Credentials,
+    /// Print the API's JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// API credentials, as the daemon takes them and the client sends them.
+#[derive(clap::Args, Clone)]
+pub struct Credentials {
+    /// User for the API (HTTP Basic, and the web UI's login).
     #[arg(long, value_name = "USER", env = "BITPEER_API_USER")]
-    api_user: Option<String>,
+    pub api_user: Option<String>,
     /// Password for the API.
     #[arg(
         long,
@@ -30,10 +40,7 @@ pub struct Conn {
         env = "BITPEER_API_PASSWORD",
         hide_env_values = true
     )]
-    api_password: Option<String>,
-    /// Print the API's JSON.
-    #[arg(long)]
-    json: bool,
+    pub api_password: Option<String>,
 }
 
 #[derive(clap::Args)]
@@ -135,8 +142,8 @@ impl Client {
     ) -> CliResult<Value> {
         let url = format!("{}/api/v1{path}", self.base);
         let mut req = self.http.request(method, &url);
-        if let Some(user) = &self.conn.api_user {
-            req = req.basic_auth(user, self.conn.api_password.as_deref());
+        if let Some(user) = &self.conn.creds.api_user {
+            req = req.basic_auth(user, self.conn.creds.api_password.as_deref());
         }
         if let Some(b) = body {
             req = req

@@ -162,7 +162,7 @@ impl DhtArgs {
 }
 
 /// `$XDG_STATE_HOME/bitpeer` or `~/.local/state/bitpeer`, created if needed.
-fn state_dir() -> Option<PathBuf> {
+pub(crate) fn state_dir() -> Option<PathBuf> {
     let base = std::env::var_os("XDG_STATE_HOME")
         .map(PathBuf::from)
         .filter(|p| p.is_absolute())

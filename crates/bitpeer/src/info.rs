@@ -65,6 +65,14 @@ pub fn magnet_of(m: &Metainfo) -> Magnet {
 }
 
 fn of_torrent(m: &Metainfo) -> Value {
+    // The CID `bitpeer ipfs add --torrent` recorded for this torrent's content, if any.
+    let ipfs_cid = [
+        m.info_hashes.get_v1().map(|h| h.to_hex()),
+        m.info_hashes.get_v2().map(|h| h.to_hex()),
+    ]
+    .into_iter()
+    .flatten()
+    .find_map(|h| crate::ipfs::known_cid(&h));
     let files: Vec<Value> = m
         .info
         .files
@@ -87,6 +95,7 @@ fn of_torrent(m: &Metainfo) -> Value {
         "created_by": m.created_by,
         "creation_date": m.creation_date,
         "magnet": magnet_of(m).to_string(),
+        "ipfs_cid": ipfs_cid,
     })
 }
 
@@ -187,4 +196,7 @@ fn print_text(r: &Value) {
         }
     }
     println!("magnet        {}", s("magnet"));
+    if let Some(cid) = r["ipfs_cid"].as_str() {
+        println!("ipfs cid      {cid}");
+    }
 }

@@ -13,6 +13,7 @@ mod demo;
 mod dht_cmd;
 mod download;
 mod info;
+mod ipfs;
 mod pipe;
 mod tracker;
 mod units;
@@ -75,6 +76,8 @@ enum Command {
     Dht(dht_cmd::Args),
     /// A netcat that finds its peer by public key: `pipe listen` and `pipe connect`.
     Pipe(pipe::Args),
+    /// IPFS: import, export, serve and fetch content by CID (UnixFS, CAR, trustless gateway).
+    Ipfs(ipfs::Args),
     /// Run an always-on node with many torrents, an HTTP API and a web UI (foreground).
     Daemon(daemon::Args),
     /// Add a torrent to a running daemon: a .torrent file, a magnet link or a URL.
@@ -105,6 +108,7 @@ fn main() -> ExitCode {
         Command::Tracker(args) => tracker::run(args),
         Command::Dht(args) => dht_cmd::run(args),
         Command::Pipe(args) => pipe::run(args),
+        Command::Ipfs(args) => ipfs::run(args),
         Command::Daemon(args) => daemon::run(args),
         Command::Add(args) => client::add(args),
         Command::Ls(args) => client::ls(args),

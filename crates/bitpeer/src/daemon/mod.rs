@@ -51,17 +51,8 @@ pub struct Args {
     /// Where content goes (DOWNLOAD_DIR/NAME) [default: ~/Downloads].
     #[arg(long, value_name = "DIR")]
     download_dir: Option<PathBuf>,
-    /// User for the API (HTTP Basic and the web UI's login).
-    #[arg(long, value_name = "USER")]
-    api_user: Option<String>,
-    /// Password for the API.
-    #[arg(
-        long,
-        value_name = "PASS",
-        env = "BITPEER_API_PASSWORD",
-        hide_env_values = true
-    )]
-    api_password: Option<String>,
+    #[command(flatten)]
+    creds: crate::client::Credentials,
     /// No DHT.
     #[arg(long)]
     no_dht: bool,
@@ -97,10 +88,10 @@ fn effective_config(args: &Args) -> CliResult<Config> {
     if let Some(d) = &args.watch_dir {
         c.watch_dir = Some(d.clone());
     }
-    if let Some(u) = &args.api_user {
+    if let Some(u) = &args.creds.api_user {
         c.api_user = Some(u.clone());
     }
-    if let Some(p) = &args.api_password {
+    if let Some(p) = &args.creds.api_password {
         c.api_password = Some(p.clone());
     }
     if args.no_dht {

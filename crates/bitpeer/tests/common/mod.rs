@@ -1051,7 +1051,8 @@ pub fn spawn_daemon(state: &Path, downloads: &Path, extra: &[&str]) -> Daemon {
         .arg("--download-dir")
         .arg(downloads)
         .args(extra)
-        .env_remove("BITPEER_API_PASSWORD");
+        .env_remove("BITPEER_API_PASSWORD")
+        .env_remove("BITPEER_API_USER");
     let mut proc = Proc::spawn(cmd, DAEMON_TIMEOUT);
     let api = proc.wait_line(Duration::from_secs(60), |l| {
         l.strip_prefix("api listening on http://")
