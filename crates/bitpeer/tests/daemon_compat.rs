@@ -327,3 +327,20 @@ fn flood_works_with_the_daemon_as_qbittorrent() {
 fn flood_works_with_the_daemon_as_transmission() {
     flood("tr");
 }
+
+#[test]
+fn without_credentials_a_loopback_daemon_accepts_any_login() {
+    let Some(py) = compat_python() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let mut d = spawn_daemon(&tmp.path().join("state"), &tmp.path().join("dl"), &[]);
+    let mut cmd = Command::new(&py);
+    cmd.arg(interop_dir().join("compat_open.py")).arg(&d.api);
+    let out = run(cmd, SCRIPT_TIMEOUT);
+    assert!(
+        out.status.success() && out.stdout_str().contains("\"ok\": true"),
+        "compat_open.py failed: {}\ndaemon: {}",
+        out.explain(),
+        d.proc.explain()
+    );
+    d.proc.assert_no_panic();
+}
