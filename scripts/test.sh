@@ -5,7 +5,8 @@
 #
 # Installs the real clients the interop tests need (Debian packages python3-libtorrent,
 # transmission-cli, aria2, opentracker; openssl and ca-certificates for the HTTPS tracker
-# test) when one is missing, as root or through sudo.
+# test; qbittorrent-nox and transmission-daemon as reference servers, python3-venv for the
+# pinned PyPI clients of scripts/install-compat.sh) when one is missing, as root or through sudo.
 #
 # Environment:
 #   BITPEER_SKIP_INTEROP=1   let interop tests pass (with a notice) when a client is missing
@@ -24,7 +25,7 @@ fi
 
 # --- Debian packages of the real clients ------------------------------------------------
 step "checking Debian packages for interop tests"
-packages=(python3-libtorrent transmission-cli aria2 opentracker openssl ca-certificates)
+packages=(python3-libtorrent transmission-cli aria2 opentracker openssl ca-certificates qbittorrent-nox transmission-daemon python3-venv)
 missing=()
 for p in "${packages[@]}"; do
     if ! dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed'; then
@@ -65,6 +66,10 @@ fi
 # --- the web UI's browser test: Debian chromium, playwright-core pinned from npm ----------
 step "web UI test tools (scripts/install-webui.sh)"
 scripts/install-webui.sh || notice "scripts/install-webui.sh failed; the web UI test will fail unless BITPEER_SKIP_INTEROP=1"
+
+# --- qBittorrent/Transmission client libraries for the compat tests (pinned PyPI, a venv) --
+step "qBittorrent/Transmission client libraries (scripts/install-compat.sh)"
+scripts/install-compat.sh || notice "scripts/install-compat.sh failed; the daemon_compat tests will fail unless BITPEER_SKIP_INTEROP=1"
 
 # --- formatting and lints ---------------------------------------------------------------
 step "cargo fmt --all --check"

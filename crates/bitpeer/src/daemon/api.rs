@@ -111,6 +111,7 @@ pub fn router(daemon: Daemon) -> Router {
         sid: Arc::new(random_token()),
         http,
     };
+    let transmission = super::transmission::router(app.daemon.clone(), app.http.clone());
     Router::new()
         .route("/api/v1/login", post(login))
         .route("/api/v1/session", get(get_session).patch(patch_session))
@@ -129,6 +130,14 @@ pub fn router(daemon: Daemon) -> Router {
         .route("/api/v1/categories/{name}", delete(remove_category))
         .route("/api/v1/events", get(events))
         .route("/metrics", get(metrics))
+        // The qBittorrent and Transmission APIs, with their own auth (SID cookie, 403;
+        // Basic then session id, 401/409).
+        .nest_service(
+            "/api/v2",
+            super::qbittorrent::router(app.daemon.clone(), app.http.clone()),
+        )
+        .route_service("/transmission/rpc", transmission.clone())
+        .route_service("/transmission/rpc/", transmission)
         .fallback(fallback)
         .layer(middleware::from_fn_with_state(app.clone(), auth))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
@@ -136,7 +145,7 @@ pub fn router(daemon: Daemon) -> Router {
 }
 
 /// 32 random hex digits from the system's generator.
-fn random_token() -> String {
+pub(super) fn random_token() -> String {
     use std::io::Read;
     let mut b = [0u8; 16];
     let from_os = std::fs::File::open("/dev/urandom")
@@ -161,7 +170,7 @@ fn random_token() -> String {
 }
 
 /// Compare secrets without an early exit on the first differing byte.
-fn same_secret(a: &[u8], b: &[u8]) -> bool {
+pub(super) fn same_secret(a: &[u8], b: &[u8]) -> bool {
     if a.len() != b.len() {
         return false;
     }
@@ -262,7 +271,9 @@ async fn auth(State(app): State<App>, req: Request, next: Next) -> Response {
         return ApiError(StatusCode::FORBIDDEN, why.into()).into_response();
     }
     let path = req.uri().path();
-    let protected = (path.starts_with("/api/") && path != "/api/v1/login") || path == "/metrics";
+    let protected =
+        (path.starts_with("/api/") && path != "/api/v1/login" && !path.starts_with("/api/v2/"))
+            || path == "/metrics";
     if protected && app.daemon.config.has_credentials() && !authorized(&app, req.headers()) {
         return ApiError(
             StatusCode::UNAUTHORIZED,
@@ -334,7 +345,7 @@ fn serde_urlencoded_login(body: &[u8]) -> Option<LoginBody> {
     })
 }
 
-fn percent_decode(s: &str) -> Option<String> {
+pub(super) fn percent_decode(s: &str) -> Option<String> {
     let b = s.as_bytes();
     let mut out = Vec::with_capacity(b.len());
     let mut i = 0;
@@ -548,29 +559,37 @@ async fn add_inner(app: &App, req: Request) -> ApiResult<Value> {
 
 /// GET an http(s) URL of a .torrent file, at most [`MAX_TORRENT_BYTES`].
 async fn fetch_torrent(app: &App, url: &str) -> Result<Vec<u8>, ApiError> {
+    fetch_url(app.http.as_ref(), url)
+        .await
+        .map_err(ApiError::bad)
+}
+
+/// GET an http(s) URL of a .torrent file, at most [`MAX_TORRENT_BYTES`] (also used by the
+/// qBittorrent and Transmission APIs).
+pub(super) async fn fetch_url(
+    client: Option<&reqwest::Client>,
+    url: &str,
+) -> Result<Vec<u8>, String> {
     if !(url.starts_with("http://") || url.starts_with("https://")) || url.len() > 4096 {
-        return Err(ApiError::bad("the URL must be http:// or https://"));
+        return Err("the URL must be http:// or https://".into());
     }
-    let client = app
-        .http
-        .as_ref()
-        .ok_or_else(|| ApiError::bad("no HTTP client (TLS setup failed)"))?;
+    let client = client.ok_or("no HTTP client (TLS setup failed)")?;
     let mut res = client
         .get(url)
         .send()
         .await
-        .map_err(|e| ApiError::bad(format!("cannot fetch the URL: {e}")))?;
+        .map_err(|e| format!("cannot fetch the URL: {e}"))?;
     if !res.status().is_success() {
-        return Err(ApiError::bad(format!("the URL answered {}", res.status())));
+        return Err(format!("the URL answered {}", res.status()));
     }
     let mut body = Vec::new();
     while let Some(chunk) = res
         .chunk()
         .await
-        .map_err(|e| ApiError::bad(format!("cannot fetch the URL: {e}")))?
+        .map_err(|e| format!("cannot fetch the URL: {e}"))?
     {
         if body.len() + chunk.len() > MAX_TORRENT_BYTES {
-            return Err(ApiError::bad("the URL's .torrent is larger than 10 MiB"));
+            return Err("the URL's .torrent is larger than 10 MiB".into());
         }
         body.extend_from_slice(&chunk);
     }

@@ -4,7 +4,9 @@
 
 pub mod api;
 pub mod config;
+pub mod qbittorrent;
 pub mod state;
+pub mod transmission;
 
 use crate::{CliError, CliResult};
 use config::Config;

@@ -984,21 +984,26 @@ impl Daemon {
                 })
                 .collect());
         }
+        Ok(self.listed_trackers(&r, "not_contacted"))
+    }
+
+    /// The torrent's trackers as its metainfo lists them, each with `status`.
+    pub fn listed_trackers(&self, r: &Record, status: &str) -> Vec<Value> {
         let tiers = self
             .session
             .metainfo(r.engine_id)
             .map(|m| m.trackers.clone())
             .unwrap_or_default();
-        Ok(tiers
+        tiers
             .iter()
             .enumerate()
             .flat_map(|(tier, urls)| {
                 urls.iter().map(move |u| {
-                    json!({"url": u, "tier": tier, "status": "not_contacted", "message": "",
+                    json!({"url": u, "tier": tier, "status": status, "message": "",
                            "seeds": null, "leechers": null, "peers": 0, "next_announce": null})
                 })
             })
-            .collect())
+            .collect()
     }
 
     pub fn pieces_json(&self, id: u64) -> OpResult<Value> {
