@@ -1316,10 +1316,11 @@ async fn torrents(qb: &Qb, m: &str, p: &Params) -> Res {
             let path = d.check_save_path(loc).map_err(op_error)?;
             for r in each() {
                 if r.save_path != path {
-                    return Err(fail(
-                        StatusCode::CONFLICT,
-                        "Moving a torrent's data is not supported",
-                    ));
+                    // qBittorrent moves the data with the location.
+                    d.move_data(r.id, loc).await.map_err(|e| match e {
+                        OpError::Conflict(m) => fail(StatusCode::CONFLICT, &m),
+                        e => op_error(e),
+                    })?;
                 }
             }
             ok_empty()

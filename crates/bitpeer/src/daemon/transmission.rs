@@ -206,10 +206,17 @@ async fn call(tr: &Tr, method: &str, a: &Value) -> R {
         "torrent-set-location" => {
             let loc = a["location"].as_str().ok_or("no location")?;
             let path = d.check_save_path(loc).map_err(op)?;
+            let moving = a["move"].as_bool().unwrap_or(false);
             for r in ids(d, a)? {
-                if r.save_path != path {
-                    return Err("moving a torrent's data is not supported".into());
+                if r.save_path == path {
+                    continue;
                 }
+                if !moving {
+                    // Telling the daemon the data is already elsewhere is not supported:
+                    // it would have to check it all again.
+                    return Err("set \"move\": true to move the data to the new location".into());
+                }
+                d.move_data(r.id, loc).await.map_err(op)?;
             }
             Ok(json!({}))
         }
