@@ -1403,7 +1403,6 @@ impl Conn {
             if is_block {
                 let outstanding = self.state.our_requests().len() > 0;
                 self.timers.on_block(bytes, outstanding, now);
-                lock(shared).download_rate.add(bytes, now);
             }
         }
         Ok(())
@@ -2011,6 +2010,7 @@ fn on_block(
                 *sender = Some(ban_key(addr));
             }
             s.downloaded += data.len() as u64;
+            s.download_rate.add(data.len() as u64, clock());
             if s.picker.has_endgame_copies() {
                 for p in s.peers.values() {
                     let _ = p.tx.send(Cmd::Cancel(block));
