@@ -22,6 +22,13 @@ use tokio::io::AsyncReadExt;
 /// (a real client sends all 68 at once).
 const PREFIX_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How long an incoming MSE/PE handshake may take, up to the decrypted handshake prefix.
+const MSE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// `HASH('req2', info-hash)` → info-hash of every routed torrent: how an encrypted
+/// incoming connection names its torrent (MSE/PE).
+type Obfuscated = Arc<Mutex<HashMap<[u8; 20], [u8; 20]>>>;
+
 /// Incoming connections still in their handshake: the oldest goes first when the session
 /// is full (a host re-dialling half-open connections cannot starve newcomers), and at
 /// most `max_half_open_per_ip` come from one address.
@@ -63,6 +70,7 @@ pub(crate) struct NodeContext {
     pub(crate) dht: Mutex<Option<dht::Dht>>,
     /// Where incoming connections go, by the info-hash of their handshake.
     routes: Mutex<HashMap<[u8; 20], Arc<dyn PeerSink>>>,
+    obfuscated: Obfuscated,
     settings: RwLock<Settings>,
     /// Session-wide rate limits.
     pub(crate) download: SharedBucket,
@@ -95,6 +103,7 @@ impl NodeContext {
             lsd: Mutex::new(None),
             dht: Mutex::new(None),
             routes: Mutex::new(HashMap::new()),
+            obfuscated: Obfuscated::default(),
             download: SharedBucket::new(settings.download_limit),
             upload: SharedBucket::new(settings.upload_limit),
             settings: RwLock::new(settings),
@@ -144,6 +153,10 @@ impl NodeContext {
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .insert(info_hash, sink);
+        self.obfuscated
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .insert(mse::req2_hash(&info_hash), info_hash);
         self.routes_changed();
     }
 
@@ -152,6 +165,10 @@ impl NodeContext {
         let mut routes = self.routes.lock().unwrap_or_else(|e| e.into_inner());
         if routes.get(info_hash).is_some_and(|s| same_sink(s, sink)) {
             routes.remove(info_hash);
+            self.obfuscated
+                .lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .remove(&mse::req2_hash(info_hash));
         }
         drop(routes);
         self.routes_changed();
@@ -278,11 +295,66 @@ impl NodeContext {
         &self,
         mut stream: PeerStream,
     ) -> Option<(Arc<dyn PeerSink>, PeerStream, [u8; 48])> {
-        let mut prefix = [0u8; 48];
-        let read = tokio::time::timeout(PREFIX_TIMEOUT, stream.read.read_exact(&mut prefix)).await;
+        // The first 20 bytes tell a plaintext handshake from an encrypted one (MSE/PE).
+        let mut first = [0u8; 20];
+        let read = tokio::time::timeout(PREFIX_TIMEOUT, stream.read.read_exact(&mut first)).await;
         if !matches!(read, Ok(Ok(_))) {
             tracing::debug!(peer = %stream.remote, "incoming: no handshake in time");
             return None;
+        }
+        let policy = self.settings().encryption;
+        let mut skey = None;
+        let mut prefix = [0u8; 48];
+        if crate::encryption::is_plaintext(&first) {
+            if policy == crate::settings::Encryption::Require {
+                tracing::debug!(peer = %stream.remote, "incoming: plaintext refused (encryption required)");
+                return None;
+            }
+            prefix[..20].copy_from_slice(&first);
+            let read =
+                tokio::time::timeout(PREFIX_TIMEOUT, stream.read.read_exact(&mut prefix[20..]))
+                    .await;
+            if !matches!(read, Ok(Ok(_))) {
+                tracing::debug!(peer = %stream.remote, "incoming: no handshake in time");
+                return None;
+            }
+        } else {
+            if policy == crate::settings::Encryption::Disable {
+                tracing::debug!(peer = %stream.remote, "incoming: not a plaintext handshake (encryption disabled)");
+                return None;
+            }
+            let remote = stream.remote;
+            let table = self.obfuscated.clone();
+            let lookup: mse::SkeyLookup = Box::new(move |req2| {
+                table
+                    .lock()
+                    .unwrap_or_else(|e| e.into_inner())
+                    .get(req2)
+                    .copied()
+            });
+            let secured = tokio::time::timeout(MSE_TIMEOUT, async move {
+                let (mut s, key) =
+                    crate::encryption::accept(stream, &first, policy, lookup).await?;
+                let mut prefix = [0u8; 48];
+                s.read.read_exact(&mut prefix).await?;
+                Ok::<_, std::io::Error>((s, key, prefix))
+            })
+            .await;
+            match secured {
+                Ok(Ok((s, key, p))) => {
+                    stream = s;
+                    skey = Some(key);
+                    prefix = p;
+                }
+                Ok(Err(e)) => {
+                    tracing::debug!(peer = %remote, error = %e, "incoming: MSE handshake failed");
+                    return None;
+                }
+                Err(_) => {
+                    tracing::debug!(peer = %remote, "incoming: MSE handshake timed out");
+                    return None;
+                }
+            }
         }
         let parsed = match wire::HandshakePrefix::parse(&prefix) {
             Ok(Some(p)) => p,
@@ -291,6 +363,10 @@ impl NodeContext {
                 return None;
             }
         };
+        if skey.is_some_and(|k| k != parsed.info_hash) {
+            tracing::debug!(peer = %stream.remote, "incoming: MSE key and handshake name different torrents");
+            return None;
+        }
         let Some(sink) = self.route(&parsed.info_hash) else {
             tracing::debug!(
                 peer = %stream.remote,

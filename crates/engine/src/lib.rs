@@ -11,6 +11,7 @@ pub mod bitfield;
 pub mod blame;
 pub mod choker;
 mod context;
+mod encryption;
 pub mod error;
 pub mod lsd;
 pub mod magnet;

@@ -366,8 +366,11 @@ async fn dial_loop(fetch: Arc<Fetch>, stop: watch::Receiver<bool>) {
 /// Returns whether the handshake worked.
 async fn fetch_from(fetch: &Arc<Fetch>, addr: SocketAddr, stop: watch::Receiver<bool>) -> bool {
     let connector = fetch.ctx.connectors.first().cloned();
+    let policy = fetch.ctx.settings().encryption;
     let stream = match connector {
-        Some(c) => c.connect(addr, CONNECT_TIMEOUT).await,
+        Some(c) => {
+            crate::encryption::connect(&c, policy, addr, fetch.info_hash, CONNECT_TIMEOUT).await
+        }
         None => Err(std::io::Error::other("no transport to dial with")),
     };
     lock(fetch).dialing -= 1;

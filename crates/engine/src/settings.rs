@@ -35,6 +35,51 @@ pub struct Settings {
     /// Bytes per second for the whole session; 0: no limit.
     pub download_limit: u64,
     pub upload_limit: u64,
+    /// MSE/PE protocol encryption for new connections (both ways).
+    pub encryption: Encryption,
+}
+
+/// Whether peer connections use MSE/PE (Message Stream Encryption).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum Encryption {
+    /// Dial encrypted (offering RC4 or plaintext after the handshake), dial again in
+    /// plaintext when the peer refuses; accept both.
+    #[default]
+    Prefer,
+    /// Only RC4-encrypted connections, both ways.
+    Require,
+    /// Plaintext only, both ways.
+    Disable,
+}
+
+impl Encryption {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Encryption::Prefer => "prefer",
+            Encryption::Require => "require",
+            Encryption::Disable => "disable",
+        }
+    }
+}
+
+impl std::fmt::Display for Encryption {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+impl std::str::FromStr for Encryption {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "prefer" => Ok(Encryption::Prefer),
+            "require" => Ok(Encryption::Require),
+            "disable" => Ok(Encryption::Disable),
+            _ => Err(format!(
+                "`{s}` is not an encryption policy (prefer, require or disable)"
+            )),
+        }
+    }
 }
 
 impl Default for Settings {
@@ -50,6 +95,7 @@ impl Default for Settings {
             max_our_requests: 500,
             download_limit: 0,
             upload_limit: 0,
+            encryption: Encryption::Prefer,
         }
     }
 }

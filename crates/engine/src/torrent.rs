@@ -1014,8 +1014,11 @@ async fn dial_loop(shared: Arc<Shared>) {
 /// session's preferred transport.
 async fn dial(shared: Arc<Shared>, addr: SocketAddr) {
     let connector = shared.ctx.connectors.first().cloned();
+    let policy = shared.ctx.settings().encryption;
     let stream = match connector {
-        Some(c) => c.connect(addr, HANDSHAKE_TIMEOUT).await,
+        Some(c) => {
+            crate::encryption::connect(&c, policy, addr, shared.info_hash, HANDSHAKE_TIMEOUT).await
+        }
         None => Err(std::io::Error::other("no transport to dial with")),
     };
     lock(&shared).dialing -= 1;
