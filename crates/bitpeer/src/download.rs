@@ -91,6 +91,11 @@ pub struct LimitArgs {
     #[arg(long, value_name = "N", default_value_t = 80,
           value_parser = clap::value_parser!(u16).range(1..))]
     max_peers: u16,
+    /// Protocol encryption (MSE/PE): `prefer` dials encrypted and again in plaintext
+    /// when a peer refuses, and accepts both; `require` makes and accepts only RC4-
+    /// encrypted connections; `disable` only plaintext ones.
+    #[arg(long, value_name = "POLICY", default_value = "prefer")]
+    encryption: engine::settings::Encryption,
 }
 
 impl LimitArgs {
@@ -99,6 +104,7 @@ impl LimitArgs {
             download_limit: self.download_limit,
             upload_limit: self.upload_limit,
             max_peers_per_torrent: usize::from(self.max_peers),
+            encryption: self.encryption,
             ..Settings::default()
         }
     }

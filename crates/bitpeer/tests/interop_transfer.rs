@@ -39,15 +39,6 @@ fn addr(port: u16) -> String {
     format!("127.0.0.1:{port}")
 }
 
-/// Reads `--stats` lines of an lt_peer.py until one says it is seeding, so that bitpeer
-/// dials a seeder that has finished checking its data.
-fn wait_lt_seeding(p: &mut Proc) {
-    p.wait_line(Duration::from_secs(60), |l| {
-        let v: Value = serde_json::from_str(l).ok()?;
-        (v["seeding"] == true).then_some(())
-    });
-}
-
 /// The `uploaded` of the last `--stats` line an lt_peer.py printed.
 fn lt_uploaded(p: &Proc) -> u64 {
     p.stdout_lines()

@@ -373,6 +373,7 @@ async fn get_session(State(app): State<App>) -> ApiResult {
 struct SessionPatch {
     download_limit: Option<u64>,
     upload_limit: Option<u64>,
+    encryption: Option<super::config::EncryptionPolicy>,
 }
 
 async fn patch_session(
@@ -386,6 +387,9 @@ async fn patch_session(
     }
     if let Some(u) = p.upload_limit {
         s.upload_limit = u;
+    }
+    if let Some(e) = p.encryption {
+        s.encryption = e.into();
     }
     app.daemon.session.set_settings(s);
     ok(app.daemon.session_json())

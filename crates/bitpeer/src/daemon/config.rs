@@ -45,6 +45,28 @@ pub struct Config {
     /// size), or this many seconds after completing.
     pub ratio_limit: Option<f64>,
     pub seeding_time_limit: Option<u64>,
+    /// Protocol encryption (MSE/PE) of peer connections: prefer, require or disable.
+    pub encryption: EncryptionPolicy,
+}
+
+/// The `encryption` key (the engine's policy, as config text).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, clap::ValueEnum)]
+#[serde(rename_all = "lowercase")]
+pub enum EncryptionPolicy {
+    #[default]
+    Prefer,
+    Require,
+    Disable,
+}
+
+impl From<EncryptionPolicy> for engine::settings::Encryption {
+    fn from(p: EncryptionPolicy) -> Self {
+        match p {
+            EncryptionPolicy::Prefer => engine::settings::Encryption::Prefer,
+            EncryptionPolicy::Require => engine::settings::Encryption::Require,
+            EncryptionPolicy::Disable => engine::settings::Encryption::Disable,
+        }
+    }
 }
 
 impl Default for Config {
@@ -77,6 +99,7 @@ impl Default for Config {
             max_active_seeds: 0,
             ratio_limit: None,
             seeding_time_limit: None,
+            encryption: EncryptionPolicy::Prefer,
         }
     }
 }
@@ -178,6 +201,22 @@ mod tests {
         assert_eq!(c.download_limit, 100);
         assert!(Config::parse("apii = 1").is_err());
         assert!(Config::parse("api = 3").is_err());
+    }
+
+    #[test]
+    fn encryption_key() {
+        assert_eq!(
+            Config::parse("").unwrap().encryption,
+            EncryptionPolicy::Prefer
+        );
+        let c = Config::parse("encryption = \"require\"").unwrap();
+        assert_eq!(c.encryption, EncryptionPolicy::Require);
+        assert_eq!(
+            engine::settings::Encryption::from(c.encryption),
+            engine::settings::Encryption::Require
+        );
+        assert!(c.to_toml().contains("encryption = \"require\""));
+        assert!(Config::parse("encryption = \"always\"").is_err());
     }
 
     #[test]

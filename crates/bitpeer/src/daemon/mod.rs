@@ -30,7 +30,7 @@ The API (docs/api.md) is at /api/v1, the web UI at /, Prometheus metrics at /met
 Config file keys (TOML, all optional; see --print-config): api, listen, download_dir, \
 state_dir, watch_dir, allowed_dirs, api_user, api_password, api_key, download_limit, \
 upload_limit, dht, lsd, trackers, max_active_downloads, max_active_seeds, ratio_limit, \
-seeding_time_limit.")]
+seeding_time_limit, encryption (prefer, require or disable).")]
 pub struct Args {
     /// A TOML config file; flags override its keys.
     #[arg(long, value_name = "FILE")]
@@ -65,6 +65,9 @@ pub struct Args {
     /// A folder watched for .torrent files to add.
     #[arg(long, value_name = "DIR")]
     watch_dir: Option<PathBuf>,
+    /// Protocol encryption (MSE/PE): prefer, require or disable [default: prefer].
+    #[arg(long, value_name = "POLICY")]
+    encryption: Option<config::EncryptionPolicy>,
 }
 
 /// The effective config: the file (if any), then the flags.
@@ -102,6 +105,9 @@ fn effective_config(args: &Args) -> CliResult<Config> {
     }
     if args.no_trackers {
         c.trackers = false;
+    }
+    if let Some(e) = args.encryption {
+        c.encryption = e;
     }
     c.download_dir = config::absolute(&c.download_dir);
     c.state_dir = config::absolute(&c.state_dir);
@@ -142,6 +148,7 @@ async fn serve(config: Config) -> CliResult {
     }
     sc.settings.download_limit = config.download_limit;
     sc.settings.upload_limit = config.upload_limit;
+    sc.settings.encryption = config.encryption.into();
     let api_addr = config.api;
     let listener = tokio::net::TcpListener::bind(api_addr)
         .await

@@ -909,6 +909,7 @@ impl Daemon {
             "dht_nodes": 0,
             "download_limit": settings.download_limit,
             "upload_limit": settings.upload_limit,
+            "encryption": settings.encryption.as_str(),
         })
     }
 

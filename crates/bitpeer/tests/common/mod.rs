@@ -815,12 +815,23 @@ pub const SEED_TIMEOUT: Duration = Duration::from_secs(300);
 /// `bitpeer seed TORRENT --data DIR --listen 127.0.0.1:0 [--peer P]...`, once it prints
 /// `listening on ADDR`. Returns the guard and ADDR.
 pub fn spawn_bitpeer_seed(torrent: &Path, data_dir: &Path, peers: &[String]) -> (Proc, String) {
+    spawn_bitpeer_seed_with(torrent, data_dir, peers, &[])
+}
+
+/// [`spawn_bitpeer_seed`] with `extra` arguments.
+pub fn spawn_bitpeer_seed_with(
+    torrent: &Path,
+    data_dir: &Path,
+    peers: &[String],
+    extra: &[&str],
+) -> (Proc, String) {
     let mut cmd = Command::new(bitpeer_bin());
     cmd.arg("seed")
         .arg(torrent)
         .arg("--data")
         .arg(data_dir)
-        .args(["--listen", "127.0.0.1:0"]);
+        .args(["--listen", "127.0.0.1:0"])
+        .args(extra);
     for p in peers {
         cmd.args(["--peer", p]);
     }
@@ -842,12 +853,24 @@ pub fn spawn_bitpeer_download(
     peers: &[String],
     timeout: Duration,
 ) -> Proc {
+    spawn_bitpeer_download_with(torrent, out_dir, peers, timeout, &[])
+}
+
+/// [`spawn_bitpeer_download`] with `extra` arguments.
+pub fn spawn_bitpeer_download_with(
+    torrent: &Path,
+    out_dir: &Path,
+    peers: &[String],
+    timeout: Duration,
+    extra: &[&str],
+) -> Proc {
     let mut cmd = Command::new(bitpeer_bin());
     cmd.arg("download")
         .arg(torrent)
         .arg("-o")
         .arg(out_dir)
-        .args(["--listen", "127.0.0.1:0", "--json"]);
+        .args(["--listen", "127.0.0.1:0", "--json"])
+        .args(extra);
     for p in peers {
         cmd.args(["--peer", p]);
     }
@@ -950,6 +973,15 @@ pub fn spawn_lt_peer(
     });
     assert!(port > 0 && port < 65536, "lt_peer.py printed port {port}");
     (p, port as u16)
+}
+
+/// Reads `--stats` lines of an lt_peer.py until one says it is seeding, so that bitpeer
+/// dials a seeder that has finished checking its data.
+pub fn wait_lt_seeding(p: &mut Proc) {
+    p.wait_line(Duration::from_secs(60), |l| {
+        let v: Value = serde_json::from_str(l).ok()?;
+        (v["seeding"] == true).then_some(())
+    });
 }
 
 /// Compares `src` (a file or a folder) with `dst` byte for byte: the same files with the

@@ -3,6 +3,7 @@
 Usage: lt_peer.py TORRENT|MAGNET SAVE_PATH [--peer HOST:PORT]... [--deadline SECONDS] [--seed]
                   [--upload-limit BYTES_PER_S] [--download-limit BYTES_PER_S] [--stats]
                   [--count-incoming] [--keep-trackers]
+                  [--out-enc-policy P] [--in-enc-policy P] [--allowed-enc-level L] [--prefer-rc4]
 
 Listens on 127.0.0.1 (a free port), prints {"port": N} as its first line, connects to the
 given peers, and then:
@@ -19,6 +20,10 @@ With --count-incoming, the stats also say how many connections peers opened to u
 ("incoming", from libtorrent's incoming_connection_alert).
 With a magnet link, the metadata is fetched from the peers first (BEP 9).
 Peer exchange (BEP 11) is on, as in libtorrent's default session.
+Protocol encryption (MSE/PE) follows libtorrent's settings: --out-enc-policy and
+--in-enc-policy are forced, enabled or disabled (libtorrent's default: enabled);
+--allowed-enc-level is rc4, plaintext or both (default both); --prefer-rc4 makes
+libtorrent pick RC4 when a peer offers both.
 No DHT, LSD, UPnP or NAT-PMP; trackers are removed (unless --keep-trackers, for a test's
 own tracker on 127.0.0.1), so nothing leaves 127.0.0.1.
 """
@@ -44,6 +49,14 @@ def main():
     ap.add_argument("--stats", action="store_true")
     ap.add_argument("--count-incoming", action="store_true")
     ap.add_argument("--keep-trackers", action="store_true")
+    policies = {"forced": lt.enc_policy.pe_forced, "enabled": lt.enc_policy.pe_enabled,
+                "disabled": lt.enc_policy.pe_disabled}
+    levels = {"rc4": lt.enc_level.pe_rc4, "plaintext": lt.enc_level.pe_plaintext,
+              "both": lt.enc_level.pe_both}
+    ap.add_argument("--out-enc-policy", choices=sorted(policies))
+    ap.add_argument("--in-enc-policy", choices=sorted(policies))
+    ap.add_argument("--allowed-enc-level", choices=sorted(levels))
+    ap.add_argument("--prefer-rc4", action="store_true")
     a = ap.parse_args()
 
     stop = stop_on_signals()
@@ -51,6 +64,14 @@ def main():
     extra = {}
     if a.count_incoming:
         extra["alert_mask"] = int(lt.alert_category.connect) | int(lt.alert_category.peer)
+    if a.out_enc_policy:
+        extra["out_enc_policy"] = int(policies[a.out_enc_policy])
+    if a.in_enc_policy:
+        extra["in_enc_policy"] = int(policies[a.in_enc_policy])
+    if a.allowed_enc_level:
+        extra["allowed_enc_level"] = int(levels[a.allowed_enc_level])
+    if a.prefer_rc4:
+        extra["prefer_rc4"] = True
     ses = lt.session(loopback_settings(**extra))
     incoming = [0]
 
