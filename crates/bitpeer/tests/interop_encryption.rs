@@ -7,6 +7,8 @@
 //! - the same with plaintext allowed after the handshake (`allowed_enc_level` both,
 //!   policies forced) and bitpeer's default `prefer`;
 //! - Transmission 3.00 (transmission-cli) with encryption required, both ways.
+//! - hostile MSE handshakes (garbage, a bad key, huge padding, an unknown torrent, stalls)
+//!   end in bounded time while libtorrent downloads from the same `bitpeer seed`.
 //!
 //! A forced or required peer refuses plaintext connections, so a finished transfer proves
 //! the encrypted handshake worked. The tests fail when a client is missing, unless
@@ -282,4 +284,114 @@ fn transmission_encryption_required_downloads_from_bitpeer() {
     }
     seeder.assert_no_panic();
     tr.kill();
+}
+
+/// Whether the node closed `s` (EOF or error) within `within`, reading on past what it
+/// sends first (its Yb and PadB).
+fn closed_within(s: &mut std::net::TcpStream, within: Duration) -> bool {
+    use std::io::Read;
+    let end = Instant::now() + within;
+    let mut buf = [0u8; 4096];
+    while let Some(left) = end.checked_duration_since(Instant::now()) {
+        s.set_read_timeout(Some(left.max(Duration::from_millis(10))))
+            .unwrap();
+        match s.read(&mut buf) {
+            Ok(0) => return true,
+            Ok(_) => continue,
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => return false,
+            Err(e) if e.kind() == std::io::ErrorKind::TimedOut => return false,
+            Err(_) => return true,
+        }
+    }
+    false
+}
+
+/// `bitpeer seed` (default policy) gets hostile MSE handshakes: garbage, a degenerate
+/// key, a valid key with padding far past 512 bytes, a correct handshake for an unknown
+/// torrent, and two that stall mid-handshake. Each ends in bounded time; meanwhile a
+/// libtorrent peer with encryption forced downloads everything; the seeder never panics.
+#[test]
+fn hostile_handshakes_do_not_stop_bitpeer_serving() {
+    use std::io::{Read, Write};
+    if !libtorrent_available() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, torrent) = make(tmp.path());
+    let (mut seeder, seed_addr) = seed(&torrent, data.parent().unwrap(), "prefer", &[]);
+    let connect = || std::net::TcpStream::connect(&seed_addr).unwrap();
+    let ya = mse::KeyPair::from_secret([0x5c; 20]);
+
+    let mut garbage = connect();
+    let junk: Vec<u8> = (0..3000u32).map(|i| (i * 151 + 3) as u8).collect();
+    let _ = garbage.write_all(&junk);
+    assert!(
+        closed_within(&mut garbage, Duration::from_secs(5)),
+        "garbage"
+    );
+
+    let mut bad_key = connect();
+    let mut one = [0u8; 96];
+    one[95] = 1;
+    bad_key.write_all(&one).unwrap();
+    assert!(
+        closed_within(&mut bad_key, Duration::from_secs(5)),
+        "bad key"
+    );
+
+    let mut huge_pad = connect();
+    huge_pad.write_all(ya.public()).unwrap();
+    let _ = huge_pad.write_all(&vec![0u8; 64 * 1024]);
+    assert!(
+        closed_within(&mut huge_pad, Duration::from_secs(5)),
+        "huge padding"
+    );
+
+    let mut unknown = connect();
+    let mut hs = mse::Handshake::initiator(
+        [0xEE; 20],
+        mse::CRYPTO_RC4,
+        Vec::new(),
+        mse::Entropy::random(16).unwrap(),
+    );
+    unknown.write_all(&hs.take_output()).unwrap();
+    let mut yb = [0u8; 96];
+    unknown.read_exact(&mut yb).unwrap();
+    hs.feed(&yb).unwrap();
+    unknown.write_all(&hs.take_output()).unwrap();
+    assert!(
+        closed_within(&mut unknown, Duration::from_secs(5)),
+        "unknown torrent"
+    );
+
+    let mut stall_a = connect();
+    stall_a.write_all(&ya.public()[..50]).unwrap();
+    let mut stall_b = connect();
+    stall_b.write_all(ya.public()).unwrap();
+
+    let save = tmp.path().join("lt-out");
+    std::fs::create_dir_all(&save).unwrap();
+    let (mut lt, _) = spawn_lt_peer(&torrent, &save, &[seed_addr.clone()], LT_FORCED_RC4);
+    let status = lt.wait_exit(LT_PEER_TIMEOUT);
+    assert!(
+        status.success(),
+        "libtorrent could not download while others stall: {}\nseeder: {}",
+        lt.explain(),
+        seeder.explain()
+    );
+    assert_same_tree(&data, &save.join("enc.bin"));
+    assert!(
+        closed_within(&mut stall_a, Duration::from_secs(20)),
+        "stall a"
+    );
+    assert!(
+        closed_within(&mut stall_b, Duration::from_secs(20)),
+        "stall b"
+    );
+    seeder.assert_no_panic();
+    assert!(
+        seeder.try_status().is_none(),
+        "the seeder exited: {}",
+        seeder.explain()
+    );
 }
