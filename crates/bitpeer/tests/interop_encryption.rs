@@ -371,7 +371,12 @@ fn hostile_handshakes_do_not_stop_bitpeer_serving() {
 
     let save = tmp.path().join("lt-out");
     std::fs::create_dir_all(&save).unwrap();
-    let (mut lt, _) = spawn_lt_peer(&torrent, &save, &[seed_addr.clone()], LT_FORCED_RC4);
+    let (mut lt, _) = spawn_lt_peer(
+        &torrent,
+        &save,
+        std::slice::from_ref(&seed_addr),
+        LT_FORCED_RC4,
+    );
     let status = lt.wait_exit(LT_PEER_TIMEOUT);
     assert!(
         status.success(),
