@@ -11,6 +11,9 @@ rotated order, it times four pairs:
 For each: wall seconds from starting the leecher to its exit with all pieces verified,
 MB/s (10^6 bytes), the leecher's CPU seconds per GiB (user + system, from wait4) and its
 peak RSS (MiB). It prints medians and each pair's ratio to libtorrent -> libtorrent.
+With --mode encryption it times bitpeer -> bitpeer twice instead: in plaintext
+(`--encryption disable` on both) and RC4-encrypted (`--encryption require` on both, MSE/PE),
+and prints the encrypted pair's ratio to the plaintext one.
 The leecher's folder is emptied before each run. The seeder's data stays in the page
 cache; the leecher writes to the page cache (no fsync), as both clients do by default.
 Every process is bounded by a timeout and killed by PID.
@@ -46,11 +49,16 @@ def make_data(path, size):
     os.replace(tmp, path)
 
 
+# bitpeer's kinds: the default policy, plaintext only, RC4 only.
+ENCRYPTION = {"bitpeer": [], "bitpeer-plain": ["--encryption", "disable"],
+              "bitpeer-rc4": ["--encryption", "require"]}
+
+
 def start_seeder(kind, torrent, data_dir):
-    if kind == "bitpeer":
+    if kind in ENCRYPTION:
         # Like lt_peer.py: no DHT, no local discovery; only the peer it is given.
         p = subprocess.Popen([BITPEER, "seed", torrent, "--data", data_dir, "--listen", "127.0.0.1:0",
-                              "--no-dht", "--no-lsd"],
+                              "--no-dht", "--no-lsd"] + ENCRYPTION[kind],
                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         line = p.stdout.readline()
         if "listening on" not in line:
@@ -67,9 +75,9 @@ def start_seeder(kind, torrent, data_dir):
 
 
 def leecher_cmd(kind, torrent, out_dir, port):
-    if kind == "bitpeer":
+    if kind in ENCRYPTION:
         return [BITPEER, "download", torrent, "-o", out_dir, "--peer", f"127.0.0.1:{port}",
-                "--listen", "127.0.0.1:0", "--json", "--no-dht", "--no-lsd"]
+                "--listen", "127.0.0.1:0", "--json", "--no-dht", "--no-lsd"] + ENCRYPTION[kind]
     return ["/usr/bin/python3", LT_PEER, torrent, out_dir, "--peer", f"127.0.0.1:{port}",
             "--deadline", str(TIMEOUT)]
 
@@ -108,6 +116,9 @@ def main():
     ap.add_argument("--out", default=os.path.join(WORK, "transfer-out"),
                     help="the leecher's folder (e.g. /dev/shm/x to take the disk out of the figures:"
                          " libtorrent 2.0 writes through mmap, which is slow on some filesystems)")
+    ap.add_argument("--mode", choices=["clients", "encryption"], default="clients",
+                    help="clients: bitpeer and libtorrent both ways; encryption: bitpeer -> bitpeer"
+                         " in plaintext and with MSE/PE RC4")
     args = ap.parse_args()
     os.makedirs(WORK, exist_ok=True)
     src = os.path.join(WORK, "transfer-src")
@@ -120,29 +131,35 @@ def main():
                        check=True, stdout=subprocess.DEVNULL, timeout=TIMEOUT)
     subprocess.run(f"cat '{data}' > /dev/null", shell=True, check=True, timeout=TIMEOUT)
     out = args.out
-    pairs = [("libtorrent", "bitpeer"), ("libtorrent", "libtorrent"),
-             ("bitpeer", "libtorrent"), ("bitpeer", "bitpeer")]
+    if args.mode == "encryption":
+        pairs = [("bitpeer-plain", "bitpeer-plain"), ("bitpeer-rc4", "bitpeer-rc4")]
+        base_pair = pairs[0]
+    else:
+        pairs = [("libtorrent", "bitpeer"), ("libtorrent", "libtorrent"),
+                 ("bitpeer", "libtorrent"), ("bitpeer", "bitpeer")]
+        base_pair = ("libtorrent", "libtorrent")
     results = {p: [] for p in pairs}
     for rnd in range(args.rounds):
         order = pairs[rnd % len(pairs):] + pairs[:rnd % len(pairs)]
         for pair in order:
             wall, cpu, rss = run_pair(pair[0], pair[1], torrent, src, out)
             results[pair].append((wall, cpu, rss))
-            print(f"round {rnd + 1}: {pair[0]:>10} -> {pair[1]:<10} {wall:7.2f} s "
+            print(f"round {rnd + 1}: {pair[0]:>13} -> {pair[1]:<13} {wall:7.2f} s "
                   f"{args.size / wall / 1e6:8.1f} MB/s  leecher cpu {cpu:6.2f} s  rss {rss:6.1f} MiB",
                   flush=True)
     shutil.rmtree(out, ignore_errors=True)
     gib = args.size / (1 << 30)
-    base = statistics.median(args.size / w / 1e6 for w, _, _ in results[("libtorrent", "libtorrent")])
+    base = statistics.median(args.size / w / 1e6 for w, _, _ in results[base_pair])
+    base_name = f"{base_pair[0]}->{base_pair[1]}".replace("libtorrent", "lt")
     print(f"\n{args.size} bytes, 1 MiB pieces, {args.rounds} rounds, 127.0.0.1, {os.cpu_count()} cores, "
           f"leecher writes to {out}; medians:")
-    print(f"{'seeder -> leecher':<26} {'MB/s':>8} {'cpu s/GiB':>10} {'peak RSS MiB':>13} {'vs lt->lt':>10}")
+    print(f"{'seeder -> leecher':<30} {'MB/s':>8} {'cpu s/GiB':>10} {'peak RSS MiB':>13} {'vs ' + base_name:>10}")
     for pair in pairs:
         r = results[pair]
         mbs = statistics.median(args.size / w / 1e6 for w, _, _ in r)
         cpu = statistics.median(c / gib for _, c, _ in r)
         rss = statistics.median(m for _, _, m in r)
-        print(f"{pair[0] + ' -> ' + pair[1]:<26} {mbs:8.1f} {cpu:10.2f} {rss:13.1f} {mbs / base:9.2f}x")
+        print(f"{pair[0] + ' -> ' + pair[1]:<30} {mbs:8.1f} {cpu:10.2f} {rss:13.1f} {mbs / base:9.2f}x")
 
 
 if __name__ == "__main__":

@@ -1001,3 +1001,36 @@ fn move_takes_a_torrents_data_to_another_folder() {
     d.proc.terminate(Duration::from_secs(20));
     d.proc.assert_no_panic();
 }
+
+#[test]
+fn encryption_policy_from_the_flag_and_changed_through_the_api() {
+    let tmp = tempfile::tempdir().unwrap();
+    let d = spawn_daemon(
+        &tmp.path().join("state"),
+        &tmp.path().join("dl"),
+        &["--encryption", "require"],
+    );
+    let (s, v) = api_json(&d.api, "GET", "/session", None);
+    assert_eq!(s, 200);
+    assert_eq!(v["encryption"], "require", "{v}");
+    let (s, v) = api_json(
+        &d.api,
+        "PATCH",
+        "/session",
+        Some(json!({"encryption": "disable"})),
+    );
+    assert_eq!(s, 200);
+    assert_eq!(v["encryption"], "disable", "{v}");
+    let (s, _) = api_json(
+        &d.api,
+        "PATCH",
+        "/session",
+        Some(json!({"encryption": "sometimes"})),
+    );
+    assert_eq!(s, 400);
+    let (_, v) = api_json(&d.api, "GET", "/session", None);
+    assert_eq!(
+        v["encryption"], "disable",
+        "a bad value changes nothing: {v}"
+    );
+}
