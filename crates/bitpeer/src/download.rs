@@ -503,14 +503,7 @@ pub fn seed(args: SeedArgs) -> CliResult {
     let rt = runtime()?;
     let result = rt.block_on(async {
         let lsd = !args.no_lsd;
-        let session = bind(
-            &args.listen,
-            lsd,
-            &args.dht,
-            &args.limits,
-            args.transports,
-        )
-        .await?;
+        let session = bind(&args.listen, lsd, &args.dht, &args.limits, args.transports).await?;
         let t = match add(&session, meta, args.dir.clone(), peers).await {
             Ok(t) => t,
             Err(e) => {

@@ -55,9 +55,7 @@ pub const UTP_HEADER_LEN: usize = 20;
 pub fn classify(datagram: &[u8]) -> Datagram {
     match datagram.first() {
         Some(b'd') => Datagram::Krpc,
-        Some(0x01 | 0x11 | 0x21 | 0x31 | 0x41) if datagram.len() >= UTP_HEADER_LEN => {
-            Datagram::Utp
-        }
+        Some(0x01 | 0x11 | 0x21 | 0x31 | 0x41) if datagram.len() >= UTP_HEADER_LEN => Datagram::Utp,
         _ => Datagram::Other,
     }
 }
