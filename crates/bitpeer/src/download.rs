@@ -34,6 +34,11 @@ pub struct DownloadArgs {
     /// Keep seeding once the download is complete, until interrupted.
     #[arg(long)]
     seed: bool,
+    /// Transports for peer connections, both ways: `tcp`, `utp` (BEP 29, on the DHT's UDP
+    /// port) or `tcp,utp`. With both, peers are dialled over TCP and then over uTP if that
+    /// fails (uTP first for peers that peer exchange says accept it).
+    #[arg(long, value_name = "LIST", default_value = "tcp,utp")]
+    transports: engine::transport::Transports,
     /// Do not look for peers on the local network (BEP 14 Local Service Discovery).
     #[arg(long)]
     no_lsd: bool,
@@ -128,6 +133,11 @@ pub struct SeedArgs {
     /// A peer to connect to; repeatable.
     #[arg(long = "peer", value_name = "HOST:PORT")]
     peers: Vec<String>,
+    /// Transports for peer connections, both ways: `tcp`, `utp` (BEP 29, on the DHT's UDP
+    /// port) or `tcp,utp`. With both, peers are dialled over TCP and then over uTP if that
+    /// fails (uTP first for peers that peer exchange says accept it).
+    #[arg(long, value_name = "LIST", default_value = "tcp,utp")]
+    transports: engine::transport::Transports,
     /// Do not announce on the local network (BEP 14 Local Service Discovery).
     #[arg(long)]
     no_lsd: bool,
@@ -244,7 +254,13 @@ fn resolve(addrs: &[String]) -> CliResult<Vec<SocketAddr>> {
 
 /// Bind the session. `--listen`: the address given, or if its port is taken and it is the
 /// default 6881, the next free port up to 6889.
-async fn bind(listen: &str, lsd: bool, dht: &DhtArgs, limits: &LimitArgs) -> CliResult<Session> {
+async fn bind(
+    listen: &str,
+    lsd: bool,
+    dht: &DhtArgs,
+    limits: &LimitArgs,
+    transports: engine::transport::Transports,
+) -> CliResult<Session> {
     let listen: SocketAddr = listen.parse().map_err(|_| {
         CliError::new(format!(
             "bad --listen address `{listen}` (expected HOST:PORT)"
@@ -258,6 +274,7 @@ async fn bind(listen: &str, lsd: bool, dht: &DhtArgs, limits: &LimitArgs) -> Cli
         config.lsd = lsd.then(|| lsd_settings(addr));
         config.dht = dht.settings(addr);
         config.settings = limits.settings();
+        config.transports = transports;
         bound = Session::start(config)
             .await
             .map_err(|e| CliError::new(e.to_string()));
@@ -366,7 +383,14 @@ pub fn download(args: DownloadArgs) -> CliResult {
     let rt = runtime()?;
     let result = rt.block_on(async {
         let lsd = !args.no_lsd;
-        let session = bind(&args.listen, lsd, &args.dht, &args.limits).await?;
+        let session = bind(
+            &args.listen,
+            lsd,
+            &args.dht,
+            &args.limits,
+            args.transports,
+        )
+        .await?;
         // On stderr, so stdout stays the progress stream; other peers may dial it. For a
         // .torrent once the torrent is ready for them; for a magnet link at once.
         let listening = format!("listening on {}", session.listen_addr());
@@ -485,7 +509,7 @@ pub fn seed(args: SeedArgs) -> CliResult {
     let rt = runtime()?;
     let result = rt.block_on(async {
         let lsd = !args.no_lsd;
-        let session = bind(&args.listen, lsd, &args.dht, &args.limits).await?;
+        let session = bind(&args.listen, lsd, &args.dht, &args.limits, args.transports).await?;
         let t = match add(&session, meta, args.dir.clone(), peers).await {
             Ok(t) => t,
             Err(e) => {

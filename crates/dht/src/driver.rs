@@ -2,10 +2,11 @@
 //! moves datagrams between the socket and the node, sleeps until the node's next deadline,
 //! and turns the node's events into per-lookup channels.
 //!
-//! The socket will later be shared with uTP (BEP 29), as libtorrent does: a KRPC message is
-//! a bencoded dictionary, so its first byte is `d`, which no uTP packet starts with (its
-//! first byte is type and version: 0x01, 0x11, 0x21, 0x31, 0x41). Until uTP lands, datagrams
-//! that do not start with `d` are dropped here.
+//! The socket can be shared with uTP (BEP 29), as libtorrent does ([`Dht::start_shared`]):
+//! the owner of the socket reads it and hands over the KRPC datagrams (a KRPC message is a
+//! bencoded dictionary, so its first byte is `d`, which no uTP packet starts with: its
+//! first byte is type and version, 0x01, 0x11, 0x21, 0x31, 0x41). On a socket of its own
+//! ([`Dht::start`]) the node drops datagrams that do not start with `d`.
 //!
 //! Bootstrap host names are resolved inside the task, each with a time limit; a name that
 //! does not resolve (no internet, say) is skipped. The routing table is saved to
@@ -15,6 +16,7 @@ use std::collections::HashMap;
 use std::io;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::net::UdpSocket;
@@ -115,6 +117,25 @@ impl Dht {
         let std_socket = std::net::UdpSocket::bind(config.bind)?;
         std_socket.set_nonblocking(true)?;
         let socket = UdpSocket::from_std(std_socket)?;
+        Self::start_inner(config, Arc::new(socket), None)
+    }
+
+    /// Start the node on a socket someone else reads (the node's shared UDP socket, whose
+    /// receive loop also feeds uTP): KRPC datagrams arrive on `inbox`, replies are sent on
+    /// `socket`. `config.bind` is ignored.
+    pub fn start_shared(
+        config: DhtConfig,
+        socket: Arc<UdpSocket>,
+        inbox: mpsc::Receiver<(Vec<u8>, SocketAddr)>,
+    ) -> io::Result<Dht> {
+        Self::start_inner(config, socket, Some(inbox))
+    }
+
+    fn start_inner(
+        config: DhtConfig,
+        socket: Arc<UdpSocket>,
+        inbox: Option<mpsc::Receiver<(Vec<u8>, SocketAddr)>>,
+    ) -> io::Result<Dht> {
         let local_addr = socket.local_addr()?;
         let saved = config
             .state_file
@@ -163,7 +184,7 @@ impl Dht {
                 }
             });
         }
-        let task = tokio::spawn(run(socket, node, rx, config.state_file));
+        let task = tokio::spawn(run(socket, inbox, node, rx, config.state_file));
         Ok(Dht {
             commands: tx,
             local_addr,
@@ -281,8 +302,28 @@ impl Dht {
     }
 }
 
+/// The next KRPC datagram: from the socket, or from the shared socket's receive loop.
+async fn next_datagram(
+    socket: &UdpSocket,
+    inbox: &mut Option<mpsc::Receiver<(Vec<u8>, SocketAddr)>>,
+    buf: &mut Vec<u8>,
+) -> io::Result<(usize, SocketAddr)> {
+    match inbox {
+        None => socket.recv_from(buf).await,
+        Some(rx) => match rx.recv().await {
+            Some((data, from)) => {
+                let n = data.len().min(buf.len());
+                buf[..n].copy_from_slice(&data[..n]);
+                Ok((n, from))
+            }
+            None => std::future::pending().await,
+        },
+    }
+}
+
 async fn run(
-    socket: UdpSocket,
+    socket: Arc<UdpSocket>,
+    mut inbox: Option<mpsc::Receiver<(Vec<u8>, SocketAddr)>>,
     mut node: Node,
     mut commands: mpsc::UnboundedReceiver<Command>,
     state_file: Option<PathBuf>,
@@ -328,7 +369,7 @@ async fn run(
             .poll_timeout()
             .unwrap_or_else(|| Instant::now() + Duration::from_secs(3600));
         tokio::select! {
-            received = socket.recv_from(&mut buf) => {
+            received = next_datagram(&socket, &mut inbox, &mut buf) => {
                 // Errors (an ICMP unreachable reported on the socket) concern one datagram.
                 if let Ok((n, from)) = received
                     && buf[..n].first() == Some(&b'd')

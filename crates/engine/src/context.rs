@@ -80,7 +80,12 @@ pub(crate) struct NodeContext {
     pub(crate) shutdown: AtomicBool,
     /// DHT lookups running at once; the others wait here.
     dht_queue: tokio::sync::Semaphore,
+    /// Addresses a peer said (PEX flag 0x04) accept uTP: dialled over uTP first.
+    utp_hints: Mutex<std::collections::HashSet<SocketAddr>>,
 }
+
+/// Addresses remembered as uTP-capable (a bound on what PEX can make us keep).
+const MAX_UTP_HINTS: usize = 4096;
 
 /// DHT lookups one session runs at once (the DHT node ends lookups past 128).
 pub(crate) const MAX_DHT_LOOKUPS: usize = 32;
@@ -111,6 +116,32 @@ impl NodeContext {
             half_open: Mutex::new(HalfOpen::default()),
             shutdown: AtomicBool::new(false),
             dht_queue: tokio::sync::Semaphore::new(MAX_DHT_LOOKUPS),
+            utp_hints: Mutex::new(std::collections::HashSet::new()),
+        }
+    }
+
+    /// The transports to dial `addr` with, in order: the session's order (TCP, then uTP,
+    /// as libtorrent falls back from one to the other), but uTP first for a peer that PEX
+    /// said accepts it.
+    pub(crate) fn dial_order(&self, addr: SocketAddr) -> Vec<Arc<dyn Connector>> {
+        let mut order = self.connectors.clone();
+        let hinted = self
+            .utp_hints
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .contains(&addr);
+        if hinted {
+            // Stable: uTP connectors move to the front, the rest keep their order.
+            order.sort_by_key(|c| c.kind() != crate::transport::TransportKind::Utp);
+        }
+        order
+    }
+
+    /// Remember that `addr` accepts uTP (PEX flag 0x04), up to a bound.
+    pub(crate) fn hint_utp(&self, addr: SocketAddr) {
+        let mut h = self.utp_hints.lock().unwrap_or_else(|e| e.into_inner());
+        if h.len() < MAX_UTP_HINTS {
+            h.insert(addr);
         }
     }
 

@@ -26,3 +26,4 @@ pub mod settings;
 pub mod storage;
 pub mod torrent;
 pub mod transport;
+pub mod utp;

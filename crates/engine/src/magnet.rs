@@ -365,19 +365,27 @@ async fn dial_loop(fetch: Arc<Fetch>, stop: watch::Receiver<bool>) {
 /// Ask one peer for metadata until the fetch is done or the peer is of no more use.
 /// Returns whether the handshake worked.
 async fn fetch_from(fetch: &Arc<Fetch>, addr: SocketAddr, stop: watch::Receiver<bool>) -> bool {
-    let connector = fetch.ctx.connectors.first().cloned();
-    let policy = fetch.ctx.settings().encryption;
-    let stream = match connector {
-        Some(c) => {
-            crate::encryption::connect(&c, policy, addr, fetch.info_hash, CONNECT_TIMEOUT).await
+    let mut dialing = true;
+    let mut talked = false;
+    for connector in fetch.ctx.dial_order(addr) {
+        let policy = fetch.ctx.settings().encryption;
+        let stream =
+            crate::encryption::connect(&connector, policy, addr, fetch.info_hash, CONNECT_TIMEOUT)
+                .await;
+        if let Ok(stream) = stream {
+            if std::mem::take(&mut dialing) {
+                lock(fetch).dialing -= 1;
+            }
+            if talk(fetch, stream, addr, None, stop.clone()).await {
+                talked = true;
+                break;
+            }
         }
-        None => Err(std::io::Error::other("no transport to dial with")),
-    };
-    lock(fetch).dialing -= 1;
-    let Ok(stream) = stream else {
-        return false;
-    };
-    talk(fetch, stream, addr, None, stop).await
+    }
+    if dialing {
+        lock(fetch).dialing -= 1;
+    }
+    talked
 }
 
 /// An incoming connection whose handshake named the info-hash being fetched.

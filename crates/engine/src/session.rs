@@ -19,7 +19,7 @@ use crate::magnet::{FetchStats, MetadataFetch, MetadataSources};
 use crate::peer::Handoff;
 use crate::settings::Settings;
 use crate::torrent::{Stats, Torrent, TorrentConfig};
-use crate::transport::{Connector, PeerStream, TcpConnector};
+use crate::transport::{Connector, PeerStream, TcpConnector, Transports};
 use metainfo::Metainfo;
 use metainfo::magnet::Magnet;
 use std::collections::{BTreeMap, HashMap};
@@ -114,6 +114,8 @@ pub struct SessionConfig {
     pub dht: Option<DhtSettings>,
     /// Limits, changeable later with [`Session::set_settings`].
     pub settings: Settings,
+    /// Which transports carry peer connections (TCP and uTP by default).
+    pub transports: Transports,
 }
 
 /// How to join the DHT.
@@ -163,6 +165,7 @@ impl SessionConfig {
             tracker: tracker::client::ClientConfig::default(),
             dht: Some(DhtSettings::default()),
             settings: Settings::default(),
+            transports: Transports::default(),
         }
     }
 }
@@ -218,6 +221,14 @@ struct SessionInner {
     changes: watch::Sender<u64>,
     lsd_error: Option<String>,
     dht_error: Option<String>,
+    /// Stops the uTP dispatcher and the shared UDP socket's receive loop.
+    udp_stop: Option<UdpStop>,
+}
+
+/// What stops the shared UDP socket: the uTP dispatcher's token and the receive loop.
+struct UdpStop {
+    utp: Option<tokio_util::sync::CancellationToken>,
+    mux: tokio::task::AbortHandle,
 }
 
 /// A running node: its listener, its transports and its torrents. Cheap to clone; every
@@ -243,18 +254,92 @@ impl Session {
         let addr = config.listen;
         let tracker_client = tracker::client::TrackerClient::new(config.tracker.clone())
             .map_err(|e| EngineError::Tracker(e.to_string()))?;
-        let listener = TcpListener::bind(addr)
-            .await
-            .map_err(|source| EngineError::Listen { addr, source })?;
-        let listen_addr = listener
-            .local_addr()
-            .map_err(|source| EngineError::Listen { addr, source })?;
+        let transports = config.transports;
+        if !transports.tcp && !transports.utp {
+            return Err(EngineError::Listen {
+                addr,
+                source: std::io::Error::other("no transport enabled (tcp, utp)"),
+            });
+        }
+        // TCP takes the port first (port 0: any free one); the UDP socket of the DHT and
+        // uTP binds the same port number.
+        let listener = match transports.tcp {
+            true => Some(
+                TcpListener::bind(addr)
+                    .await
+                    .map_err(|source| EngineError::Listen { addr, source })?,
+            ),
+            false => None,
+        };
+        let tcp_addr = match &listener {
+            Some(l) => Some(
+                l.local_addr()
+                    .map_err(|source| EngineError::Listen { addr, source })?,
+            ),
+            None => None,
+        };
+        let mut dht_error = None;
+        let udp = if transports.utp || config.dht.is_some() {
+            let udp_addr = tcp_addr.unwrap_or(addr);
+            match bind_udp(udp_addr) {
+                Ok(s) => Some(Arc::new(s)),
+                // Without TCP, uTP is the only way in: its socket must open.
+                Err(source) if listener.is_none() => {
+                    return Err(EngineError::Listen {
+                        addr: udp_addr,
+                        source,
+                    });
+                }
+                Err(e) => {
+                    tracing::info!(error = %e, "the DHT and uTP are off: cannot open their UDP socket");
+                    dht_error = Some(format!("cannot open its UDP socket: {e}"));
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        let listen_addr = match (tcp_addr, &udp) {
+            (Some(a), _) => a,
+            (None, Some(u)) => u
+                .local_addr()
+                .map_err(|source| EngineError::Listen { addr, source })?,
+            (None, None) => addr,
+        };
         let mut peer_id = *b"-BP0100-000000000000";
         let seed = seed_from_time();
         for (i, b) in peer_id[8..].iter_mut().enumerate() {
             *b = b'0' + ((seed >> (i * 5)) % 10) as u8;
         }
-        let connectors: Vec<Arc<dyn Connector>> = vec![Arc::new(TcpConnector)];
+        let mut connectors: Vec<Arc<dyn Connector>> = Vec::new();
+        if transports.tcp {
+            connectors.push(Arc::new(TcpConnector));
+        }
+        let (dht_tx, dht_rx) = tokio::sync::mpsc::channel(crate::utp::DHT_QUEUE);
+        let mut utp_socket = None;
+        let mut utp_cancel = None;
+        let mut utp_tx = None;
+        if let (true, Some(udp)) = (transports.utp, &udp) {
+            let (tx, rx) = tokio::sync::mpsc::channel(crate::utp::UTP_QUEUE);
+            let cancel = tokio_util::sync::CancellationToken::new();
+            let opened = crate::utp::ChannelTransport::new(udp.clone(), rx)
+                .map_err(|e| e.to_string())
+                .and_then(|t| {
+                    crate::utp::utp_socket(t, crate::utp::socket_opts(cancel.clone()))
+                        .map_err(|e| e.to_string())
+                });
+            match opened {
+                Ok(sock) => {
+                    connectors.push(Arc::new(crate::utp::UtpConnector {
+                        socket: sock.clone(),
+                    }));
+                    utp_socket = Some(sock);
+                    utp_cancel = Some(cancel);
+                    utp_tx = Some(tx);
+                }
+                Err(e) => tracing::warn!(error = %e, "uTP is off"),
+            }
+        }
         let ctx = Arc::new(NodeContext::new(
             listen_addr,
             peer_id,
@@ -263,10 +348,16 @@ impl Session {
             connectors,
             config.settings,
         ));
-        tokio::spawn(tcp_accept_loop(ctx.clone(), listener));
-        tracing::info!(%listen_addr, "listening for peers");
-        let mut dht_error = None;
-        if let Some(settings) = config.dht {
+        if let Some(listener) = listener {
+            tokio::spawn(tcp_accept_loop(ctx.clone(), listener));
+        }
+        if let Some(sock) = utp_socket {
+            let c = ctx.clone();
+            tokio::spawn(crate::utp::accept_loop(sock, move |s| c.incoming(s)));
+        }
+        tracing::info!(%listen_addr, tcp = transports.tcp, utp = utp_tx.is_some(), "listening for peers");
+        let mut dht_on = false;
+        if let (Some(settings), Some(udp)) = (config.dht, &udp) {
             let cfg = dht::DhtConfig {
                 bind: listen_addr,
                 bootstrap: settings.bootstrap,
@@ -274,14 +365,28 @@ impl Session {
                 read_only: false,
                 node_id: None,
             };
-            match dht::Dht::start(cfg) {
-                Ok(d) => *ctx.dht.lock().unwrap_or_else(|e| e.into_inner()) = Some(d),
+            match dht::Dht::start_shared(cfg, udp.clone(), dht_rx) {
+                Ok(d) => {
+                    *ctx.dht.lock().unwrap_or_else(|e| e.into_inner()) = Some(d);
+                    dht_on = true;
+                }
                 Err(e) => {
                     tracing::info!(error = %e, "the DHT is off: cannot open its UDP socket");
                     dht_error = Some(format!("cannot open its UDP socket: {e}"));
                 }
             }
         }
+        let udp_stop = udp.map(|socket| {
+            let mux = crate::utp::Mux {
+                socket,
+                dht: dht_on.then_some(dht_tx),
+                utp: utp_tx,
+            };
+            UdpStop {
+                utp: utp_cancel,
+                mux: tokio::spawn(mux.run()).abort_handle(),
+            }
+        });
         let mut lsd_error = None;
         if let Some(settings) = config.lsd {
             let cfg = LsdConfig {
@@ -312,6 +417,7 @@ impl Session {
                 changes: watch::Sender::new(0),
                 lsd_error,
                 dht_error,
+                udp_stop,
             }),
         })
     }
@@ -686,6 +792,12 @@ impl Session {
     /// Stop accepting connections and stop LSD.
     pub fn close(&self) {
         self.inner.ctx.shutdown.store(true, Ordering::SeqCst);
+        if let Some(stop) = &self.inner.udp_stop {
+            if let Some(utp) = &stop.utp {
+                utp.cancel();
+            }
+            stop.mux.abort();
+        }
         if let Some(lsd) = self
             .inner
             .ctx
@@ -1050,6 +1162,13 @@ fn move_torrent_data(
         let _ = std::fs::remove_dir(folder);
     }
     Ok(())
+}
+
+/// The UDP socket the DHT and uTP share, at `addr`.
+fn bind_udp(addr: SocketAddr) -> std::io::Result<tokio::net::UdpSocket> {
+    let s = std::net::UdpSocket::bind(addr)?;
+    s.set_nonblocking(true)?;
+    tokio::net::UdpSocket::from_std(s)
 }
 
 async fn tcp_accept_loop(ctx: Arc<NodeContext>, listener: TcpListener) {

@@ -1010,25 +1010,39 @@ async fn dial_loop(shared: Arc<Shared>) {
     }
 }
 
-/// One outgoing connection, from connect to the end of the peer's session, over the
-/// session's preferred transport.
+/// One outgoing connection, from connect to the end of the peer's session: over the
+/// session's preferred transport, then the next one if the connection or its handshake
+/// fails (as libtorrent falls back between uTP and TCP).
 async fn dial(shared: Arc<Shared>, addr: SocketAddr) {
-    let connector = shared.ctx.connectors.first().cloned();
-    let policy = shared.ctx.settings().encryption;
-    let stream = match connector {
-        Some(c) => {
-            crate::encryption::connect(&c, policy, addr, shared.info_hash, HANDSHAKE_TIMEOUT).await
+    let mut dialing = true;
+    let mut connected = false;
+    for connector in shared.ctx.dial_order(addr) {
+        let stream = crate::encryption::connect(
+            &connector,
+            shared.ctx.settings().encryption,
+            addr,
+            shared.info_hash,
+            HANDSHAKE_TIMEOUT,
+        )
+        .await;
+        match stream {
+            Ok(stream) => {
+                if std::mem::take(&mut dialing) {
+                    lock(&shared).dialing -= 1;
+                }
+                if run_peer(shared.clone(), stream, addr, None).await {
+                    connected = true;
+                    break;
+                }
+            }
+            Err(e) => {
+                tracing::trace!(peer = %addr, transport = %connector.kind(), error = %e, "dial failed");
+            }
         }
-        None => Err(std::io::Error::other("no transport to dial with")),
-    };
-    lock(&shared).dialing -= 1;
-    let connected = match stream {
-        Ok(stream) => run_peer(shared.clone(), stream, addr, None).await,
-        Err(e) => {
-            tracing::trace!(peer = %addr, error = %e, "dial failed");
-            false
-        }
-    };
+    }
+    if dialing {
+        lock(&shared).dialing -= 1;
+    }
     let mut s = lock(&shared);
     // Both complete: nothing to trade (the peer dials us if it ever wants more).
     let done_with = s.picker.is_complete();
@@ -1885,6 +1899,11 @@ impl Conn {
             return;
         }
         if let Ok(msg) = wire::PexMessage::decode(payload) {
+            for (a, f) in &msg.added {
+                if f.contains(wire::PexFlags::UTP) {
+                    shared.ctx.hint_utp(*a);
+                }
+            }
             let addrs: Vec<SocketAddr> = msg.added.iter().map(|(a, _)| *a).collect();
             add_peers(shared, &addrs, false);
         }

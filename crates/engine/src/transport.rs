@@ -131,6 +131,53 @@ impl PeerStream {
     }
 }
 
+/// Which transports a session uses for peer connections, both ways.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Transports {
+    pub tcp: bool,
+    pub utp: bool,
+}
+
+impl Default for Transports {
+    fn default() -> Self {
+        Transports {
+            tcp: true,
+            utp: true,
+        }
+    }
+}
+
+impl std::str::FromStr for Transports {
+    type Err = String;
+
+    /// A comma-separated list: `tcp`, `utp`, or both.
+    fn from_str(s: &str) -> Result<Self, String> {
+        let mut t = Transports {
+            tcp: false,
+            utp: false,
+        };
+        for part in s.split(',').map(str::trim) {
+            match part.to_ascii_lowercase().as_str() {
+                "tcp" => t.tcp = true,
+                "utp" => t.utp = true,
+                other => return Err(format!("unknown transport {other:?} (tcp, utp)")),
+            }
+        }
+        Ok(t)
+    }
+}
+
+impl fmt::Display for Transports {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match (self.tcp, self.utp) {
+            (true, true) => f.write_str("tcp,utp"),
+            (true, false) => f.write_str("tcp"),
+            (false, true) => f.write_str("utp"),
+            (false, false) => f.write_str(""),
+        }
+    }
+}
+
 /// A future returned by a [`Connector`].
 pub type ConnectFuture = Pin<Box<dyn Future<Output = io::Result<PeerStream>> + Send>>;
 

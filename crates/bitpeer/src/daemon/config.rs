@@ -35,6 +35,9 @@ pub struct Config {
     /// The mainline DHT and Local Service Discovery.
     pub dht: bool,
     pub lsd: bool,
+    /// Transports for peer connections: "tcp", "utp" or "tcp,utp" (uTP shares the DHT's
+    /// UDP port).
+    pub transports: String,
     /// Announce to trackers.
     pub trackers: bool,
     /// Queueing: at most this many torrents download at once, and this many seed; the
@@ -94,6 +97,7 @@ impl Default for Config {
             upload_limit: 0,
             dht: true,
             lsd: true,
+            transports: "tcp,utp".to_string(),
             trackers: true,
             max_active_downloads: 5,
             max_active_seeds: 0,

@@ -27,7 +27,7 @@ one line `api listening on http://HOST:PORT`. Its torrents are kept in the state
 (one file each), so a restart, or a crash, brings every torrent back in its state. \
 The API (docs/api.md) is at /api/v1, the web UI at /, Prometheus metrics at /metrics.
 
-Config file keys (TOML, all optional; see --print-config): api, listen, download_dir, \
+Config file keys (TOML, all optional; see --print-config): api, listen, transports, download_dir, \
 state_dir, watch_dir, allowed_dirs, api_user, api_password, api_key, download_limit, \
 upload_limit, dht, lsd, trackers, max_active_downloads, max_active_seeds, ratio_limit, \
 seeding_time_limit, encryption (prefer, require or disable).")]
@@ -146,6 +146,10 @@ async fn serve(config: Config) -> CliResult {
     } else {
         sc.dht = None;
     }
+    sc.transports = config
+        .transports
+        .parse()
+        .map_err(|e| CliError::new(format!("bad transports in the configuration: {e}")))?;
     sc.settings.download_limit = config.download_limit;
     sc.settings.upload_limit = config.upload_limit;
     sc.settings.encryption = config.encryption.into();

@@ -2,7 +2,7 @@
 
 Usage: lt_peer.py TORRENT|MAGNET SAVE_PATH [--peer HOST:PORT]... [--deadline SECONDS] [--seed]
                   [--upload-limit BYTES_PER_S] [--download-limit BYTES_PER_S] [--stats]
-                  [--count-incoming] [--keep-trackers]
+                  [--count-incoming] [--keep-trackers] [--utp-only | --utp]
                   [--out-enc-policy P] [--in-enc-policy P] [--allowed-enc-level L] [--prefer-rc4]
 
 Listens on 127.0.0.1 (a free port), prints {"port": N} as its first line, connects to the
@@ -18,6 +18,8 @@ more when it stops (deadline, SIGTERM or SIGINT); without it nothing more is pri
 seeding, so a reader that only reads the port line never fills the pipe.
 With --count-incoming, the stats also say how many connections peers opened to us
 ("incoming", from libtorrent's incoming_connection_alert).
+With --utp-only, TCP is off both ways and uTP (BEP 29) on: every connection is uTP. With
+--utp, uTP is on besides TCP (libtorrent's default: it dials over uTP first).
 With a magnet link, the metadata is fetched from the peers first (BEP 9).
 Peer exchange (BEP 11) is on, as in libtorrent's default session.
 Protocol encryption (MSE/PE) follows libtorrent's settings: --out-enc-policy and
@@ -57,6 +59,8 @@ def main():
     ap.add_argument("--in-enc-policy", choices=sorted(policies))
     ap.add_argument("--allowed-enc-level", choices=sorted(levels))
     ap.add_argument("--prefer-rc4", action="store_true")
+    ap.add_argument("--utp-only", action="store_true")
+    ap.add_argument("--utp", action="store_true")
     a = ap.parse_args()
 
     stop = stop_on_signals()
@@ -72,6 +76,12 @@ def main():
         extra["allowed_enc_level"] = int(levels[a.allowed_enc_level])
     if a.prefer_rc4:
         extra["prefer_rc4"] = True
+    if a.utp_only or a.utp:
+        extra["enable_outgoing_utp"] = True
+        extra["enable_incoming_utp"] = True
+    if a.utp_only:
+        extra["enable_outgoing_tcp"] = False
+        extra["enable_incoming_tcp"] = False
     ses = lt.session(loopback_settings(**extra))
     incoming = [0]
 
