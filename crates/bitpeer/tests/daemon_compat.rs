@@ -344,3 +344,59 @@ fn without_credentials_a_loopback_daemon_accepts_any_login() {
     );
     d.proc.assert_no_panic();
 }
+
+/// A daemon run twice on one state folder, with the user, password and (from a config
+/// file) an API key; `script` runs against each run (phase `first`, then `second`) with
+/// the torrent and data of one file, the download folder and a folder outside it.
+fn across_a_restart(script: &str, with_key: bool) {
+    let Some(py) = compat_python() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let (_set, _set_torrent, single, single_torrent) = make_data(tmp.path());
+    let dl = tmp.path().join("dl");
+    let outside = tmp.path().join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    let (user, pass, key) = ("admin", "s3cret pass", "k3y-0123456789abcdef");
+    let config = tmp.path().join("daemon.toml");
+    std::fs::write(&config, format!("api_key = \"{key}\"\n")).unwrap();
+    let config = config.display().to_string();
+    let mut flags = vec!["--api-user", user, "--api-password", pass];
+    if with_key {
+        flags.extend(["--config", config.as_str()]);
+    }
+    for phase in ["first", "second"] {
+        let mut d = spawn_daemon(&tmp.path().join("state"), &dl, &flags);
+        let mut cmd = Command::new(&py);
+        cmd.arg(interop_dir().join(script))
+            .arg(phase)
+            .arg(&d.api)
+            .args([user, pass]);
+        if with_key {
+            cmd.arg(key);
+        }
+        cmd.arg(&single_torrent).arg(&single).arg(&dl).arg(&outside);
+        let out = run(cmd, SCRIPT_TIMEOUT);
+        assert!(
+            out.status.success() && out.stdout_str().contains("\"ok\": true"),
+            "{script} {phase} failed: {}\ndaemon: {}",
+            out.explain(),
+            d.proc.explain()
+        );
+        d.proc.assert_no_panic();
+        d.proc.kill();
+    }
+}
+
+/// setPreferences applied live and kept, sync/maindata diffs by rid, contentLayout
+/// Subfolder, a seeding limit's remove action, createTags kept across a restart, the ban
+/// after five failed logins, the Bearer API key and Basic.
+#[test]
+fn qbittorrent_preferences_sync_layout_tags_and_ban() {
+    across_a_restart("compat_prefs_qb.py", true);
+}
+
+/// session-set applied and kept across a restart; torrent-set-location with move: false
+/// points the torrent at data already there and checks it.
+#[test]
+fn transmission_session_set_and_set_location_without_move() {
+    across_a_restart("compat_prefs_tr.py", false);
+}

@@ -380,14 +380,16 @@ async fn patch_session(
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> ApiResult {
     let p: SessionPatch = parse_json(body)?;
-    let mut s = app.daemon.session.settings();
-    if let Some(d) = p.download_limit {
-        s.download_limit = d;
-    }
-    if let Some(u) = p.upload_limit {
-        s.upload_limit = u;
-    }
-    app.daemon.session.set_settings(s);
+    app.daemon
+        .set_prefs(|s| {
+            if let Some(d) = p.download_limit {
+                s.download_limit = d;
+            }
+            if let Some(u) = p.upload_limit {
+                s.upload_limit = u;
+            }
+        })
+        .await?;
     ok(app.daemon.session_json())
 }
 
