@@ -5,13 +5,13 @@
 //! a bearer API key; with no credentials configured (loopback only) everything is open,
 //! as qBittorrent is with its local-auth bypass. Unauthenticated calls get 403.
 
-use super::api::{percent_decode, random_token, same_secret};
+use super::api::{random_token, same_secret};
 use super::state::{
     AddRequest, Daemon, OpError, PRIORITY_HIGH, PRIORITY_NORMAL, PRIORITY_SKIP, Record, SeedAction,
 };
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{FromRequest, Multipart, Request, State};
+use axum::extract::{FromRequest, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -23,6 +23,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use webform::parse_bool;
 
 pub const QB_VERSION: &str = "v5.1.4";
 pub const QB_API_VERSION: &str = "2.11.4";
@@ -194,78 +195,51 @@ impl Params {
     }
 }
 
-pub fn parse_bool(s: &str) -> Option<bool> {
-    match s.trim().to_ascii_lowercase().as_str() {
-        "true" | "1" | "yes" | "on" => Some(true),
-        "false" | "0" | "no" | "off" | "" => Some(false),
-        _ => None,
-    }
-}
-
-fn parse_form(s: &str, out: &mut Vec<(String, String)>) -> Result<(), Fail> {
-    for pair in s.split('&').filter(|p| !p.is_empty()) {
-        if out.len() >= MAX_PARAMS {
-            return Err(fail(StatusCode::BAD_REQUEST, "Too many parameters"));
-        }
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        match (percent_decode(k), percent_decode(v)) {
-            (Some(k), Some(v)) => out.push((k, v)),
-            _ => return Err(fail(StatusCode::BAD_REQUEST, "Bad form encoding")),
-        }
-    }
-    Ok(())
+fn form_error(e: webform::FormError) -> Fail {
+    let m = match e {
+        webform::FormError::TooManyParams => "Too many parameters",
+        webform::FormError::TooManyFiles => "Too many files",
+        webform::FormError::BadEncoding => "Bad form encoding",
+        webform::FormError::NotUtf8 => "A field is not UTF-8",
+        webform::FormError::BadMultipart => "Bad multipart body",
+    };
+    fail(StatusCode::BAD_REQUEST, m)
 }
 
 async fn read_params(req: Request) -> Result<Params, Fail> {
     let mut p = Params::default();
     if let Some(q) = req.uri().query() {
-        parse_form(q, &mut p.pairs)?;
+        webform::parse_form(q, &mut p.pairs, MAX_PARAMS).map_err(form_error)?;
     }
     let ctype = req
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
-        .to_ascii_lowercase();
-    if ctype.starts_with("multipart/form-data") {
-        let mut form = Multipart::from_request(req, &())
-            .await
-            .map_err(|e| fail(e.status(), "Bad multipart body"))?;
-        loop {
-            let field = match form.next_field().await {
-                Ok(Some(f)) => f,
-                Ok(None) => break,
-                Err(e) => return Err(fail(e.status(), "Bad multipart body")),
-            };
-            let name = field.name().unwrap_or("").to_string();
-            let is_file = field.file_name().is_some();
-            let data = field
-                .bytes()
-                .await
-                .map_err(|e| fail(e.status(), "Bad multipart body"))?;
-            if name == "torrents" || (is_file && name != "urls") {
-                if p.files.len() >= MAX_FILES {
-                    return Err(fail(StatusCode::BAD_REQUEST, "Too many files"));
-                }
-                p.files.push(data.to_vec());
-            } else {
-                if p.pairs.len() >= MAX_PARAMS {
-                    return Err(fail(StatusCode::BAD_REQUEST, "Too many parameters"));
-                }
-                let v = String::from_utf8(data.to_vec())
-                    .map_err(|_| fail(StatusCode::BAD_REQUEST, "A field is not UTF-8"))?;
-                p.pairs.push((name, v));
-            }
-        }
-    } else {
-        let body = Bytes::from_request(req, &())
-            .await
-            .map_err(|e| fail(e.status(), "Cannot read the body"))?;
-        if !body.is_empty() {
-            let s = std::str::from_utf8(&body)
-                .map_err(|_| fail(StatusCode::BAD_REQUEST, "The body is not UTF-8"))?;
-            parse_form(s.trim(), &mut p.pairs)?;
-        }
+        .to_string();
+    // Bounded by the router's body limit (413 past it).
+    let body = Bytes::from_request(req, &())
+        .await
+        .map_err(|e| fail(e.status(), "Cannot read the body"))?;
+    if ctype
+        .to_ascii_lowercase()
+        .starts_with("multipart/form-data")
+    {
+        let mut fields = webform::Fields {
+            pairs: std::mem::take(&mut p.pairs),
+            files: Vec::new(),
+        };
+        let limits = webform::Limits {
+            max_params: MAX_PARAMS,
+            max_files: MAX_FILES,
+        };
+        webform::parse_multipart(body, &ctype, limits, &mut fields).map_err(form_error)?;
+        p.pairs = fields.pairs;
+        p.files = fields.files;
+    } else if !body.is_empty() {
+        let s = std::str::from_utf8(&body)
+            .map_err(|_| fail(StatusCode::BAD_REQUEST, "The body is not UTF-8"))?;
+        webform::parse_form(s.trim(), &mut p.pairs, MAX_PARAMS).map_err(form_error)?;
     }
     Ok(p)
 }
@@ -1714,24 +1688,6 @@ async fn torrents(qb: &Qb, m: &str, p: &Params) -> Res {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn booleans_in_any_case() {
-        assert_eq!(parse_bool("TRUE"), Some(true));
-        assert_eq!(parse_bool("False"), Some(false));
-        assert_eq!(parse_bool("maybe"), None);
-    }
-
-    #[test]
-    fn forms_decode_and_are_bounded() {
-        let mut v = Vec::new();
-        parse_form("hashes=a%7Cb&deleteFiles=true&x", &mut v).unwrap();
-        assert_eq!(v[0], ("hashes".into(), "a|b".into()));
-        assert_eq!(v[2], ("x".into(), "".into()));
-        let long = "a=1&".repeat(MAX_PARAMS + 1);
-        assert!(parse_form(&long, &mut Vec::new()).is_err());
-        assert!(parse_form("a=%zz", &mut Vec::new()).is_err());
-    }
 
     #[test]
     fn ratio_limits_map_to_qbittorrent_numbers() {

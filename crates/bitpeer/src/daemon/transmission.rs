@@ -92,21 +92,16 @@ async fn rpc(State(tr): State<Tr>, req: Request) -> Response {
                 .into_response();
         }
     };
-    let Ok(request) = serde_json::from_slice::<Value>(&body) else {
+    let Some(request) = webform::parse_rpc(&body) else {
         return (StatusCode::BAD_REQUEST, "<h1>400: Bad Request</h1>not JSON").into_response();
     };
-    let method = request["method"].as_str().unwrap_or("");
-    let args = request
-        .get("arguments")
-        .cloned()
-        .unwrap_or_else(|| json!({}));
-    let (result, arguments) = match call(&tr, method, &args).await {
+    let (result, arguments) = match call(&tr, &request.method, &request.arguments).await {
         Ok(a) => ("success".to_string(), a),
         Err(e) => (e, json!({})),
     };
     let mut out = json!({"result": result, "arguments": arguments});
-    if let Some(tag) = request.get("tag") {
-        out["tag"] = tag.clone();
+    if let Some(tag) = request.tag {
+        out["tag"] = tag;
     }
     let mut res = axum::Json(out).into_response();
     if let Ok(v) = HeaderValue::from_str(&tr.session_id) {
