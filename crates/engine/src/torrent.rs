@@ -542,6 +542,16 @@ impl Torrent {
         lock(&self.shared).picker.is_done()
     }
 
+    /// How many connected peers have each piece.
+    pub fn piece_availability(&self) -> Vec<u32> {
+        lock(&self.shared).picker.availability().to_vec()
+    }
+
+    /// Copies of the torrent among the connected peers ([`Picker::distributed_copies`]).
+    pub fn distributed_copies(&self) -> f64 {
+        lock(&self.shared).picker.distributed_copies()
+    }
+
     /// Change the files' priorities while running (see
     /// [`TorrentConfig::file_priorities`]).
     pub async fn set_file_priorities(&self, priorities: &[u8]) -> Result<(), EngineError> {

@@ -423,7 +423,10 @@ fn qb_torrent(daemon: &Daemon, r: &Record, v: &Value) -> Value {
         "time_active": now.saturating_sub(r.added_at),
         "seeding_time": seeding_time,
         "auto_tmm": false,
-        "availability": -1,
+        "availability": daemon
+            .session
+            .torrent(r.engine_id)
+            .map_or(-1.0, |t| t.distributed_copies()),
         "private": v["private"],
         "has_metadata": total > 0,
         "popularity": 0,
@@ -1201,6 +1204,10 @@ fn qb_priority(name: &str) -> u8 {
 fn files(d: &Daemon, r: &Record) -> Result<Value, OpError> {
     let list = d.files_json(r.id)?;
     let meta = d.session.metainfo(r.engine_id);
+    let avail = d
+        .session
+        .torrent(r.engine_id)
+        .map(|t| t.piece_availability());
     let plen = meta
         .as_ref()
         .map(|m| m.info.piece_length.max(1))
@@ -1222,7 +1229,10 @@ fn files(d: &Daemon, r: &Record) -> Result<Value, OpError> {
                     "priority": qb_priority(f["priority"].as_str().unwrap_or("normal")),
                     "is_seed": f["progress"].as_f64() == Some(1.0),
                     "piece_range": [first, last],
-                    "availability": -1,
+                    "availability": avail
+                        .as_ref()
+                        .and_then(|a| a.get(first as usize..=last as usize))
+                        .map_or(-1.0, engine::picker::distributed_copies),
                 })
             })
             .collect::<Vec<_>>(),

@@ -1278,6 +1278,11 @@ impl Daemon {
             );
         };
         let have = self.have_pieces(&r, &meta);
+        let availability = self
+            .session
+            .torrent(r.engine_id)
+            .map(|t| t.piece_availability())
+            .unwrap_or_default();
         let mut bytes = vec![0u8; have.len().div_ceil(8)];
         for (i, h) in have.iter().enumerate() {
             if *h {
@@ -1288,7 +1293,7 @@ impl Daemon {
             "piece_count": have.len(),
             "piece_length": meta.info.piece_length,
             "have": base64::engine::general_purpose::STANDARD.encode(&bytes),
-            "availability": [],
+            "availability": availability,
         }))
     }
 
