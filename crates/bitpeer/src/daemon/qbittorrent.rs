@@ -389,7 +389,7 @@ fn qb_torrent(daemon: &Daemon, r: &Record, v: &Value) -> Value {
         "eta": v["eta"].as_u64().unwrap_or(ETA_UNKNOWN),
         "state": qb_state(r, v),
         "seq_dl": r.sequential,
-        "f_l_piece_prio": false,
+        "f_l_piece_prio": r.first_last,
         "category": r.category.clone().unwrap_or_default(),
         "tags": r.tags.join(","),
         "super_seeding": false,
@@ -1354,6 +1354,7 @@ async fn add(qb: &Qb, p: &Params) -> Res {
     // NoSubfolder leave it as it is; NoSubfolder of a multi-file torrent is not supported
     // (the engine keeps the torrent's top folder): its files go in their folder.
     let subfolder = p.get("contentLayout").map(str::trim) == Some("Subfolder");
+    let first_last = p.flag("firstLastPiecePrio").unwrap_or(false);
     let mut requests: Vec<AddRequest> = p
         .files
         .iter()
@@ -1399,6 +1400,7 @@ async fn add(qb: &Qb, p: &Params) -> Res {
         r.category = category.clone();
         r.tags = tags.clone();
         r.subfolder = subfolder;
+        r.first_last = first_last;
         match d.add(r).await {
             Ok((id, _)) => {
                 added += 1;
@@ -1690,7 +1692,15 @@ async fn torrents(qb: &Qb, m: &str, p: &Params) -> Res {
             }
             ok_empty()
         }
-        "toggleFirstLastPiecePrio" | "setAutoManagement" | "setSuperSeeding" => ok_empty(),
+        "toggleFirstLastPiecePrio" => {
+            for r in each() {
+                d.set_first_last(r.id, !r.first_last)
+                    .await
+                    .map_err(op_error)?;
+            }
+            ok_empty()
+        }
+        "setAutoManagement" | "setSuperSeeding" => ok_empty(),
         _ => text(StatusCode::NOT_FOUND, "Not Found"),
     })
 }

@@ -117,6 +117,9 @@ pub struct Record {
     /// Started by force: not held back by the queue's limits.
     #[serde(default)]
     pub force: bool,
+    /// Each wanted file's first and last pieces come first.
+    #[serde(default)]
+    pub first_last: bool,
     /// The engine's id for it in this run.
     #[serde(skip)]
     pub engine_id: TorrentId,
@@ -135,6 +138,8 @@ pub struct AddRequest {
     /// qBittorrent's `contentLayout=Subfolder`: a single-file torrent goes in a folder
     /// named after it (its name without the extension).
     pub subfolder: bool,
+    /// qBittorrent's `firstLastPiecePrio`.
+    pub first_last: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -409,6 +414,7 @@ impl Daemon {
         config.upload_limit = r.upload_limit;
         config.file_priorities = r.priorities.clone();
         config.sequential = r.sequential;
+        config.first_last_pieces = r.first_last;
         if let AddSource::Magnet(m) = &source {
             config.only = m.select_only.clone();
         }
@@ -625,6 +631,7 @@ impl Daemon {
             ratio_limit: None,
             seeding_time_limit: None,
             force: false,
+            first_last: req.first_last,
             engine_id: 0,
         };
         // Paused in the engine; the queue starts it when a slot is free.
@@ -868,6 +875,20 @@ impl Daemon {
         })?;
         if was_running {
             self.session.resume(r.engine_id).map_err(internal)?;
+        }
+        Ok(())
+    }
+
+    /// Fetch each wanted file's first and last pieces first, or not.
+    pub async fn set_first_last(&self, id: u64, on: bool) -> OpResult<()> {
+        let r = self.update(id, |r| r.first_last = on)?;
+        let _ = self
+            .session
+            .update_config(r.engine_id, |c| c.first_last_pieces = on);
+        if let Some(t) = self.session.torrent(r.engine_id) {
+            t.set_first_last_pieces(on, &r.priorities)
+                .await
+                .map_err(|e| OpError::Internal(e.to_string()))?;
         }
         Ok(())
     }

@@ -11,7 +11,8 @@ Phase "first" (a fresh daemon):
   a changed category field alone, categories added and removed, server_state fields,
   torrents_removed), and a full update again for a rid that is not the last one;
 - contentLayout=Subfolder puts a single-file torrent in a folder of its name (the data
-  placed there beforehand is found complete by the check);
+  placed there beforehand is found complete by the check); firstLastPiecePrio is kept and
+  toggled;
 - a seeding limit set through setPreferences with the action "remove" removes that torrent;
 - createTags on no torrent;
 - five failed logins ban the address: the sixth, right or wrong, gets 403 and qBittorrent's
@@ -149,12 +150,16 @@ os.makedirs(folder, exist_ok=True)
 with open(DATA, "rb") as src, open(os.path.join(folder, name), "wb") as dst:
     dst.write(src.read())
 with open(TORRENT, "rb") as f:
-    check(c.torrents_add(torrent_files=f, content_layout="Subfolder", tags="sub") == "Ok.", "add with Subfolder")
+    check(c.torrents_add(torrent_files=f, content_layout="Subfolder", tags="sub",
+                         is_first_last_piece_priority=True) == "Ok.", "add with Subfolder")
 t = wait("the torrent found complete in its subfolder",
          lambda: (lambda l: l[0] if l and l[0].progress == 1 else None)(c.torrents_info(tag="sub")), timeout=30)
 check(os.path.realpath(t.save_path) == os.path.realpath(folder), f"save_path {t.save_path}")
 check(os.path.realpath(t.content_path) == os.path.realpath(os.path.join(folder, name)), f"content_path {t.content_path}")
 check(not os.path.exists(os.path.join(PREFS["save_path"], name)), "nothing beside the subfolder")
+check(t.f_l_piece_prio is True, "firstLastPiecePrio kept")
+c.torrents_toggle_first_last_piece_priority(torrent_hashes=t.hash)
+check(c.torrents_info(tag="sub")[0].f_l_piece_prio is False, "firstLastPiecePrio toggled off")
 
 # --- a seeding limit with the action "remove", set live --------------------------------------
 c.app_set_preferences(prefs={"max_ratio_enabled": True, "max_ratio": 0, "max_ratio_act": 1,
