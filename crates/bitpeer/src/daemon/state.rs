@@ -589,10 +589,10 @@ impl Daemon {
             .collect::<OpResult<Vec<_>>>()?;
         let mut save_path = match (&req.save_path, &req.category) {
             (Some(p), _) => self.check_save_path(p)?,
-            (None, Some(c)) => match self.inner().categories.get(c) {
-                Some(cat) => cat.save_path.clone(),
-                None => self.prefs().download_dir,
-            },
+            (None, Some(c)) => {
+                let cat = self.inner().categories.get(c).map(|c| c.save_path.clone());
+                cat.unwrap_or_else(|| self.prefs().download_dir)
+            }
             (None, None) => self.prefs().download_dir,
         };
         if req.subfolder
