@@ -30,7 +30,12 @@ The API (docs/api.md) is at /api/v1, the web UI at /, Prometheus metrics at /met
 Config file keys (TOML, all optional; see --print-config): api, listen, download_dir, \
 state_dir, watch_dir, allowed_dirs, api_user, api_password, api_key, download_limit, \
 upload_limit, dht, lsd, trackers, max_active_downloads, max_active_seeds, ratio_limit, \
-seeding_time_limit.")]
+seeding_time_limit.
+
+Settings changed through the APIs (qBittorrent's app/setPreferences, Transmission's \
+session-set, PATCH /api/v1/session: default save folder, rate and connection limits, \
+queueing, seeding limits) are kept in STATE_DIR/settings.json and win over the config \
+file from the next start; delete that file to go back to the config.")]
 pub struct Args {
     /// A TOML config file; flags override its keys.
     #[arg(long, value_name = "FILE")]

@@ -56,8 +56,7 @@ struct Qb {
     http: Option<reqwest::Client>,
     sids: Arc<Mutex<Vec<String>>>,
     rid: Arc<AtomicU64>,
-    /// Failed logins by address: how many in a row, and when the last one was.
-    fails: Arc<Mutex<HashMap<IpAddr, (u32, Instant)>>>,
+    fails: Arc<Fails>,
     /// The last `sync/maindata` answer of each client, to answer the next as a diff.
     syncs: Arc<Mutex<Vec<SyncState>>>,
 }
@@ -659,16 +658,19 @@ async fn call(qb: &Qb, group: &str, method: &str, p: &Params, who: &Caller<'_>) 
     })
 }
 
+/// Failed logins by address: how many in a row, and when the last one was.
+type Fails = Mutex<HashMap<IpAddr, (u32, Instant)>>;
+
 /// Is `ip` banned now (too many failed logins)?
-fn banned(qb: &Qb, ip: IpAddr, now: Instant) -> bool {
-    lock(&qb.fails)
+fn banned(fails: &Fails, ip: IpAddr, now: Instant) -> bool {
+    lock(fails)
         .get(&ip)
         .is_some_and(|&(n, last)| n >= MAX_LOGIN_FAILS && now.duration_since(last) < BAN_TIME)
 }
 
 /// Count a failed login of `ip` (a success clears its count).
-fn note_login(qb: &Qb, ip: IpAddr, ok: bool, now: Instant) {
-    let mut fails = lock(&qb.fails);
+fn note_login(fails: &Fails, ip: IpAddr, ok: bool, now: Instant) {
+    let mut fails = lock(fails);
     if ok {
         fails.remove(&ip);
         return;
@@ -696,7 +698,7 @@ fn login(qb: &Qb, p: &Params, peer: Option<IpAddr>) -> Response {
     let d = &qb.daemon;
     let now = Instant::now();
     if let Some(ip) = peer
-        && banned(qb, ip, now)
+        && banned(&qb.fails, ip, now)
     {
         return text(StatusCode::FORBIDDEN, BANNED);
     }
@@ -704,7 +706,7 @@ fn login(qb: &Qb, p: &Params, peer: Option<IpAddr>) -> Response {
     let pass = p.get("password").unwrap_or("");
     let ok = !d.config.has_credentials() || credentials_ok(d, user, pass);
     if let Some(ip) = peer {
-        note_login(qb, ip, ok, now);
+        note_login(&qb.fails, ip, ok, now);
     }
     if !ok {
         return text(StatusCode::OK, "Fails.");
@@ -1708,6 +1710,49 @@ async fn torrents(qb: &Qb, m: &str, p: &Params) -> Res {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn five_failed_logins_ban_an_address_for_an_hour() {
+        let fails = Fails::default();
+        let (a, b): (IpAddr, IpAddr) = ("127.0.0.1".parse().unwrap(), "::1".parse().unwrap());
+        let t0 = Instant::now();
+        for i in 0..4 {
+            note_login(&fails, a, false, t0 + Duration::from_secs(i));
+        }
+        assert!(!banned(&fails, a, t0 + Duration::from_secs(5)));
+        // A success clears the count.
+        note_login(&fails, a, true, t0 + Duration::from_secs(5));
+        for i in 0..5 {
+            note_login(&fails, a, false, t0 + Duration::from_secs(10 + i));
+        }
+        let last = t0 + Duration::from_secs(14);
+        assert!(banned(&fails, a, last + Duration::from_secs(1)));
+        assert!(!banned(&fails, b, last), "other addresses are not banned");
+        assert!(banned(&fails, a, last + BAN_TIME - Duration::from_secs(1)));
+        assert!(!banned(&fails, a, last + BAN_TIME), "the ban ends");
+        // Counting starts again after a ban.
+        note_login(&fails, a, false, last + BAN_TIME);
+        assert!(!banned(&fails, a, last + BAN_TIME + Duration::from_secs(1)));
+    }
+
+    #[test]
+    fn the_failure_table_is_bounded() {
+        let fails = Fails::default();
+        let t0 = Instant::now();
+        for i in 0..MAX_FAIL_ENTRIES as u32 + 10 {
+            let ip = IpAddr::from(std::net::Ipv4Addr::from(i));
+            note_login(&fails, ip, false, t0 + Duration::from_millis(i as u64));
+        }
+        assert_eq!(lock(&fails).len(), MAX_FAIL_ENTRIES);
+    }
+
+    #[test]
+    fn changed_keeps_new_and_different_entries() {
+        let a = json!({"x": 1, "y": 2, "gone": 3});
+        let b = json!({"x": 1, "y": 5, "new": 4});
+        let c = changed(a.as_object().unwrap(), b.as_object().unwrap());
+        assert_eq!(Value::Object(c), json!({"y": 5, "new": 4}));
+    }
 
     #[test]
     fn ratio_limits_map_to_qbittorrent_numbers() {
