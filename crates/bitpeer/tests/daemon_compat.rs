@@ -347,11 +347,12 @@ fn without_credentials_a_loopback_daemon_accepts_any_login() {
 
 /// A daemon run twice on one state folder, with the user, password and (from a config
 /// file) an API key; `script` runs against each run (phase `first`, then `second`) with
-/// the torrent and data of one file, the download folder and a folder outside it.
+/// the torrent and data of one file, the download folder, a folder outside it, and the
+/// torrent and data of a folder of two files.
 fn across_a_restart(script: &str, with_key: bool) {
     let Some(py) = compat_python() else { return };
     let tmp = tempfile::tempdir().unwrap();
-    let (_set, _set_torrent, single, single_torrent) = make_data(tmp.path());
+    let (set, set_torrent, single, single_torrent) = make_data(tmp.path());
     let dl = tmp.path().join("dl");
     let outside = tmp.path().join("outside");
     std::fs::create_dir_all(&outside).unwrap();
@@ -374,6 +375,7 @@ fn across_a_restart(script: &str, with_key: bool) {
             cmd.arg(key);
         }
         cmd.arg(&single_torrent).arg(&single).arg(&dl).arg(&outside);
+        cmd.arg(&set_torrent).arg(&set);
         let out = run(cmd, SCRIPT_TIMEOUT);
         assert!(
             out.status.success() && out.stdout_str().contains("\"ok\": true"),
@@ -387,7 +389,7 @@ fn across_a_restart(script: &str, with_key: bool) {
 }
 
 /// setPreferences applied live and kept, sync/maindata diffs by rid, contentLayout
-/// Subfolder, a seeding limit's remove action, createTags kept across a restart, the ban
+/// NoSubfolder and Subfolder, firstLastPiecePrio, a seeding limit's remove action, createTags kept across a restart, the ban
 /// after five failed logins, the Bearer API key and Basic.
 #[test]
 fn qbittorrent_preferences_sync_layout_tags_and_ban() {

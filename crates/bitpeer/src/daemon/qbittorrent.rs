@@ -1352,10 +1352,11 @@ async fn add(qb: &Qb, p: &Params) -> Res {
     let stopped = p.flag("stopped").or(p.flag("paused")).unwrap_or(false);
     let (ratio, time) = share_limits(p)?;
     let sequential = p.flag("sequentialDownload").unwrap_or(false);
-    // Subfolder puts a single-file torrent in a folder of its name; Original and
-    // NoSubfolder leave it as it is; NoSubfolder of a multi-file torrent is not supported
-    // (the engine keeps the torrent's top folder): its files go in their folder.
-    let subfolder = p.get("contentLayout").map(str::trim) == Some("Subfolder");
+    // Subfolder puts a single-file torrent in a folder of its name, NoSubfolder a
+    // multi-file torrent's files without their top folder; otherwise as the torrent has it.
+    let layout = p.get("contentLayout").map(str::trim);
+    let subfolder = layout == Some("Subfolder");
+    let no_subfolder = layout == Some("NoSubfolder");
     let first_last = p.flag("firstLastPiecePrio").unwrap_or(false);
     let mut requests: Vec<AddRequest> = p
         .files
@@ -1402,6 +1403,7 @@ async fn add(qb: &Qb, p: &Params) -> Res {
         r.category = category.clone();
         r.tags = tags.clone();
         r.subfolder = subfolder;
+        r.no_subfolder = no_subfolder;
         r.first_last = first_last;
         match d.add(r).await {
             Ok((id, _)) => {

@@ -120,6 +120,11 @@ pub struct Record {
     /// Each wanted file's first and last pieces come first.
     #[serde(default)]
     pub first_last: bool,
+    /// qBittorrent's `contentLayout=NoSubfolder` of a multi-file torrent: its files lie
+    /// in the save folder without the torrent's top folder, whose name this keeps (the
+    /// engine is given the torrent with an empty name, so it lays the files out so).
+    #[serde(default)]
+    pub no_root: Option<String>,
     /// The engine's id for it in this run.
     #[serde(skip)]
     pub engine_id: TorrentId,
@@ -140,6 +145,9 @@ pub struct AddRequest {
     pub subfolder: bool,
     /// qBittorrent's `firstLastPiecePrio`.
     pub first_last: bool,
+    /// qBittorrent's `contentLayout=NoSubfolder`: a multi-file torrent's files go in the
+    /// save folder without its top folder.
+    pub no_subfolder: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -400,8 +408,13 @@ impl Daemon {
                 let bytes = base64::engine::general_purpose::STANDARD
                     .decode(b64)
                     .map_err(|e| bad(format!("bad torrent data: {e}")))?;
-                let meta = Metainfo::from_bytes(&bytes)
+                let mut meta = Metainfo::from_bytes(&bytes)
                     .map_err(|e| bad(format!("not a valid .torrent: {e}")))?;
+                if r.no_root.is_some() && !meta.info.single_file {
+                    // Files at SAVE/PATH instead of SAVE/NAME/PATH; the info-hash and the
+                    // metadata served to peers come from the untouched info bytes.
+                    meta.info.name = String::new();
+                }
                 AddSource::Torrent(Box::new(meta))
             }
             Source::Magnet(link) => AddSource::Magnet(Box::new(
@@ -595,9 +608,16 @@ impl Daemon {
             }
             (None, None) => self.prefs().download_dir,
         };
+        let meta = req
+            .torrent
+            .as_ref()
+            .and_then(|b| Metainfo::from_bytes(b).ok());
+        let no_root = meta
+            .as_ref()
+            .filter(|m| req.no_subfolder && !m.info.single_file)
+            .map(|m| m.info.name.clone());
         if req.subfolder
-            && let Some(bytes) = &req.torrent
-            && let Ok(meta) = Metainfo::from_bytes(bytes)
+            && let Some(meta) = &meta
             && meta.info.single_file
         {
             // The name is one sanitised path component already; without its extension.
@@ -632,6 +652,7 @@ impl Daemon {
             seeding_time_limit: None,
             force: false,
             first_last: req.first_last,
+            no_root,
             engine_id: 0,
         };
         // Paused in the engine; the queue starts it when a slot is free.
@@ -1099,9 +1120,10 @@ impl Daemon {
         } else {
             None
         };
-        let content_path = meta
-            .as_ref()
-            .map(|m| r.save_path.join(&m.info.name).display().to_string());
+        let content_path = meta.as_ref().map(|m| match &r.no_root {
+            Some(_) => r.save_path.display().to_string(),
+            None => r.save_path.join(&m.info.name).display().to_string(),
+        });
         let ratio = if s.downloaded > 0 {
             s.uploaded as f64 / s.downloaded as f64
         } else {
@@ -1110,7 +1132,7 @@ impl Daemon {
         json!({
             "id": r.id,
             "info_hash": r.info_hash,
-            "name": info.name,
+            "name": r.no_root.as_ref().unwrap_or(&info.name),
             "state": state,
             "error": error,
             "progress": progress,
@@ -1224,7 +1246,7 @@ impl Daemon {
                 }
                 json!({
                     "index": i,
-                    "path": if info.single_file { info.name.clone() } else { format!("{}/{}", info.name, f.display_path()) },
+                    "path": if info.single_file { info.name.clone() } else if r.no_root.is_some() { f.display_path() } else { format!("{}/{}", info.name, f.display_path()) },
                     "size": f.length,
                     "have_bytes": got,
                     "progress": if f.length == 0 { 1.0 } else { got as f64 / f.length as f64 },

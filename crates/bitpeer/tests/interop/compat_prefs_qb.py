@@ -1,6 +1,6 @@
 """The qBittorrent API's settings, sync and auth, driven by qbittorrent-api and raw HTTP.
 
-Usage: compat_prefs_qb.py PHASE API USER PASS KEY TORRENT DATA DL OUTSIDE
+Usage: compat_prefs_qb.py PHASE API USER PASS KEY TORRENT DATA DL OUTSIDE SET_TORRENT SET_DATA
 
 Phase "first" (a fresh daemon):
 - the Bearer API key and HTTP Basic on any call, wrong ones refused (403);
@@ -10,6 +10,8 @@ Phase "first" (a fresh daemon):
 - sync/maindata with rid: a full update first, then only what changed (a new torrent whole,
   a changed category field alone, categories added and removed, server_state fields,
   torrents_removed), and a full update again for a rid that is not the last one;
+- contentLayout=NoSubfolder puts a multi-file torrent's files in the save folder without
+  their top folder, and a delete with files removes just them;
 - contentLayout=Subfolder puts a single-file torrent in a folder of its name (the data
   placed there beforehand is found complete by the check); firstLastPiecePrio is kept and
   toggled;
@@ -23,6 +25,7 @@ tag are still there, and the ban is gone (it lives in memory, as qBittorrent's).
 Prints {"ok": true} at the end; any failed check raises (exit code 1).
 """
 import os
+import shutil
 import sys
 
 import qbittorrentapi
@@ -30,7 +33,7 @@ import requests
 
 from compat_common import check, say, wait
 
-PHASE, API, USER, PASS, KEY, TORRENT, DATA, DL, OUTSIDE = sys.argv[1:10]
+PHASE, API, USER, PASS, KEY, TORRENT, DATA, DL, OUTSIDE, SET_TORRENT, SET_DATA = sys.argv[1:12]
 BASE = f"http://{API}/api/v2"
 host, port = API.rsplit(":", 1)
 BANNED = "Your IP address has been banned after too many failed authentication attempts."
@@ -141,6 +144,24 @@ stale = c.sync_maindata(rid=1)
 check(stale.get("full_update") is True and set(stale["torrents"]) == {"1" * 40}, "an old rid gets a full update")
 c.transfer_set_download_limit(limit=300000)
 c.torrents_delete(delete_files=False, torrent_hashes="all")
+
+# --- contentLayout=NoSubfolder for a multi-file torrent ---------------------------------------
+flat = os.path.join(PREFS["save_path"], "flat")
+shutil.copytree(SET_DATA, flat)
+with open(SET_TORRENT, "rb") as f:
+    check(c.torrents_add(torrent_files=f, save_path=flat, content_layout="NoSubfolder", tags="flat") == "Ok.",
+          "add with NoSubfolder")
+t = wait("the torrent found complete without its top folder",
+         lambda: (lambda l: l[0] if l and l[0].progress == 1 else None)(c.torrents_info(tag="flat")), timeout=30)
+check(t.name == os.path.basename(SET_DATA), f"name {t.name}")
+check(os.path.realpath(t.content_path) == os.path.realpath(flat), f"content_path {t.content_path}")
+names = sorted(f.name for f in c.torrents_files(torrent_hash=t.hash))
+check(names == ["e01.mkv", "sub/e01.srt"], f"files {names}")
+check(not os.path.exists(os.path.join(flat, os.path.basename(SET_DATA))), "no top folder made")
+os.makedirs(os.path.join(flat, "keep"))
+c.torrents_delete(delete_files=True, torrent_hashes=t.hash)
+wait("its files deleted", lambda: not os.path.exists(os.path.join(flat, "e01.mkv")), timeout=10)
+check(sorted(os.listdir(flat)) == ["keep"], f"only the torrent's files went: {os.listdir(flat)}")
 
 # --- contentLayout=Subfolder for a single-file torrent ---------------------------------------
 name = os.path.basename(DATA)
