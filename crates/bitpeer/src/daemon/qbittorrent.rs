@@ -41,7 +41,7 @@ const BAN_TIME: Duration = Duration::from_secs(3600);
 /// Addresses whose failures are counted at most (the oldest counts go first).
 const MAX_FAIL_ENTRIES: usize = 4096;
 /// `sync/maindata` snapshots kept, one per client (the least recently used goes first).
-const MAX_SYNC_CLIENTS: usize = 64;
+const MAX_SYNC_CLIENTS: usize = 16;
 pub const BANNED: &str =
     "Your IP address has been banned after too many failed authentication attempts.";
 /// Limits qBittorrent shows for "no limit".
@@ -65,7 +65,7 @@ struct Qb {
 struct SyncState {
     client: String,
     rid: u64,
-    data: MainData,
+    seen: Seen,
 }
 
 /// The full state `sync/maindata` describes.
@@ -75,6 +75,60 @@ struct MainData {
     categories: Map<String, Value>,
     tags: BTreeSet<String>,
     server: Map<String, Value>,
+}
+
+/// What a client was told, kept small: each torrent as the hashes of its fields (a
+/// torrent object is some 60 fields; thousands of torrents are kept per client), the rest
+/// as it was.
+struct Seen {
+    torrents: HashMap<String, Vec<(u64, u64)>>,
+    categories: Map<String, Value>,
+    tags: BTreeSet<String>,
+    server: Map<String, Value>,
+}
+
+fn hash_of<T: std::hash::Hash + ?Sized>(x: &T) -> u64 {
+    use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+    BuildHasherDefault::<DefaultHasher>::default().hash_one(x)
+}
+
+/// An object's fields as (key hash, value hash), sorted by key hash.
+fn digest(v: &Value) -> Vec<(u64, u64)> {
+    let mut d: Vec<(u64, u64)> = v
+        .as_object()
+        .map(|m| m.iter().map(|(k, v)| (hash_of(k), hash_of(v))).collect())
+        .unwrap_or_default();
+    d.sort_unstable();
+    d
+}
+
+impl Seen {
+    fn of(m: &MainData) -> Seen {
+        Seen {
+            torrents: m
+                .torrents
+                .iter()
+                .map(|(h, t)| (h.clone(), digest(t)))
+                .collect(),
+            categories: m.categories.clone(),
+            tags: m.tags.clone(),
+            server: m.server.clone(),
+        }
+    }
+}
+
+/// The fields of `now` that are not in `seen` (new, or with another value).
+fn changed_fields(seen: &[(u64, u64)], now: &Map<String, Value>) -> Map<String, Value> {
+    now.iter()
+        .filter(|(k, v)| {
+            let kh = hash_of(*k);
+            match seen.binary_search_by_key(&kh, |&(k, _)| k) {
+                Ok(i) => seen[i].1 != hash_of(*v),
+                Err(_) => true,
+            }
+        })
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
 }
 
 /// The router, to be nested at `/api/v2`.
@@ -924,14 +978,14 @@ fn maindata(qb: &Qb, client: &str, rid: u64) -> Value {
         let before = pos
             .map(|i| syncs.remove(i))
             .filter(|s| rid != 0 && s.rid == rid)
-            .map(|s| s.data);
+            .map(|s| s.seen);
         if syncs.len() >= MAX_SYNC_CLIENTS {
             syncs.remove(0);
         }
         syncs.push(SyncState {
             client: client.to_string(),
             rid: new_rid,
-            data: now.clone(),
+            seen: Seen::of(&now),
         });
         before
     };
@@ -951,8 +1005,8 @@ fn maindata(qb: &Qb, client: &str, rid: u64) -> Value {
     let mut torrents = Map::new();
     for (h, t) in &now.torrents {
         match (old.torrents.get(h), t) {
-            (Some(Value::Object(a)), Value::Object(b)) => {
-                let c = changed(a, b);
+            (Some(a), Value::Object(b)) => {
+                let c = changed_fields(a, b);
                 if !c.is_empty() {
                     torrents.insert(h.clone(), Value::Object(c));
                 }
@@ -1750,10 +1804,14 @@ mod tests {
 
     #[test]
     fn changed_keeps_new_and_different_entries() {
-        let a = json!({"x": 1, "y": 2, "gone": 3});
-        let b = json!({"x": 1, "y": 5, "new": 4});
+        let a = json!({"x": 1, "y": 2, "gone": 3, "s": "a"});
+        let b = json!({"x": 1, "y": 5, "new": 4, "s": "b"});
+        let want = json!({"y": 5, "new": 4, "s": "b"});
         let c = changed(a.as_object().unwrap(), b.as_object().unwrap());
-        assert_eq!(Value::Object(c), json!({"y": 5, "new": 4}));
+        assert_eq!(Value::Object(c), want);
+        let c = changed_fields(&digest(&a), b.as_object().unwrap());
+        assert_eq!(Value::Object(c), want);
+        assert!(changed_fields(&digest(&b), b.as_object().unwrap()).is_empty());
     }
 
     #[test]
