@@ -212,13 +212,9 @@ impl Prefs {
         }
     }
 
-    /// Refuse values that cannot work.
-    fn validate(&self, roots: &[PathBuf]) -> OpResult<()> {
-        if !roots.iter().any(|r| self.download_dir.starts_with(r)) {
-            return Err(bad(
-                "the default save path must be inside the allowed folders",
-            ));
-        }
+    /// Refuse values that cannot work (a new download folder is checked by the caller,
+    /// against the allowed folders).
+    fn validate(&self) -> OpResult<()> {
         if let Some(r) = self.ratio_limit
             && !(r.is_finite() && r >= 0.0)
         {
@@ -274,8 +270,11 @@ fn load_prefs(config: &Config) -> Prefs {
         if let Some(slot) = merged.get_mut(&k) {
             let before = slot.clone();
             *slot = v;
+            let inside = |p: &Prefs| {
+                k != "download_dir" || config.roots().iter().any(|r| p.download_dir.starts_with(r))
+            };
             match serde_json::from_value::<Prefs>(merged.clone()) {
-                Ok(p) if p.validate(&config.roots()).is_ok() => out = p,
+                Ok(p) if p.validate().is_ok() && inside(&p) => out = p,
                 _ => {
                     eprintln!("warning: {}: ignoring the bad value of {k}", path.display());
                     merged[&k] = before;
@@ -475,7 +474,7 @@ impl Daemon {
     pub async fn set_prefs(&self, f: impl FnOnce(&mut Prefs)) -> OpResult<Prefs> {
         let mut p = self.prefs();
         f(&mut p);
-        p.validate(&self.config.roots())?;
+        p.validate()?;
         let changed = {
             let mut inner = self.inner();
             let changed = inner.prefs != p;
@@ -1368,6 +1367,40 @@ mod tests {
         write_atomic(&p, b"two").unwrap();
         assert_eq!(std::fs::read(&p).unwrap(), b"two");
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn saved_settings_override_the_config_and_bad_values_are_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config {
+            state_dir: dir.path().join("state"),
+            download_dir: dir.path().join("dl"),
+            ratio_limit: Some(2.0),
+            ..Config::default()
+        };
+        assert_eq!(load_prefs(&config), Prefs::from_config(&config));
+        std::fs::create_dir_all(&config.state_dir).unwrap();
+        let saved = json!({
+            "download_limit": 1000,
+            "max_active_torrents": 3,
+            "seeding_action": "remove_with_data",
+            "ratio_limit": -1.0,
+            "download_dir": "/elsewhere",
+            "max_connections": 0,
+            "unknown": true,
+        });
+        std::fs::write(config.state_dir.join("settings.json"), saved.to_string()).unwrap();
+        let p = load_prefs(&config);
+        assert_eq!(p.download_limit, 1000);
+        assert_eq!(p.max_active_torrents, 3);
+        assert_eq!(p.seeding_action, SeedAction::RemoveWithData);
+        assert_eq!(p.ratio_limit, Some(2.0), "a bad ratio keeps the config's");
+        assert_eq!(
+            p.download_dir,
+            absolute(&config.download_dir),
+            "outside: skipped"
+        );
+        assert!(p.max_connections > 0);
     }
 
     #[test]
