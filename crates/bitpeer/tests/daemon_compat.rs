@@ -125,24 +125,30 @@ fn run_client(script: &str) {
         .arg(&magnet)
         .arg(&single)
         .arg(&outside);
-    let mut client = Proc::spawn(cmd, SCRIPT_TIMEOUT);
     // Once the .torrent is added, its seeder starts and connects to the daemon.
+    seeded_client(cmd, &set_torrent, &tmp.path().join("seed"), &mut d, script);
+}
+
+/// Runs the client script `cmd`; once it prints `{"added": HASH, "port": P}`, a libtorrent
+/// seeder of `torrent` (data in `seed_dir`) starts and connects to the daemon's port P.
+/// The script must end with `{"ok": true}`.
+fn seeded_client(cmd: Command, torrent: &Path, seed_dir: &Path, d: &mut Daemon, script: &str) {
+    let mut client = Proc::spawn(cmd, SCRIPT_TIMEOUT);
     let port = client.wait_line(Duration::from_secs(90), |l| {
         serde_json::from_str::<Value>(l)
             .ok()
             .filter(|v| v["added"].is_string())
             .and_then(|v| v["port"].as_u64())
     });
-    let (_set_seeder, _) = spawn_lt_peer(
-        &set_torrent,
-        &tmp.path().join("seed"),
-        &[format!("127.0.0.1:{port}")],
-        &["--seed"],
-    );
+    let peer = [format!("127.0.0.1:{port}")];
+    let (_seeder, _) = spawn_lt_peer(torrent, seed_dir, &peer, &["--seed"]);
     let status = client.wait_exit(SCRIPT_TIMEOUT);
-    let lines = client.stdout_lines();
+    let ok = client
+        .stdout_lines()
+        .iter()
+        .any(|l| l.contains("\"ok\": true"));
     assert!(
-        status.success() && lines.iter().any(|l| l.contains("\"ok\": true")),
+        status.success() && ok,
         "{script} failed: {}\ndaemon: {}",
         client.explain(),
         d.proc.explain()
@@ -401,4 +407,32 @@ fn qbittorrent_preferences_sync_layout_tags_and_ban() {
 #[test]
 fn transmission_session_set_and_set_location_without_move() {
     across_a_restart("compat_prefs_tr.py", false);
+}
+
+/// firstLastPiecePrio: from a libtorrent seeder, through a slow global limit, the first
+/// pieces the daemon has include the first and the last (of 40).
+#[test]
+fn first_and_last_pieces_come_first() {
+    if !libtorrent_available() {
+        return;
+    }
+    let Some(py) = compat_python() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("seed").join("video.mkv");
+    write_random(&data, 31, 40 * 16384);
+    let torrent = tmp.path().join("video.torrent");
+    bitpeer_create(&data, &torrent, &["--piece-length", "16384"]);
+    let (user, pass) = ("admin", "s3cret pass");
+    let mut d = spawn_daemon(
+        &tmp.path().join("state"),
+        &tmp.path().join("dl"),
+        &["--api-user", user, "--api-password", pass],
+    );
+    let mut cmd = Command::new(&py);
+    cmd.arg(interop_dir().join("compat_first_last.py"))
+        .arg(&d.api)
+        .args([user, pass])
+        .arg(&torrent);
+    let seed = tmp.path().join("seed");
+    seeded_client(cmd, &torrent, &seed, &mut d, "compat_first_last.py");
 }
