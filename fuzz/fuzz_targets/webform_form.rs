@@ -12,9 +12,7 @@ fuzz_target!(|data: &[u8]| {
     if webform::parse_form(s, &mut out, 16).is_ok() {
         assert!(out.len() <= 16);
         for (k, v) in &out {
-            let enc = |x: &str| -> String {
-                x.bytes().map(|b| format!("%{b:02X}")).collect()
-            };
+            let enc = |x: &str| -> String { x.bytes().map(|b| format!("%{b:02X}")).collect() };
             let again = format!("{}={}", enc(k), enc(v));
             let mut back = Vec::new();
             webform::parse_form(&again, &mut back, 1).expect("an encoded pair decodes");

@@ -14,6 +14,13 @@
 //! bitpeer (compat_diff.py), and compare the answers field by field for presence and type,
 //! and for value where they must agree.
 //!
+//! Across a daemon restart (compat_prefs_qb.py, compat_prefs_tr.py): settings changed with
+//! app/setPreferences and session-set, applied live and kept; sync/maindata diffs by rid;
+//! contentLayout NoSubfolder and Subfolder; a seeding limit's remove action; createTags
+//! kept; the ban after five failed logins; the Bearer API key and Basic;
+//! torrent-set-location with move: false. compat_first_last.py: firstLastPiecePrio changes
+//! the order pieces come in.
+//!
 //! Fails when a client is missing, unless BITPEER_SKIP_INTEROP=1.
 
 mod common;
