@@ -14,6 +14,13 @@
 //! bitpeer (compat_diff.py), and compare the answers field by field for presence and type,
 //! and for value where they must agree.
 //!
+//! Across a daemon restart (compat_prefs_qb.py, compat_prefs_tr.py): settings changed with
+//! app/setPreferences and session-set, applied live and kept; sync/maindata diffs by rid;
+//! contentLayout NoSubfolder and Subfolder; a seeding limit's remove action; createTags
+//! kept; the ban after five failed logins; the Bearer API key and Basic;
+//! torrent-set-location with move: false. compat_first_last.py: firstLastPiecePrio changes
+//! the order pieces come in.
+//!
 //! Fails when a client is missing, unless BITPEER_SKIP_INTEROP=1.
 
 mod common;
@@ -125,24 +132,30 @@ fn run_client(script: &str) {
         .arg(&magnet)
         .arg(&single)
         .arg(&outside);
-    let mut client = Proc::spawn(cmd, SCRIPT_TIMEOUT);
     // Once the .torrent is added, its seeder starts and connects to the daemon.
+    seeded_client(cmd, &set_torrent, &tmp.path().join("seed"), &mut d, script);
+}
+
+/// Runs the client script `cmd`; once it prints `{"added": HASH, "port": P}`, a libtorrent
+/// seeder of `torrent` (data in `seed_dir`) starts and connects to the daemon's port P.
+/// The script must end with `{"ok": true}`.
+fn seeded_client(cmd: Command, torrent: &Path, seed_dir: &Path, d: &mut Daemon, script: &str) {
+    let mut client = Proc::spawn(cmd, SCRIPT_TIMEOUT);
     let port = client.wait_line(Duration::from_secs(90), |l| {
         serde_json::from_str::<Value>(l)
             .ok()
             .filter(|v| v["added"].is_string())
             .and_then(|v| v["port"].as_u64())
     });
-    let (_set_seeder, _) = spawn_lt_peer(
-        &set_torrent,
-        &tmp.path().join("seed"),
-        &[format!("127.0.0.1:{port}")],
-        &["--seed"],
-    );
+    let peer = [format!("127.0.0.1:{port}")];
+    let (_seeder, _) = spawn_lt_peer(torrent, seed_dir, &peer, &["--seed"]);
     let status = client.wait_exit(SCRIPT_TIMEOUT);
-    let lines = client.stdout_lines();
+    let ok = client
+        .stdout_lines()
+        .iter()
+        .any(|l| l.contains("\"ok\": true"));
     assert!(
-        status.success() && lines.iter().any(|l| l.contains("\"ok\": true")),
+        status.success() && ok,
         "{script} failed: {}\ndaemon: {}",
         client.explain(),
         d.proc.explain()
@@ -343,4 +356,90 @@ fn without_credentials_a_loopback_daemon_accepts_any_login() {
         d.proc.explain()
     );
     d.proc.assert_no_panic();
+}
+
+/// A daemon run twice on one state folder, with the user, password and (from a config
+/// file) an API key; `script` runs against each run (phase `first`, then `second`) with
+/// the torrent and data of one file, the download folder, a folder outside it, and the
+/// torrent and data of a folder of two files.
+fn across_a_restart(script: &str, with_key: bool) {
+    let Some(py) = compat_python() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let (set, set_torrent, single, single_torrent) = make_data(tmp.path());
+    let dl = tmp.path().join("dl");
+    let outside = tmp.path().join("outside");
+    std::fs::create_dir_all(&outside).unwrap();
+    let (user, pass, key) = ("admin", "s3cret pass", "k3y-0123456789abcdef");
+    let config = tmp.path().join("daemon.toml");
+    std::fs::write(&config, format!("api_key = \"{key}\"\n")).unwrap();
+    let config = config.display().to_string();
+    let mut flags = vec!["--api-user", user, "--api-password", pass];
+    if with_key {
+        flags.extend(["--config", config.as_str()]);
+    }
+    for phase in ["first", "second"] {
+        let mut d = spawn_daemon(&tmp.path().join("state"), &dl, &flags);
+        let mut cmd = Command::new(&py);
+        cmd.arg(interop_dir().join(script))
+            .arg(phase)
+            .arg(&d.api)
+            .args([user, pass]);
+        if with_key {
+            cmd.arg(key);
+        }
+        cmd.arg(&single_torrent).arg(&single).arg(&dl).arg(&outside);
+        cmd.arg(&set_torrent).arg(&set);
+        let out = run(cmd, SCRIPT_TIMEOUT);
+        assert!(
+            out.status.success() && out.stdout_str().contains("\"ok\": true"),
+            "{script} {phase} failed: {}\ndaemon: {}",
+            out.explain(),
+            d.proc.explain()
+        );
+        d.proc.assert_no_panic();
+        d.proc.kill();
+    }
+}
+
+/// setPreferences applied live and kept, sync/maindata diffs by rid, contentLayout
+/// NoSubfolder and Subfolder, firstLastPiecePrio, a seeding limit's remove action, createTags kept across a restart, the ban
+/// after five failed logins, the Bearer API key and Basic.
+#[test]
+fn qbittorrent_preferences_sync_layout_tags_and_ban() {
+    across_a_restart("compat_prefs_qb.py", true);
+}
+
+/// session-set applied and kept across a restart; torrent-set-location with move: false
+/// points the torrent at data already there and checks it.
+#[test]
+fn transmission_session_set_and_set_location_without_move() {
+    across_a_restart("compat_prefs_tr.py", false);
+}
+
+/// firstLastPiecePrio: from a libtorrent seeder, through a slow global limit, the first
+/// pieces the daemon has include the first and the last (of 40).
+#[test]
+fn first_and_last_pieces_come_first() {
+    if !libtorrent_available() {
+        return;
+    }
+    let Some(py) = compat_python() else { return };
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("seed").join("video.mkv");
+    write_random(&data, 31, 40 * 16384);
+    let torrent = tmp.path().join("video.torrent");
+    bitpeer_create(&data, &torrent, &["--piece-length", "16384"]);
+    let (user, pass) = ("admin", "s3cret pass");
+    let mut d = spawn_daemon(
+        &tmp.path().join("state"),
+        &tmp.path().join("dl"),
+        &["--api-user", user, "--api-password", pass],
+    );
+    let mut cmd = Command::new(&py);
+    cmd.arg(interop_dir().join("compat_first_last.py"))
+        .arg(&d.api)
+        .args([user, pass])
+        .arg(&torrent);
+    let seed = tmp.path().join("seed");
+    seeded_client(cmd, &torrent, &seed, &mut d, "compat_first_last.py");
 }

@@ -122,6 +122,17 @@ impl Picker {
         &self.have
     }
 
+    /// How many connected peers have each piece.
+    pub fn availability(&self) -> &[u32] {
+        &self.availability
+    }
+
+    /// Copies of the torrent among the connected peers (libtorrent's "distributed
+    /// copies"): the count of the rarest piece, plus the share of pieces held by more.
+    pub fn distributed_copies(&self) -> f64 {
+        distributed_copies(&self.availability)
+    }
+
     pub fn is_complete(&self) -> bool {
         self.have.is_full()
     }
@@ -459,9 +470,27 @@ impl Picker {
     }
 }
 
+/// Distributed copies of `availability` (peer counts by piece): the lowest count, plus
+/// the share of pieces above it; 0 for no pieces.
+pub fn distributed_copies(availability: &[u32]) -> f64 {
+    let Some(&min) = availability.iter().min() else {
+        return 0.0;
+    };
+    let above = availability.iter().filter(|&&a| a > min).count();
+    min as f64 + above as f64 / availability.len() as f64
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn distributed_copies_count_the_rarest_piece() {
+        assert_eq!(distributed_copies(&[]), 0.0);
+        assert_eq!(distributed_copies(&[0, 0, 0, 0]), 0.0);
+        assert_eq!(distributed_copies(&[2, 3, 2, 3]), 2.5);
+        assert_eq!(distributed_copies(&[1, 1, 1, 4]), 1.25);
+    }
 
     #[test]
     fn skipped_pieces_are_never_picked_and_done_means_the_wanted_ones() {

@@ -98,6 +98,10 @@ pub struct TorrentConfig {
     /// Fetch pieces in order, for playing a file while it downloads.
     pub sequential: bool,
 
+    /// Fetch the first and last pieces of every wanted file before the others (a preview
+    /// of a video needs both ends); qBittorrent's `firstLastPiecePrio`.
+    pub first_last_pieces: bool,
+
     /// When not empty: only these files (by index, as `bitpeer info` lists them) are
     /// downloaded; the others are skipped. From `--only` or a magnet's `so` (BEP 53).
     pub only: Vec<std::ops::RangeInclusive<u32>>,
@@ -114,6 +118,7 @@ impl TorrentConfig {
             upload_limit: 0,
             file_priorities: Vec::new(),
             sequential: false,
+            first_last_pieces: false,
             only: Vec::new(),
         }
     }
@@ -273,6 +278,8 @@ pub(crate) struct Shared {
     fatal: tokio::sync::watch::Sender<Option<String>>,
     /// The parent of every log line of this torrent's tasks and connections.
     span: tracing::Span,
+    /// [`TorrentConfig::first_last_pieces`], changeable while running.
+    first_last: AtomicBool,
 }
 
 /// The time the protocol cores are given: tokio's clock, so tests with paused time drive
@@ -348,8 +355,12 @@ impl Torrent {
             MAX_PARTIAL_PIECES,
             seed,
         );
-        if !file_priorities.is_empty() {
-            picker.set_priorities(&piece_priorities(&meta.info, &file_priorities));
+        if !file_priorities.is_empty() || config.first_last_pieces {
+            let mut pieces = piece_priorities(&meta.info, &file_priorities);
+            if config.first_last_pieces {
+                raise_first_last(&meta.info, &file_priorities, &mut pieces);
+            }
+            picker.set_priorities(&pieces);
         }
         picker.set_sequential(config.sequential);
         let shared = Arc::new(Shared {
@@ -393,6 +404,7 @@ impl Torrent {
             upload: SharedBucket::new(config.upload_limit),
             fatal: tokio::sync::watch::Sender::new(None),
             span: tracing::info_span!("torrent", info_hash = %hex(&info_hash)),
+            first_last: AtomicBool::new(config.first_last_pieces),
         });
 
         // The session checked for a duplicate before any file was touched.
@@ -542,6 +554,23 @@ impl Torrent {
         lock(&self.shared).picker.is_done()
     }
 
+    /// Fetch each wanted file's first and last pieces first, or stop doing so; `files`
+    /// are the file priorities in force (as for [`Torrent::set_file_priorities`]).
+    pub async fn set_first_last_pieces(&self, on: bool, files: &[u8]) -> Result<(), EngineError> {
+        self.shared.first_last.store(on, Ordering::Relaxed);
+        self.set_file_priorities(files).await
+    }
+
+    /// How many connected peers have each piece.
+    pub fn piece_availability(&self) -> Vec<u32> {
+        lock(&self.shared).picker.availability().to_vec()
+    }
+
+    /// Copies of the torrent among the connected peers ([`Picker::distributed_copies`]).
+    pub fn distributed_copies(&self) -> f64 {
+        lock(&self.shared).picker.distributed_copies()
+    }
+
     /// Change the files' priorities while running (see
     /// [`TorrentConfig::file_priorities`]).
     pub async fn set_file_priorities(&self, priorities: &[u8]) -> Result<(), EngineError> {
@@ -552,7 +581,10 @@ impl Torrent {
         tokio::task::spawn_blocking(move || storage.set_skipped(&skipped))
             .await
             .map_err(|_| EngineError::Storage(StorageError::Cancelled))??;
-        let pieces = piece_priorities(&self.shared.meta.info, priorities);
+        let mut pieces = piece_priorities(&self.shared.meta.info, priorities);
+        if self.shared.first_last.load(Ordering::Relaxed) {
+            raise_first_last(&self.shared.meta.info, priorities, &mut pieces);
+        }
         let mut s = lock(&self.shared);
         s.picker.set_priorities(&pieces);
         let done = s.picker.is_done();
@@ -956,6 +988,29 @@ pub(crate) fn piece_priorities(info: &metainfo::Info, files: &[u8]) -> Vec<u8> {
         }
     }
     out
+}
+
+/// The first and last pieces of every wanted file (not skipped, not padding) raised to
+/// high priority.
+pub(crate) fn raise_first_last(info: &metainfo::Info, files: &[u8], pieces: &mut [u8]) {
+    use crate::picker::{PRIORITY_HIGH, PRIORITY_SKIP};
+    let plen = info.piece_length.max(1);
+    for (_, f) in info
+        .files
+        .iter()
+        .enumerate()
+        .filter(|(i, f)| !f.attr.pad && f.length > 0 && files.get(*i) != Some(&PRIORITY_SKIP))
+    {
+        let first = (f.offset / plen) as usize;
+        let last = ((f.offset + f.length - 1) / plen) as usize;
+        for p in [first, last] {
+            if let Some(x) = pieces.get_mut(p)
+                && *x != PRIORITY_SKIP
+            {
+                *x = PRIORITY_HIGH;
+            }
+        }
+    }
 }
 
 pub(crate) fn add_peers(shared: &Shared, addrs: &[SocketAddr], pinned: bool) {
@@ -2154,5 +2209,38 @@ impl Torrent {
                 snubbed: p.snubbed,
             })
             .collect()
+    }
+}
+
+#[cfg(test)]
+mod first_last_tests {
+    use super::*;
+    use crate::picker::{PRIORITY_HIGH as H, PRIORITY_NORMAL as N, PRIORITY_SKIP as S};
+
+    /// Three files of 40000, 5000 and 30000 bytes in 16 KiB pieces: a is pieces 0-2, b
+    /// piece 2, c pieces 2-4.
+    fn info() -> metainfo::Info {
+        let mut t = b"d4:infod5:filesl".to_vec();
+        for (len, name) in [(40000, "a"), (5000, "b"), (30000, "c")] {
+            t.extend(format!("d6:lengthi{len}e4:pathl1:{name}ee").as_bytes());
+        }
+        t.extend(b"e4:name1:x12:piece lengthi16384e6:pieces100:");
+        t.extend([7u8; 100]);
+        t.extend(b"ee");
+        Metainfo::from_bytes(&t).unwrap().info
+    }
+
+    #[test]
+    fn first_and_last_pieces_of_wanted_files_go_first() {
+        let info = info();
+        let mut p = piece_priorities(&info, &[]);
+        assert_eq!(p, [N, N, N, N, N]);
+        raise_first_last(&info, &[], &mut p);
+        assert_eq!(p, [H, N, H, N, H]);
+        let files = [N, S, S];
+        let mut p = piece_priorities(&info, &files);
+        assert_eq!(p, [N, N, N, S, S]);
+        raise_first_last(&info, &files, &mut p);
+        assert_eq!(p, [H, N, H, S, S]);
     }
 }

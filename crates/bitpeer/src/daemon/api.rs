@@ -332,7 +332,7 @@ fn serde_urlencoded_login(body: &[u8]) -> Option<LoginBody> {
     let mut pass = None;
     for pair in s.split('&') {
         let (k, v) = pair.split_once('=')?;
-        let v = percent_decode(v)?;
+        let v = webform::percent_decode(v)?;
         match k {
             "username" => user = Some(v),
             "password" => pass = Some(v),
@@ -343,25 +343,6 @@ fn serde_urlencoded_login(body: &[u8]) -> Option<LoginBody> {
         username: user?,
         password: pass?,
     })
-}
-
-pub(super) fn percent_decode(s: &str) -> Option<String> {
-    let b = s.as_bytes();
-    let mut out = Vec::with_capacity(b.len());
-    let mut i = 0;
-    while i < b.len() {
-        match b[i] {
-            b'+' => out.push(b' '),
-            b'%' => {
-                let hex = std::str::from_utf8(b.get(i + 1..i + 3)?).ok()?;
-                out.push(u8::from_str_radix(hex, 16).ok()?);
-                i += 2;
-            }
-            c => out.push(c),
-        }
-        i += 1;
-    }
-    String::from_utf8(out).ok()
 }
 
 async fn get_session(State(app): State<App>) -> ApiResult {
@@ -381,17 +362,21 @@ async fn patch_session(
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> ApiResult {
     let p: SessionPatch = parse_json(body)?;
-    let mut s = app.daemon.session.settings();
-    if let Some(d) = p.download_limit {
-        s.download_limit = d;
-    }
-    if let Some(u) = p.upload_limit {
-        s.upload_limit = u;
-    }
+    app.daemon
+        .set_prefs(|s| {
+            if let Some(d) = p.download_limit {
+                s.download_limit = d;
+            }
+            if let Some(u) = p.upload_limit {
+                s.upload_limit = u;
+            }
+        })
+        .await?;
     if let Some(e) = p.encryption {
+        let mut s = app.daemon.session.settings();
         s.encryption = e.into();
+        app.daemon.session.set_settings(s);
     }
-    app.daemon.session.set_settings(s);
     ok(app.daemon.session_json())
 }
 

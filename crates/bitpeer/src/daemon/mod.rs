@@ -30,7 +30,12 @@ The API (docs/api.md) is at /api/v1, the web UI at /, Prometheus metrics at /met
 Config file keys (TOML, all optional; see --print-config): api, listen, transports, download_dir, \
 state_dir, watch_dir, allowed_dirs, api_user, api_password, api_key, download_limit, \
 upload_limit, dht, lsd, trackers, max_active_downloads, max_active_seeds, ratio_limit, \
-seeding_time_limit, encryption (prefer, require or disable).")]
+seeding_time_limit, encryption (prefer, require or disable).
+
+Settings changed through the APIs (qBittorrent's app/setPreferences, Transmission's \
+session-set, PATCH /api/v1/session: default save folder, rate and connection limits, \
+queueing, seeding limits) are kept in STATE_DIR/settings.json and win over the config \
+file from the next start; delete that file to go back to the config.")]
 pub struct Args {
     /// A TOML config file; flags override its keys.
     #[arg(long, value_name = "FILE")]
@@ -174,11 +179,15 @@ async fn serve(config: Config) -> CliResult {
     let router = api::router(daemon.clone());
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
     let server = tokio::spawn(async move {
-        axum::serve(listener, router)
-            .with_graceful_shutdown(async move {
-                let _ = stop_rx.wait_for(|s| *s).await;
-            })
-            .await
+        // The callers' addresses: qBittorrent's login bans by address.
+        axum::serve(
+            listener,
+            router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .with_graceful_shutdown(async move {
+            let _ = stop_rx.wait_for(|s| *s).await;
+        })
+        .await
     });
     let bg = tokio::spawn(background(daemon.clone()));
     {

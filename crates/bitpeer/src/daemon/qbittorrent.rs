@@ -5,13 +5,13 @@
 //! a bearer API key; with no credentials configured (loopback only) everything is open,
 //! as qBittorrent is with its local-auth bypass. Unauthenticated calls get 403.
 
-use super::api::{percent_decode, random_token, same_secret};
+use super::api::{random_token, same_secret};
 use super::state::{
-    AddRequest, Daemon, OpError, PRIORITY_HIGH, PRIORITY_NORMAL, PRIORITY_SKIP, Record,
+    AddRequest, Daemon, OpError, PRIORITY_HIGH, PRIORITY_NORMAL, PRIORITY_SKIP, Record, SeedAction,
 };
 use axum::Router;
 use axum::body::Bytes;
-use axum::extract::{FromRequest, Multipart, Request, State};
+use axum::extract::{FromRequest, Request, State};
 use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
@@ -19,8 +19,11 @@ use axum::routing::any;
 use base64::Engine as _;
 use serde_json::{Map, Value, json};
 use std::collections::{BTreeSet, HashMap};
+use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use webform::parse_bool;
 
 pub const QB_VERSION: &str = "v5.1.4";
 pub const QB_API_VERSION: &str = "2.11.4";
@@ -31,9 +34,20 @@ const MAX_SIDS: usize = 256;
 /// At most this many parameters, torrent files and created tags.
 const MAX_PARAMS: usize = 256;
 const MAX_FILES: usize = 64;
-const MAX_CREATED_TAGS: usize = 1024;
+/// qBittorrent bans an address after this many failed logins in a row, for this long
+/// (its `WebUI\MaxAuthenticationFailCount` and `BanDuration` defaults).
+const MAX_LOGIN_FAILS: u32 = 5;
+const BAN_TIME: Duration = Duration::from_secs(3600);
+/// Addresses whose failures are counted at most (the oldest counts go first).
+const MAX_FAIL_ENTRIES: usize = 4096;
+/// `sync/maindata` snapshots kept, one per client (the least recently used goes first).
+const MAX_SYNC_CLIENTS: usize = 16;
+pub const BANNED: &str =
+    "Your IP address has been banned after too many failed authentication attempts.";
 /// Limits qBittorrent shows for "no limit".
 const UNLIMITED_RATIO: f64 = 1e300;
+/// A count or connection limit taken as "none".
+const NO_LIMIT: usize = 65_535;
 
 #[derive(Clone)]
 struct Qb {
@@ -42,8 +56,79 @@ struct Qb {
     http: Option<reqwest::Client>,
     sids: Arc<Mutex<Vec<String>>>,
     rid: Arc<AtomicU64>,
-    /// Tags created with `createTags` (the others are those torrents carry).
-    tags: Arc<Mutex<BTreeSet<String>>>,
+    fails: Arc<Fails>,
+    /// The last `sync/maindata` answer of each client, to answer the next as a diff.
+    syncs: Arc<Mutex<Vec<SyncState>>>,
+}
+
+/// What one client was last told by `sync/maindata`.
+struct SyncState {
+    client: String,
+    rid: u64,
+    seen: Seen,
+}
+
+/// The full state `sync/maindata` describes.
+#[derive(Clone, Default)]
+struct MainData {
+    torrents: Map<String, Value>,
+    categories: Map<String, Value>,
+    tags: BTreeSet<String>,
+    server: Map<String, Value>,
+}
+
+/// What a client was told, kept small: each torrent as the hashes of its fields (a
+/// torrent object is some 60 fields; thousands of torrents are kept per client), the rest
+/// as it was.
+struct Seen {
+    torrents: HashMap<String, Vec<(u64, u64)>>,
+    categories: Map<String, Value>,
+    tags: BTreeSet<String>,
+    server: Map<String, Value>,
+}
+
+fn hash_of<T: std::hash::Hash + ?Sized>(x: &T) -> u64 {
+    use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+    BuildHasherDefault::<DefaultHasher>::default().hash_one(x)
+}
+
+/// An object's fields as (key hash, value hash), sorted by key hash.
+fn digest(v: &Value) -> Vec<(u64, u64)> {
+    let mut d: Vec<(u64, u64)> = v
+        .as_object()
+        .map(|m| m.iter().map(|(k, v)| (hash_of(k), hash_of(v))).collect())
+        .unwrap_or_default();
+    d.sort_unstable();
+    d
+}
+
+impl Seen {
+    fn of(m: &MainData) -> Seen {
+        Seen {
+            torrents: m
+                .torrents
+                .iter()
+                .map(|(h, t)| (h.clone(), digest(t)))
+                .collect(),
+            categories: m.categories.clone(),
+            tags: m.tags.clone(),
+            server: m.server.clone(),
+        }
+    }
+}
+
+/// The fields of `now` that are not in `seen` (new, or with another value).
+fn changed_fields(seen: &[(u64, u64)], now: &Map<String, Value>) -> Map<String, Value> {
+    now.iter()
+        .filter(|(k, v)| {
+            let kh = hash_of(*k);
+            match seen.binary_search_by_key(&kh, |&(k, _)| k) {
+                Ok(i) => seen[i].1 != hash_of(*v),
+                Err(_) => true,
+            }
+        })
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
 }
 
 /// The router, to be nested at `/api/v2`.
@@ -53,7 +138,8 @@ pub fn router(daemon: Daemon, http: Option<reqwest::Client>) -> Router {
         http,
         sids: Arc::new(Mutex::new(Vec::new())),
         rid: Arc::new(AtomicU64::new(0)),
-        tags: Arc::new(Mutex::new(BTreeSet::new())),
+        fails: Arc::new(Mutex::new(HashMap::new())),
+        syncs: Arc::new(Mutex::new(Vec::new())),
     };
     Router::new()
         .route("/{group}/{method}", any(dispatch))
@@ -162,78 +248,51 @@ impl Params {
     }
 }
 
-pub fn parse_bool(s: &str) -> Option<bool> {
-    match s.trim().to_ascii_lowercase().as_str() {
-        "true" | "1" | "yes" | "on" => Some(true),
-        "false" | "0" | "no" | "off" | "" => Some(false),
-        _ => None,
-    }
-}
-
-fn parse_form(s: &str, out: &mut Vec<(String, String)>) -> Result<(), Fail> {
-    for pair in s.split('&').filter(|p| !p.is_empty()) {
-        if out.len() >= MAX_PARAMS {
-            return Err(fail(StatusCode::BAD_REQUEST, "Too many parameters"));
-        }
-        let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        match (percent_decode(k), percent_decode(v)) {
-            (Some(k), Some(v)) => out.push((k, v)),
-            _ => return Err(fail(StatusCode::BAD_REQUEST, "Bad form encoding")),
-        }
-    }
-    Ok(())
+fn form_error(e: webform::FormError) -> Fail {
+    let m = match e {
+        webform::FormError::TooManyParams => "Too many parameters",
+        webform::FormError::TooManyFiles => "Too many files",
+        webform::FormError::BadEncoding => "Bad form encoding",
+        webform::FormError::NotUtf8 => "A field is not UTF-8",
+        webform::FormError::BadMultipart => "Bad multipart body",
+    };
+    fail(StatusCode::BAD_REQUEST, m)
 }
 
 async fn read_params(req: Request) -> Result<Params, Fail> {
     let mut p = Params::default();
     if let Some(q) = req.uri().query() {
-        parse_form(q, &mut p.pairs)?;
+        webform::parse_form(q, &mut p.pairs, MAX_PARAMS).map_err(form_error)?;
     }
     let ctype = req
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .unwrap_or("")
-        .to_ascii_lowercase();
-    if ctype.starts_with("multipart/form-data") {
-        let mut form = Multipart::from_request(req, &())
-            .await
-            .map_err(|e| fail(e.status(), "Bad multipart body"))?;
-        loop {
-            let field = match form.next_field().await {
-                Ok(Some(f)) => f,
-                Ok(None) => break,
-                Err(e) => return Err(fail(e.status(), "Bad multipart body")),
-            };
-            let name = field.name().unwrap_or("").to_string();
-            let is_file = field.file_name().is_some();
-            let data = field
-                .bytes()
-                .await
-                .map_err(|e| fail(e.status(), "Bad multipart body"))?;
-            if name == "torrents" || (is_file && name != "urls") {
-                if p.files.len() >= MAX_FILES {
-                    return Err(fail(StatusCode::BAD_REQUEST, "Too many files"));
-                }
-                p.files.push(data.to_vec());
-            } else {
-                if p.pairs.len() >= MAX_PARAMS {
-                    return Err(fail(StatusCode::BAD_REQUEST, "Too many parameters"));
-                }
-                let v = String::from_utf8(data.to_vec())
-                    .map_err(|_| fail(StatusCode::BAD_REQUEST, "A field is not UTF-8"))?;
-                p.pairs.push((name, v));
-            }
-        }
-    } else {
-        let body = Bytes::from_request(req, &())
-            .await
-            .map_err(|e| fail(e.status(), "Cannot read the body"))?;
-        if !body.is_empty() {
-            let s = std::str::from_utf8(&body)
-                .map_err(|_| fail(StatusCode::BAD_REQUEST, "The body is not UTF-8"))?;
-            parse_form(s.trim(), &mut p.pairs)?;
-        }
+        .to_string();
+    // Bounded by the router's body limit (413 past it).
+    let body = Bytes::from_request(req, &())
+        .await
+        .map_err(|e| fail(e.status(), "Cannot read the body"))?;
+    if ctype
+        .to_ascii_lowercase()
+        .starts_with("multipart/form-data")
+    {
+        let mut fields = webform::Fields {
+            pairs: std::mem::take(&mut p.pairs),
+            files: Vec::new(),
+        };
+        let limits = webform::Limits {
+            max_params: MAX_PARAMS,
+            max_files: MAX_FILES,
+        };
+        webform::parse_multipart(body, &ctype, limits, &mut fields).map_err(form_error)?;
+        p.pairs = fields.pairs;
+        p.files = fields.files;
+    } else if !body.is_empty() {
+        let s = std::str::from_utf8(&body)
+            .map_err(|_| fail(StatusCode::BAD_REQUEST, "The body is not UTF-8"))?;
+        webform::parse_form(s.trim(), &mut p.pairs, MAX_PARAMS).map_err(form_error)?;
     }
     Ok(p)
 }
@@ -349,7 +408,8 @@ fn qb_torrent(daemon: &Daemon, r: &Record, v: &Value) -> Value {
         have.min(size)
     };
     let seeding_time = r.completed_at.map(|c| now.saturating_sub(c)).unwrap_or(0);
-    let queueing = queueing_enabled(daemon);
+    let prefs = daemon.prefs();
+    let queueing = prefs.queueing;
     let name = v["name"].as_str().unwrap_or("").to_string();
     let save = r.save_path.display().to_string();
     let content = v["content_path"]
@@ -382,7 +442,7 @@ fn qb_torrent(daemon: &Daemon, r: &Record, v: &Value) -> Value {
         "eta": v["eta"].as_u64().unwrap_or(ETA_UNKNOWN),
         "state": qb_state(r, v),
         "seq_dl": r.sequential,
-        "f_l_piece_prio": false,
+        "f_l_piece_prio": r.first_last,
         "category": r.category.clone().unwrap_or_default(),
         "tags": r.tags.join(","),
         "super_seeding": false,
@@ -405,8 +465,8 @@ fn qb_torrent(daemon: &Daemon, r: &Record, v: &Value) -> Value {
         "uploaded_session": v["uploaded"],
         "amount_left": size.saturating_sub(completed),
         "completed": completed,
-        "max_ratio": ratio_limit_out(r.ratio_limit.or(daemon.config.ratio_limit)),
-        "max_seeding_time": daemon.config.seeding_time_limit.map(|s| (s / 60) as i64).unwrap_or(-1),
+        "max_ratio": ratio_limit_out(r.ratio_limit.or(prefs.ratio_limit)),
+        "max_seeding_time": prefs.seeding_time_limit.map(|s| (s / 60) as i64).unwrap_or(-1),
         "max_inactive_seeding_time": -1,
         "ratio_limit": ratio_limit_out(r.ratio_limit),
         "seeding_time_limit": seeding_limit,
@@ -416,7 +476,10 @@ fn qb_torrent(daemon: &Daemon, r: &Record, v: &Value) -> Value {
         "time_active": now.saturating_sub(r.added_at),
         "seeding_time": seeding_time,
         "auto_tmm": false,
-        "availability": -1,
+        "availability": daemon
+            .session
+            .torrent(r.engine_id)
+            .map_or(-1.0, |t| t.distributed_copies()),
         "private": v["private"],
         "has_metadata": total > 0,
         "popularity": 0,
@@ -447,33 +510,88 @@ fn urlish(s: &str) -> String {
 }
 
 fn queueing_enabled(daemon: &Daemon) -> bool {
-    daemon.config.max_active_downloads > 0 || daemon.config.max_active_seeds > 0
+    daemon.prefs().queueing
+}
+
+/// A count where 0 means "no limit", as qBittorrent shows it (-1).
+fn count_out(n: usize) -> i64 {
+    if n == 0 || n >= NO_LIMIT {
+        -1
+    } else {
+        n as i64
+    }
+}
+
+/// qBittorrent's count (-1 or 0: no limit) as the daemon keeps it (0: no limit).
+fn count_in(v: &Value) -> Option<usize> {
+    let n = num(v)?;
+    Some(if n <= 0.0 {
+        0
+    } else {
+        n.min(NO_LIMIT as f64) as usize
+    })
+}
+
+/// A connection limit (-1 or 0: none, kept as a large number).
+fn connections_in(v: &Value) -> Option<usize> {
+    count_in(v).map(|n| if n == 0 { NO_LIMIT } else { n })
+}
+
+/// A number, or a string holding one (clients differ).
+fn num(v: &Value) -> Option<f64> {
+    match v {
+        Value::Number(n) => n.as_f64(),
+        Value::String(s) => s.trim().parse().ok(),
+        _ => None,
+    }
+    .filter(|x: &f64| x.is_finite())
+}
+
+fn flag_of(v: &Value) -> Option<bool> {
+    match v {
+        Value::Bool(b) => Some(*b),
+        Value::String(s) => parse_bool(s),
+        Value::Number(n) => n.as_i64().map(|n| n != 0),
+        _ => None,
+    }
+}
+
+fn seed_action_out(a: SeedAction) -> u8 {
+    match a {
+        SeedAction::Stop => 0,
+        SeedAction::Remove => 1,
+        SeedAction::RemoveWithData => 3,
+    }
 }
 
 fn preferences(daemon: &Daemon) -> Value {
     let c = &daemon.config;
-    let s = daemon.session.settings();
+    let p = daemon.prefs();
     let listen = daemon.session.listen_addr();
-    json!({
-        "save_path": c.download_dir.display().to_string(),
+    let main = json!({
+        "save_path": p.download_dir.display().to_string(),
         "temp_path_enabled": false,
         "temp_path": "",
-        "max_ratio_enabled": c.ratio_limit.is_some(),
-        "max_ratio": c.ratio_limit.unwrap_or(-1.0),
-        "max_seeding_time_enabled": c.seeding_time_limit.is_some(),
-        "max_seeding_time": c.seeding_time_limit.map(|s| (s / 60) as i64).unwrap_or(-1),
+        "max_ratio_enabled": p.ratio_limit.is_some(),
+        "max_ratio": p.ratio_limit.unwrap_or(-1.0),
+        "max_seeding_time_enabled": p.seeding_time_limit.is_some(),
+        "max_seeding_time": p.seeding_time_limit.map(|s| (s / 60) as i64).unwrap_or(-1),
         "max_inactive_seeding_time_enabled": false,
         "max_inactive_seeding_time": -1,
-        "max_ratio_act": 0,
-        "queueing_enabled": queueing_enabled(daemon),
-        "max_active_downloads": c.max_active_downloads as i64,
-        "max_active_uploads": c.max_active_seeds as i64,
-        "max_active_torrents": -1,
+        "max_ratio_act": seed_action_out(p.seeding_action),
+        "queueing_enabled": p.queueing,
+        "max_active_downloads": count_out(p.max_active_downloads),
+        "max_active_uploads": count_out(p.max_active_seeds),
+        "max_active_torrents": count_out(p.max_active_torrents),
+        "max_connec": count_out(p.max_connections),
+        "max_connec_per_torrent": count_out(p.max_peers_per_torrent),
+    });
+    let more = json!({
         "dht": c.dht,
         "pex": true,
         "lsd": c.lsd,
-        "dl_limit": s.download_limit,
-        "up_limit": s.upload_limit,
+        "dl_limit": p.download_limit,
+        "up_limit": p.upload_limit,
         "listen_port": listen.port(),
         "random_port": false,
         "upnp": false,
@@ -488,8 +606,11 @@ fn preferences(daemon: &Daemon) -> Value {
         "web_ui_port": c.api.port(),
         "web_ui_username": c.api_user.clone().unwrap_or_default(),
         "bypass_local_auth": !c.has_credentials(),
+        "max_auth_fail_count": MAX_LOGIN_FAILS,
+        "web_ui_ban_duration": BAN_TIME.as_secs(),
         "locale": "en",
-    })
+    });
+    merge(main, more)
 }
 
 async fn dispatch(
@@ -498,11 +619,19 @@ async fn dispatch(
     req: Request,
 ) -> Response {
     let headers = req.headers().clone();
+    let peer = req
+        .extensions()
+        .get::<axum::extract::ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip());
     let p = match read_params(req).await {
         Ok(p) => p,
         Err(r) => return *r,
     };
-    match call(&qb, &group, &method, &p, &headers).await {
+    let who = Caller {
+        headers: &headers,
+        peer,
+    };
+    match call(&qb, &group, &method, &p, &who).await {
         Ok(r) => r,
         Err(r) => *r,
     }
@@ -518,10 +647,17 @@ fn fail(status: StatusCode, body: &str) -> Fail {
     Box::new(text(status, body))
 }
 
-async fn call(qb: &Qb, group: &str, method: &str, p: &Params, headers: &HeaderMap) -> Res {
+/// Who calls: their headers and address.
+struct Caller<'a> {
+    headers: &'a HeaderMap,
+    peer: Option<IpAddr>,
+}
+
+async fn call(qb: &Qb, group: &str, method: &str, p: &Params, who: &Caller<'_>) -> Res {
     let d = &qb.daemon;
+    let headers = who.headers;
     Ok(match (group, method) {
-        ("auth", "login") => login(qb, p),
+        ("auth", "login") => login(qb, p, who.peer),
         ("auth", "logout") => {
             if let Some(sid) = sid_of(headers) {
                 lock(&qb.sids).retain(|s| *s != sid);
@@ -535,10 +671,11 @@ async fn call(qb: &Qb, group: &str, method: &str, p: &Params, headers: &HeaderMa
             "zlib": "1.3", "bitness": 64, "platform": "linux",
         })),
         ("app", "preferences") => json_res(preferences(d)),
-        ("app", "setPreferences") => set_preferences(d, p)?,
-        ("app", "defaultSavePath") => {
-            text(StatusCode::OK, &d.config.download_dir.display().to_string())
-        }
+        ("app", "setPreferences") => set_preferences(d, p).await?,
+        ("app", "defaultSavePath") => text(
+            StatusCode::OK,
+            &d.prefs().download_dir.display().to_string(),
+        ),
         ("transfer", "info") => json_res(transfer_info(d)),
         ("transfer", "speedLimitsMode") => text(StatusCode::OK, "0"),
         ("transfer", "downloadLimit") => text(
@@ -551,27 +688,81 @@ async fn call(qb: &Qb, group: &str, method: &str, p: &Params, headers: &HeaderMa
         ),
         ("transfer", "setDownloadLimit") | ("transfer", "setUploadLimit") => {
             let limit = parse_limit(p.req("limit")?)?;
-            let mut s = d.session.settings();
-            if method == "setDownloadLimit" {
-                s.download_limit = limit;
-            } else {
-                s.upload_limit = limit;
-            }
-            d.session.set_settings(s);
+            d.set_prefs(|s| {
+                if method == "setDownloadLimit" {
+                    s.download_limit = limit;
+                } else {
+                    s.upload_limit = limit;
+                }
+            })
+            .await
+            .map_err(op_error)?;
             ok_empty()
         }
-        ("sync", "maindata") => json_res(maindata(qb)),
+        ("sync", "maindata") => {
+            let rid = p
+                .get("rid")
+                .and_then(|r| r.trim().parse().ok())
+                .unwrap_or(0);
+            json_res(maindata(qb, &client_key(headers, who.peer), rid))
+        }
         ("sync", "torrentPeers") => json_res(torrent_peers(qb, &one(d, p.req("hash")?)?)),
         ("torrents", m) => torrents(qb, m, p).await?,
         _ => text(StatusCode::NOT_FOUND, "Not Found"),
     })
 }
 
-fn login(qb: &Qb, p: &Params) -> Response {
+/// Failed logins by address: how many in a row, and when the last one was.
+type Fails = Mutex<HashMap<IpAddr, (u32, Instant)>>;
+
+/// Is `ip` banned now (too many failed logins)?
+fn banned(fails: &Fails, ip: IpAddr, now: Instant) -> bool {
+    lock(fails)
+        .get(&ip)
+        .is_some_and(|&(n, last)| n >= MAX_LOGIN_FAILS && now.duration_since(last) < BAN_TIME)
+}
+
+/// Count a failed login of `ip` (a success clears its count).
+fn note_login(fails: &Fails, ip: IpAddr, ok: bool, now: Instant) {
+    let mut fails = lock(fails);
+    if ok {
+        fails.remove(&ip);
+        return;
+    }
+    if fails.len() >= MAX_FAIL_ENTRIES && !fails.contains_key(&ip) {
+        fails.retain(|_, (_, last)| now.duration_since(*last) < BAN_TIME);
+        if fails.len() >= MAX_FAIL_ENTRIES
+            && let Some(oldest) = fails
+                .iter()
+                .min_by_key(|(_, (_, last))| *last)
+                .map(|(k, _)| *k)
+        {
+            fails.remove(&oldest);
+        }
+    }
+    let e = fails.entry(ip).or_insert((0, now));
+    if now.duration_since(e.1) >= BAN_TIME {
+        e.0 = 0;
+    }
+    e.0 += 1;
+    e.1 = now;
+}
+
+fn login(qb: &Qb, p: &Params, peer: Option<IpAddr>) -> Response {
     let d = &qb.daemon;
+    let now = Instant::now();
+    if let Some(ip) = peer
+        && banned(&qb.fails, ip, now)
+    {
+        return text(StatusCode::FORBIDDEN, BANNED);
+    }
     let user = p.get("username").unwrap_or("");
     let pass = p.get("password").unwrap_or("");
-    if d.config.has_credentials() && !credentials_ok(d, user, pass) {
+    let ok = !d.config.has_credentials() || credentials_ok(d, user, pass);
+    if let Some(ip) = peer {
+        note_login(&qb.fails, ip, ok, now);
+    }
+    if !ok {
         return text(StatusCode::OK, "Fails.");
     }
     let sid = random_token();
@@ -597,25 +788,99 @@ fn parse_limit(s: &str) -> Result<u64, Fail> {
     Ok(n.max(0) as u64)
 }
 
-fn set_preferences(d: &Daemon, p: &Params) -> Res {
+/// `app/setPreferences`: the keys that map onto the daemon's settings are applied at once
+/// and kept; the others (DHT, PeX, LSD, the listen port, alternative limits, ...) are
+/// ignored, as qBittorrent ignores keys it does not know.
+async fn set_preferences(d: &Daemon, p: &Params) -> Res {
     let raw = p.req("json")?;
     let v: Map<String, Value> =
         serde_json::from_str(raw).map_err(|_| fail(StatusCode::BAD_REQUEST, "Bad json"))?;
-    let mut s = d.session.settings();
-    if let Some(n) = v.get("dl_limit").and_then(Value::as_i64) {
-        s.download_limit = n.max(0) as u64;
-    }
-    if let Some(n) = v.get("up_limit").and_then(Value::as_i64) {
-        s.upload_limit = n.max(0) as u64;
-    }
-    d.session.set_settings(s);
-    // Other keys (ratio, seeding time, queueing...) are the daemon's config: unchanged.
+    let save_path = match v.get("save_path").and_then(Value::as_str) {
+        Some(sp) if !sp.trim().is_empty() => Some(d.check_save_path(sp).map_err(op_error)?),
+        _ => None,
+    };
+    let get = |k: &str| v.get(k);
+    d.set_prefs(|s| {
+        if let Some(sp) = save_path {
+            s.download_dir = sp;
+        }
+        if let Some(n) = get("dl_limit").and_then(num) {
+            s.download_limit = n.max(0.0) as u64;
+        }
+        if let Some(n) = get("up_limit").and_then(num) {
+            s.upload_limit = n.max(0.0) as u64;
+        }
+        if let Some(b) = get("queueing_enabled").and_then(flag_of) {
+            s.queueing = b;
+        }
+        type Parse = fn(&Value) -> Option<usize>;
+        for (key, parse, slot) in [
+            (
+                "max_connec",
+                connections_in as Parse,
+                &mut s.max_connections,
+            ),
+            (
+                "max_connec_per_torrent",
+                connections_in,
+                &mut s.max_peers_per_torrent,
+            ),
+            (
+                "max_active_downloads",
+                count_in,
+                &mut s.max_active_downloads,
+            ),
+            ("max_active_uploads", count_in, &mut s.max_active_seeds),
+            ("max_active_torrents", count_in, &mut s.max_active_torrents),
+        ] {
+            if let Some(n) = get(key).and_then(parse) {
+                *slot = n;
+            }
+        }
+        let ratio = get("max_ratio").and_then(num);
+        match get("max_ratio_enabled").and_then(flag_of) {
+            Some(false) => s.ratio_limit = None,
+            Some(true) => {
+                s.ratio_limit = ratio.filter(|r| *r >= 0.0).or(s.ratio_limit).or(Some(1.0));
+            }
+            None => {
+                if let Some(r) = ratio {
+                    s.ratio_limit = (r >= 0.0).then_some(r);
+                }
+            }
+        }
+        let minutes = get("max_seeding_time").and_then(num);
+        let secs = |m: f64| (m as u64).saturating_mul(60);
+        match get("max_seeding_time_enabled").and_then(flag_of) {
+            Some(false) => s.seeding_time_limit = None,
+            Some(true) => {
+                s.seeding_time_limit = minutes
+                    .filter(|m| *m >= 0.0)
+                    .map(secs)
+                    .or(s.seeding_time_limit)
+                    .or(Some(1440 * 60));
+            }
+            None => {
+                if let Some(m) = minutes {
+                    s.seeding_time_limit = (m >= 0.0).then(|| secs(m));
+                }
+            }
+        }
+        match get("max_ratio_act").and_then(num).map(|n| n as i64) {
+            Some(0) => s.seeding_action = SeedAction::Stop,
+            Some(1) => s.seeding_action = SeedAction::Remove,
+            Some(3) => s.seeding_action = SeedAction::RemoveWithData,
+            _ => {} // 2 (super seeding) is not supported
+        }
+    })
+    .await
+    .map_err(op_error)?;
     Ok(ok_empty())
 }
 
 fn transfer_info(d: &Daemon) -> Value {
     let s = d.session_json();
-    let settings = d.session.settings();
+    let settings = d.prefs();
     json!({
         "dl_info_speed": s["download_rate"],
         "up_info_speed": s["upload_rate"],
@@ -631,12 +896,12 @@ fn transfer_info(d: &Daemon) -> Value {
     })
 }
 
-fn all_tags(qb: &Qb) -> Vec<String> {
-    let mut set = lock(&qb.tags).clone();
+fn all_tags(qb: &Qb) -> BTreeSet<String> {
+    let mut set = qb.daemon.created_tags();
     for r in qb.daemon.records() {
         set.extend(r.tags);
     }
-    set.into_iter().collect()
+    set
 }
 
 fn categories_json(d: &Daemon) -> Value {
@@ -652,26 +917,136 @@ fn categories_json(d: &Daemon) -> Value {
     Value::Object(map)
 }
 
-fn maindata(qb: &Qb) -> Value {
+/// Who a `sync/maindata` caller is: its `SID`, else (a hash of) its `Authorization`
+/// header, else its address.
+fn client_key(headers: &HeaderMap, peer: Option<IpAddr>) -> String {
+    if let Some(sid) = sid_of(headers) {
+        return format!("sid:{sid}");
+    }
+    if let Some(a) = headers.get(header::AUTHORIZATION) {
+        use std::hash::{DefaultHasher, Hash, Hasher};
+        let mut h = DefaultHasher::new();
+        a.as_bytes().hash(&mut h);
+        return format!("auth:{:x}", h.finish());
+    }
+    format!("ip:{}", peer.map(|p| p.to_string()).unwrap_or_default())
+}
+
+fn main_data(qb: &Qb) -> MainData {
     let d = &qb.daemon;
-    let rid = qb.rid.fetch_add(1, Ordering::Relaxed) + 1;
     let torrents: Map<String, Value> = snapshot(d)
         .iter()
         .map(|(r, v)| (r.info_hash.clone(), qb_torrent(d, r, v)))
         .collect();
     let mut server = transfer_info(d);
-    server["free_space_on_disk"] = json!(free_space(&d.config.download_dir).unwrap_or(0));
+    server["free_space_on_disk"] = json!(free_space(&d.prefs().download_dir).unwrap_or(0));
     server["alltime_dl"] = server["dl_info_data"].clone();
     server["alltime_ul"] = server["up_info_data"].clone();
-    json!({
-        "rid": rid,
-        "full_update": true,
-        "torrents": torrents,
-        "categories": categories_json(d),
-        "tags": all_tags(qb),
-        "trackers": {},
-        "server_state": server,
-    })
+    let categories = match categories_json(d) {
+        Value::Object(m) => m,
+        _ => Map::new(),
+    };
+    MainData {
+        torrents,
+        categories,
+        tags: all_tags(qb),
+        server: match server {
+            Value::Object(m) => m,
+            _ => Map::new(),
+        },
+    }
+}
+
+/// `b`'s entries that are new or differ from `a`'s.
+fn changed(a: &Map<String, Value>, b: &Map<String, Value>) -> Map<String, Value> {
+    b.iter()
+        .filter(|(k, v)| a.get(*k) != Some(v))
+        .map(|(k, v)| (k.clone(), v.clone()))
+        .collect()
+}
+
+/// `sync/maindata`: the whole state (`full_update`) for a client whose `rid` is not the
+/// last one it was given, else only what changed since: new torrents whole, changed ones
+/// with their changed fields, `torrents_removed`, categories and tags added and removed,
+/// and the changed `server_state` fields.
+fn maindata(qb: &Qb, client: &str, rid: u64) -> Value {
+    let now = main_data(qb);
+    let new_rid = qb.rid.fetch_add(1, Ordering::Relaxed) + 1;
+    let before = {
+        let mut syncs = lock(&qb.syncs);
+        let pos = syncs.iter().position(|s| s.client == client);
+        let before = pos
+            .map(|i| syncs.remove(i))
+            .filter(|s| rid != 0 && s.rid == rid)
+            .map(|s| s.seen);
+        if syncs.len() >= MAX_SYNC_CLIENTS {
+            syncs.remove(0);
+        }
+        syncs.push(SyncState {
+            client: client.to_string(),
+            rid: new_rid,
+            seen: Seen::of(&now),
+        });
+        before
+    };
+    let Some(old) = before else {
+        return json!({
+            "rid": new_rid,
+            "full_update": true,
+            "torrents": now.torrents,
+            "categories": now.categories,
+            "tags": now.tags,
+            "trackers": {},
+            "server_state": now.server,
+        });
+    };
+    let mut out = Map::new();
+    out.insert("rid".into(), json!(new_rid));
+    let mut torrents = Map::new();
+    for (h, t) in &now.torrents {
+        match (old.torrents.get(h), t) {
+            (Some(a), Value::Object(b)) => {
+                let c = changed_fields(a, b);
+                if !c.is_empty() {
+                    torrents.insert(h.clone(), Value::Object(c));
+                }
+            }
+            _ => {
+                torrents.insert(h.clone(), t.clone());
+            }
+        }
+    }
+    let removed: Vec<&String> = old
+        .torrents
+        .keys()
+        .filter(|h| !now.torrents.contains_key(*h))
+        .collect();
+    let categories = changed(&old.categories, &now.categories);
+    let categories_removed: Vec<&String> = old
+        .categories
+        .keys()
+        .filter(|c| !now.categories.contains_key(*c))
+        .collect();
+    let tags: Vec<&String> = now.tags.difference(&old.tags).collect();
+    let tags_removed: Vec<&String> = old.tags.difference(&now.tags).collect();
+    let server = changed(&old.server, &now.server);
+    let mut put = |k: &str, v: Value, empty: bool| {
+        if !empty {
+            out.insert(k.to_string(), v);
+        }
+    };
+    put("torrents", json!(torrents), torrents.is_empty());
+    put("torrents_removed", json!(removed), removed.is_empty());
+    put("categories", json!(categories), categories.is_empty());
+    put(
+        "categories_removed",
+        json!(categories_removed),
+        categories_removed.is_empty(),
+    );
+    put("tags", json!(tags), tags.is_empty());
+    put("tags_removed", json!(tags_removed), tags_removed.is_empty());
+    put("server_state", json!(server), server.is_empty());
+    Value::Object(out)
 }
 
 /// Bytes free for an unprivileged user on the file system holding `path` (its nearest
@@ -885,6 +1260,10 @@ fn qb_priority(name: &str) -> u8 {
 fn files(d: &Daemon, r: &Record) -> Result<Value, OpError> {
     let list = d.files_json(r.id)?;
     let meta = d.session.metainfo(r.engine_id);
+    let avail = d
+        .session
+        .torrent(r.engine_id)
+        .map(|t| t.piece_availability());
     let plen = meta
         .as_ref()
         .map(|m| m.info.piece_length.max(1))
@@ -906,7 +1285,10 @@ fn files(d: &Daemon, r: &Record) -> Result<Value, OpError> {
                     "priority": qb_priority(f["priority"].as_str().unwrap_or("normal")),
                     "is_seed": f["progress"].as_f64() == Some(1.0),
                     "piece_range": [first, last],
-                    "availability": -1,
+                    "availability": avail
+                        .as_ref()
+                        .and_then(|a| a.get(first as usize..=last as usize))
+                        .map_or(-1.0, engine::picker::distributed_copies),
                 })
             })
             .collect::<Vec<_>>(),
@@ -1017,13 +1399,19 @@ async fn add(qb: &Qb, p: &Params) -> Res {
         && !d.categories().contains_key(c)
     {
         // qBittorrent creates an unknown category on add.
-        d.add_category(c, &d.config.download_dir.display().to_string())
+        d.add_category(c, &d.prefs().download_dir.display().to_string())
             .map_err(op_error)?;
     }
     let tags = p.get("tags").map(tag_list).unwrap_or_default();
     let stopped = p.flag("stopped").or(p.flag("paused")).unwrap_or(false);
     let (ratio, time) = share_limits(p)?;
     let sequential = p.flag("sequentialDownload").unwrap_or(false);
+    // Subfolder puts a single-file torrent in a folder of its name, NoSubfolder a
+    // multi-file torrent's files without their top folder; otherwise as the torrent has it.
+    let layout = p.get("contentLayout").map(str::trim);
+    let subfolder = layout == Some("Subfolder");
+    let no_subfolder = layout == Some("NoSubfolder");
+    let first_last = p.flag("firstLastPiecePrio").unwrap_or(false);
     let mut requests: Vec<AddRequest> = p
         .files
         .iter()
@@ -1068,6 +1456,9 @@ async fn add(qb: &Qb, p: &Params) -> Res {
         r.paused = stopped;
         r.category = category.clone();
         r.tags = tags.clone();
+        r.subfolder = subfolder;
+        r.no_subfolder = no_subfolder;
+        r.first_last = first_last;
         match d.add(r).await {
             Ok((id, _)) => {
                 added += 1;
@@ -1218,7 +1609,7 @@ async fn torrents(qb: &Qb, m: &str, p: &Params) -> Res {
                 .get("savePath")
                 .filter(|s| !s.trim().is_empty())
                 .map(str::to_string)
-                .unwrap_or_else(|| d.config.download_dir.display().to_string());
+                .unwrap_or_else(|| d.prefs().download_dir.display().to_string());
             d.add_category(&name, &path).map_err(op_error)?;
             ok_empty()
         }
@@ -1263,17 +1654,12 @@ async fn torrents(qb: &Qb, m: &str, p: &Params) -> Res {
         }
         "tags" => json_res(json!(all_tags(qb))),
         "createTags" => {
-            let mut set = lock(&qb.tags);
-            for t in tag_list(p.get("tags").unwrap_or("")) {
-                if set.len() < MAX_CREATED_TAGS && t.len() <= 128 {
-                    set.insert(t);
-                }
-            }
+            d.edit_created_tags(&tag_list(p.get("tags").unwrap_or("")), true);
             ok_empty()
         }
         "deleteTags" => {
             let tags = tag_list(p.get("tags").unwrap_or(""));
-            lock(&qb.tags).retain(|t| !tags.contains(t));
+            d.edit_created_tags(&tags, false);
             for r in d.records() {
                 if r.tags.iter().any(|t| tags.contains(t)) {
                     let kept = r
@@ -1364,7 +1750,15 @@ async fn torrents(qb: &Qb, m: &str, p: &Params) -> Res {
             }
             ok_empty()
         }
-        "toggleFirstLastPiecePrio" | "setAutoManagement" | "setSuperSeeding" => ok_empty(),
+        "toggleFirstLastPiecePrio" => {
+            for r in each() {
+                d.set_first_last(r.id, !r.first_last)
+                    .await
+                    .map_err(op_error)?;
+            }
+            ok_empty()
+        }
+        "setAutoManagement" | "setSuperSeeding" => ok_empty(),
         _ => text(StatusCode::NOT_FOUND, "Not Found"),
     })
 }
@@ -1374,21 +1768,50 @@ mod tests {
     use super::*;
 
     #[test]
-    fn booleans_in_any_case() {
-        assert_eq!(parse_bool("TRUE"), Some(true));
-        assert_eq!(parse_bool("False"), Some(false));
-        assert_eq!(parse_bool("maybe"), None);
+    fn five_failed_logins_ban_an_address_for_an_hour() {
+        let fails = Fails::default();
+        let (a, b): (IpAddr, IpAddr) = ("127.0.0.1".parse().unwrap(), "::1".parse().unwrap());
+        let t0 = Instant::now();
+        for i in 0..4 {
+            note_login(&fails, a, false, t0 + Duration::from_secs(i));
+        }
+        assert!(!banned(&fails, a, t0 + Duration::from_secs(5)));
+        // A success clears the count.
+        note_login(&fails, a, true, t0 + Duration::from_secs(5));
+        for i in 0..5 {
+            note_login(&fails, a, false, t0 + Duration::from_secs(10 + i));
+        }
+        let last = t0 + Duration::from_secs(14);
+        assert!(banned(&fails, a, last + Duration::from_secs(1)));
+        assert!(!banned(&fails, b, last), "other addresses are not banned");
+        assert!(banned(&fails, a, last + BAN_TIME - Duration::from_secs(1)));
+        assert!(!banned(&fails, a, last + BAN_TIME), "the ban ends");
+        // Counting starts again after a ban.
+        note_login(&fails, a, false, last + BAN_TIME);
+        assert!(!banned(&fails, a, last + BAN_TIME + Duration::from_secs(1)));
     }
 
     #[test]
-    fn forms_decode_and_are_bounded() {
-        let mut v = Vec::new();
-        parse_form("hashes=a%7Cb&deleteFiles=true&x", &mut v).unwrap();
-        assert_eq!(v[0], ("hashes".into(), "a|b".into()));
-        assert_eq!(v[2], ("x".into(), "".into()));
-        let long = "a=1&".repeat(MAX_PARAMS + 1);
-        assert!(parse_form(&long, &mut Vec::new()).is_err());
-        assert!(parse_form("a=%zz", &mut Vec::new()).is_err());
+    fn the_failure_table_is_bounded() {
+        let fails = Fails::default();
+        let t0 = Instant::now();
+        for i in 0..MAX_FAIL_ENTRIES as u32 + 10 {
+            let ip = IpAddr::from(std::net::Ipv4Addr::from(i));
+            note_login(&fails, ip, false, t0 + Duration::from_millis(i as u64));
+        }
+        assert_eq!(lock(&fails).len(), MAX_FAIL_ENTRIES);
+    }
+
+    #[test]
+    fn changed_keeps_new_and_different_entries() {
+        let a = json!({"x": 1, "y": 2, "gone": 3, "s": "a"});
+        let b = json!({"x": 1, "y": 5, "new": 4, "s": "b"});
+        let want = json!({"y": 5, "new": 4, "s": "b"});
+        let c = changed(a.as_object().unwrap(), b.as_object().unwrap());
+        assert_eq!(Value::Object(c), want);
+        let c = changed_fields(&digest(&a), b.as_object().unwrap());
+        assert_eq!(Value::Object(c), want);
+        assert!(changed_fields(&digest(&b), b.as_object().unwrap()).is_empty());
     }
 
     #[test]

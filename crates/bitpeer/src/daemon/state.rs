@@ -117,6 +117,14 @@ pub struct Record {
     /// Started by force: not held back by the queue's limits.
     #[serde(default)]
     pub force: bool,
+    /// Each wanted file's first and last pieces come first.
+    #[serde(default)]
+    pub first_last: bool,
+    /// qBittorrent's `contentLayout=NoSubfolder` of a multi-file torrent: its files lie
+    /// in the save folder without the torrent's top folder, whose name this keeps (the
+    /// engine is given the torrent with an empty name, so it lays the files out so).
+    #[serde(default)]
+    pub no_root: Option<String>,
     /// The engine's id for it in this run.
     #[serde(skip)]
     pub engine_id: TorrentId,
@@ -132,6 +140,14 @@ pub struct AddRequest {
     pub category: Option<String>,
     pub tags: Vec<String>,
     pub peers: Vec<String>,
+    /// qBittorrent's `contentLayout=Subfolder`: a single-file torrent goes in a folder
+    /// named after it (its name without the extension).
+    pub subfolder: bool,
+    /// qBittorrent's `firstLastPiecePrio`.
+    pub first_last: bool,
+    /// qBittorrent's `contentLayout=NoSubfolder`: a multi-file torrent's files go in the
+    /// save folder without its top folder.
+    pub no_subfolder: bool,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -140,9 +156,86 @@ pub struct Category {
     pub save_path: PathBuf,
 }
 
+/// What to do with a torrent that reached its seeding limit (qBittorrent's
+/// `max_ratio_act`: 0 stop, 1 remove, 3 remove with its files).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum SeedAction {
+    #[default]
+    Stop,
+    Remove,
+    RemoveWithData,
+}
+
+/// The settings the APIs may change while the daemon runs (qBittorrent's
+/// `app/setPreferences`, Transmission's `session-set`, `PATCH /api/v1/session`). They
+/// start from the config; once one is changed, all are kept in `STATE_DIR/settings.json`,
+/// which wins over the config file on the next start.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct Prefs {
+    /// Where torrents go when no save path is given (inside the allowed folders).
+    pub download_dir: PathBuf,
+    /// Session-wide rate limits, bytes per second (0: none).
+    pub download_limit: u64,
+    pub upload_limit: u64,
+    /// Peer connections across all torrents, and of one torrent.
+    pub max_connections: usize,
+    pub max_peers_per_torrent: usize,
+    /// Queueing on: at most this many torrents download, seed, and run in all (0: no
+    /// limit of that kind). Off: every torrent that is not stopped runs.
+    pub queueing: bool,
+    pub max_active_downloads: usize,
+    pub max_active_seeds: usize,
+    pub max_active_torrents: usize,
+    /// Seeding limits for torrents that set none, and what reaching one does.
+    pub ratio_limit: Option<f64>,
+    pub seeding_time_limit: Option<u64>,
+    pub seeding_action: SeedAction,
+}
+
+impl Prefs {
+    fn from_config(c: &Config) -> Prefs {
+        let s = engine::settings::Settings::default();
+        Prefs {
+            download_dir: absolute(&c.download_dir),
+            download_limit: c.download_limit,
+            upload_limit: c.upload_limit,
+            max_connections: s.max_connections,
+            max_peers_per_torrent: s.max_peers_per_torrent,
+            queueing: c.max_active_downloads > 0 || c.max_active_seeds > 0,
+            max_active_downloads: c.max_active_downloads,
+            max_active_seeds: c.max_active_seeds,
+            max_active_torrents: 0,
+            ratio_limit: c.ratio_limit,
+            seeding_time_limit: c.seeding_time_limit,
+            seeding_action: SeedAction::Stop,
+        }
+    }
+
+    /// Refuse values that cannot work (a new download folder is checked by the caller,
+    /// against the allowed folders).
+    fn validate(&self) -> OpResult<()> {
+        if let Some(r) = self.ratio_limit
+            && !(r.is_finite() && r >= 0.0)
+        {
+            return Err(bad("the ratio limit must be a number >= 0"));
+        }
+        if self.max_connections == 0 || self.max_peers_per_torrent == 0 {
+            return Err(bad("connection limits must be at least 1"));
+        }
+        Ok(())
+    }
+}
+
+/// Most tags made on no torrent (`createTags`), kept in `STATE_DIR/tags.json`.
+const MAX_CREATED_TAGS: usize = 1024;
+
 struct Inner {
     records: BTreeMap<u64, Record>,
     categories: BTreeMap<String, Category>,
+    /// Tags made on no torrent (the others are those torrents carry).
+    created_tags: std::collections::BTreeSet<String>,
+    prefs: Prefs,
     next_id: u64,
     next_queue: u64,
 }
@@ -157,6 +250,39 @@ pub struct Daemon {
     ops: Arc<tokio::sync::Mutex<()>>,
     /// Serialises the queue's passes.
     queue_lock: Arc<tokio::sync::Mutex<()>>,
+}
+
+/// The settings: the config's, then `STATE_DIR/settings.json` over them (keys it lacks,
+/// or values that do not fit, keep the config's).
+fn load_prefs(config: &Config) -> Prefs {
+    let base = Prefs::from_config(config);
+    let path = config.state_dir.join("settings.json");
+    let Some(saved) = std::fs::read(&path)
+        .ok()
+        .filter(|b| b.len() <= 1 << 20)
+        .and_then(|b| serde_json::from_slice::<serde_json::Map<String, Value>>(&b).ok())
+    else {
+        return base;
+    };
+    let mut merged = serde_json::to_value(&base).unwrap_or_default();
+    let mut out = base.clone();
+    for (k, v) in saved {
+        if let Some(slot) = merged.get_mut(&k) {
+            let before = slot.clone();
+            *slot = v;
+            let inside = |p: &Prefs| {
+                k != "download_dir" || config.roots().iter().any(|r| p.download_dir.starts_with(r))
+            };
+            match serde_json::from_value::<Prefs>(merged.clone()) {
+                Ok(p) if p.validate().is_ok() && inside(&p) => out = p,
+                _ => {
+                    eprintln!("warning: {}: ignoring the bad value of {k}", path.display());
+                    merged[&k] = before;
+                }
+            }
+        }
+    }
+    out
 }
 
 pub fn now_secs() -> u64 {
@@ -216,6 +342,15 @@ impl Daemon {
             .ok()
             .and_then(|b| serde_json::from_slice::<BTreeMap<String, Category>>(&b).ok())
             .unwrap_or_default();
+        let created_tags = std::fs::read(config.state_dir.join("tags.json"))
+            .ok()
+            .and_then(|b| serde_json::from_slice::<std::collections::BTreeSet<String>>(&b).ok())
+            .unwrap_or_default()
+            .into_iter()
+            .filter(|t| check_name("tag", t).is_ok())
+            .take(MAX_CREATED_TAGS)
+            .collect();
+        let prefs = load_prefs(&config);
         let mut records = Vec::new();
         let entries =
             std::fs::read_dir(&dir).map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
@@ -242,12 +377,15 @@ impl Daemon {
             inner: Arc::new(Mutex::new(Inner {
                 records: BTreeMap::new(),
                 categories,
+                created_tags,
+                prefs,
                 next_id,
                 next_queue,
             })),
             ops: Arc::new(tokio::sync::Mutex::new(())),
             queue_lock: Arc::new(tokio::sync::Mutex::new(())),
         };
+        daemon.apply_engine_settings();
         // Every torrent starts paused in the engine; the queue's first pass starts those
         // that may run.
         for mut r in records {
@@ -269,8 +407,13 @@ impl Daemon {
                 let bytes = base64::engine::general_purpose::STANDARD
                     .decode(b64)
                     .map_err(|e| bad(format!("bad torrent data: {e}")))?;
-                let meta = Metainfo::from_bytes(&bytes)
+                let mut meta = Metainfo::from_bytes(&bytes)
                     .map_err(|e| bad(format!("not a valid .torrent: {e}")))?;
+                if r.no_root.is_some() && !meta.info.single_file {
+                    // Files at SAVE/PATH instead of SAVE/NAME/PATH; the info-hash and the
+                    // metadata served to peers come from the untouched info bytes.
+                    meta.info.name = String::new();
+                }
                 AddSource::Torrent(Box::new(meta))
             }
             Source::Magnet(link) => AddSource::Magnet(Box::new(
@@ -283,6 +426,7 @@ impl Daemon {
         config.upload_limit = r.upload_limit;
         config.file_priorities = r.priorities.clone();
         config.sequential = r.sequential;
+        config.first_last_pieces = r.first_last;
         if let AddSource::Magnet(m) = &source {
             config.only = m.select_only.clone();
         }
@@ -320,6 +464,70 @@ impl Daemon {
         let _ = write_atomic(&self.config.state_dir.join("categories.json"), &bytes);
     }
 
+    /// The settings as they are now.
+    pub fn prefs(&self) -> Prefs {
+        self.inner().prefs.clone()
+    }
+
+    /// Change settings: checked, applied at once (rate and connection limits to the
+    /// engine, queueing and seeding limits by a queue pass) and kept in the state folder.
+    pub async fn set_prefs(&self, f: impl FnOnce(&mut Prefs)) -> OpResult<Prefs> {
+        let mut p = self.prefs();
+        f(&mut p);
+        p.validate()?;
+        let changed = {
+            let mut inner = self.inner();
+            let changed = inner.prefs != p;
+            inner.prefs = p.clone();
+            changed
+        };
+        if changed {
+            let bytes = serde_json::to_vec_pretty(&p).unwrap_or_default();
+            write_atomic(&self.config.state_dir.join("settings.json"), &bytes)
+                .map_err(|e| OpError::Internal(format!("cannot save the settings: {e}")))?;
+            self.apply_engine_settings();
+            self.apply_queue().await;
+        }
+        Ok(p)
+    }
+
+    /// Hand the engine the settings it applies itself (rate and connection limits).
+    fn apply_engine_settings(&self) {
+        let p = self.prefs();
+        let mut s = self.session.settings();
+        s.download_limit = p.download_limit;
+        s.upload_limit = p.upload_limit;
+        s.max_connections = p.max_connections;
+        s.max_peers_per_torrent = p.max_peers_per_torrent;
+        self.session.set_settings(s);
+    }
+
+    /// Tags made on no torrent.
+    pub fn created_tags(&self) -> std::collections::BTreeSet<String> {
+        self.inner().created_tags.clone()
+    }
+
+    /// Make tags (or forget them, `keep` false); kept across restarts. Bad names and
+    /// tags past the bound are skipped.
+    pub fn edit_created_tags(&self, tags: &[String], keep: bool) {
+        let bytes = {
+            let mut inner = self.inner();
+            for t in tags {
+                if !keep {
+                    inner.created_tags.remove(t);
+                } else if inner.created_tags.len() < MAX_CREATED_TAGS
+                    && check_name("tag", t).is_ok()
+                {
+                    inner.created_tags.insert(t.clone());
+                }
+            }
+            serde_json::to_vec(&inner.created_tags).unwrap_or_default()
+        };
+        if let Err(e) = write_atomic(&self.config.state_dir.join("tags.json"), &bytes) {
+            tracing::warn!(error = %e, "cannot save the tags");
+        }
+    }
+
     /// A save path from a request: relative ones are under the download folder; `..` is
     /// refused; the result must be inside one of the allowed folders.
     pub fn check_save_path(&self, p: &str) -> OpResult<PathBuf> {
@@ -333,7 +541,7 @@ impl Daemon {
         let full = absolute(&if path.is_absolute() {
             path.to_path_buf()
         } else {
-            self.config.download_dir.join(path)
+            self.prefs().download_dir.join(path)
         });
         let roots = self.config.roots();
         if !roots.iter().any(|r| full.starts_with(r)) {
@@ -391,14 +599,33 @@ impl Daemon {
                     .map_err(|_| bad(format!("not a peer address (IP:PORT): {p}")))
             })
             .collect::<OpResult<Vec<_>>>()?;
-        let save_path = match (&req.save_path, &req.category) {
+        let mut save_path = match (&req.save_path, &req.category) {
             (Some(p), _) => self.check_save_path(p)?,
-            (None, Some(c)) => match self.inner().categories.get(c) {
-                Some(cat) => cat.save_path.clone(),
-                None => absolute(&self.config.download_dir),
-            },
-            (None, None) => absolute(&self.config.download_dir),
+            (None, Some(c)) => {
+                let cat = self.inner().categories.get(c).map(|c| c.save_path.clone());
+                cat.unwrap_or_else(|| self.prefs().download_dir)
+            }
+            (None, None) => self.prefs().download_dir,
         };
+        let meta = req
+            .torrent
+            .as_ref()
+            .and_then(|b| Metainfo::from_bytes(b).ok());
+        let no_root = meta
+            .as_ref()
+            .filter(|m| req.no_subfolder && !m.info.single_file)
+            .map(|m| m.info.name.clone());
+        if req.subfolder
+            && let Some(meta) = &meta
+            && meta.info.single_file
+        {
+            // The name is one sanitised path component already; without its extension.
+            let name = Path::new(&meta.info.name);
+            let stem = name.file_stem().unwrap_or(name.as_os_str());
+            if !stem.is_empty() && Path::new(stem).components().count() == 1 {
+                save_path = save_path.join(stem);
+            }
+        }
         let _op = self.ops.lock().await;
         let (id, queue) = {
             let inner = self.inner();
@@ -423,6 +650,8 @@ impl Daemon {
             ratio_limit: None,
             seeding_time_limit: None,
             force: false,
+            first_last: req.first_last,
+            no_root,
             engine_id: 0,
         };
         // Paused in the engine; the queue starts it when a slot is free.
@@ -500,29 +729,53 @@ impl Daemon {
     }
 
     pub async fn remove(&self, id: u64, delete_data: bool) -> OpResult<()> {
+        let res = self.remove_only(id, delete_data).await;
+        self.apply_queue().await;
+        res
+    }
+
+    /// Remove without a queue pass afterwards.
+    async fn remove_only(&self, id: u64, delete_data: bool) -> OpResult<()> {
         let _op = self.ops.lock().await;
         let r = self.record(id)?;
         let res = self.session.remove(r.engine_id, delete_data).await;
         self.inner().records.remove(&id);
         let _ = std::fs::remove_file(self.torrents_dir().join(format!("{}.json", r.info_hash)));
-        drop(_op);
-        self.apply_queue().await;
         res.map_err(|e| OpError::Internal(format!("removed, but: {e}")))
     }
 
-    /// One pass of the queue and the seeding limits: in queue order, the first
-    /// `max_active_downloads` incomplete and `max_active_seeds` complete torrents that are
-    /// not paused by the user run, the others wait (paused in the engine, shown `queued`);
-    /// a seed past its ratio or seeding time is paused.
+    /// One pass of the queue and the seeding limits: with queueing on, in queue order, the
+    /// first `max_active_downloads` incomplete and `max_active_seeds` complete torrents
+    /// (and `max_active_torrents` in all) that are not paused by the user run, the others
+    /// wait (paused in the engine, shown `queued`); a seed past its ratio or seeding time
+    /// is stopped or removed, as the seeding action says.
     pub async fn apply_queue(&self) {
+        let removals = self.queue_pass().await;
+        for (id, with_data) in removals {
+            tracing::info!(id, with_data, "seeding limit reached: removed");
+            let _ = self.remove_only(id, with_data).await;
+        }
+    }
+
+    /// The queue pass; returns the torrents to remove (seeding limit reached).
+    async fn queue_pass(&self) -> Vec<(u64, bool)> {
         let _q = self.queue_lock.lock().await;
+        let prefs = self.prefs();
+        let mut removals = Vec::new();
         let infos: std::collections::HashMap<TorrentId, TorrentInfo> =
             self.session.list().into_iter().map(|i| (i.id, i)).collect();
         let mut records = self.records();
         records.sort_by_key(|r| (r.queue, r.id));
-        let slots = |n: usize| if n == 0 { usize::MAX } else { n };
-        let mut downloads = slots(self.config.max_active_downloads);
-        let mut seeds = slots(self.config.max_active_seeds);
+        let slots = |n: usize| {
+            if n == 0 || !prefs.queueing {
+                usize::MAX
+            } else {
+                n
+            }
+        };
+        let mut downloads = slots(prefs.max_active_downloads);
+        let mut seeds = slots(prefs.max_active_seeds);
+        let mut total = slots(prefs.max_active_torrents);
         let now = now_secs();
         for r in records {
             let Some(info) = infos.get(&r.engine_id) else {
@@ -533,14 +786,21 @@ impl Daemon {
             }
             let engine_paused = info.state == TorrentState::Paused;
             let complete = r.completed_at.is_some();
-            if complete && self.seeding_done(&r, info, now) {
-                tracing::info!(id = r.id, "seeding limit reached: paused");
-                let _ = self.pause(r.id).await;
+            if complete && self.seeding_done(&r, info, now, &prefs) {
+                match prefs.seeding_action {
+                    SeedAction::Stop => {
+                        tracing::info!(id = r.id, "seeding limit reached: paused");
+                        let _ = self.pause(r.id).await;
+                    }
+                    SeedAction::Remove => removals.push((r.id, false)),
+                    SeedAction::RemoveWithData => removals.push((r.id, true)),
+                }
                 continue;
             }
             let slot = if complete { &mut seeds } else { &mut downloads };
-            let run = if *slot > 0 {
+            let run = if *slot > 0 && total > 0 {
                 *slot -= 1;
+                total -= 1;
                 true
             } else {
                 r.force
@@ -551,12 +811,13 @@ impl Daemon {
                 let _ = self.session.pause(r.engine_id).await;
             }
         }
+        removals
     }
 
     /// Has this complete torrent seeded enough (its limits, else the session's)?
-    fn seeding_done(&self, r: &Record, info: &TorrentInfo, now: u64) -> bool {
-        let ratio_limit = r.ratio_limit.or(self.config.ratio_limit);
-        let time_limit = r.seeding_time_limit.or(self.config.seeding_time_limit);
+    fn seeding_done(&self, r: &Record, info: &TorrentInfo, now: u64, prefs: &Prefs) -> bool {
+        let ratio_limit = r.ratio_limit.or(prefs.ratio_limit);
+        let time_limit = r.seeding_time_limit.or(prefs.seeding_time_limit);
         if let Some(limit) = ratio_limit {
             let base = info.stats.downloaded.max(info.stats.total_bytes).max(1);
             if info.stats.uploaded as f64 / base as f64 >= limit {
@@ -605,6 +866,50 @@ impl Daemon {
                 _ => OpError::Internal(e.to_string()),
             })?;
         self.update(id, |r| r.save_path = to)?;
+        Ok(())
+    }
+
+    /// Point the torrent at `save_path` without moving anything (the data is said to lie
+    /// there already) and check it all again there, as Transmission does for
+    /// `torrent-set-location` with `move: false`. A running torrent runs again after.
+    pub async fn relocate(&self, id: u64, save_path: &str) -> OpResult<()> {
+        let to = self.check_save_path(save_path)?;
+        let _op = self.ops.lock().await;
+        let _q = self.queue_lock.lock().await;
+        let r = self.record(id)?;
+        let internal = |e: engine::error::EngineError| OpError::Internal(e.to_string());
+        let was_running = self
+            .session
+            .info(r.engine_id)
+            .is_some_and(|i| !matches!(i.state, TorrentState::Paused | TorrentState::Error(_)));
+        self.session.pause(r.engine_id).await.map_err(internal)?;
+        // The old folder's resume data would describe other files: it goes.
+        self.session.recheck(r.engine_id).await.map_err(internal)?;
+        self.session
+            .update_config(r.engine_id, |c| c.dir = to.clone())
+            .map_err(internal)?;
+        self.session.recheck(r.engine_id).await.map_err(internal)?;
+        self.update(id, |r| {
+            r.save_path = to;
+            r.completed_at = None;
+        })?;
+        if was_running {
+            self.session.resume(r.engine_id).map_err(internal)?;
+        }
+        Ok(())
+    }
+
+    /// Fetch each wanted file's first and last pieces first, or not.
+    pub async fn set_first_last(&self, id: u64, on: bool) -> OpResult<()> {
+        let r = self.update(id, |r| r.first_last = on)?;
+        let _ = self
+            .session
+            .update_config(r.engine_id, |c| c.first_last_pieces = on);
+        if let Some(t) = self.session.torrent(r.engine_id) {
+            t.set_first_last_pieces(on, &r.priorities)
+                .await
+                .map_err(|e| OpError::Internal(e.to_string()))?;
+        }
         Ok(())
     }
 
@@ -814,9 +1119,10 @@ impl Daemon {
         } else {
             None
         };
-        let content_path = meta
-            .as_ref()
-            .map(|m| r.save_path.join(&m.info.name).display().to_string());
+        let content_path = meta.as_ref().map(|m| match &r.no_root {
+            Some(_) => r.save_path.display().to_string(),
+            None => r.save_path.join(&m.info.name).display().to_string(),
+        });
         let ratio = if s.downloaded > 0 {
             s.uploaded as f64 / s.downloaded as f64
         } else {
@@ -825,7 +1131,7 @@ impl Daemon {
         json!({
             "id": r.id,
             "info_hash": r.info_hash,
-            "name": info.name,
+            "name": r.no_root.as_ref().unwrap_or(&info.name),
             "state": state,
             "error": error,
             "progress": progress,
@@ -900,7 +1206,7 @@ impl Daemon {
         json!({
             "version": env!("CARGO_PKG_VERSION"),
             "listen_addr": self.session.listen_addr().to_string(),
-            "download_dir": absolute(&self.config.download_dir),
+            "download_dir": self.prefs().download_dir,
             "download_rate": down,
             "upload_rate": up,
             "downloaded": dl,
@@ -940,7 +1246,7 @@ impl Daemon {
                 }
                 json!({
                     "index": i,
-                    "path": if info.single_file { info.name.clone() } else { format!("{}/{}", info.name, f.display_path()) },
+                    "path": if info.single_file { info.name.clone() } else if r.no_root.is_some() { f.display_path() } else { format!("{}/{}", info.name, f.display_path()) },
                     "size": f.length,
                     "have_bytes": got,
                     "progress": if f.length == 0 { 1.0 } else { got as f64 / f.length as f64 },
@@ -1015,6 +1321,11 @@ impl Daemon {
             );
         };
         let have = self.have_pieces(&r, &meta);
+        let availability = self
+            .session
+            .torrent(r.engine_id)
+            .map(|t| t.piece_availability())
+            .unwrap_or_default();
         let mut bytes = vec![0u8; have.len().div_ceil(8)];
         for (i, h) in have.iter().enumerate() {
             if *h {
@@ -1025,7 +1336,7 @@ impl Daemon {
             "piece_count": have.len(),
             "piece_length": meta.info.piece_length,
             "have": base64::engine::general_purpose::STANDARD.encode(&bytes),
-            "availability": [],
+            "availability": availability,
         }))
     }
 
@@ -1057,6 +1368,40 @@ mod tests {
         write_atomic(&p, b"two").unwrap();
         assert_eq!(std::fs::read(&p).unwrap(), b"two");
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
+    }
+
+    #[test]
+    fn saved_settings_override_the_config_and_bad_values_are_skipped() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config {
+            state_dir: dir.path().join("state"),
+            download_dir: dir.path().join("dl"),
+            ratio_limit: Some(2.0),
+            ..Config::default()
+        };
+        assert_eq!(load_prefs(&config), Prefs::from_config(&config));
+        std::fs::create_dir_all(&config.state_dir).unwrap();
+        let saved = json!({
+            "download_limit": 1000,
+            "max_active_torrents": 3,
+            "seeding_action": "remove_with_data",
+            "ratio_limit": -1.0,
+            "download_dir": "/elsewhere",
+            "max_connections": 0,
+            "unknown": true,
+        });
+        std::fs::write(config.state_dir.join("settings.json"), saved.to_string()).unwrap();
+        let p = load_prefs(&config);
+        assert_eq!(p.download_limit, 1000);
+        assert_eq!(p.max_active_torrents, 3);
+        assert_eq!(p.seeding_action, SeedAction::RemoveWithData);
+        assert_eq!(p.ratio_limit, Some(2.0), "a bad ratio keeps the config's");
+        assert_eq!(
+            p.download_dir,
+            absolute(&config.download_dir),
+            "outside: skipped"
+        );
+        assert!(p.max_connections > 0);
     }
 
     #[test]

@@ -92,21 +92,16 @@ async fn rpc(State(tr): State<Tr>, req: Request) -> Response {
                 .into_response();
         }
     };
-    let Ok(request) = serde_json::from_slice::<Value>(&body) else {
+    let Some(request) = webform::parse_rpc(&body) else {
         return (StatusCode::BAD_REQUEST, "<h1>400: Bad Request</h1>not JSON").into_response();
     };
-    let method = request["method"].as_str().unwrap_or("");
-    let args = request
-        .get("arguments")
-        .cloned()
-        .unwrap_or_else(|| json!({}));
-    let (result, arguments) = match call(&tr, method, &args).await {
+    let (result, arguments) = match call(&tr, &request.method, &request.arguments).await {
         Ok(a) => ("success".to_string(), a),
         Err(e) => (e, json!({})),
     };
     let mut out = json!({"result": result, "arguments": arguments});
-    if let Some(tag) = request.get("tag") {
-        out["tag"] = tag.clone();
+    if let Some(tag) = request.tag {
+        out["tag"] = tag;
     }
     let mut res = axum::Json(out).into_response();
     if let Ok(v) = HeaderValue::from_str(&tr.session_id) {
@@ -125,27 +120,7 @@ async fn call(tr: &Tr, method: &str, a: &Value) -> R {
     let d = &tr.daemon;
     match method {
         "session-get" => Ok(session(d, a)),
-        "session-set" => {
-            let mut s = d.session.settings();
-            if let Some(v) = a.get("speed-limit-down").and_then(kb_per_s)
-                && a["speed-limit-down-enabled"].as_bool() != Some(false)
-            {
-                s.download_limit = v;
-            }
-            if a["speed-limit-down-enabled"].as_bool() == Some(false) {
-                s.download_limit = 0;
-            }
-            if let Some(v) = a.get("speed-limit-up").and_then(kb_per_s)
-                && a["speed-limit-up-enabled"].as_bool() != Some(false)
-            {
-                s.upload_limit = v;
-            }
-            if a["speed-limit-up-enabled"].as_bool() == Some(false) {
-                s.upload_limit = 0;
-            }
-            d.session.set_settings(s);
-            Ok(json!({}))
-        }
+        "session-set" => session_set(d, a).await,
         "session-stats" => {
             let s = d.session_json();
             let list = snapshot(d);
@@ -211,12 +186,12 @@ async fn call(tr: &Tr, method: &str, a: &Value) -> R {
                 if r.save_path == path {
                     continue;
                 }
-                if !moving {
-                    // Telling the daemon the data is already elsewhere is not supported:
-                    // it would have to check it all again.
-                    return Err("set \"move\": true to move the data to the new location".into());
+                if moving {
+                    d.move_data(r.id, loc).await.map_err(op)?;
+                } else {
+                    // The data is said to lie there already: point there and check it.
+                    d.relocate(r.id, loc).await.map_err(op)?;
                 }
-                d.move_data(r.id, loc).await.map_err(op)?;
             }
             Ok(json!({}))
         }
@@ -238,6 +213,100 @@ async fn call(tr: &Tr, method: &str, a: &Value) -> R {
     }
 }
 
+/// `session-set`: the keys that map onto the daemon's settings are applied at once and
+/// kept (speed limits, download folder, seeding limits, queue sizes, peer limits); the
+/// others (DHT, PeX, LPD, the peer port, alternative speeds, ...) are ignored.
+async fn session_set(d: &Daemon, a: &Value) -> R {
+    let dir = match a["download-dir"].as_str() {
+        Some(p) if !p.trim().is_empty() => Some(d.check_save_path(p).map_err(op)?),
+        _ => None,
+    };
+    let on = |k: &str| a[k].as_bool();
+    let count = |k: &str| a[k].as_u64().map(|n| n.min(65_535) as usize);
+    d.set_prefs(|s| {
+        if let Some(dir) = dir {
+            s.download_dir = dir;
+        }
+        for (value, enabled, slot) in [
+            (
+                "speed-limit-down",
+                "speed-limit-down-enabled",
+                &mut s.download_limit,
+            ),
+            (
+                "speed-limit-up",
+                "speed-limit-up-enabled",
+                &mut s.upload_limit,
+            ),
+        ] {
+            match (on(enabled), a.get(value).and_then(kb_per_s)) {
+                (Some(false), _) => *slot = 0,
+                (_, Some(v)) => *slot = v,
+                _ => {}
+            }
+        }
+        match (on("seedRatioLimited"), a["seedRatioLimit"].as_f64()) {
+            (Some(false), _) => s.ratio_limit = None,
+            (Some(true), r) => {
+                s.ratio_limit = r.filter(|r| *r >= 0.0).or(s.ratio_limit).or(Some(2.0))
+            }
+            (None, Some(r)) if s.ratio_limit.is_some() && r >= 0.0 => s.ratio_limit = Some(r),
+            _ => {}
+        }
+        let idle = a["idle-seeding-limit"]
+            .as_u64()
+            .map(|m| m.saturating_mul(60));
+        match on("idle-seeding-limit-enabled") {
+            Some(false) => s.seeding_time_limit = None,
+            Some(true) => s.seeding_time_limit = idle.or(s.seeding_time_limit).or(Some(30 * 60)),
+            None if s.seeding_time_limit.is_some() && idle.is_some() => s.seeding_time_limit = idle,
+            None => {}
+        }
+        // One queueing switch in the daemon: on while either queue is.
+        let mut downloads = if s.queueing {
+            s.max_active_downloads
+        } else {
+            0
+        };
+        let mut seeds = if s.queueing { s.max_active_seeds } else { 0 };
+        for (size, enabled, slot) in [
+            (
+                "download-queue-size",
+                "download-queue-enabled",
+                &mut downloads,
+            ),
+            ("seed-queue-size", "seed-queue-enabled", &mut seeds),
+        ] {
+            match (on(enabled), count(size)) {
+                (Some(false), _) => *slot = 0,
+                (Some(true), n) => *slot = n.filter(|n| *n > 0).unwrap_or((*slot).max(5)),
+                (None, Some(n)) if *slot > 0 => *slot = n,
+                _ => {}
+            }
+        }
+        let queue_keys = [
+            "download-queue-size",
+            "download-queue-enabled",
+            "seed-queue-size",
+            "seed-queue-enabled",
+        ];
+        if queue_keys.iter().any(|k| a.get(*k).is_some()) {
+            s.max_active_downloads = downloads;
+            s.max_active_seeds = seeds;
+            s.queueing = downloads > 0 || seeds > 0;
+        }
+        if let Some(n) = count("peer-limit-global").filter(|n| *n > 0) {
+            s.max_connections = n;
+        }
+        if let Some(n) = count("peer-limit-per-torrent").filter(|n| *n > 0) {
+            s.max_peers_per_torrent = n;
+        }
+    })
+    .await
+    .map_err(op)?;
+    Ok(json!({}))
+}
+
 /// A speed in kB/s (an integer, or a fraction as some clients send) as bytes per second.
 fn kb_per_s(v: &Value) -> Option<u64> {
     let kb = v.as_f64().filter(|x| x.is_finite() && *x >= 0.0)?;
@@ -246,21 +315,21 @@ fn kb_per_s(v: &Value) -> Option<u64> {
 
 fn session(d: &Daemon, a: &Value) -> Value {
     let c = &d.config;
-    let s = d.session.settings();
+    let s = d.prefs();
     let v = json!({
         "version": TR_VERSION,
         "rpc-version": 17,
         "rpc-version-semver": "5.3.0",
         "rpc-version-minimum": 14,
         "session-id": "",
-        "download-dir": c.download_dir.display().to_string(),
-        "download-dir-free-space": free_space(&c.download_dir).unwrap_or(0),
+        "download-dir": s.download_dir.display().to_string(),
+        "download-dir-free-space": free_space(&s.download_dir).unwrap_or(0),
         "incomplete-dir-enabled": false,
-        "incomplete-dir": c.download_dir.display().to_string(),
-        "seedRatioLimit": c.ratio_limit.unwrap_or(2.0),
-        "seedRatioLimited": c.ratio_limit.is_some(),
-        "idle-seeding-limit": c.seeding_time_limit.map(|t| t / 60).unwrap_or(30),
-        "idle-seeding-limit-enabled": false,
+        "incomplete-dir": s.download_dir.display().to_string(),
+        "seedRatioLimit": s.ratio_limit.unwrap_or(2.0),
+        "seedRatioLimited": s.ratio_limit.is_some(),
+        "idle-seeding-limit": s.seeding_time_limit.map(|t| t / 60).unwrap_or(30),
+        "idle-seeding-limit-enabled": s.seeding_time_limit.is_some(),
         "speed-limit-down": s.download_limit / KB,
         "speed-limit-down-enabled": s.download_limit > 0,
         "speed-limit-up": s.upload_limit / KB,
@@ -270,17 +339,17 @@ fn session(d: &Daemon, a: &Value) -> Value {
         "alt-speed-time-day": 127,
     });
     let more = json!({
-        "download-queue-enabled": c.max_active_downloads > 0,
-        "download-queue-size": c.max_active_downloads,
-        "seed-queue-enabled": c.max_active_seeds > 0,
-        "seed-queue-size": c.max_active_seeds,
+        "download-queue-enabled": s.queueing && s.max_active_downloads > 0,
+        "download-queue-size": if s.max_active_downloads > 0 { s.max_active_downloads } else { 5 },
+        "seed-queue-enabled": s.queueing && s.max_active_seeds > 0,
+        "seed-queue-size": if s.max_active_seeds > 0 { s.max_active_seeds } else { 10 },
         "queue-stalled-enabled": false, "queue-stalled-minutes": 30,
         "dht-enabled": c.dht, "lpd-enabled": c.lsd, "pex-enabled": true, "utp-enabled": false,
     });
     let rest = json!({
         "peer-port": d.session.listen_addr().port(),
         "peer-port-random-on-start": false, "port-forwarding-enabled": false,
-        "peer-limit-global": 200, "peer-limit-per-torrent": 50,
+        "peer-limit-global": s.max_connections, "peer-limit-per-torrent": s.max_peers_per_torrent,
         "encryption": "preferred", "blocklist-enabled": false, "blocklist-size": 0, "blocklist-url": "",
         "start-added-torrents": true, "rename-partial-files": false, "trash-original-torrent-files": false,
         "cache-size-mb": 4, "config-dir": c.state_dir.display().to_string(),
@@ -430,7 +499,7 @@ fn tr_torrent(d: &Daemon, r: &Record, v: &Value, wanted: &[&str]) -> Value {
         }),
     );
     let (ratio_mode, ratio) = match r.ratio_limit {
-        None => (0, d.config.ratio_limit.unwrap_or(2.0)),
+        None => (0, d.prefs().ratio_limit.unwrap_or(2.0)),
         Some(x) if x >= 1e300 => (2, 0.0),
         Some(x) => (1, x),
     };

@@ -171,8 +171,13 @@ check(set(c.torrents_info(torrent_hashes=mh)[0].tags.split(",")) >= {"t1", "t2"}
 check({"t1", "t2", "m"} <= set(c.torrents_tags()), "tags listed")
 c.torrents_remove_tags(tags="t1", torrent_hashes=mh)
 check("t1" not in c.torrents_info(torrent_hashes=mh)[0].tags, "tag removed")
+# availability: the swarm's distributed copies while it runs, -1 once stopped
+live = c.torrents_info(torrent_hashes=mh)[0]
+check(isinstance(live.availability, float) and live.availability >= 0, f"availability {live.availability}")
+check(all(f.availability >= 0 for f in c.torrents_files(torrent_hash=mh)), "file availability")
 c.torrents_stop(torrent_hashes=mh)
 wait("stoppedUP", lambda: c.torrents_info(torrent_hashes=mh)[0].state == "stoppedUP", timeout=10)
+check(c.torrents_info(torrent_hashes=mh)[0].availability == -1, "no availability when stopped")
 check([t.hash for t in c.torrents_info(status_filter="stopped")] == [mh], "filter stopped")
 c.torrents_start(torrent_hashes=mh)
 wait("running again", lambda: c.torrents_info(torrent_hashes=mh)[0].state != "stoppedUP", timeout=10)
