@@ -22,6 +22,8 @@
 //! handshake fails. The initial payload (IA) is at most 65535 bytes by its length field.
 
 mod dh;
+#[doc(hidden)]
+pub mod fuzzing;
 mod rc4;
 
 pub use dh::{KEY_LEN, KeyPair};
@@ -71,7 +73,8 @@ pub fn req2_hash(skey: &[u8; 20]) -> [u8; 20] {
     hash(&[b"req2", skey])
 }
 
-fn hash(parts: &[&[u8]]) -> [u8; 20] {
+/// `HASH(...)` of the specification: SHA-1 of the parts, one after another.
+pub fn hash(parts: &[&[u8]]) -> [u8; 20] {
     let mut h = Sha1::new();
     for p in parts {
         h.update(p);
