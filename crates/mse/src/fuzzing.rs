@@ -42,7 +42,7 @@ pub enum Outcome {
     /// Still waiting for more bytes.
     Pending,
     Failed(MseError),
-    Done(Established),
+    Done(Box<Established>),
 }
 
 fn feed(mut h: Handshake, data: &[u8], chunk: usize) -> Outcome {
@@ -54,7 +54,8 @@ fn feed(mut h: Handshake, data: &[u8], chunk: usize) -> Outcome {
         assert!(h.buf.len() <= KEY_LEN + crate::MAX_PAD + 20 + usize::from(u16::MAX) + chunk);
     }
     if h.is_done() {
-        h.finish().map_or(Outcome::Pending, Outcome::Done)
+        h.finish()
+            .map_or(Outcome::Pending, |e| Outcome::Done(Box::new(e)))
     } else {
         Outcome::Pending
     }
