@@ -80,6 +80,7 @@ fn wrap(stream: PeerStream, est: Established) -> PeerStream {
         write,
         ..
     } = stream;
+    tracing::debug!(peer = %remote, method = ?est.method, "MSE/PE handshake done");
     let write: BoxWrite = match est.encrypt {
         Some(c) => Box::new(MseWrite::new(write, c)),
         None => write,
