@@ -366,10 +366,10 @@ async fn dial_loop(fetch: Arc<Fetch>, stop: watch::Receiver<bool>) {
 /// Returns whether the handshake worked.
 async fn fetch_from(fetch: &Arc<Fetch>, addr: SocketAddr, stop: watch::Receiver<bool>) -> bool {
     let connector = fetch.ctx.connectors.first().cloned();
-    let policy = fetch.ctx.settings().encryption;
     let stream = match connector {
         Some(c) => {
-            crate::encryption::connect(&c, policy, addr, fetch.info_hash, CONNECT_TIMEOUT).await
+            let ih = fetch.info_hash;
+            crate::encryption::connect(&fetch.ctx, &c, addr, ih, CONNECT_TIMEOUT).await
         }
         None => Err(std::io::Error::other("no transport to dial with")),
     };

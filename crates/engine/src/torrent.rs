@@ -1014,10 +1014,10 @@ async fn dial_loop(shared: Arc<Shared>) {
 /// session's preferred transport.
 async fn dial(shared: Arc<Shared>, addr: SocketAddr) {
     let connector = shared.ctx.connectors.first().cloned();
-    let policy = shared.ctx.settings().encryption;
     let stream = match connector {
         Some(c) => {
-            crate::encryption::connect(&c, policy, addr, shared.info_hash, HANDSHAKE_TIMEOUT).await
+            let ih = shared.info_hash;
+            crate::encryption::connect(&shared.ctx, &c, addr, ih, HANDSHAKE_TIMEOUT).await
         }
         None => Err(std::io::Error::other("no transport to dial with")),
     };
