@@ -71,6 +71,8 @@ pub(crate) struct NodeContext {
     /// Where incoming connections go, by the info-hash of their handshake.
     routes: Mutex<HashMap<[u8; 20], Arc<dyn PeerSink>>>,
     obfuscated: Obfuscated,
+    /// Peers that refused MSE/PE and took plaintext: `prefer` dials them in plaintext.
+    pub(crate) plaintext_peers: Mutex<crate::encryption::PlaintextPeers>,
     settings: RwLock<Settings>,
     /// Session-wide rate limits.
     pub(crate) download: SharedBucket,
@@ -109,6 +111,7 @@ impl NodeContext {
             dht: Mutex::new(None),
             routes: Mutex::new(HashMap::new()),
             obfuscated: Obfuscated::default(),
+            plaintext_peers: Mutex::default(),
             download: SharedBucket::new(settings.download_limit),
             upload: SharedBucket::new(settings.upload_limit),
             settings: RwLock::new(settings),

@@ -11,9 +11,11 @@
 //! but the plaintext BEP 3 prefix is taken as MSE, and the torrent is found through
 //! `HASH('req2', SKEY) xor HASH('req3', S)`.
 
+use crate::context::NodeContext;
 use crate::settings::Encryption;
 use crate::transport::{BoxRead, BoxWrite, Connector, PeerStream};
 use mse::{CRYPTO_PLAINTEXT, CRYPTO_RC4, Entropy, Established, Handshake, Method, Rc4};
+use std::collections::{HashSet, VecDeque};
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
@@ -80,6 +82,7 @@ fn wrap(stream: PeerStream, est: Established) -> PeerStream {
         write,
         ..
     } = stream;
+    tracing::debug!(peer = %remote, method = ?est.method, "MSE/PE handshake done");
     let write: BoxWrite = match est.encrypt {
         Some(c) => Box::new(MseWrite::new(write, c)),
         None => write,
@@ -113,24 +116,62 @@ pub(crate) async fn initiate(
     Ok(wrap(stream, est))
 }
 
-/// Dial `addr` for `info_hash` as the policy says: the stream is ready for the BEP 3
-/// handshake (encrypted underneath or not).
+/// Most peers remembered as plaintext-only.
+const MAX_PLAINTEXT_PEERS: usize = 4096;
+
+/// Peers that refused an encrypted handshake and then took a plaintext one: `prefer`
+/// dials them in plaintext from then on, not twice each time (libtorrent keeps the same
+/// mark per peer). Bounded; the oldest is forgotten first.
+#[derive(Debug, Default)]
+pub(crate) struct PlaintextPeers {
+    set: HashSet<SocketAddr>,
+    order: VecDeque<SocketAddr>,
+}
+
+impl PlaintextPeers {
+    fn contains(&self, a: &SocketAddr) -> bool {
+        self.set.contains(a)
+    }
+
+    fn insert(&mut self, a: SocketAddr) {
+        if self.set.insert(a) {
+            self.order.push_back(a);
+            while self.order.len() > MAX_PLAINTEXT_PEERS {
+                if let Some(old) = self.order.pop_front() {
+                    self.set.remove(&old);
+                }
+            }
+        }
+    }
+}
+
+/// Dial `addr` for `info_hash` as the session's policy says: the stream is ready for the
+/// BEP 3 handshake (encrypted underneath or not).
 pub(crate) async fn connect(
+    ctx: &NodeContext,
     connector: &Arc<dyn Connector>,
-    policy: Encryption,
     addr: SocketAddr,
     info_hash: [u8; 20],
     timeout: Duration,
 ) -> io::Result<PeerStream> {
+    let plaintext_peers = || {
+        ctx.plaintext_peers
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+    };
+    let policy = ctx.settings().encryption;
     let stream = connector.connect(addr, timeout).await?;
     match policy {
         Encryption::Disable => Ok(stream),
         Encryption::Require => initiate(stream, info_hash, CRYPTO_RC4, timeout).await,
+        Encryption::Prefer if plaintext_peers().contains(&addr) => Ok(stream),
         Encryption::Prefer => match initiate(stream, info_hash, methods(policy), timeout).await {
             Ok(s) => Ok(s),
             Err(e) => {
                 tracing::debug!(peer = %addr, error = %e, "encrypted handshake refused; dialling again in plaintext");
-                connector.connect(addr, timeout).await
+                let s = connector.connect(addr, timeout).await?;
+                plaintext_peers().insert(addr);
+                Ok(s)
             }
         },
     }
@@ -367,6 +408,20 @@ mod tests {
         r.unwrap();
         assert!(back == data, "bytes differ after the round trip");
         (s.encrypted, server.await.unwrap())
+    }
+
+    #[test]
+    fn plaintext_peers_are_bounded_oldest_out() {
+        let mut p = PlaintextPeers::default();
+        let a = |i: u32| SocketAddr::from(([10, 0, (i >> 8) as u8, i as u8], 6881));
+        for i in 0..(MAX_PLAINTEXT_PEERS as u32 + 10) {
+            p.insert(a(i));
+            p.insert(a(i));
+        }
+        assert_eq!(p.set.len(), MAX_PLAINTEXT_PEERS);
+        assert_eq!(p.order.len(), MAX_PLAINTEXT_PEERS);
+        assert!(!p.contains(&a(0)) && !p.contains(&a(9)));
+        assert!(p.contains(&a(10)) && p.contains(&a(MAX_PLAINTEXT_PEERS as u32 + 9)));
     }
 
     #[tokio::test]

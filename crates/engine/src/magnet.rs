@@ -368,10 +368,9 @@ async fn fetch_from(fetch: &Arc<Fetch>, addr: SocketAddr, stop: watch::Receiver<
     let mut dialing = true;
     let mut talked = false;
     for connector in fetch.ctx.dial_order(addr) {
-        let policy = fetch.ctx.settings().encryption;
+        let ih = fetch.info_hash;
         let stream =
-            crate::encryption::connect(&connector, policy, addr, fetch.info_hash, CONNECT_TIMEOUT)
-                .await;
+            crate::encryption::connect(&fetch.ctx, &connector, addr, ih, CONNECT_TIMEOUT).await;
         if let Ok(stream) = stream {
             if std::mem::take(&mut dialing) {
                 lock(fetch).dialing -= 1;

@@ -1072,14 +1072,9 @@ async fn dial(shared: Arc<Shared>, addr: SocketAddr) {
     let mut dialing = true;
     let mut connected = false;
     for connector in shared.ctx.dial_order(addr) {
-        let stream = crate::encryption::connect(
-            &connector,
-            shared.ctx.settings().encryption,
-            addr,
-            shared.info_hash,
-            HANDSHAKE_TIMEOUT,
-        )
-        .await;
+        let ih = shared.info_hash;
+        let stream =
+            crate::encryption::connect(&shared.ctx, &connector, addr, ih, HANDSHAKE_TIMEOUT).await;
         match stream {
             Ok(stream) => {
                 if std::mem::take(&mut dialing) {

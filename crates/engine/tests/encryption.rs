@@ -227,3 +227,54 @@ async fn hostile_handshakes_end_and_others_are_served() {
     lt.shutdown().await;
     st.shutdown().await;
 }
+
+/// A magnet link's metadata and data over encrypted connections only, both when the
+/// fetch dials the seeder and when the seeder dials the fetch (then the router finds the
+/// fetch by its obfuscated info-hash).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn magnet_downloads_over_required_encryption_both_ways() {
+    use engine::session::{AddSource, AddTorrent};
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    let meta = make(&src, "m.bin", 300_007, 5);
+    let ih = meta.info_hashes.get_v1().unwrap().0;
+    let hex: String = ih.iter().map(|b| format!("{b:02x}")).collect();
+    let magnet = metainfo::magnet::Magnet::parse(&format!("magnet:?xt=urn:btih:{hex}")).unwrap();
+    for seeder_dials in [false, true] {
+        let leecher = session(Encryption::Require).await;
+        let out = tmp.path().join(format!("out-{seeder_dials}"));
+        let seeder = session(Encryption::Require).await;
+        let seed_peers = if seeder_dials {
+            vec![leecher.listen_addr()]
+        } else {
+            vec![]
+        };
+        let st = add(&seeder, &meta, &src, seed_peers).await;
+        let leech_peers = if seeder_dials {
+            vec![]
+        } else {
+            vec![seeder.listen_addr()]
+        };
+        let id = leecher
+            .add(AddTorrent {
+                source: AddSource::Magnet(Box::new(magnet.clone())),
+                config: TorrentConfig::new(&out, leech_peers),
+                paused: false,
+            })
+            .unwrap();
+        let lt = tokio::time::timeout(Duration::from_secs(60), leecher.wait_live(id))
+            .await
+            .unwrap_or_else(|_| panic!("metadata (seeder dials: {seeder_dials})"))
+            .unwrap();
+        tokio::time::timeout(Duration::from_secs(60), lt.wait_complete())
+            .await
+            .unwrap_or_else(|_| panic!("data (seeder dials: {seeder_dials})"));
+        assert_eq!(
+            std::fs::read(out.join("m.bin")).unwrap(),
+            std::fs::read(src.join("m.bin")).unwrap()
+        );
+        lt.shutdown().await;
+        st.shutdown().await;
+    }
+}

@@ -22,6 +22,8 @@
 //! handshake fails. The initial payload (IA) is at most 65535 bytes by its length field.
 
 mod dh;
+#[doc(hidden)]
+pub mod fuzzing;
 mod rc4;
 
 pub use dh::{KEY_LEN, KeyPair};
@@ -63,6 +65,10 @@ pub enum MseError {
     BadSelect(u32),
     #[error("the handshake is already over")]
     Finished,
+    /// The peer answered Ya with a plaintext BitTorrent handshake: it does not speak MSE
+    /// (a caller that allows plaintext dials again without it).
+    #[error("the peer answered in plaintext")]
+    PlaintextAnswer,
 }
 
 /// `HASH('req2', SKEY)`: how a receiver recognises an info-hash (it xors it with
@@ -71,7 +77,8 @@ pub fn req2_hash(skey: &[u8; 20]) -> [u8; 20] {
     hash(&[b"req2", skey])
 }
 
-fn hash(parts: &[&[u8]]) -> [u8; 20] {
+/// `HASH(...)` of the specification: SHA-1 of the parts, one after another.
+pub fn hash(parts: &[&[u8]]) -> [u8; 20] {
     let mut h = Sha1::new();
     for p in parts {
         h.update(p);
@@ -334,6 +341,11 @@ impl Handshake {
         loop {
             match std::mem::replace(&mut self.state, State::Failed) {
                 State::WaitYb => {
+                    // A Yb that starts like a plaintext handshake has odds of 2^-160.
+                    let a = self.avail();
+                    if a.len() >= 20 && a[0] == 19 && &a[1..20] == b"BitTorrent protocol" {
+                        return Err(MseError::PlaintextAnswer);
+                    }
                     let Some(yb) = self.take_plain(KEY_LEN) else {
                         self.state = State::WaitYb;
                         return Ok(false);

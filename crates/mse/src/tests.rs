@@ -145,6 +145,15 @@ fn padding_past_the_bound_is_no_sync() {
 }
 
 #[test]
+fn a_plaintext_answer_fails_at_once() {
+    let mut a = Handshake::initiator(IH, CRYPTO_RC4, Vec::new(), entropy(1, 0));
+    let mut hs = b"\x13BitTorrent protocol".to_vec();
+    assert_eq!(a.feed(&hs[..10]), Ok(false));
+    hs.extend_from_slice(&[0; 8]);
+    assert_eq!(a.feed(&hs[10..]), Err(MseError::PlaintextAnswer));
+}
+
+#[test]
 fn degenerate_public_key_is_refused() {
     let mut b = Handshake::receiver(CRYPTO_RC4, lookup_of(vec![IH]), entropy(2, 0));
     let mut one = [0u8; KEY_LEN];
