@@ -210,8 +210,10 @@ async fn background(daemon: state::Daemon) {
         last = std::time::Instant::now();
         let secs = counted.as_secs();
         counted -= Duration::from_secs(secs);
-        daemon.note_completions(secs);
-        daemon.apply_queue().await;
+        // One look at every torrent's state serves both.
+        let states = daemon.session.states();
+        daemon.note_completions(secs, &states);
+        daemon.apply_queue_with(&states).await;
         if last_save.elapsed() >= COUNTERS_EVERY {
             last_save = std::time::Instant::now();
             let d = daemon.clone();

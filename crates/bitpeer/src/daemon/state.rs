@@ -5,7 +5,9 @@
 
 use super::config::{Config, absolute};
 use base64::Engine as _;
-use engine::session::{AddSource, AddTorrent, Session, TorrentId, TorrentInfo, TorrentState};
+use engine::session::{
+    AddSource, AddTorrent, Session, TorrentBrief, TorrentId, TorrentInfo, TorrentState,
+};
 use engine::torrent::TorrentConfig;
 use metainfo::Metainfo;
 use metainfo::magnet::Magnet;
@@ -551,15 +553,14 @@ impl Daemon {
     /// not paused by the user run, the others wait (paused in the engine, shown `queued`);
     /// a seed past its ratio or seeding time is paused.
     pub async fn apply_queue(&self) {
+        let states = self.session.states();
+        self.apply_queue_with(&states).await;
+    }
+
+    /// [`Daemon::apply_queue`] with the engine's states (no counters, in id order) read
+    /// already: a pass over thousands of torrents costs about a millisecond.
+    pub async fn apply_queue_with(&self, states: &[TorrentBrief]) {
         let _q = self.queue_lock.lock().await;
-        // The engine's states (no counters) and a few fields of each record: a pass over
-        // thousands of torrents costs well under a millisecond.
-        let states: std::collections::HashMap<TorrentId, TorrentState> = self
-            .session
-            .states()
-            .into_iter()
-            .map(|b| (b.id, b.state))
-            .collect();
         struct Item {
             queue: u64,
             id: u64,
@@ -591,7 +592,7 @@ impl Daemon {
         let mut seeds = slots(self.config.max_active_seeds);
         let now = now_secs();
         for r in records {
-            let Some(state) = states.get(&r.engine_id) else {
+            let Some(state) = brief(states, r.engine_id).map(|b| &b.state) else {
                 continue;
             };
             if r.paused || matches!(state, TorrentState::Error(_)) {
@@ -843,19 +844,12 @@ impl Daemon {
     ///
     /// Also counts `elapsed` seconds of seeding time for every torrent seeding now. One
     /// look at each torrent's state, no copy of the records: cheap with thousands.
-    pub fn note_completions(&self, elapsed: u64) {
-        let complete: std::collections::HashSet<TorrentId> = self
-            .session
-            .states()
-            .into_iter()
-            .filter(|b| b.complete)
-            .map(|b| b.id)
-            .collect();
+    pub fn note_completions(&self, elapsed: u64, states: &[TorrentBrief]) {
         let newly: Vec<u64> = {
             let mut inner = self.inner();
             let mut newly = Vec::new();
             for r in inner.records.values_mut() {
-                if complete.contains(&r.engine_id) {
+                if brief(states, r.engine_id).is_some_and(|b| b.complete) {
                     r.seeding_secs += elapsed;
                     if r.completed_at.is_none() {
                         newly.push(r.id);
@@ -1174,6 +1168,14 @@ pub struct TorrentView<'a> {
     pub seeding_time_limit: Option<u64>,
     pub seeding_time: u64,
     pub private: bool,
+}
+
+/// Torrent `id`'s entry in the session's states (listed in id order).
+fn brief(states: &[TorrentBrief], id: TorrentId) -> Option<&TorrentBrief> {
+    states
+        .binary_search_by_key(&id, |b| b.id)
+        .ok()
+        .map(|i| &states[i])
 }
 
 /// `SAVE_PATH/NAME`, written out only when serialized.
