@@ -1067,6 +1067,21 @@ fn two_readers_at_different_offsets_get_their_bytes_before_the_torrent_completes
         have < size as u64 / 2,
         "the readers were served only after {have} of {size} bytes: {now}"
     );
+    // The peers list (rates, transport) and the pieces' availability come from the engine.
+    let (s, peers) = api_json(&d.api, "GET", &format!("/torrents/{id}/peers"), None);
+    assert_eq!(s, 200, "{peers}");
+    let seeder = &peers[0];
+    assert_eq!(seeder["transport"], "tcp", "{peers}");
+    assert_eq!(seeder["encrypted"], false, "{peers}");
+    assert!(seeder["download_rate"].as_u64().unwrap() > 0, "{peers}");
+    let (s, pieces) = api_json(&d.api, "GET", &format!("/torrents/{id}/pieces"), None);
+    assert_eq!(s, 200);
+    let availability = pieces["availability"].as_array().unwrap();
+    assert_eq!(availability.len(), size / 32768);
+    assert!(
+        availability.iter().all(|a| a == 1),
+        "the one seeder has every piece: {pieces}"
+    );
     // The readers are gone and their windows with them: the rest downloads as usual.
     wait_torrent(&mut d, id, Duration::from_secs(120), "seeding", |t| {
         t["state"] == "seeding"
