@@ -893,21 +893,24 @@ fn queueing_keeps_at_most_n_downloading_and_a_seeding_limit_stops_a_torrent() {
     d.proc.assert_no_panic();
 }
 
-#[test]
-fn a_file_streams_with_range_requests_while_it_downloads() {
-    if !libtorrent_available() {
-        return;
+/// A single-file torrent of `size` random bytes seeded by libtorrent (at most
+/// `upload_limit` bytes per second, 0: no limit), added to a new daemon through the API;
+/// (original file, seeder, daemon, torrent id). The torrent is downloading or done.
+fn daemon_downloading(
+    tmp: &Path,
+    name: &str,
+    seed: u64,
+    size: usize,
+    upload_limit: u64,
+) -> (PathBuf, Proc, Daemon, u64) {
+    let (data, t) = make_single(tmp, name, seed, size);
+    let mut args = vec!["--seed".to_string()];
+    if upload_limit > 0 {
+        args.extend(["--upload-limit".to_string(), upload_limit.to_string()]);
     }
-    let tmp = tempfile::tempdir().unwrap();
-    let size = 4 << 20;
-    let (data, t) = make_single(tmp.path(), "v.bin", 50, size);
-    let (_seeder, port) = spawn_lt_peer(
-        &t,
-        &tmp.path().join("seed"),
-        &[],
-        &["--seed", "--upload-limit", "500000"],
-    );
-    let mut d = spawn_daemon(&tmp.path().join("state"), &tmp.path().join("dl"), &[]);
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let (seeder, port) = spawn_lt_peer(&t, &tmp.join("seed"), &[], &args);
+    let mut d = spawn_daemon(&tmp.join("state"), &tmp.join("dl"), &[]);
     let b64 = base64_std(&std::fs::read(&t).unwrap());
     let (s, v) = api_json(
         &d.api,
@@ -917,9 +920,21 @@ fn a_file_streams_with_range_requests_while_it_downloads() {
     );
     assert_eq!(s, 201, "{v}");
     let id = v["id"].as_u64().unwrap();
-    let before = wait_torrent(&mut d, id, Duration::from_secs(60), "downloading", |t| {
-        t["state"] == "downloading"
+    wait_torrent(&mut d, id, Duration::from_secs(60), "started", |t| {
+        t["state"] == "downloading" || t["state"] == "seeding"
     });
+    (data, seeder, d, id)
+}
+
+#[test]
+fn a_file_streams_with_range_requests_while_it_downloads() {
+    if !libtorrent_available() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let size = 4 << 20;
+    let (data, _seeder, mut d, id) = daemon_downloading(tmp.path(), "v.bin", 50, size, 500_000);
+    let before = torrent(&d, id);
     assert!(
         before["have_bytes"].as_u64().unwrap() < 2_000_000,
         "too fast to test: {before}"
@@ -1033,4 +1048,116 @@ fn encryption_policy_from_the_flag_and_changed_through_the_api() {
         v["encryption"], "disable",
         "a bad value changes nothing: {v}"
     );
+}
+
+/// Two readers stream different parts of one file while it downloads slowly from a
+/// libtorrent seeder: each gets its bytes (equal to the original) long before the torrent
+/// completes, because the pieces just ahead of each reader are fetched first; the rest
+/// keeps downloading and the whole file ends up equal to the original.
+#[test]
+fn two_readers_at_different_offsets_get_their_bytes_before_the_torrent_completes() {
+    if !libtorrent_available() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let size = 16 << 20;
+    // About 20 s for the whole file.
+    let (data, _seeder, mut d, id) = daemon_downloading(tmp.path(), "film.bin", 51, size, 800_000);
+    let original = std::fs::read(&data).unwrap();
+    // Two readers at once, far apart (the second one near the end of the file).
+    let ranges = [(5_000_000usize, 5_600_000usize), (13_000_000, 13_600_000)];
+    let readers: Vec<_> = ranges
+        .iter()
+        .map(|&(a, b)| {
+            let api = d.api.clone();
+            std::thread::spawn(move || {
+                let (status, body) = http(
+                    &api,
+                    "GET",
+                    &format!("/api/v1/torrents/{id}/files/0/stream"),
+                    &[("Range", &format!("bytes={a}-{}", b - 1))],
+                    b"",
+                );
+                (status, body)
+            })
+        })
+        .collect();
+    for (reader, &(a, b)) in readers.into_iter().zip(&ranges) {
+        let (status, body) = reader.join().unwrap();
+        assert_eq!(status, 206);
+        assert!(
+            body == original[a..b],
+            "the bytes streamed from {a} differ ({} bytes)",
+            body.len()
+        );
+    }
+    // Both readers are served while most of the torrent is still missing: in rarest-first
+    // (random) order their pieces would come near the end, sequentially the second
+    // reader would wait for 13 MB first.
+    let now = torrent(&d, id);
+    let have = now["have_bytes"].as_u64().unwrap();
+    assert!(
+        have < size as u64 / 2,
+        "the readers were served only after {have} of {size} bytes: {now}"
+    );
+    // The peers list (rates, transport) and the pieces' availability come from the engine.
+    let (s, peers) = api_json(&d.api, "GET", &format!("/torrents/{id}/peers"), None);
+    assert_eq!(s, 200, "{peers}");
+    let seeder = &peers[0];
+    assert_eq!(seeder["transport"], "tcp", "{peers}");
+    assert_eq!(seeder["encrypted"], false, "{peers}");
+    assert!(seeder["download_rate"].as_u64().unwrap() > 0, "{peers}");
+    let (s, pieces) = api_json(&d.api, "GET", &format!("/torrents/{id}/pieces"), None);
+    assert_eq!(s, 200);
+    let availability = pieces["availability"].as_array().unwrap();
+    assert_eq!(availability.len(), size / 32768);
+    assert!(
+        availability.iter().all(|a| a == 1),
+        "the one seeder has every piece: {pieces}"
+    );
+    // The readers are gone and their windows with them: the rest downloads as usual.
+    wait_torrent(&mut d, id, Duration::from_secs(120), "seeding", |t| {
+        t["state"] == "seeding"
+    });
+    let path = tmp.path().join("dl").join("film.bin");
+    assert!(
+        std::fs::read(&path).unwrap() == original,
+        "the file differs"
+    );
+    d.proc.terminate(Duration::from_secs(20));
+    d.proc.assert_no_panic();
+}
+
+/// The payload totals and the seeding time survive a restart of the daemon (SIGTERM), and
+/// keep counting from there.
+#[test]
+fn counters_survive_a_restart() {
+    if !libtorrent_available() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let size = 1 << 20;
+    let (_data, _seeder, mut d, id) = daemon_downloading(tmp.path(), "c.bin", 52, size, 0);
+    let (state, downloads) = (tmp.path().join("state"), tmp.path().join("dl"));
+    let before = wait_torrent(&mut d, id, Duration::from_secs(60), "seeding 2 s", |t| {
+        t["state"] == "seeding" && t["seeding_time"].as_u64().unwrap_or(0) >= 2
+    });
+    let downloaded = before["downloaded"].as_u64().unwrap();
+    assert!(downloaded >= size as u64, "{before}");
+    d.proc.terminate(Duration::from_secs(20));
+    d.proc.assert_no_panic();
+
+    let mut d = spawn_daemon(&state, &downloads, &[]);
+    let after = wait_torrent(&mut d, id, Duration::from_secs(60), "seeding", |t| {
+        t["state"] == "seeding"
+    });
+    assert_eq!(after["downloaded"].as_u64().unwrap(), downloaded, "{after}");
+    assert!(after["seeding_time"].as_u64().unwrap() >= 2, "{after}");
+    assert!(after["ratio"].as_f64().is_some());
+    // And it keeps counting.
+    wait_torrent(&mut d, id, Duration::from_secs(30), "seeding longer", |t| {
+        t["seeding_time"].as_u64().unwrap() >= 4
+    });
+    d.proc.terminate(Duration::from_secs(20));
+    d.proc.assert_no_panic();
 }

@@ -72,7 +72,15 @@ pub struct Picker {
     wanted_bytes: u64,
     /// Pieces in index order (for playing while downloading) instead of rarest first.
     sequential: bool,
+    /// Pieces a reader is waiting for (a streaming read-ahead window): piece -> how many
+    /// windows hold it. Picked before any other piece, lowest index first, whatever the
+    /// priorities, like libtorrent's piece deadlines.
+    urgent: BTreeMap<u32, u32>,
 }
+
+/// Pieces in progress an urgent piece may add beyond `max_partial`, so a reader is not
+/// kept waiting behind pieces started for other reasons.
+const URGENT_EXTRA_PARTIAL: usize = 8;
 
 /// A piece's priority: skipped pieces are never requested.
 pub const PRIORITY_SKIP: u8 = 0;
@@ -111,7 +119,48 @@ impl Picker {
             max_partial: max_partial.max(1),
             rng: seed | 1,
             endgame_copies: false,
+            urgent: BTreeMap::new(),
         }
+    }
+
+    /// A reader waits for `pieces`: pick them before any other (pieces past the end are
+    /// ignored). Windows add up; each one is taken back with [`Picker::remove_urgent`].
+    pub fn add_urgent(&mut self, pieces: std::ops::Range<u32>) {
+        for p in pieces.start..pieces.end.min(self.piece_count()) {
+            *self.urgent.entry(p).or_insert(0) += 1;
+        }
+    }
+
+    /// Take back a window given to [`Picker::add_urgent`].
+    pub fn remove_urgent(&mut self, pieces: std::ops::Range<u32>) {
+        for p in pieces.start..pieces.end.min(self.piece_count()) {
+            if let Some(n) = self.urgent.get_mut(&p) {
+                *n -= 1;
+                if *n == 0 {
+                    self.urgent.remove(&p);
+                }
+            }
+        }
+    }
+
+    /// How many connected peers have each piece.
+    pub fn availability(&self) -> &[u32] {
+        &self.availability
+    }
+
+    /// Pieces some reader waits for now.
+    pub fn urgent_count(&self) -> usize {
+        self.urgent.len()
+    }
+
+    /// The first urgent piece the peer has that is still to start.
+    fn urgent_new_piece(&self, peer: &Bitfield) -> Option<u32> {
+        self.urgent.keys().copied().find(|&p| {
+            peer.get(p)
+                && !self.have.get(p)
+                && !self.hashing.get(p)
+                && !self.partial.contains_key(&p)
+        })
     }
 
     pub fn piece_count(&self) -> u32 {
@@ -120,11 +169,6 @@ impl Picker {
 
     pub fn have(&self) -> &Bitfield {
         &self.have
-    }
-
-    /// How many connected peers have each piece.
-    pub fn availability(&self) -> &[u32] {
-        &self.availability
     }
 
     /// Copies of the torrent among the connected peers (libtorrent's "distributed
@@ -217,12 +261,13 @@ impl Picker {
         }
     }
 
-    /// Whether we still need `piece` (wanted, not had, not being hashed).
+    /// Whether we still need `piece` (wanted or waited for by a reader, not had, not
+    /// being hashed).
     pub fn wants_piece(&self, piece: u32) -> bool {
         piece < self.piece_count()
             && !self.have.get(piece)
             && !self.hashing.get(piece)
-            && self.priority(piece) != PRIORITY_SKIP
+            && (self.priority(piece) != PRIORITY_SKIP || self.urgent.contains_key(&piece))
     }
 
     /// Whether the peer has anything we still need.
@@ -251,6 +296,28 @@ impl Picker {
         if max == 0 {
             return out;
         }
+        // 0. Pieces a reader waits for: their missing blocks, then new ones, in order.
+        if !self.urgent.is_empty() {
+            let started: Vec<u32> = self
+                .urgent
+                .keys()
+                .copied()
+                .filter(|&p| peer.get(p) && self.partial.contains_key(&p))
+                .collect();
+            for p in started {
+                self.take_missing(p, max, &mut out);
+                if out.len() >= max {
+                    return out;
+                }
+            }
+            while out.len() < max && self.partial.len() < self.max_partial + URGENT_EXTRA_PARTIAL {
+                let Some(p) = self.urgent_new_piece(peer) else {
+                    break;
+                };
+                self.start_piece(p);
+                self.take_missing(p, max, &mut out);
+            }
+        }
         // 1. Missing blocks of partial pieces, oldest piece first.
         let partial_pieces: Vec<u32> = self
             .partial
@@ -269,14 +336,7 @@ impl Picker {
             let Some(p) = self.rarest_new_piece(peer) else {
                 break;
             };
-            let n = self.block_count(p) as usize;
-            self.partial.insert(
-                p,
-                Partial {
-                    blocks: vec![BlockState::Missing; n],
-                    received: 0,
-                },
-            );
+            self.start_piece(p);
             self.take_missing(p, max, &mut out);
         }
         // 3. Endgame: every block we need is requested already; double up on the blocks
@@ -331,6 +391,17 @@ impl Picker {
                 .partial
                 .values()
                 .all(|part| part.blocks.iter().all(|s| *s != BlockState::Missing))
+    }
+
+    fn start_piece(&mut self, p: u32) {
+        let n = self.block_count(p) as usize;
+        self.partial.insert(
+            p,
+            Partial {
+                blocks: vec![BlockState::Missing; n],
+                received: 0,
+            },
+        );
     }
 
     fn take_missing(&mut self, p: u32, max: usize, out: &mut Vec<Block>) {
@@ -673,6 +744,65 @@ mod tests {
         let blocks = p.pick(&Bitfield::full(50), 1000, |_| false);
         assert_eq!(blocks.len(), 4 * 4);
         assert_eq!(p.partial.len(), 4);
+    }
+
+    #[test]
+    fn a_readers_window_is_picked_first_and_released() {
+        let mut p = picker(100, BLOCK_SIZE);
+        p.peer_has_all();
+        // Piece 90 is the rarest and high priority; the window 40..43 still comes first.
+        p.set_priorities(&[&[1u8; 90][..], &[2u8; 10][..]].concat());
+        p.add_urgent(40..43);
+        p.add_urgent(41..45); // a second reader, overlapping
+        assert_eq!(p.urgent_count(), 5);
+        let all = Bitfield::full(100);
+        let first: Vec<u32> = p.pick(&all, 5, |_| false).iter().map(|b| b.piece).collect();
+        assert_eq!(first, [40, 41, 42, 43, 44]);
+        for piece in first {
+            let b = Block {
+                piece,
+                begin: 0,
+                length: BLOCK_SIZE,
+            };
+            assert_eq!(p.block_received(&b), Received::PieceComplete);
+            p.piece_verified(piece);
+        }
+        p.remove_urgent(40..43);
+        assert_eq!(
+            p.urgent_count(),
+            4,
+            "41..45 still held by the second window"
+        );
+        p.remove_urgent(41..45);
+        assert_eq!(p.urgent_count(), 0);
+        // Released: back to priorities (the high ones, 90..100).
+        let next = p.pick(&all, 1, |_| false)[0].piece;
+        assert!(next >= 90, "{next}");
+    }
+
+    #[test]
+    fn urgent_pieces_start_even_when_partial_pieces_are_full() {
+        let mut p = picker(50, 2 * BLOCK_SIZE);
+        p.peer_has_all();
+        let all = Bitfield::full(50);
+        // Four pieces in progress (the bound), every block requested: nothing more.
+        let got = p.pick(&all, 8, |_| false);
+        assert_eq!(p.partial.len(), 4);
+        assert!(p.pick(&all, 2, |_| false).is_empty());
+        let taken: Vec<u32> = got.iter().map(|b| b.piece).collect();
+        let window = (0..50).find(|x| !taken.contains(x)).unwrap();
+        p.add_urgent(window..window + 1);
+        let b = p.pick(&all, 2, |_| false);
+        assert_eq!(
+            b.iter().map(|b| b.piece).collect::<Vec<_>>(),
+            [window, window]
+        );
+        // A piece we have is not urgent work.
+        let mut have = Bitfield::new(50);
+        have.set(7);
+        let mut q = Picker::new(BLOCK_SIZE, 50 * u64::from(BLOCK_SIZE), have, 4, 1);
+        q.add_urgent(7..9);
+        assert_eq!(q.pick(&all, 1, |_| false)[0].piece, 8);
     }
 
     #[test]

@@ -90,14 +90,28 @@ pub struct TorrentInfo {
     pub name: String,
     pub state: TorrentState,
     pub save_path: PathBuf,
-    /// Counters; the last ones seen while it was live, for a paused torrent.
+    /// Counters; the last ones seen while it was live, for a paused torrent. `uploaded`
+    /// and `downloaded` are totals over every run (see [`Session::set_counters`]).
     pub stats: Stats,
+    /// Live with every wanted piece verified (seeding).
+    pub complete: bool,
+    /// The metainfo, once known.
+    pub meta: Option<Arc<Metainfo>>,
     /// While fetching metadata.
     pub fetch: Option<FetchStats>,
     /// Bytes checked so far, while checking.
     pub checked_bytes: u64,
     pub added_at: SystemTime,
     pub has_metadata: bool,
+}
+
+/// A torrent's state in a few words ([`Session::states`]).
+#[derive(Debug, Clone)]
+pub struct TorrentBrief {
+    pub id: TorrentId,
+    pub state: TorrentState,
+    /// Live with every wanted piece verified (seeding).
+    pub complete: bool,
 }
 
 /// How to run a node.
@@ -193,6 +207,9 @@ struct Entry {
     epoch: u64,
     last_stats: Stats,
     checked: Arc<AtomicU64>,
+    /// Payload bytes (uploaded, downloaded) of the runs that ended, and of earlier
+    /// sessions ([`Session::set_counters`]): the totals are these plus the running ones.
+    carried: (u64, u64),
 }
 
 impl Entry {
@@ -524,6 +541,7 @@ impl Session {
                     epoch: 0,
                     last_stats: Stats::default(),
                     checked: Arc::new(AtomicU64::new(0)),
+                    carried: (0, 0),
                 },
             );
             id
@@ -629,7 +647,7 @@ impl Session {
                 .ok_or(EngineError::UnknownTorrent(id))?;
             e.epoch += 1;
             e.state = TorrentState::Paused;
-            std::mem::replace(&mut e.running, Running::Nothing)
+            take_running(e)
         };
         self.changed();
         stop_running(running).await;
@@ -770,7 +788,7 @@ impl Session {
                 .values_mut()
                 .map(|e| {
                     e.epoch += 1;
-                    std::mem::replace(&mut e.running, Running::Nothing)
+                    take_running(e)
                 })
                 .collect()
         };
@@ -984,15 +1002,22 @@ impl Session {
             if let Some(e) = t.entries.get_mut(&id)
                 && e.epoch == epoch
             {
-                if let Running::Torrent(t) = &e.running {
-                    e.last_stats = t.stats();
-                }
+                take_running(e);
                 e.state = TorrentState::Error(reason);
-                e.running = Running::Nothing;
             }
         }
         self.changed();
     }
+}
+
+/// Take what the entry runs, adding a live torrent's counters to the carried ones.
+fn take_running(e: &mut Entry) -> Running {
+    if let Running::Torrent(t) = &e.running {
+        e.last_stats = t.stats();
+        e.carried.0 += e.last_stats.uploaded;
+        e.carried.1 += e.last_stats.downloaded;
+    }
+    std::mem::replace(&mut e.running, Running::Nothing)
 }
 
 fn info_of(e: &mut Entry) -> TorrentInfo {
@@ -1006,19 +1031,31 @@ fn info_of(e: &mut Entry) -> TorrentInfo {
         e.last_stats.total_bytes = m.info.total_length;
         e.last_stats.piece_count = m.info.pieces.len() as u32;
     }
-    if !matches!(e.running, Running::Torrent(_)) {
-        e.last_stats.download_rate = 0;
-        e.last_stats.upload_rate = 0;
-        e.last_stats.peers = 0;
-        e.last_stats.seeds = 0;
-    }
+    let mut stats = e.last_stats;
+    let complete = match &e.running {
+        Running::Torrent(t) => {
+            stats.uploaded += e.carried.0;
+            stats.downloaded += e.carried.1;
+            t.is_complete()
+        }
+        _ => {
+            stats.download_rate = 0;
+            stats.upload_rate = 0;
+            stats.peers = 0;
+            stats.seeds = 0;
+            (stats.uploaded, stats.downloaded) = e.carried;
+            false
+        }
+    };
     TorrentInfo {
         id: e.id,
         info_hash: e.info_hash,
         name: e.name(),
         state: e.state.clone(),
         save_path: e.config.dir.clone(),
-        stats: e.last_stats,
+        stats,
+        complete,
+        meta: e.meta.clone(),
         fetch,
         checked_bytes: e.checked.load(Ordering::Relaxed),
         added_at: e.added_at,
@@ -1193,13 +1230,45 @@ impl Session {
         id: TorrentId,
         f: impl FnOnce(&mut TorrentConfig),
     ) -> Result<(), EngineError> {
+        self.with_entry(id, |e| f(&mut e.config))
+    }
+
+    fn with_entry<R>(
+        &self,
+        id: TorrentId,
+        f: impl FnOnce(&mut Entry) -> R,
+    ) -> Result<R, EngineError> {
         let mut t = self.table();
         let e = t
             .entries
             .get_mut(&id)
             .ok_or(EngineError::UnknownTorrent(id))?;
-        f(&mut e.config);
-        Ok(())
+        Ok(f(e))
+    }
+
+    /// Carry over the payload counters (uploaded, downloaded) of an earlier session (a
+    /// daemon's restart): the totals in [`TorrentInfo::stats`] count from them.
+    pub fn set_counters(
+        &self,
+        id: TorrentId,
+        uploaded: u64,
+        downloaded: u64,
+    ) -> Result<(), EngineError> {
+        self.with_entry(id, |e| e.carried = (uploaded, downloaded))
+    }
+
+    /// The state of every torrent, by id, without its counters: cheap enough to call on
+    /// every add in a session of thousands.
+    pub fn states(&self) -> Vec<TorrentBrief> {
+        self.table()
+            .entries
+            .values()
+            .map(|e| TorrentBrief {
+                id: e.id,
+                state: e.state.clone(),
+                complete: matches!(&e.running, Running::Torrent(t) if t.is_complete()),
+            })
+            .collect()
     }
 
     /// The configuration torrent `id` is kept with.

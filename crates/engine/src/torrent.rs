@@ -177,6 +177,12 @@ struct PeerEntry {
     /// while. It loses its upload slot until it reads again.
     stalled: bool,
     connected_at: Instant,
+    /// What the connection runs over, for displays.
+    transport: crate::transport::TransportKind,
+    encrypted: bool,
+    /// Payload rates from and to it.
+    download_rate: crate::peer_timers::RateEstimate,
+    upload_rate: crate::peer_timers::RateEstimate,
 }
 
 /// How long a new connection may go without trading before it can be evicted for a
@@ -559,11 +565,6 @@ impl Torrent {
     pub async fn set_first_last_pieces(&self, on: bool, files: &[u8]) -> Result<(), EngineError> {
         self.shared.first_last.store(on, Ordering::Relaxed);
         self.set_file_priorities(files).await
-    }
-
-    /// How many connected peers have each piece.
-    pub fn piece_availability(&self) -> Vec<u32> {
-        lock(&self.shared).picker.availability().to_vec()
     }
 
     /// Copies of the torrent among the connected peers ([`Picker::distributed_copies`]).
@@ -1188,6 +1189,10 @@ fn register(
                 client: None,
                 stalled: false,
                 connected_at: now,
+                transport: crate::transport::TransportKind::Tcp,
+                encrypted: false,
+                download_rate: crate::peer_timers::RateEstimate::new(now),
+                upload_rate: crate::peer_timers::RateEstimate::new(now),
             },
         );
         drop(s);
@@ -1205,6 +1210,10 @@ async fn run_registered(
     rx: mpsc::UnboundedReceiver<Cmd>,
     incoming: bool,
 ) {
+    if let Some(p) = lock(&shared).peers.get_mut(&id) {
+        p.transport = conn.kind;
+        p.encrypted = conn.encrypted;
+    }
     let span =
         tracing::debug_span!(parent: &shared.span, "peer", peer = %addr, transport = %conn.kind);
     let reason = {
@@ -1265,6 +1274,7 @@ fn offer_free_slot(s: &mut State) {
 
 struct Conn {
     kind: crate::transport::TransportKind,
+    encrypted: bool,
     /// What we told this peer through PEX (BEP 11), and when.
     pex: wire::PexState,
     /// Pieces being read from disk to serve this peer's requests.
@@ -1368,6 +1378,7 @@ fn new_conn(
 ) -> Conn {
     let PeerStream {
         kind,
+        encrypted,
         read,
         mut write,
         ..
@@ -1417,6 +1428,7 @@ fn new_conn(
     });
     Conn {
         kind,
+        encrypted,
         pex: wire::PexState::new(),
         reading: HashSet::new(),
         read,
@@ -1876,11 +1888,13 @@ impl Conn {
         }
         {
             let len = u64::from(req.length);
+            let now = clock();
             let mut s = lock(shared);
             s.uploaded += len;
-            s.upload_rate.add(len, clock());
+            s.upload_rate.add(len, now);
             if let Some(p) = s.peers.get_mut(&id) {
                 p.uploaded += len;
+                p.upload_rate.add(len, now);
             }
         }
     }
@@ -2056,6 +2070,7 @@ fn on_block(
     if let Some(p) = s.peers.get_mut(&id) {
         p.snubbed = false;
         p.downloaded += data.len() as u64;
+        p.download_rate.add(data.len() as u64, clock());
     }
     match s.picker.block_received(&block) {
         Received::Duplicate => 0,
@@ -2182,17 +2197,28 @@ pub struct PeerInfo {
     pub interested: bool,
     pub unchoked: bool,
     pub snubbed: bool,
+    /// Payload bytes per second from and to it, over the last seconds.
+    pub download_rate: u64,
+    pub upload_rate: u64,
+    /// What the connection runs over, and whether it is encrypted (MSE/PE, DTLS).
+    pub transport: crate::transport::TransportKind,
+    pub encrypted: bool,
 }
 
 impl Torrent {
     /// The peers connected now (at most `max`).
     pub fn peer_list(&self, max: usize) -> Vec<PeerInfo> {
-        let s = lock(&self.shared);
+        let mut s = lock(&self.shared);
         let piece_count = s.picker.piece_count();
+        let now = clock();
         s.peers
-            .values()
+            .values_mut()
             .take(max)
             .map(|p| PeerInfo {
+                download_rate: p.download_rate.rate(now),
+                upload_rate: p.upload_rate.rate(now),
+                transport: p.transport,
+                encrypted: p.encrypted,
                 addr: p.addr,
                 client: p.client.clone(),
                 downloaded: p.downloaded,
@@ -2204,6 +2230,67 @@ impl Torrent {
                 snubbed: p.snubbed,
             })
             .collect()
+    }
+}
+
+/// A reader's read-ahead window over a torrent (a stream of a file while it downloads):
+/// the pieces it holds are picked before any other, like libtorrent's piece deadlines,
+/// while the rest of the torrent keeps its normal order. Move it with
+/// [`StreamWindow::set`] as the reader advances; dropping it gives the pieces back.
+pub struct StreamWindow {
+    shared: Arc<Shared>,
+    pieces: std::ops::Range<u32>,
+}
+
+impl StreamWindow {
+    /// Hold `pieces` (and nothing else) from now on.
+    pub fn set(&mut self, pieces: std::ops::Range<u32>) {
+        if pieces == self.pieces {
+            return;
+        }
+        {
+            let mut s = lock(&self.shared);
+            s.picker.remove_urgent(self.pieces.clone());
+            s.picker.add_urgent(pieces.clone());
+            // Peers that have these pieces become interesting, and request them next.
+            for p in s.peers.values() {
+                let _ = p.tx.send(Cmd::Reconsider);
+            }
+        }
+        self.pieces = pieces;
+    }
+
+    /// Whether this window is on `torrent` (a torrent restarted is a new one).
+    pub fn is_on(&self, torrent: &Torrent) -> bool {
+        Arc::ptr_eq(&self.shared, &torrent.shared)
+    }
+}
+
+impl Drop for StreamWindow {
+    fn drop(&mut self) {
+        lock(&self.shared)
+            .picker
+            .remove_urgent(std::mem::replace(&mut self.pieces, 0..0));
+    }
+}
+
+impl Torrent {
+    /// A read-ahead window for one reader, empty until [`StreamWindow::set`].
+    pub fn stream_window(&self) -> StreamWindow {
+        StreamWindow {
+            shared: self.shared.clone(),
+            pieces: 0..0,
+        }
+    }
+
+    /// Pieces some reader's window holds now.
+    pub fn urgent_pieces(&self) -> usize {
+        lock(&self.shared).picker.urgent_count()
+    }
+
+    /// How many connected peers have each piece.
+    pub fn availability(&self) -> Vec<u32> {
+        lock(&self.shared).picker.availability().to_vec()
     }
 }
 

@@ -387,21 +387,22 @@ struct ListQuery {
     tag: Option<String>,
 }
 
-async fn list(State(app): State<App>, Query(q): Query<ListQuery>) -> ApiResult {
-    let all = app.daemon.list_json();
-    let kept: Vec<Value> = all
-        .into_iter()
-        .filter(|t| q.state.as_deref().is_none_or(|s| t["state"] == s))
-        .filter(|t| q.category.as_deref().is_none_or(|c| t["category"] == c))
-        .filter(|t| {
-            q.tag.as_deref().is_none_or(|tag| {
-                t["tags"]
-                    .as_array()
-                    .is_some_and(|a| a.iter().any(|x| x == tag))
-            })
-        })
-        .collect();
-    ok(Value::from(kept))
+async fn list(State(app): State<App>, Query(q): Query<ListQuery>) -> Response {
+    let body = app.daemon.list_bytes(|t| {
+        q.state.as_deref().is_none_or(|s| t.state == s)
+            && q.category.as_deref().is_none_or(|c| t.category == Some(c))
+            && q.tag
+                .as_deref()
+                .is_none_or(|tag| t.tags.iter().any(|x| x == tag))
+    });
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        body,
+    )
+        .into_response()
 }
 
 #[derive(Deserialize, Default)]
@@ -750,11 +751,11 @@ async fn peers(State(app): State<App>, Path(id): Path<String>) -> ApiResult {
             json!({
                 "address": p.addr.to_string(),
                 "client": p.client.unwrap_or_default(),
-                "transport": "tcp",
-                "encrypted": false,
+                "transport": p.transport.to_string(),
+                "encrypted": p.encrypted,
                 "flags": flags,
-                "download_rate": null,
-                "upload_rate": null,
+                "download_rate": p.download_rate,
+                "upload_rate": p.upload_rate,
                 "progress": if p.piece_count == 0 { 0.0 } else { p.pieces as f64 / p.piece_count as f64 },
                 "downloaded": p.downloaded,
                 "uploaded": p.uploaded,
@@ -985,6 +986,8 @@ async fn fallback(req: Request) -> Response {
 const STREAM_STALL: Duration = Duration::from_secs(120);
 /// Bytes read and sent at a time.
 const STREAM_CHUNK: u64 = 256 << 10;
+/// How far ahead of a reader its pieces are picked first (2 to 64 pieces).
+const STREAM_READ_AHEAD: u64 = 8 << 20;
 
 /// `bytes=A-B`, `bytes=A-` or `bytes=-N` of a file of `len` bytes: (start, end exclusive).
 /// `None` for a range that cannot be satisfied; `Some(None)` for no (or an ignored) header.
@@ -1053,22 +1056,32 @@ async fn stream(
     let path = r.save_path.join(meta.info.file_path(index));
     let file_offset = file.offset;
     let piece_len = meta.info.piece_length.max(1);
-    if let Some(t) = app.daemon.session.torrent(r.engine_id) {
-        t.set_sequential(true);
-    }
+    // The pieces just ahead of this reader go first (its own window, released when it
+    // goes away); the rest of the torrent keeps its order.
+    let last_piece = (file_offset + len.max(1) - 1) / piece_len;
+    let ahead = (STREAM_READ_AHEAD / piece_len).clamp(2, 64);
     let (tx, rx) = tokio::sync::mpsc::channel::<Result<Bytes, std::io::Error>>(4);
     let daemon = app.daemon.clone();
     let eid = r.engine_id;
     tokio::spawn(async move {
         let mut pos = start;
+        let mut window: Option<engine::torrent::StreamWindow> = None;
         while pos < end {
             let n = STREAM_CHUNK.min(end - pos);
             let first = (file_offset + pos) / piece_len;
             let last = (file_offset + pos + n - 1) / piece_len;
+            let to_u32 = |p: u64| u32::try_from(p).unwrap_or(u32::MAX);
+            let want = to_u32(first)..to_u32((first + ahead).min(last_piece + 1));
             // Wait (bounded) until every piece under this chunk is verified.
             let waited = tokio::time::timeout(STREAM_STALL, async {
                 loop {
                     let ready = daemon.session.torrent(eid).is_some_and(|t| {
+                        // A torrent started again is a new one: a new window on it.
+                        let w = match window.take() {
+                            Some(w) if w.is_on(&t) => window.insert(w),
+                            _ => window.insert(t.stream_window()),
+                        };
+                        w.set(want.clone());
                         let have = t.have();
                         (first..=last).all(|p| have.get(p as u32))
                     });

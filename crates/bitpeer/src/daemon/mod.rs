@@ -17,6 +17,10 @@ use std::time::Duration;
 /// How often the watch folder is looked at, and how many files at most per look.
 const WATCH_EVERY: Duration = Duration::from_secs(1);
 const WATCH_MAX_FILES: usize = 100;
+/// Threads for blocking (disk) work; tokio's default is 512.
+const MAX_BLOCKING_THREADS: usize = 32;
+/// How often `counters.json` is written (when a counter changed), besides at shutdown.
+const COUNTERS_EVERY: Duration = Duration::from_secs(60);
 /// A file modified less than this long ago may still be being written: left for later.
 const WATCH_SETTLE: Duration = Duration::from_secs(1);
 
@@ -134,6 +138,9 @@ pub fn run(args: Args) -> CliResult {
     })?;
     let rt = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
+        // Disk work (opening and checking thousands of torrents at a start, reads for
+        // peers) queues for these threads instead of starting hundreds of them.
+        .max_blocking_threads(MAX_BLOCKING_THREADS)
         .build()
         .map_err(|e| CliError::new(format!("cannot start the runtime: {e}")))?;
     rt.block_on(serve(config))
@@ -203,16 +210,35 @@ async fn serve(config: Config) -> CliResult {
     // Open event streams would hold the graceful shutdown: give it a moment, no more.
     let _ = tokio::time::timeout(Duration::from_secs(3), server).await;
     daemon.session.shutdown().await;
+    // The totals as the torrents stopped.
+    daemon.save_counters();
     Ok(())
 }
 
-/// Periodic work: completion times and the watch folder.
+/// Periodic work: completion times and seeding time, the queue, the counters file and the
+/// watch folder. The one timer of the daemon: torrents themselves run none while idle.
 async fn background(daemon: state::Daemon) {
     let mut tick = tokio::time::interval(WATCH_EVERY);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    let mut last = std::time::Instant::now();
+    let mut counted = Duration::ZERO;
+    let mut last_save = std::time::Instant::now();
     loop {
         tick.tick().await;
-        daemon.note_completions();
-        daemon.apply_queue().await;
+        // Whole seconds of seeding, the rest carried to the next tick.
+        counted += last.elapsed();
+        last = std::time::Instant::now();
+        let secs = counted.as_secs();
+        counted -= Duration::from_secs(secs);
+        // One look at every torrent's state serves both.
+        let states = daemon.session.states();
+        daemon.note_completions(secs, &states);
+        daemon.apply_queue_with(&states).await;
+        if last_save.elapsed() >= COUNTERS_EVERY {
+            last_save = std::time::Instant::now();
+            let d = daemon.clone();
+            let _ = tokio::task::spawn_blocking(move || d.save_counters()).await;
+        }
         if let Some(dir) = daemon.config.watch_dir.clone() {
             scan_watch_dir(&daemon, &dir).await;
         }

@@ -1260,10 +1260,7 @@ fn qb_priority(name: &str) -> u8 {
 fn files(d: &Daemon, r: &Record) -> Result<Value, OpError> {
     let list = d.files_json(r.id)?;
     let meta = d.session.metainfo(r.engine_id);
-    let avail = d
-        .session
-        .torrent(r.engine_id)
-        .map(|t| t.piece_availability());
+    let avail = d.session.torrent(r.engine_id).map(|t| t.availability());
     let plen = meta
         .as_ref()
         .map(|m| m.info.piece_length.max(1))

@@ -5,7 +5,9 @@
 
 use super::config::{Config, absolute};
 use base64::Engine as _;
-use engine::session::{AddSource, AddTorrent, Session, TorrentId, TorrentInfo, TorrentState};
+use engine::session::{
+    AddSource, AddTorrent, Session, TorrentBrief, TorrentId, TorrentInfo, TorrentState,
+};
 use engine::torrent::TorrentConfig;
 use metainfo::Metainfo;
 use metainfo::magnet::Magnet;
@@ -22,6 +24,8 @@ pub const MAX_TORRENT_BYTES: usize = 10 << 20;
 /// At most this many tags per torrent, each at most this long; same for names.
 const MAX_TAGS: usize = 32;
 const MAX_NAME: usize = 128;
+/// Largest `counters.json` read.
+const MAX_COUNTERS_BYTES: usize = 64 << 20;
 /// At most this many peers given with an add.
 const MAX_PEERS: usize = 64;
 
@@ -128,6 +132,19 @@ pub struct Record {
     /// The engine's id for it in this run.
     #[serde(skip)]
     pub engine_id: TorrentId,
+    /// Seconds spent seeding over every run (kept in `counters.json` with the payload
+    /// totals, not in this file, so the per-torrent files are written only on changes).
+    #[serde(skip)]
+    pub seeding_secs: u64,
+}
+
+/// What `counters.json` keeps per torrent (by info-hash): the totals that survive a
+/// restart.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct Counters {
+    pub uploaded: u64,
+    pub downloaded: u64,
+    pub seeding_secs: u64,
 }
 
 /// A request to add a torrent, from the API, the CLI or the watch folder.
@@ -238,6 +255,8 @@ struct Inner {
     prefs: Prefs,
     next_id: u64,
     next_queue: u64,
+    /// The counters as last written to `counters.json`.
+    saved_counters: BTreeMap<String, Counters>,
 }
 
 /// The daemon: an engine session and its records.
@@ -351,6 +370,11 @@ impl Daemon {
             .take(MAX_CREATED_TAGS)
             .collect();
         let prefs = load_prefs(&config);
+        let counters = std::fs::read(config.state_dir.join("counters.json"))
+            .ok()
+            .filter(|b| b.len() <= MAX_COUNTERS_BYTES)
+            .and_then(|b| serde_json::from_slice::<BTreeMap<String, Counters>>(&b).ok())
+            .unwrap_or_default();
         let mut records = Vec::new();
         let entries =
             std::fs::read_dir(&dir).map_err(|e| format!("cannot read {}: {e}", dir.display()))?;
@@ -381,6 +405,7 @@ impl Daemon {
                 prefs,
                 next_id,
                 next_queue,
+                saved_counters: counters.clone(),
             })),
             ops: Arc::new(tokio::sync::Mutex::new(())),
             queue_lock: Arc::new(tokio::sync::Mutex::new(())),
@@ -392,6 +417,10 @@ impl Daemon {
             match daemon.start_record(&r, true) {
                 Ok(eid) => {
                     r.engine_id = eid;
+                    if let Some(c) = counters.get(&r.info_hash) {
+                        let _ = daemon.session.set_counters(eid, c.uploaded, c.downloaded);
+                        r.seeding_secs = c.seeding_secs;
+                    }
                     daemon.inner().records.insert(r.id, r);
                 }
                 Err(e) => eprintln!("warning: cannot restore torrent {}: {e}", r.info_hash),
@@ -653,6 +682,7 @@ impl Daemon {
             first_last: req.first_last,
             no_root,
             engine_id: 0,
+            seeding_secs: 0,
         };
         // Paused in the engine; the queue starts it when a slot is free.
         let eid = self.start_record(&record, true)?;
@@ -670,7 +700,15 @@ impl Daemon {
         }
         self.save(&record);
         drop(_op);
-        self.apply_queue().await;
+        if record.paused {
+            // Nothing to start.
+        } else if self.config.max_active_downloads == 0 {
+            // No queue for downloads: a new torrent starts at once, without a pass over
+            // every torrent (thousands of adds stay linear).
+            let _ = self.session.resume(eid);
+        } else {
+            self.apply_queue().await;
+        }
         Ok((id, record.info_hash))
     }
 
@@ -750,7 +788,14 @@ impl Daemon {
     /// wait (paused in the engine, shown `queued`); a seed past its ratio or seeding time
     /// is stopped or removed, as the seeding action says.
     pub async fn apply_queue(&self) {
-        let removals = self.queue_pass().await;
+        let states = self.session.states();
+        self.apply_queue_with(&states).await;
+    }
+
+    /// [`Daemon::apply_queue`] with the engine's states (no counters, in id order) read
+    /// already: a pass over thousands of torrents costs about a millisecond.
+    pub async fn apply_queue_with(&self, states: &[TorrentBrief]) {
+        let removals = self.queue_pass(states).await;
         for (id, with_data) in removals {
             tracing::info!(id, with_data, "seeding limit reached: removed");
             let _ = self.remove_only(id, with_data).await;
@@ -758,13 +803,35 @@ impl Daemon {
     }
 
     /// The queue pass; returns the torrents to remove (seeding limit reached).
-    async fn queue_pass(&self) -> Vec<(u64, bool)> {
+    async fn queue_pass(&self, states: &[TorrentBrief]) -> Vec<(u64, bool)> {
         let _q = self.queue_lock.lock().await;
         let prefs = self.prefs();
         let mut removals = Vec::new();
-        let infos: std::collections::HashMap<TorrentId, TorrentInfo> =
-            self.session.list().into_iter().map(|i| (i.id, i)).collect();
-        let mut records = self.records();
+        struct Item {
+            queue: u64,
+            id: u64,
+            engine_id: TorrentId,
+            paused: bool,
+            force: bool,
+            completed_at: Option<u64>,
+            ratio_limit: Option<f64>,
+            seeding_time_limit: Option<u64>,
+        }
+        let mut records: Vec<Item> = self
+            .inner()
+            .records
+            .values()
+            .map(|r| Item {
+                queue: r.queue,
+                id: r.id,
+                engine_id: r.engine_id,
+                paused: r.paused,
+                force: r.force,
+                completed_at: r.completed_at,
+                ratio_limit: r.ratio_limit,
+                seeding_time_limit: r.seeding_time_limit,
+            })
+            .collect();
         records.sort_by_key(|r| (r.queue, r.id));
         let slots = |n: usize| {
             if n == 0 || !prefs.queueing {
@@ -778,15 +845,23 @@ impl Daemon {
         let mut total = slots(prefs.max_active_torrents);
         let now = now_secs();
         for r in records {
-            let Some(info) = infos.get(&r.engine_id) else {
+            let Some(state) = brief(states, r.engine_id).map(|b| &b.state) else {
                 continue;
             };
-            if r.paused || matches!(info.state, TorrentState::Error(_)) {
+            if r.paused || matches!(state, TorrentState::Error(_)) {
                 continue;
             }
-            let engine_paused = info.state == TorrentState::Paused;
+            let engine_paused = *state == TorrentState::Paused;
             let complete = r.completed_at.is_some();
-            if complete && self.seeding_done(&r, info, now, &prefs) {
+            if complete
+                && self.seeding_done(
+                    r.engine_id,
+                    (r.ratio_limit, r.seeding_time_limit),
+                    r.completed_at,
+                    now,
+                    &prefs,
+                )
+            {
                 match prefs.seeding_action {
                     SeedAction::Stop => {
                         tracing::info!(id = r.id, "seeding limit reached: paused");
@@ -815,16 +890,25 @@ impl Daemon {
     }
 
     /// Has this complete torrent seeded enough (its limits, else the session's)?
-    fn seeding_done(&self, r: &Record, info: &TorrentInfo, now: u64, prefs: &Prefs) -> bool {
-        let ratio_limit = r.ratio_limit.or(prefs.ratio_limit);
-        let time_limit = r.seeding_time_limit.or(prefs.seeding_time_limit);
-        if let Some(limit) = ratio_limit {
+    fn seeding_done(
+        &self,
+        engine_id: TorrentId,
+        (ratio_limit, time_limit): (Option<f64>, Option<u64>),
+        completed_at: Option<u64>,
+        now: u64,
+        prefs: &Prefs,
+    ) -> bool {
+        let ratio_limit = ratio_limit.or(prefs.ratio_limit);
+        let time_limit = time_limit.or(prefs.seeding_time_limit);
+        if let Some(limit) = ratio_limit
+            && let Some(info) = self.session.info(engine_id)
+        {
             let base = info.stats.downloaded.max(info.stats.total_bytes).max(1);
             if info.stats.uploaded as f64 / base as f64 >= limit {
                 return true;
             }
         }
-        if let (Some(limit), Some(done)) = (time_limit, r.completed_at)
+        if let (Some(limit), Some(done)) = (time_limit, completed_at)
             && now.saturating_sub(done) >= limit
         {
             return true;
@@ -1062,134 +1146,133 @@ impl Daemon {
     }
 
     /// Note completions (for `completed_at`); called by the periodic task.
-    pub fn note_completions(&self) {
-        let records = self.records();
-        for r in records {
-            if r.completed_at.is_none()
-                && let Some(t) = self.session.torrent(r.engine_id)
-                && t.is_complete()
-            {
-                let _ = self.update(r.id, |r| r.completed_at = Some(now_secs()));
+    ///
+    /// Also counts `elapsed` seconds of seeding time for every torrent seeding now. One
+    /// look at each torrent's state, no copy of the records: cheap with thousands.
+    pub fn note_completions(&self, elapsed: u64, states: &[TorrentBrief]) {
+        let newly: Vec<u64> = {
+            let mut inner = self.inner();
+            let mut newly = Vec::new();
+            for r in inner.records.values_mut() {
+                if brief(states, r.engine_id).is_some_and(|b| b.complete) {
+                    r.seeding_secs += elapsed;
+                    if r.completed_at.is_none() {
+                        newly.push(r.id);
+                    }
+                }
             }
+            newly
+        };
+        for id in newly {
+            let _ = self.update(id, |r| r.completed_at = Some(now_secs()));
+        }
+    }
+
+    /// Write `counters.json` (payload totals and seeding time per torrent) if it changed.
+    pub fn save_counters(&self) {
+        let totals: std::collections::HashMap<TorrentId, (u64, u64)> = self
+            .session
+            .list()
+            .into_iter()
+            .map(|i| (i.id, (i.stats.uploaded, i.stats.downloaded)))
+            .collect();
+        let bytes = {
+            let mut inner = self.inner();
+            let now: BTreeMap<String, Counters> = inner
+                .records
+                .values()
+                .map(|r| {
+                    let (uploaded, downloaded) =
+                        totals.get(&r.engine_id).copied().unwrap_or_default();
+                    let c = Counters {
+                        uploaded,
+                        downloaded,
+                        seeding_secs: r.seeding_secs,
+                    };
+                    (r.info_hash.clone(), c)
+                })
+                .collect();
+            if now == inner.saved_counters {
+                return;
+            }
+            let bytes = serde_json::to_vec(&now).unwrap_or_default();
+            inner.saved_counters = now;
+            bytes
+        };
+        if let Err(e) = write_atomic(&self.config.state_dir.join("counters.json"), &bytes) {
+            tracing::warn!(error = %e, "cannot save the torrents' counters");
         }
     }
 
     /// The API's torrent object.
     pub fn torrent_json(&self, r: &Record, info: &TorrentInfo) -> Value {
-        let live = self.session.torrent(r.engine_id);
-        let complete = live.as_ref().is_some_and(|t| t.is_complete());
-        let (state, error) = match &info.state {
-            TorrentState::Metadata => ("metadata", None),
-            TorrentState::Checking => ("checking", None),
-            TorrentState::Queued => ("queued", None),
-            TorrentState::Paused if !r.paused => ("queued", None),
-            TorrentState::Paused => ("paused", None),
-            TorrentState::Live if complete => ("seeding", None),
-            TorrentState::Live => ("downloading", None),
-            TorrentState::Error(e) => ("error", Some(e.clone())),
-        };
-        let meta = self.session.metainfo(r.engine_id);
-        let s = &info.stats;
-        let (size, wanted) = match &meta {
-            Some(m) => {
-                let wanted: u64 = m
-                    .info
-                    .files
-                    .iter()
-                    .enumerate()
-                    .filter(|(i, f)| {
-                        !f.attr.pad && r.priorities.get(*i).copied() != Some(PRIORITY_SKIP)
-                    })
-                    .map(|(_, f)| f.length)
-                    .sum();
-                (m.info.total_length, wanted)
-            }
-            None => (0, 0),
-        };
-        let have = s.bytes_have.min(size);
-        let progress = if complete || (r.completed_at.is_some() && have >= wanted) {
-            1.0
-        } else if wanted == 0 {
-            0.0
-        } else {
-            (have as f64 / wanted as f64).min(1.0)
-        };
-        let eta = if state == "downloading" && s.download_rate > 0 {
-            Some(wanted.saturating_sub(have) / s.download_rate)
-        } else {
-            None
-        };
-        let content_path = meta.as_ref().map(|m| match &r.no_root {
-            Some(_) => r.save_path.display().to_string(),
-            None => r.save_path.join(&m.info.name).display().to_string(),
-        });
-        let ratio = if s.downloaded > 0 {
-            s.uploaded as f64 / s.downloaded as f64
-        } else {
-            0.0
-        };
-        json!({
-            "id": r.id,
-            "info_hash": r.info_hash,
-            "name": r.no_root.as_ref().unwrap_or(&info.name),
-            "state": state,
-            "error": error,
-            "progress": progress,
-            "size": size,
-            "wanted_size": wanted,
-            "have_bytes": have,
-            "save_path": r.save_path,
-            "content_path": content_path,
-            "download_rate": s.download_rate,
-            "upload_rate": s.upload_rate,
-            "downloaded": s.downloaded,
-            "uploaded": s.uploaded,
-            "ratio": ratio,
-            "peers": s.peers,
-            "seeds": s.seeds,
-            "eta": eta,
-            "added_at": r.added_at,
-            "completed_at": r.completed_at,
-            "category": r.category,
-            "tags": r.tags,
-            "queue_position": r.queue,
-            "download_limit": r.download_limit,
-            "upload_limit": r.upload_limit,
-            "sequential": r.sequential,
-            "ratio_limit": r.ratio_limit,
-            "seeding_time_limit": r.seeding_time_limit,
-            "private": meta.as_ref().is_some_and(|m| m.info.private),
-        })
+        serde_json::to_value(torrent_view(r, info)).unwrap_or_default()
+    }
+
+    /// Every torrent's view, by id, handed to `f`. The views borrow the records under
+    /// the daemon's lock (no copy of thousands of records); `f` should be quick.
+    fn with_views<R>(&self, f: impl FnOnce(Vec<TorrentView<'_>>) -> R) -> R {
+        // By engine id (the session lists in id order).
+        let infos = self.session.list();
+        let inner = self.inner();
+        let records: Vec<&Record> = inner.records.values().collect();
+        // Queue positions as ranks (1 is first).
+        let mut order: Vec<usize> = (0..records.len()).collect();
+        order.sort_by_key(|&i| (records[i].queue, records[i].id));
+        let mut rank = vec![0u64; records.len()];
+        for (pos, &i) in order.iter().enumerate() {
+            rank[i] = pos as u64 + 1;
+        }
+        let views = records
+            .iter()
+            .zip(rank)
+            .filter_map(|(r, rank)| {
+                let i = infos
+                    .binary_search_by_key(&r.engine_id, |info| info.id)
+                    .ok()?;
+                let mut v = torrent_view(r, &infos[i]);
+                v.queue_position = rank;
+                Some(v)
+            })
+            .collect();
+        f(views)
     }
 
     /// Every torrent as API objects, by id.
     pub fn list_json(&self) -> Vec<Value> {
-        let infos: std::collections::HashMap<TorrentId, TorrentInfo> =
-            self.session.list().into_iter().map(|i| (i.id, i)).collect();
-        let mut records = self.records();
-        records.sort_by_key(|r| r.id);
-        // Queue positions as ranks (1 is first).
-        let mut order: Vec<(u64, u64)> = records.iter().map(|r| (r.queue, r.id)).collect();
-        order.sort();
-        let rank: std::collections::HashMap<u64, u64> = order
-            .iter()
-            .enumerate()
-            .map(|(i, (_, id))| (*id, i as u64 + 1))
-            .collect();
-        records
-            .iter_mut()
-            .filter_map(|r| {
-                r.queue = rank.get(&r.id).copied().unwrap_or(0);
-                Some(self.torrent_json(r, infos.get(&r.engine_id)?))
-            })
-            .collect()
+        self.with_views(|views| {
+            views
+                .iter()
+                .map(|v| serde_json::to_value(v).unwrap_or_default())
+                .collect()
+        })
+    }
+
+    /// The torrents `keep` keeps, as a JSON array, serialized straight from the records
+    /// (no intermediate `Value`s: thousands of torrents list in milliseconds).
+    pub fn list_bytes(&self, keep: impl Fn(&TorrentView<'_>) -> bool) -> Vec<u8> {
+        self.with_views(|views| {
+            let kept: Vec<&TorrentView<'_>> = views.iter().filter(|v| keep(v)).collect();
+            let mut out = Vec::with_capacity(kept.len() * 768 + 2);
+            let _ = serde_json::to_writer(&mut out, &kept);
+            out
+        })
     }
 
     pub fn one_json(&self, id: u64) -> OpResult<Value> {
-        self.list_json()
-            .into_iter()
-            .find(|v| v["id"] == id)
-            .ok_or_else(|| OpError::NotFound(format!("no torrent with id {id}")))
+        let not_found = || OpError::NotFound(format!("no torrent with id {id}"));
+        let mut r = self.record(id)?;
+        let info = self.session.info(r.engine_id).ok_or_else(not_found)?;
+        // The queue position as a rank (1 is first), as in the list.
+        r.queue = {
+            let inner = self.inner();
+            1 + inner
+                .records
+                .values()
+                .filter(|o| (o.queue, o.id) < (r.queue, r.id))
+                .count() as u64
+        };
+        Ok(self.torrent_json(&r, &info))
     }
 
     /// The session object.
@@ -1321,10 +1404,11 @@ impl Daemon {
             );
         };
         let have = self.have_pieces(&r, &meta);
+        // How many connected peers have each piece (none known while it is not live).
         let availability = self
             .session
             .torrent(r.engine_id)
-            .map(|t| t.piece_availability())
+            .map(|t| t.availability())
             .unwrap_or_default();
         let mut bytes = vec![0u8; have.len().div_ceil(8)];
         for (i, h) in have.iter().enumerate() {
@@ -1353,6 +1437,152 @@ impl Daemon {
         v["created_by"] = json!(meta.as_ref().and_then(|m| m.created_by.clone()));
         v["creation_date"] = json!(meta.as_ref().and_then(|m| m.creation_date));
         Ok(v)
+    }
+}
+
+/// The API's torrent object (`docs/api.md`), borrowed from a record and its engine info.
+#[derive(Debug, Serialize)]
+pub struct TorrentView<'a> {
+    pub id: u64,
+    pub info_hash: &'a str,
+    pub name: &'a str,
+    pub state: &'static str,
+    pub error: Option<&'a str>,
+    pub progress: f64,
+    pub size: u64,
+    pub wanted_size: u64,
+    pub have_bytes: u64,
+    pub save_path: &'a Path,
+    pub content_path: Option<ContentPath<'a>>,
+    pub download_rate: u64,
+    pub upload_rate: u64,
+    pub downloaded: u64,
+    pub uploaded: u64,
+    pub ratio: f64,
+    pub peers: usize,
+    pub seeds: usize,
+    pub eta: Option<u64>,
+    pub added_at: u64,
+    pub completed_at: Option<u64>,
+    pub category: Option<&'a str>,
+    pub tags: &'a [String],
+    pub queue_position: u64,
+    pub download_limit: u64,
+    pub upload_limit: u64,
+    pub sequential: bool,
+    pub ratio_limit: Option<f64>,
+    pub seeding_time_limit: Option<u64>,
+    pub seeding_time: u64,
+    pub private: bool,
+}
+
+/// Torrent `id`'s entry in the session's states (listed in id order).
+fn brief(states: &[TorrentBrief], id: TorrentId) -> Option<&TorrentBrief> {
+    states
+        .binary_search_by_key(&id, |b| b.id)
+        .ok()
+        .map(|i| &states[i])
+}
+
+/// `SAVE_PATH/NAME`, written out only when serialized.
+#[derive(Debug)]
+/// The save folder, joined with the torrent's top folder or file name unless the
+/// torrent was added without one (`contentLayout=NoSubfolder`).
+pub struct ContentPath<'a>(&'a Path, Option<&'a str>);
+
+impl Serialize for ContentPath<'_> {
+    fn serialize<S: serde::Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        match self.1 {
+            Some(name) => s.collect_str(&self.0.join(name).display()),
+            None => s.collect_str(&self.0.display()),
+        }
+    }
+}
+
+fn torrent_view<'a>(r: &'a Record, info: &'a TorrentInfo) -> TorrentView<'a> {
+    let complete = info.complete;
+    let (state, error) = match &info.state {
+        TorrentState::Metadata => ("metadata", None),
+        TorrentState::Checking => ("checking", None),
+        TorrentState::Queued => ("queued", None),
+        TorrentState::Paused if !r.paused => ("queued", None),
+        TorrentState::Paused => ("paused", None),
+        TorrentState::Live if complete => ("seeding", None),
+        TorrentState::Live => ("downloading", None),
+        TorrentState::Error(e) => ("error", Some(e.as_str())),
+    };
+    let meta = &info.meta;
+    let s = &info.stats;
+    let (size, wanted) = match meta {
+        Some(m) => {
+            let wanted: u64 = m
+                .info
+                .files
+                .iter()
+                .enumerate()
+                .filter(|(i, f)| {
+                    !f.attr.pad && r.priorities.get(*i).copied() != Some(PRIORITY_SKIP)
+                })
+                .map(|(_, f)| f.length)
+                .sum();
+            (m.info.total_length, wanted)
+        }
+        None => (0, 0),
+    };
+    let have = s.bytes_have.min(size);
+    let progress = if complete || (r.completed_at.is_some() && have >= wanted) {
+        1.0
+    } else if wanted == 0 {
+        0.0
+    } else {
+        (have as f64 / wanted as f64).min(1.0)
+    };
+    let eta = if state == "downloading" && s.download_rate > 0 {
+        Some(wanted.saturating_sub(have) / s.download_rate)
+    } else {
+        None
+    };
+    TorrentView {
+        id: r.id,
+        info_hash: &r.info_hash,
+        name: r.no_root.as_deref().unwrap_or(&info.name),
+        state,
+        error,
+        progress,
+        size,
+        wanted_size: wanted,
+        have_bytes: have,
+        save_path: &r.save_path,
+        content_path: meta.as_ref().map(|m| {
+            ContentPath(
+                &r.save_path,
+                r.no_root.is_none().then_some(m.info.name.as_str()),
+            )
+        }),
+        download_rate: s.download_rate,
+        upload_rate: s.upload_rate,
+        downloaded: s.downloaded,
+        uploaded: s.uploaded,
+        ratio: if s.downloaded > 0 {
+            s.uploaded as f64 / s.downloaded as f64
+        } else {
+            0.0
+        },
+        peers: s.peers,
+        seeds: s.seeds,
+        eta,
+        added_at: r.added_at,
+        completed_at: r.completed_at,
+        category: r.category.as_deref(),
+        tags: &r.tags,
+        queue_position: r.queue,
+        download_limit: r.download_limit,
+        upload_limit: r.upload_limit,
+        sequential: r.sequential,
+        ratio_limit: r.ratio_limit,
+        seeding_time_limit: r.seeding_time_limit,
+        seeding_time: r.seeding_secs,
+        private: meta.as_ref().is_some_and(|m| m.info.private),
     }
 }
 
