@@ -1074,14 +1074,21 @@ fn torrent_peers(qb: &Qb, r: &Record) -> Value {
             if p.unchoked {
                 flags.push('u');
             }
+            if p.encrypted {
+                flags.push('E');
+            }
+            if p.transport == engine::transport::TransportKind::Utp {
+                flags.push('P');
+            }
             peers.insert(
                 p.addr.to_string(),
                 json!({
                     "ip": p.addr.ip().to_string(), "port": p.addr.port(),
                     "client": p.client.unwrap_or_default(), "peer_id_client": "",
-                    "connection": "BT", "flags": flags, "flags_desc": "",
+                    "connection": if p.transport == engine::transport::TransportKind::Utp { "μTP" } else { "BT" },
+                    "flags": flags, "flags_desc": "",
                     "progress": if p.piece_count == 0 { 0.0 } else { p.pieces as f64 / p.piece_count as f64 },
-                    "dl_speed": 0, "up_speed": 0,
+                    "dl_speed": p.download_rate, "up_speed": p.upload_rate,
                     "downloaded": p.downloaded, "uploaded": p.uploaded,
                     "relevance": 0, "files": "", "country": "", "country_code": "",
                 }),

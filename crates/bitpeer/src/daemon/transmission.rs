@@ -689,11 +689,12 @@ fn tr_torrent(d: &Daemon, r: &Record, v: &Value, wanted: &[&str]) -> Value {
                     "address": p.addr.ip().to_string(), "port": p.addr.port(),
                     "clientName": p.client.unwrap_or_default(), "clientIsChoked": !p.unchoked,
                     "clientIsInterested": false, "flagStr": "", "isDownloadingFrom": false,
-                    "isEncrypted": false, "isIncoming": false, "isUTP": false,
+                    "isEncrypted": p.encrypted, "isIncoming": false,
+                    "isUTP": p.transport == engine::transport::TransportKind::Utp,
                     "isUploadingTo": p.unchoked && p.interested, "peerIsChoked": !p.unchoked,
                     "peerIsInterested": p.interested,
                     "progress": if p.piece_count == 0 { 0.0 } else { p.pieces as f64 / p.piece_count as f64 },
-                    "rateToClient": 0, "rateToPeer": 0, "bytes_to_client": p.downloaded, "bytes_to_peer": p.uploaded,
+                    "rateToClient": p.download_rate, "rateToPeer": p.upload_rate, "bytes_to_client": p.downloaded, "bytes_to_peer": p.uploaded,
                 })
             })
             .collect();
