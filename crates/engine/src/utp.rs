@@ -143,21 +143,16 @@ impl librqbit_dualstack_sockets::PollSendToVectored for ChannelTransport {
 }
 
 impl Transport for ChannelTransport {
-    fn recv_from<'a>(
-        &'a self,
-        buf: &'a mut [u8],
-    ) -> impl Future<Output = io::Result<(usize, SocketAddr)>> + Send + Sync + 'a {
-        async move {
-            let mut inbox = self.inbox.lock().await;
-            match inbox.recv().await {
-                Some((data, from)) => {
-                    let n = data.len().min(buf.len());
-                    buf[..n].copy_from_slice(&data[..n]);
-                    Ok((n, from))
-                }
-                // The demultiplexer ended (the session is shutting down).
-                None => std::future::pending().await,
+    async fn recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+        let mut inbox = self.inbox.lock().await;
+        match inbox.recv().await {
+            Some((data, from)) => {
+                let n = data.len().min(buf.len());
+                buf[..n].copy_from_slice(&data[..n]);
+                Ok((n, from))
             }
+            // The sender ended (the session is shutting down).
+            None => std::future::pending().await,
         }
     }
 

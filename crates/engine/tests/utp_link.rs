@@ -21,13 +21,15 @@ use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::sync::mpsc;
 
 type Datagram = (Vec<u8>, SocketAddr);
+/// Where the link queues datagrams for an endpoint, with their release time.
+type Queue = mpsc::UnboundedSender<(Instant, Datagram)>;
 
 /// A lossy, delaying, reordering link between endpoints, like `tc netem delay 50ms loss 1%
 /// reorder 1%`: every datagram is held for `delay`, 1% are lost, and 1% skip the queue
 /// (they leave 5 ms early, so they overtake the few sent just before them). Each
 /// direction is one queue served in release order, so nothing else is reordered.
 struct Link {
-    peers: Mutex<Vec<(SocketAddr, mpsc::UnboundedSender<(Instant, Datagram)>)>>,
+    peers: Mutex<Vec<(SocketAddr, Queue)>>,
     rng: Mutex<u64>,
     loss_per_mille: u64,
     reorder_per_mille: u64,
@@ -137,20 +139,16 @@ impl librqbit_dualstack_sockets::PollSendToVectored for SimTransport {
 }
 
 impl Transport for SimTransport {
-    fn recv_from<'a>(
-        &'a self,
-        buf: &'a mut [u8],
-    ) -> impl Future<Output = io::Result<(usize, SocketAddr)>> + Send + Sync + 'a {
-        async move {
-            let mut inbox = self.inbox.lock().await;
-            match inbox.recv().await {
-                Some((data, from)) => {
-                    let n = data.len().min(buf.len());
-                    buf[..n].copy_from_slice(&data[..n]);
-                    Ok((n, from))
-                }
-                None => std::future::pending().await,
+    async fn recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+        let mut inbox = self.inbox.lock().await;
+        match inbox.recv().await {
+            Some((data, from)) => {
+                let n = data.len().min(buf.len());
+                buf[..n].copy_from_slice(&data[..n]);
+                Ok((n, from))
             }
+            // The sender ended (the session is shutting down).
+            None => std::future::pending().await,
         }
     }
 
