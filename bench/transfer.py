@@ -8,12 +8,18 @@ rotated order, it times four pairs:
   libtorrent -> bitpeer     libtorrent -> libtorrent
   bitpeer    -> libtorrent  bitpeer    -> bitpeer
 
+With --mode utp it times instead the uTP (BEP 29) goals of issue #12:
+
+  bitpeer    -> bitpeer over uTP     bitpeer    -> bitpeer over TCP
+  libtorrent -> bitpeer over uTP     libtorrent -> libtorrent over uTP
+
+(uTP only: bitpeer with --transports utp, libtorrent with TCP off both ways), and prints
+bitpeer->bitpeer uTP/TCP (goal >= 0.40) and libtorrent->bitpeer / libtorrent->libtorrent
+over uTP (goal >= 1.0).
+
 For each: wall seconds from starting the leecher to its exit with all pieces verified,
 MB/s (10^6 bytes), the leecher's CPU seconds per GiB (user + system, from wait4) and its
 peak RSS (MiB). It prints medians and each pair's ratio to libtorrent -> libtorrent.
-With --mode encryption it times bitpeer -> bitpeer twice instead: in plaintext
-(`--encryption disable` on both) and RC4-encrypted (`--encryption require` on both, MSE/PE),
-and prints the encrypted pair's ratio to the plaintext one.
 The leecher's folder is emptied before each run. The seeder's data stays in the page
 cache; the leecher writes to the page cache (no fsync), as both clients do by default.
 Every process is bounded by a timeout and killed by PID.
@@ -49,23 +55,34 @@ def make_data(path, size):
     os.replace(tmp, path)
 
 
-# bitpeer's kinds: the default policy, plaintext only, RC4 only.
-ENCRYPTION = {"bitpeer": [], "bitpeer-plain": ["--encryption", "disable"],
-              "bitpeer-rc4": ["--encryption", "require"]}
+# A pair's variant: the transport, or for bitpeer -> bitpeer over TCP the encryption
+# policy (`plain`: --encryption disable; `rc4`: --encryption require, RC4 after MSE).
+BITPEER_VARIANT = {"tcp": ["--transports", "tcp"], "utp": ["--transports", "utp"],
+                   "plain": ["--transports", "tcp", "--encryption", "disable"],
+                   "rc4": ["--transports", "tcp", "--encryption", "require"]}
 
 
-def start_seeder(kind, torrent, data_dir):
-    if kind in ENCRYPTION:
+def bitpeer_transport(transport):
+    return BITPEER_VARIANT[transport]
+
+
+def lt_transport(transport):
+    return ["--utp-only"] if transport == "utp" else []
+
+
+def start_seeder(kind, torrent, data_dir, transport="tcp"):
+    if kind == "bitpeer":
         # Like lt_peer.py: no DHT, no local discovery; only the peer it is given.
         p = subprocess.Popen([BITPEER, "seed", torrent, "--data", data_dir, "--listen", "127.0.0.1:0",
-                              "--no-dht", "--no-lsd"] + ENCRYPTION[kind],
+                              "--no-dht", "--no-lsd"] + bitpeer_transport(transport),
                              stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
         line = p.stdout.readline()
         if "listening on" not in line:
             p.kill()
             sys.exit(f"error: bitpeer seed did not start: {line!r}")
         return p, int(line.strip().rsplit(":", 1)[1])
-    p = subprocess.Popen(["/usr/bin/python3", LT_PEER, torrent, data_dir, "--seed", "--deadline", str(TIMEOUT)],
+    p = subprocess.Popen(["/usr/bin/python3", LT_PEER, torrent, data_dir, "--seed", "--deadline", str(TIMEOUT)]
+                         + lt_transport(transport),
                          stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     port = json.loads(p.stdout.readline())["port"]
     # Wait until libtorrent has checked its data; its first answer to a peer is then a
@@ -74,21 +91,21 @@ def start_seeder(kind, torrent, data_dir):
     return p, port
 
 
-def leecher_cmd(kind, torrent, out_dir, port):
-    if kind in ENCRYPTION:
+def leecher_cmd(kind, torrent, out_dir, port, transport="tcp"):
+    if kind == "bitpeer":
         return [BITPEER, "download", torrent, "-o", out_dir, "--peer", f"127.0.0.1:{port}",
-                "--listen", "127.0.0.1:0", "--json", "--no-dht", "--no-lsd"] + ENCRYPTION[kind]
+                "--listen", "127.0.0.1:0", "--json", "--no-dht", "--no-lsd"] + bitpeer_transport(transport)
     return ["/usr/bin/python3", LT_PEER, torrent, out_dir, "--peer", f"127.0.0.1:{port}",
-            "--deadline", str(TIMEOUT)]
+            "--deadline", str(TIMEOUT)] + lt_transport(transport)
 
 
-def run_pair(seed_kind, leech_kind, torrent, data_dir, out_dir):
+def run_pair(seed_kind, leech_kind, torrent, data_dir, out_dir, transport="tcp"):
     shutil.rmtree(out_dir, ignore_errors=True)
     os.makedirs(out_dir)
-    seeder, port = start_seeder(seed_kind, torrent, data_dir)
+    seeder, port = start_seeder(seed_kind, torrent, data_dir, transport)
     try:
         t0 = time.perf_counter()
-        p = subprocess.Popen(leecher_cmd(leech_kind, torrent, out_dir, port),
+        p = subprocess.Popen(leecher_cmd(leech_kind, torrent, out_dir, port, transport),
                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         deadline = time.monotonic() + TIMEOUT
         while True:
@@ -116,9 +133,9 @@ def main():
     ap.add_argument("--out", default=os.path.join(WORK, "transfer-out"),
                     help="the leecher's folder (e.g. /dev/shm/x to take the disk out of the figures:"
                          " libtorrent 2.0 writes through mmap, which is slow on some filesystems)")
-    ap.add_argument("--mode", choices=["clients", "encryption"], default="clients",
-                    help="clients: bitpeer and libtorrent both ways; encryption: bitpeer -> bitpeer"
-                         " in plaintext and with MSE/PE RC4")
+    ap.add_argument("--mode", choices=["tcp", "utp", "encryption"], default="tcp",
+                    help="tcp: the four pairs over TCP; utp: the uTP goals (see above);"
+                         " encryption: bitpeer -> bitpeer in plaintext and with MSE/PE RC4")
     args = ap.parse_args()
     os.makedirs(WORK, exist_ok=True)
     src = os.path.join(WORK, "transfer-src")
@@ -131,35 +148,46 @@ def main():
                        check=True, stdout=subprocess.DEVNULL, timeout=TIMEOUT)
     subprocess.run(f"cat '{data}' > /dev/null", shell=True, check=True, timeout=TIMEOUT)
     out = args.out
-    if args.mode == "encryption":
-        pairs = [("bitpeer-plain", "bitpeer-plain"), ("bitpeer-rc4", "bitpeer-rc4")]
-        base_pair = pairs[0]
+    if args.mode == "utp":
+        pairs = [("bitpeer", "bitpeer", "utp"), ("bitpeer", "bitpeer", "tcp"),
+                 ("libtorrent", "bitpeer", "utp"), ("libtorrent", "libtorrent", "utp")]
+    elif args.mode == "encryption":
+        pairs = [("bitpeer", "bitpeer", "plain"), ("bitpeer", "bitpeer", "rc4")]
     else:
-        pairs = [("libtorrent", "bitpeer"), ("libtorrent", "libtorrent"),
-                 ("bitpeer", "libtorrent"), ("bitpeer", "bitpeer")]
-        base_pair = ("libtorrent", "libtorrent")
+        pairs = [("libtorrent", "bitpeer", "tcp"), ("libtorrent", "libtorrent", "tcp"),
+                 ("bitpeer", "libtorrent", "tcp"), ("bitpeer", "bitpeer", "tcp")]
     results = {p: [] for p in pairs}
     for rnd in range(args.rounds):
         order = pairs[rnd % len(pairs):] + pairs[:rnd % len(pairs)]
         for pair in order:
-            wall, cpu, rss = run_pair(pair[0], pair[1], torrent, src, out)
+            wall, cpu, rss = run_pair(pair[0], pair[1], torrent, src, out, pair[2])
             results[pair].append((wall, cpu, rss))
-            print(f"round {rnd + 1}: {pair[0]:>13} -> {pair[1]:<13} {wall:7.2f} s "
+            print(f"round {rnd + 1}: {pair[0]:>10} -> {pair[1]:<10} {pair[2]} {wall:7.2f} s "
                   f"{args.size / wall / 1e6:8.1f} MB/s  leecher cpu {cpu:6.2f} s  rss {rss:6.1f} MiB",
                   flush=True)
     shutil.rmtree(out, ignore_errors=True)
     gib = args.size / (1 << 30)
-    base = statistics.median(args.size / w / 1e6 for w, _, _ in results[base_pair])
-    base_name = f"{base_pair[0]}->{base_pair[1]}".replace("libtorrent", "lt")
+    lt_lt = pairs[0] if args.mode == "encryption" else ("libtorrent", "libtorrent", args.mode)
+    base = statistics.median(args.size / w / 1e6 for w, _, _ in results[lt_lt])
     print(f"\n{args.size} bytes, 1 MiB pieces, {args.rounds} rounds, 127.0.0.1, {os.cpu_count()} cores, "
           f"leecher writes to {out}; medians:")
-    print(f"{'seeder -> leecher':<30} {'MB/s':>8} {'cpu s/GiB':>10} {'peak RSS MiB':>13} {'vs ' + base_name:>10}")
+    print(f"{'seeder -> leecher':<30} {'MB/s':>8} {'cpu s/GiB':>10} {'peak RSS MiB':>13} {'vs lt->lt':>10}")
+    med = {}
     for pair in pairs:
         r = results[pair]
-        mbs = statistics.median(args.size / w / 1e6 for w, _, _ in r)
+        mbs = med[pair] = statistics.median(args.size / w / 1e6 for w, _, _ in r)
         cpu = statistics.median(c / gib for _, c, _ in r)
         rss = statistics.median(m for _, _, m in r)
-        print(f"{pair[0] + ' -> ' + pair[1]:<30} {mbs:8.1f} {cpu:10.2f} {rss:13.1f} {mbs / base:9.2f}x")
+        print(f"{pair[0] + ' -> ' + pair[1] + ' ' + pair[2]:<30} {mbs:8.1f} {cpu:10.2f} {rss:13.1f} "
+              f"{mbs / base:9.2f}x")
+    if args.mode == "utp":
+        bb = med[("bitpeer", "bitpeer", "utp")] / med[("bitpeer", "bitpeer", "tcp")]
+        lb = med[("libtorrent", "bitpeer", "utp")] / base
+        print(f"\nbitpeer -> bitpeer, uTP / TCP: {bb:.2f} (goal >= 0.40)")
+        print(f"libtorrent -> bitpeer uTP / libtorrent -> libtorrent uTP: {lb:.2f} (goal >= 1.0)")
+    if args.mode == "encryption":
+        r = med[("bitpeer", "bitpeer", "rc4")] / base
+        print(f"\nbitpeer -> bitpeer, RC4 / plaintext: {r:.2f} (goal >= 0.70)")
 
 
 if __name__ == "__main__":

@@ -306,7 +306,7 @@ impl Dht {
 async fn next_datagram(
     socket: &UdpSocket,
     inbox: &mut Option<mpsc::Receiver<(Vec<u8>, SocketAddr)>>,
-    buf: &mut Vec<u8>,
+    buf: &mut [u8],
 ) -> io::Result<(usize, SocketAddr)> {
     match inbox {
         None => socket.recv_from(buf).await,

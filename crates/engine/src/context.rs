@@ -434,3 +434,46 @@ pub(crate) fn seed_from_time() -> u64 {
         .map_or(0, |d| d.as_nanos() as u64);
     t ^ u64::from(std::process::id()).rotate_left(32)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::transport::{ConnectFuture, TcpConnector, TransportKind};
+
+    struct FakeUtp;
+
+    impl Connector for FakeUtp {
+        fn kind(&self) -> TransportKind {
+            TransportKind::Utp
+        }
+        fn connect(&self, _: SocketAddr, _: Duration) -> ConnectFuture {
+            Box::pin(async { Err(std::io::Error::other("fake")) })
+        }
+    }
+
+    #[test]
+    fn utp_hinted_peers_are_dialled_over_utp_first() {
+        let client = tracker::client::TrackerClient::new(Default::default()).unwrap();
+        let ctx = NodeContext::new(
+            "127.0.0.1:1".parse().unwrap(),
+            [0; 20],
+            0,
+            client,
+            vec![Arc::new(TcpConnector), Arc::new(FakeUtp)],
+            Settings::default(),
+        );
+        let a: SocketAddr = "10.0.0.1:6881".parse().unwrap();
+        let b: SocketAddr = "10.0.0.2:6881".parse().unwrap();
+        let kinds = |addr| -> Vec<TransportKind> {
+            ctx.dial_order(addr).iter().map(|c| c.kind()).collect()
+        };
+        assert_eq!(kinds(a), [TransportKind::Tcp, TransportKind::Utp]);
+        ctx.hint_utp(a);
+        assert_eq!(kinds(a), [TransportKind::Utp, TransportKind::Tcp]);
+        assert_eq!(kinds(b), [TransportKind::Tcp, TransportKind::Utp]);
+        for i in 0..(MAX_UTP_HINTS as u32 + 10) {
+            ctx.hint_utp(SocketAddr::from((i.to_be_bytes(), 1)));
+        }
+        assert_eq!(ctx.utp_hints.lock().unwrap().len(), MAX_UTP_HINTS);
+    }
+}

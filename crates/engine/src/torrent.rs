@@ -183,6 +183,9 @@ struct PeerEntry {
     /// Payload rates from and to it.
     download_rate: crate::peer_timers::RateEstimate,
     upload_rate: crate::peer_timers::RateEstimate,
+    /// BEP 11 flags PEX sends for this peer: 0x04 when it is reached over uTP, 0x01 when
+    /// its connection is encrypted.
+    pex_flags: wire::PexFlags,
 }
 
 /// How long a new connection may go without trading before it can be evicted for a
@@ -1193,6 +1196,7 @@ fn register(
                 encrypted: false,
                 download_rate: crate::peer_timers::RateEstimate::new(now),
                 upload_rate: crate::peer_timers::RateEstimate::new(now),
+                pex_flags: wire::PexFlags(0),
             },
         );
         drop(s);
@@ -1216,6 +1220,9 @@ async fn run_registered(
     }
     let span =
         tracing::debug_span!(parent: &shared.span, "peer", peer = %addr, transport = %conn.kind);
+    if let Some(p) = lock(&shared).peers.get_mut(&id) {
+        p.pex_flags = conn.pex_flags;
+    }
     let reason = {
         let _entered = span.enter();
         tracing::debug!(incoming, "connected");
@@ -1275,6 +1282,8 @@ fn offer_free_slot(s: &mut State) {
 struct Conn {
     kind: crate::transport::TransportKind,
     encrypted: bool,
+    /// What PEX says about this peer (uTP, encrypted), from its stream.
+    pex_flags: wire::PexFlags,
     /// What we told this peer through PEX (BEP 11), and when.
     pex: wire::PexState,
     /// Pieces being read from disk to serve this peer's requests.
@@ -1369,6 +1378,19 @@ fn adopt_conn(shared: &Arc<Shared>, h: Handoff) -> Conn {
     conn
 }
 
+/// The BEP 11 flags of a peer connected over `kind`: 0x04 (uTP) for a uTP connection,
+/// 0x01 (encryption) for an encrypted one.
+fn pex_flags_of(kind: crate::transport::TransportKind, encrypted: bool) -> wire::PexFlags {
+    let mut f = 0;
+    if kind == crate::transport::TransportKind::Utp {
+        f |= wire::PexFlags::UTP.bits();
+    }
+    if encrypted {
+        f |= wire::PexFlags::PREFERS_ENCRYPTION.bits();
+    }
+    wire::PexFlags(f)
+}
+
 fn new_conn(
     shared: &Arc<Shared>,
     stream: PeerStream,
@@ -1383,6 +1405,7 @@ fn new_conn(
         mut write,
         ..
     } = stream;
+    let pex_flags = pex_flags_of(kind, encrypted);
     let (out, mut rx) = mpsc::channel::<(Bytes, Option<u32>)>(512);
     let up = Limits {
         torrent: shared.upload.clone(),
@@ -1429,6 +1452,7 @@ fn new_conn(
     Conn {
         kind,
         encrypted,
+        pex_flags,
         pex: wire::PexState::new(),
         reading: HashSet::new(),
         read,
@@ -1949,8 +1973,7 @@ impl Conn {
             .peers
             .iter()
             .filter(|(k, _)| **k != id)
-            .filter_map(|(_, p)| p.listen_addr)
-            .map(|a| (a, wire::PexFlags(0)))
+            .filter_map(|(_, p)| p.listen_addr.map(|a| (a, p.pex_flags)))
             .collect();
         if let Some(msg) = self.pex.poll_message(clock(), &current) {
             self.state.send_extended(their, Bytes::from(msg.encode()));
@@ -2324,5 +2347,18 @@ mod first_last_tests {
         assert_eq!(p, [N, N, N, S, S]);
         raise_first_last(&info, &files, &mut p);
         assert_eq!(p, [H, N, H, S, S]);
+    }
+}
+
+#[cfg(test)]
+mod pex_flag_tests {
+    use crate::transport::TransportKind;
+
+    #[test]
+    fn pex_flags_follow_the_stream() {
+        assert_eq!(super::pex_flags_of(TransportKind::Tcp, false).bits(), 0);
+        assert_eq!(super::pex_flags_of(TransportKind::Utp, false).bits(), 0x04);
+        assert_eq!(super::pex_flags_of(TransportKind::Tcp, true).bits(), 0x01);
+        assert_eq!(super::pex_flags_of(TransportKind::Utp, true).bits(), 0x05);
     }
 }

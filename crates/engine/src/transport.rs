@@ -249,6 +249,20 @@ mod tests {
     }
 
     #[test]
+    fn transports_parse() {
+        let both: Transports = "tcp,utp".parse().unwrap();
+        assert_eq!(both, Transports::default());
+        assert_eq!(both.to_string(), "tcp,utp");
+        let utp: Transports = " UTP ".parse().unwrap();
+        assert_eq!((utp.tcp, utp.utp), (false, true));
+        assert_eq!("utp".parse::<Transports>().unwrap().to_string(), "utp");
+        assert_eq!("tcp".parse::<Transports>().unwrap().to_string(), "tcp");
+        assert!("quic".parse::<Transports>().is_err());
+        assert!("".parse::<Transports>().is_err());
+        assert!("tcp,".parse::<Transports>().is_err());
+    }
+
+    #[test]
     fn peer_addr_display() {
         let a: PeerAddr = "127.0.0.1:6881".parse::<SocketAddr>().unwrap().into();
         assert_eq!(a.to_string(), "127.0.0.1:6881");

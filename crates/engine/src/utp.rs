@@ -143,21 +143,16 @@ impl librqbit_dualstack_sockets::PollSendToVectored for ChannelTransport {
 }
 
 impl Transport for ChannelTransport {
-    fn recv_from<'a>(
-        &'a self,
-        buf: &'a mut [u8],
-    ) -> impl Future<Output = io::Result<(usize, SocketAddr)>> + Send + Sync + 'a {
-        async move {
-            let mut inbox = self.inbox.lock().await;
-            match inbox.recv().await {
-                Some((data, from)) => {
-                    let n = data.len().min(buf.len());
-                    buf[..n].copy_from_slice(&data[..n]);
-                    Ok((n, from))
-                }
-                // The demultiplexer ended (the session is shutting down).
-                None => std::future::pending().await,
+    async fn recv_from(&self, buf: &mut [u8]) -> io::Result<(usize, SocketAddr)> {
+        let mut inbox = self.inbox.lock().await;
+        match inbox.recv().await {
+            Some((data, from)) => {
+                let n = data.len().min(buf.len());
+                buf[..n].copy_from_slice(&data[..n]);
+                Ok((n, from))
             }
+            // The sender ended (the session is shutting down).
+            None => std::future::pending().await,
         }
     }
 
@@ -297,12 +292,41 @@ impl Connector for UtpConnector {
     fn connect(&self, addr: SocketAddr, timeout: Duration) -> ConnectFuture {
         let socket = self.socket.clone();
         Box::pin(async move {
-            let stream = tokio::time::timeout(timeout, socket.connect(addr))
-                .await
-                .map_err(|_| io::Error::new(io::ErrorKind::TimedOut, "uTP connect timed out"))?
-                .map_err(|e| io::Error::new(io::ErrorKind::ConnectionRefused, e.to_string()))?;
+            let stream = connect(&socket, addr, timeout).await?;
             Ok(peer_stream(stream, addr))
         })
+    }
+}
+
+/// How long one SYN waits for its answer before another is sent.
+const SYN_WAIT: Duration = Duration::from_secs(2);
+
+/// Open a uTP connection to `addr` within `timeout`. `librqbit-utp` does not resend a
+/// lost SYN (its TODO), so a SYN without an answer after [`SYN_WAIT`] is sent again (as a
+/// new connection; the remote drops a half-open one whose SYN-ACK goes unanswered).
+pub async fn connect<T: Transport>(
+    socket: &Arc<UtpSocket<T, DefaultEnv>>,
+    addr: SocketAddr,
+    timeout: Duration,
+) -> io::Result<librqbit_utp::UtpStream> {
+    let deadline = tokio::time::Instant::now() + timeout;
+    let mut last = io::Error::new(io::ErrorKind::TimedOut, "uTP connect timed out");
+    loop {
+        let now = tokio::time::Instant::now();
+        if now >= deadline {
+            return Err(last);
+        }
+        let wait = (deadline - now).min(SYN_WAIT);
+        match tokio::time::timeout(wait, socket.connect(addr)).await {
+            Ok(Ok(stream)) => return Ok(stream),
+            Ok(Err(e)) => {
+                last = io::Error::new(io::ErrorKind::ConnectionRefused, e.to_string());
+                // A refusal (ST_RESET) or a dead dispatcher: do not hammer.
+                tokio::time::sleep((deadline - tokio::time::Instant::now()).min(SYN_WAIT / 4))
+                    .await;
+            }
+            Err(_) => {}
+        }
     }
 }
 

@@ -66,10 +66,10 @@ fn every_provide_and_select_combination() {
             r.unwrap();
             let mut ea = a.finish().unwrap();
             let mut eb = b.finish().unwrap();
-            let want = if common & CRYPTO_RC4 != 0 {
-                Method::Rc4
-            } else {
+            let want = if common & CRYPTO_PLAINTEXT != 0 {
                 Method::Plaintext
+            } else {
+                Method::Rc4
             };
             assert_eq!(ea.method, want, "provide {provide} allowed {allowed}");
             assert_eq!(eb.method, want);

@@ -28,10 +28,10 @@ def stop_on_signals():
 
 def loopback_settings(**extra):
     """Session settings for a libtorrent peer on 127.0.0.1 that meets others only the way a
-    test allows: a free port, no DHT, LSD, UPnP or NAT-PMP, TCP only (bitpeer speaks no uTP
-    yet, and libtorrent prefers uTP between two libtorrent peers, which would make lt -> lt
-    a different, on loopback slower, transport), several peers per IP allowed (everyone is
-    127.0.0.1). `extra` adds or overrides settings."""
+    test allows: a free port, no DHT, LSD, UPnP or NAT-PMP, TCP only unless the caller turns
+    uTP on (libtorrent prefers uTP between two libtorrent peers, which would make lt -> lt a
+    different, on loopback slower, transport; lt_peer.py --utp/--utp-only), several peers
+    per IP allowed (everyone is 127.0.0.1). `extra` adds or overrides settings."""
     settings = {
         "listen_interfaces": "127.0.0.1:0",
         "enable_dht": False,
