@@ -1217,12 +1217,10 @@ async fn run_registered(
     if let Some(p) = lock(&shared).peers.get_mut(&id) {
         p.transport = conn.kind;
         p.encrypted = conn.encrypted;
+        p.pex_flags = conn.pex_flags;
     }
     let span =
         tracing::debug_span!(parent: &shared.span, "peer", peer = %addr, transport = %conn.kind);
-    if let Some(p) = lock(&shared).peers.get_mut(&id) {
-        p.pex_flags = conn.pex_flags;
-    }
     let reason = {
         let _entered = span.enter();
         tracing::debug!(incoming, "connected");
