@@ -28,7 +28,9 @@ pub struct DownloadArgs {
     /// A peer to connect to; repeatable.
     #[arg(long = "peer", value_name = "HOST:PORT")]
     peers: Vec<String>,
-    /// Where to listen for peers (port 0: any free port).
+    /// Where to listen for peers (TCP, and UDP for the DHT): `HOST:PORT`, or one address
+    /// of each family as `V4,V6` (e.g. `127.0.0.1:0,[::1]:0`). `0.0.0.0:PORT` or `[::]:PORT`
+    /// is every interface of both IPv4 and IPv6. Port 0: any free port.
     #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:6881")]
     listen: String,
     /// Keep seeding once the download is complete, until interrupted.
@@ -116,7 +118,9 @@ pub struct SeedArgs {
     /// The folder that holds the content (a multi-file torrent named X is in DIR/X/).
     #[arg(long = "data", value_name = "DIR", default_value = ".")]
     dir: PathBuf,
-    /// Where to listen for peers (port 0: any free port).
+    /// Where to listen for peers (TCP, and UDP for the DHT): `HOST:PORT`, or one address
+    /// of each family as `V4,V6` (e.g. `127.0.0.1:0,[::1]:0`). `0.0.0.0:PORT` or `[::]:PORT`
+    /// is every interface of both IPv4 and IPv6. Port 0: any free port.
     #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:6881")]
     listen: String,
     /// A peer to connect to; repeatable.
@@ -239,16 +243,15 @@ fn resolve(addrs: &[String]) -> CliResult<Vec<SocketAddr>> {
 /// Bind the session. `--listen`: the address given, or if its port is taken and it is the
 /// default 6881, the next free port up to 6889.
 async fn bind(listen: &str, lsd: bool, dht: &DhtArgs, limits: &LimitArgs) -> CliResult<Session> {
-    let listen: SocketAddr = listen.parse().map_err(|_| {
-        CliError::new(format!(
-            "bad --listen address `{listen}` (expected HOST:PORT)"
-        ))
-    })?;
+    let (listen, second) = parse_listen(listen)?;
     let tries = if listen.port() == 6881 { 9 } else { 1 };
     let mut bound = Err(CliError::new("cannot listen"));
     for i in 0..tries {
         let addr = SocketAddr::new(listen.ip(), listen.port() + i);
         let mut config = SessionConfig::new(addr);
+        if second.is_some() {
+            config.listen6 = second;
+        }
         config.lsd = lsd.then(|| lsd_settings(addr));
         config.dht = dht.settings(addr);
         config.settings = limits.settings();
@@ -266,7 +269,35 @@ async fn bind(listen: &str, lsd: bool, dht: &DhtArgs, limits: &LimitArgs) -> Cli
     if let Some(e) = session.dht_error() {
         eprintln!("warning: the DHT is off: {e}");
     }
+    if let Some(e) = session.listen6_error() {
+        eprintln!("warning: {e}");
+    }
     Ok(session)
+}
+
+/// `--listen`: `HOST:PORT`, or `V4,V6` (one address of each family).
+pub(crate) fn parse_listen(listen: &str) -> CliResult<(SocketAddr, Option<SocketAddr>)> {
+    let bad = || {
+        CliError::new(format!(
+            "bad --listen address `{listen}` (expected HOST:PORT, or one IPv4 and one IPv6 \
+             address as V4,V6)"
+        ))
+    };
+    let mut parts = listen.split(',');
+    let first: SocketAddr = parts
+        .next()
+        .unwrap_or("")
+        .trim()
+        .parse()
+        .map_err(|_| bad())?;
+    let second: Option<SocketAddr> = match parts.next() {
+        Some(p) => Some(p.trim().parse().map_err(|_| bad())?),
+        None => None,
+    };
+    if parts.next().is_some() || second.is_some_and(|s| s.is_ipv4() == first.is_ipv4()) {
+        return Err(bad());
+    }
+    Ok((first, second))
 }
 
 async fn add(
@@ -363,7 +394,10 @@ pub fn download(args: DownloadArgs) -> CliResult {
         let session = bind(&args.listen, lsd, &args.dht, &args.limits).await?;
         // On stderr, so stdout stays the progress stream; other peers may dial it. For a
         // .torrent once the torrent is ready for them; for a magnet link at once.
-        let listening = format!("listening on {}", session.listen_addr());
+        let mut listening = format!("listening on {}", session.listen_addr());
+        if let Some(a) = session.listen_addr6() {
+            listening.push_str(&format!("\nalso listening on {a}"));
+        }
         let from_magnet = matches!(source, Source::Magnet(_));
         if from_magnet {
             eprintln!("{listening}");
@@ -500,6 +534,9 @@ pub fn seed(args: SeedArgs) -> CliResult {
         match t.listen_addr() {
             Some(a) => println!("listening on {a}"),
             None => println!("listening"),
+        }
+        if let Some(a) = session.listen_addr6() {
+            println!("also listening on {a}");
         }
         serve_until_interrupted(&t, &mut TrackerLog::default()).await;
         session.shutdown().await;

@@ -105,6 +105,11 @@ pub struct TorrentInfo {
 pub struct SessionConfig {
     /// Where to listen for peers (port 0: any free port).
     pub listen: SocketAddr,
+    /// A second listening address, of the other family (IPv6 beside IPv4): TCP, and the
+    /// DHT's second UDP socket (BEP 32). Port 0: `listen`'s port when free. Its socket is
+    /// IPv6-only, so `0.0.0.0:P` and `[::]:P` live side by side. A failure to bind it is
+    /// not fatal (see [`Session::listen6_error`]).
+    pub listen6: Option<SocketAddr>,
     /// Local Service Discovery (BEP 14): announce our torrents on the local network and
     /// dial the peers that announce them. `None`: off.
     pub lsd: Option<LsdSettings>,
@@ -155,10 +160,24 @@ impl Default for LsdSettings {
 }
 
 impl SessionConfig {
-    /// Listen on `listen`, LSD and the DHT on, default tracker settings and limits.
+    /// Listen on `listen`, LSD and the DHT on, default tracker settings and limits. An
+    /// unspecified address (`0.0.0.0:P` or `[::]:P`) means every interface of both
+    /// families: `0.0.0.0:P` and `[::]:P`.
     pub fn new(listen: SocketAddr) -> Self {
+        let (listen, listen6) = if listen.ip().is_unspecified() {
+            (
+                SocketAddr::from((std::net::Ipv4Addr::UNSPECIFIED, listen.port())),
+                Some(SocketAddr::from((
+                    std::net::Ipv6Addr::UNSPECIFIED,
+                    listen.port(),
+                ))),
+            )
+        } else {
+            (listen, None)
+        };
         SessionConfig {
             listen,
+            listen6,
             lsd: Some(LsdSettings::default()),
             tracker: tracker::client::ClientConfig::default(),
             dht: Some(DhtSettings::default()),
@@ -218,6 +237,8 @@ struct SessionInner {
     changes: watch::Sender<u64>,
     lsd_error: Option<String>,
     dht_error: Option<String>,
+    listen_addr6: Option<SocketAddr>,
+    listen6_error: Option<String>,
 }
 
 /// A running node: its listener, its transports and its torrents. Cheap to clone; every
@@ -265,10 +286,26 @@ impl Session {
         ));
         tokio::spawn(tcp_accept_loop(ctx.clone(), listener));
         tracing::info!(%listen_addr, "listening for peers");
+        let (mut listen_addr6, mut listen6_error) = (None, None);
+        if let Some(addr6) = config.listen6 {
+            match bind_second_listener(addr6, listen_addr.port()) {
+                Ok(l) => {
+                    let a = l.local_addr().ok();
+                    tracing::info!(listen_addr = ?a, "listening for peers");
+                    listen_addr6 = a;
+                    tokio::spawn(tcp_accept_loop(ctx.clone(), l));
+                }
+                Err(e) => {
+                    tracing::info!(error = %e, %addr6, "cannot listen");
+                    listen6_error = Some(format!("cannot listen on {addr6}: {e}"));
+                }
+            }
+        }
         let mut dht_error = None;
         if let Some(settings) = config.dht {
             let cfg = dht::DhtConfig {
                 bind: listen_addr,
+                bind6: listen_addr6,
                 bootstrap: settings.bootstrap,
                 state_file: settings.state_file,
                 read_only: false,
@@ -312,6 +349,8 @@ impl Session {
                 changes: watch::Sender::new(0),
                 lsd_error,
                 dht_error,
+                listen_addr6,
+                listen6_error,
             }),
         })
     }
@@ -342,6 +381,23 @@ impl Session {
 
     pub fn listen_addr(&self) -> SocketAddr {
         self.inner.ctx.listen_addr
+    }
+
+    /// The second listening address ([`SessionConfig::listen6`]), when it could be bound.
+    pub fn listen_addr6(&self) -> Option<SocketAddr> {
+        self.inner.listen_addr6
+    }
+
+    /// Every address we listen on: [`Session::listen_addr`], then the second one.
+    pub fn listen_addrs(&self) -> Vec<SocketAddr> {
+        std::iter::once(self.listen_addr())
+            .chain(self.listen_addr6())
+            .collect()
+    }
+
+    /// Why the second listening address could not be bound, if it could not.
+    pub fn listen6_error(&self) -> Option<&str> {
+        self.inner.listen6_error.as_deref()
     }
 
     /// The peer id this node uses in handshakes and announces.
@@ -1050,6 +1106,32 @@ fn move_torrent_data(
         let _ = std::fs::remove_dir(folder);
     }
     Ok(())
+}
+
+/// Bind the second TCP listener: on `port` (the first listener's) when `addr`'s port is 0
+/// and that port is free, else on `addr` as given. An IPv6 socket is IPv6-only.
+fn bind_second_listener(addr: SocketAddr, port: u16) -> std::io::Result<TcpListener> {
+    let open = |addr: SocketAddr| -> std::io::Result<TcpListener> {
+        let s = socket2::Socket::new(
+            socket2::Domain::for_address(addr),
+            socket2::Type::STREAM,
+            Some(socket2::Protocol::TCP),
+        )?;
+        if addr.is_ipv6() {
+            s.set_only_v6(true)?;
+        }
+        s.set_reuse_address(true)?;
+        s.set_nonblocking(true)?;
+        s.bind(&addr.into())?;
+        s.listen(1024)?;
+        TcpListener::from_std(s.into())
+    };
+    if addr.port() == 0
+        && let Ok(l) = open(SocketAddr::new(addr.ip(), port))
+    {
+        return Ok(l);
+    }
+    open(addr)
 }
 
 async fn tcp_accept_loop(ctx: Arc<NodeContext>, listener: TcpListener) {

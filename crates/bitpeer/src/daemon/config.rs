@@ -14,7 +14,8 @@ const MAX_CONFIG_BYTES: u64 = 1 << 20;
 pub struct Config {
     /// Address of the HTTP API and web UI (port 0: a free port).
     pub api: SocketAddr,
-    /// Address to listen on for peers (TCP, and UDP for the DHT).
+    /// Address to listen on for peers (TCP, and UDP for the DHT); `0.0.0.0:PORT` or
+    /// `[::]:PORT`: every interface of both IPv4 and IPv6.
     pub listen: SocketAddr,
     /// Where content goes: `DOWNLOAD_DIR/NAME`.
     pub download_dir: PathBuf,

@@ -42,7 +42,8 @@ pub struct Args {
     /// Another address than loopback needs credentials.
     #[arg(long, value_name = "ADDR")]
     api: Option<SocketAddr>,
-    /// Address to listen on for peers [default: 0.0.0.0:6881].
+    /// Address to listen on for peers [default: 0.0.0.0:6881]; `0.0.0.0:PORT` or `[::]:PORT`
+    /// listens on every interface of both IPv4 and IPv6.
     #[arg(long, value_name = "ADDR")]
     listen: Option<SocketAddr>,
     /// Where torrents are kept between runs [default: $XDG_STATE_HOME/bitpeer].

@@ -2,9 +2,9 @@
 
 Usage: lt_peer.py TORRENT|MAGNET SAVE_PATH [--peer HOST:PORT]... [--deadline SECONDS] [--seed]
                   [--upload-limit BYTES_PER_S] [--download-limit BYTES_PER_S] [--stats]
-                  [--count-incoming] [--keep-trackers]
+                  [--count-incoming] [--keep-trackers] [--listen IFACE:PORT]
 
-Listens on 127.0.0.1 (a free port), prints {"port": N} as its first line, connects to the
+Listens on 127.0.0.1 (a free port; --listen [::1]:0 for IPv6 loopback), prints {"port": N} as its first line, connects to the
 given peers, and then:
   - with --seed: checks the data and serves it until killed or the deadline passes;
   - without: downloads until every piece is valid, prints {"done": true, ...} and exits 0,
@@ -44,6 +44,7 @@ def main():
     ap.add_argument("--stats", action="store_true")
     ap.add_argument("--count-incoming", action="store_true")
     ap.add_argument("--keep-trackers", action="store_true")
+    ap.add_argument("--listen", default="127.0.0.1:0")
     a = ap.parse_args()
 
     stop = stop_on_signals()
@@ -51,6 +52,7 @@ def main():
     extra = {}
     if a.count_incoming:
         extra["alert_mask"] = int(lt.alert_category.connect) | int(lt.alert_category.peer)
+    extra["listen_interfaces"] = a.listen
     ses = lt.session(loopback_settings(**extra))
     incoming = [0]
 
@@ -105,7 +107,7 @@ def main():
                                               lt.torrent_status.checking_resume_data):
             for p in a.peer:
                 host, port = p.rsplit(":", 1)
-                h.connect_peer((host, int(port)))
+                h.connect_peer((host.strip("[]"), int(port)))
             connected = True
         if not a.seed and st.is_seeding:
             print_json({"done": True, "have": st.num_pieces,
