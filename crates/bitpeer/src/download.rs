@@ -39,6 +39,10 @@ pub struct DownloadArgs {
     /// Do not look for peers on the local network (BEP 14 Local Service Discovery).
     #[arg(long)]
     no_lsd: bool,
+    /// Ask the router to forward the listening port (TCP and UDP) by UPnP IGD or
+    /// NAT-PMP/PCP, renew the mapping while running and remove it at the end.
+    #[arg(long)]
+    port_mapping: bool,
     #[command(flatten)]
     dht: DhtArgs,
     #[command(flatten)]
@@ -129,6 +133,10 @@ pub struct SeedArgs {
     /// Do not announce on the local network (BEP 14 Local Service Discovery).
     #[arg(long)]
     no_lsd: bool,
+    /// Ask the router to forward the listening port (TCP and UDP) by UPnP IGD or
+    /// NAT-PMP/PCP, renew the mapping while running and remove it at the end.
+    #[arg(long)]
+    port_mapping: bool,
     #[command(flatten)]
     dht: DhtArgs,
     #[command(flatten)]
@@ -392,6 +400,9 @@ pub fn download(args: DownloadArgs) -> CliResult {
     let result = rt.block_on(async {
         let lsd = !args.no_lsd;
         let session = bind(&args.listen, lsd, &args.dht, &args.limits).await?;
+        let mapper = args
+            .port_mapping
+            .then(|| crate::port_mapping::start(&session));
         // On stderr, so stdout stays the progress stream; other peers may dial it. For a
         // .torrent once the torrent is ready for them; for a magnet link at once.
         let mut listening = format!("listening on {}", session.listen_addr());
@@ -473,6 +484,9 @@ pub fn download(args: DownloadArgs) -> CliResult {
         match end {
             End::Complete => {}
             End::Interrupted => {
+                if let Some(m) = mapper {
+                    m.shutdown().await;
+                }
                 session.shutdown().await;
                 return Err(CliError::new(
                     "interrupted; run the same command again to resume",
@@ -500,6 +514,9 @@ pub fn download(args: DownloadArgs) -> CliResult {
             }
             serve_until_interrupted(&t, &mut tracker_log).await;
         }
+        if let Some(m) = mapper {
+            m.shutdown().await;
+        }
         session.shutdown().await;
         Ok(())
     });
@@ -514,6 +531,9 @@ pub fn seed(args: SeedArgs) -> CliResult {
     let result = rt.block_on(async {
         let lsd = !args.no_lsd;
         let session = bind(&args.listen, lsd, &args.dht, &args.limits).await?;
+        let mapper = args
+            .port_mapping
+            .then(|| crate::port_mapping::start(&session));
         let t = match add(&session, meta, args.dir.clone(), peers).await {
             Ok(t) => t,
             Err(e) => {
@@ -539,6 +559,9 @@ pub fn seed(args: SeedArgs) -> CliResult {
             println!("also listening on {a}");
         }
         serve_until_interrupted(&t, &mut TrackerLog::default()).await;
+        if let Some(m) = mapper {
+            m.shutdown().await;
+        }
         session.shutdown().await;
         Ok(())
     });

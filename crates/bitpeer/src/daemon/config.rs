@@ -36,6 +36,8 @@ pub struct Config {
     /// The mainline DHT and Local Service Discovery.
     pub dht: bool,
     pub lsd: bool,
+    /// Ask the router to forward the listening port (UPnP IGD, NAT-PMP/PCP).
+    pub port_mapping: bool,
     /// Announce to trackers.
     pub trackers: bool,
     /// Queueing: at most this many torrents download at once, and this many seed; the
@@ -73,6 +75,7 @@ impl Default for Config {
             upload_limit: 0,
             dht: true,
             lsd: true,
+            port_mapping: true,
             trackers: true,
             max_active_downloads: 5,
             max_active_seeds: 0,

@@ -29,7 +29,7 @@ The API (docs/api.md) is at /api/v1, the web UI at /, Prometheus metrics at /met
 
 Config file keys (TOML, all optional; see --print-config): api, listen, download_dir, \
 state_dir, watch_dir, allowed_dirs, api_user, api_password, api_key, download_limit, \
-upload_limit, dht, lsd, trackers, max_active_downloads, max_active_seeds, ratio_limit, \
+upload_limit, dht, lsd, port_mapping, trackers, max_active_downloads, max_active_seeds, ratio_limit, \
 seeding_time_limit.")]
 pub struct Args {
     /// A TOML config file; flags override its keys.
@@ -60,6 +60,10 @@ pub struct Args {
     /// No Local Service Discovery.
     #[arg(long)]
     no_lsd: bool,
+    /// No port mapping (by default the daemon asks the router, by UPnP IGD or NAT-PMP/PCP,
+    /// to forward the listening port, and shows the external address in /api/v1/session).
+    #[arg(long)]
+    no_port_mapping: bool,
     /// No tracker announces.
     #[arg(long)]
     no_trackers: bool,
@@ -100,6 +104,9 @@ fn effective_config(args: &Args) -> CliResult<Config> {
     }
     if args.no_lsd {
         c.lsd = false;
+    }
+    if args.no_port_mapping {
+        c.port_mapping = false;
     }
     if args.no_trackers {
         c.trackers = false;
@@ -150,8 +157,14 @@ async fn serve(config: Config) -> CliResult {
     let session = engine::session::Session::start(sc)
         .await
         .map_err(|e| CliError::new(e.to_string()))?;
+    let mapper = config
+        .port_mapping
+        .then(|| crate::port_mapping::start(&session));
     let daemon = match state::Daemon::open(session.clone(), config) {
-        Ok(d) => d,
+        Ok(mut d) => {
+            d.port_mapping = mapper.as_ref().map(|m| m.status_handle());
+            d
+        }
         Err(e) => {
             session.shutdown().await;
             return Err(CliError::new(e));
@@ -183,6 +196,9 @@ async fn serve(config: Config) -> CliResult {
     let _ = stop_tx.send(true);
     // Open event streams would hold the graceful shutdown: give it a moment, no more.
     let _ = tokio::time::timeout(Duration::from_secs(3), server).await;
+    if let Some(m) = mapper {
+        m.shutdown().await;
+    }
     daemon.session.shutdown().await;
     Ok(())
 }

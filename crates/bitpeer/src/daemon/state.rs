@@ -157,6 +157,8 @@ pub struct Daemon {
     ops: Arc<tokio::sync::Mutex<()>>,
     /// Serialises the queue's passes.
     queue_lock: Arc<tokio::sync::Mutex<()>>,
+    /// What the port mapper holds, when port mapping is on.
+    pub port_mapping: Option<Arc<Mutex<portmap::Status>>>,
 }
 
 pub fn now_secs() -> u64 {
@@ -247,6 +249,7 @@ impl Daemon {
             })),
             ops: Arc::new(tokio::sync::Mutex::new(())),
             queue_lock: Arc::new(tokio::sync::Mutex::new(())),
+            port_mapping: None,
         };
         // Every torrent starts paused in the engine; the queue's first pass starts those
         // that may run.
@@ -900,6 +903,10 @@ impl Daemon {
         json!({
             "version": env!("CARGO_PKG_VERSION"),
             "listen_addr": self.session.listen_addr().to_string(),
+            "listen_addrs": self.session.listen_addrs().iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+            "port_mapping": self.port_mapping.as_ref().map(|s| {
+                crate::port_mapping::to_json(&s.lock().unwrap_or_else(|e| e.into_inner()))
+            }),
             "download_dir": absolute(&self.config.download_dir),
             "download_rate": down,
             "upload_rate": up,

@@ -1,0 +1,51 @@
+//! Port mapping for `download`, `seed` and the daemon: a [`portmap::PortMapper`] for the
+//! listening port (TCP and UDP), and one line on stderr with what it got.
+
+use std::time::Duration;
+
+use ::portmap::{Config, PortMapper, Status};
+use engine::session::Session;
+
+/// Start mapping the session's listening port; the first result (or failure) is printed
+/// once on stderr, later ones are logged.
+pub fn start(session: &Session) -> PortMapper {
+    let mapper = PortMapper::start(Config::new(session.listen_addr().port()));
+    let status = mapper.status_handle();
+    tokio::spawn(async move {
+        let s = PortMapper::wait_first(&status, Duration::from_secs(30)).await;
+        eprintln!("{}", describe(&s));
+    });
+    mapper
+}
+
+/// `port mapping: TCP 10.0.0.2:6881 -> 203.0.113.7:6881 (UPnP), UDP ...`, or a warning.
+pub fn describe(s: &Status) -> String {
+    if s.mappings.is_empty() {
+        return format!(
+            "warning: port mapping failed: {}",
+            s.error.as_deref().unwrap_or("no answer yet")
+        );
+    }
+    let list: Vec<String> = s
+        .mappings
+        .iter()
+        .map(|m| format!("{} {} -> {}", m.protocol, m.internal, m.external))
+        .collect();
+    let method = s.method.map(|m| m.to_string()).unwrap_or_default();
+    format!("port mapping: {} ({method})", list.join(", "))
+}
+
+/// What the daemon's API shows.
+pub fn to_json(s: &Status) -> serde_json::Value {
+    serde_json::json!({
+        "method": s.method.map(|m| m.to_string()),
+        "gateway": s.gateway.map(|g| g.to_string()),
+        "external_ip": s.external_ip.map(|i| i.to_string()),
+        "mappings": s.mappings.iter().map(|m| serde_json::json!({
+            "protocol": m.protocol.to_string(),
+            "internal": m.internal.to_string(),
+            "external": m.external.to_string(),
+        })).collect::<Vec<_>>(),
+        "error": s.error,
+    })
+}
