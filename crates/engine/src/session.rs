@@ -113,6 +113,9 @@ pub struct SessionConfig {
     /// Local Service Discovery (BEP 14): announce our torrents on the local network and
     /// dial the peers that announce them. `None`: off.
     pub lsd: Option<LsdSettings>,
+    /// The IPv6 LSD group, used when `lsd` is on and we listen on IPv6 (joined on the
+    /// interface of the IPv6 listening address, or the system's choice for `[::]`).
+    pub lsd6_group: Option<std::net::SocketAddrV6>,
     /// Settings of the tracker client.
     pub tracker: tracker::client::ClientConfig,
     /// The mainline DHT (BEP 5), on a UDP socket at the listening address. `None`: off.
@@ -179,6 +182,7 @@ impl SessionConfig {
             listen,
             listen6,
             lsd: Some(LsdSettings::default()),
+            lsd6_group: Some(crate::lsd::DEFAULT_GROUP_V6),
             tracker: tracker::client::ClientConfig::default(),
             dht: Some(DhtSettings::default()),
             settings: Settings::default(),
@@ -319,22 +323,39 @@ impl Session {
                 }
             }
         }
+        let v6_listen = listen_addr6.or(listen_addr.is_ipv6().then_some(listen_addr));
+        if let (Some(_), Some(group), Some(addr6)) = (&config.lsd, config.lsd6_group, v6_listen) {
+            let interface = match addr6.ip() {
+                std::net::IpAddr::V6(ip) if !ip.is_unspecified() => {
+                    crate::lsd::interface_index(ip).unwrap_or(0)
+                }
+                _ => 0,
+            };
+            let cfg = crate::lsd::LsdConfigV6 {
+                group,
+                listen_port: addr6.port(),
+                interface,
+            };
+            match Lsd::start_v6(cfg).await {
+                Ok((lsd, found)) => {
+                    *ctx.lsd6.lock().unwrap_or_else(|e| e.into_inner()) = Some(lsd);
+                    tokio::spawn(forward_lsd(ctx.clone(), found));
+                }
+                Err(e) => tracing::info!(error = %e, "local peer discovery over IPv6 is off"),
+            }
+        }
         let mut lsd_error = None;
-        if let Some(settings) = config.lsd {
+        // IPv4 LSD announces the IPv4 listener's port: none without one.
+        if let Some(settings) = config.lsd.filter(|_| listen_addr.is_ipv4()) {
             let cfg = LsdConfig {
                 group: settings.group,
                 listen_port: listen_addr.port(),
                 interface: settings.interface,
             };
             match Lsd::start(cfg).await {
-                Ok((lsd, mut found)) => {
+                Ok((lsd, found)) => {
                     *ctx.lsd.lock().unwrap_or_else(|e| e.into_inner()) = Some(lsd);
-                    let c = ctx.clone();
-                    tokio::spawn(async move {
-                        while let Some((info_hash, addr)) = found.recv().await {
-                            c.lsd_found(&info_hash, addr);
-                        }
-                    });
+                    tokio::spawn(forward_lsd(ctx.clone(), found));
                 }
                 Err(e) => {
                     tracing::info!(error = %e, "local peer discovery is off");
@@ -742,15 +763,10 @@ impl Session {
     /// Stop accepting connections and stop LSD.
     pub fn close(&self) {
         self.inner.ctx.shutdown.store(true, Ordering::SeqCst);
-        if let Some(lsd) = self
-            .inner
-            .ctx
-            .lsd
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take()
-        {
-            lsd.shutdown();
+        for lsd in [&self.inner.ctx.lsd, &self.inner.ctx.lsd6] {
+            if let Some(lsd) = lsd.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                lsd.shutdown();
+            }
         }
     }
 
@@ -1106,6 +1122,16 @@ fn move_torrent_data(
         let _ = std::fs::remove_dir(folder);
     }
     Ok(())
+}
+
+/// Hand the peers LSD finds to their torrents.
+async fn forward_lsd(
+    ctx: Arc<NodeContext>,
+    mut found: tokio::sync::mpsc::Receiver<([u8; 20], SocketAddr)>,
+) {
+    while let Some((info_hash, addr)) = found.recv().await {
+        ctx.lsd_found(&info_hash, addr);
+    }
 }
 
 /// Bind the second TCP listener: on `port` (the first listener's) when `addr`'s port is 0

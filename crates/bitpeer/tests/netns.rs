@@ -1,3 +1,10 @@
+//! Tests in network namespaces they create (root needed): LSD over IPv6 multicast, and port
+//! mapping.
+//!
+//! LSD over IPv6 (issue #12 item 3): one namespace with a veth pair (fd00:77::1/64 on one
+//! end), two bitpeer nodes on that address, no peers, trackers or DHT: the downloader finds
+//! the seeder through the `[ff15::efc0:988f]:6771` group only.
+//!
 //! Port mapping (issue #12 item 4) against Debian's `miniupnpd` (nftables backend) in network
 //! namespaces the test creates: a "gateway" namespace with an external interface (a veth
 //! pair inside it, 11.22.33.44/24) and the LAN side of a veth pair (10.77.0.1/24) where
@@ -380,4 +387,72 @@ fn seed_with_port_mapping_falls_back_to_natpmp_and_removes_it() {
     assert!(status.is_some_and(|s| s.success()), "{}", seed.explain());
     wait_redirects(&lab, port, false);
     seed.assert_no_panic();
+}
+
+#[test]
+fn lsd_over_ipv6_multicast_finds_the_seeder() {
+    if !tools_available() {
+        return;
+    }
+    let ns = format!("bp{}lsd", std::process::id());
+    struct Ns(String);
+    impl Drop for Ns {
+        fn drop(&mut self) {
+            let _ = sh(&["ip", "netns", "del", &self.0]);
+        }
+    }
+    must(&["ip", "netns", "add", &ns]);
+    let _ns = Ns(ns.clone());
+    must(&[
+        "ip", "-n", &ns, "link", "add", "v0", "type", "veth", "peer", "name", "v1",
+    ]);
+    must(&[
+        "ip",
+        "-n",
+        &ns,
+        "addr",
+        "add",
+        "fd00:77::1/64",
+        "dev",
+        "v0",
+        "nodad",
+    ]);
+    for dev in ["lo", "v0", "v1"] {
+        must(&["ip", "-n", &ns, "link", "set", dev, "up"]);
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let data = tmp.path().join("seed").join("lsd6.bin");
+    write_random(&data, 61, 700_000);
+    let torrent = tmp.path().join("lsd6.torrent");
+    bitpeer_create(&data, &torrent, &[]);
+    let node = |args: &[&str]| {
+        let mut cmd = Command::new("ip");
+        cmd.args(["netns", "exec", &ns, bitpeer_bin()])
+            .args(args)
+            .args(["--listen", "[fd00:77::1]:0", "--no-dht"]);
+        cmd
+    };
+    let dir = data.parent().unwrap().to_str().unwrap();
+    let mut seeder = Proc::spawn(
+        node(&["seed", torrent.to_str().unwrap(), "--data", dir]),
+        TIMEOUT,
+    );
+    seeder.wait_line(Duration::from_secs(60), |l| {
+        l.strip_prefix("listening on ").map(|_| ())
+    });
+    let out = tmp.path().join("out");
+    let mut dl = Proc::spawn(
+        node(&[
+            "download",
+            torrent.to_str().unwrap(),
+            "--json",
+            "-o",
+            out.to_str().unwrap(),
+        ]),
+        TIMEOUT,
+    );
+    finish_download(&mut dl, TIMEOUT);
+    assert_same_tree(&data, &out.join("lsd6.bin"));
+    dl.assert_no_panic();
+    seeder.assert_no_panic();
 }
