@@ -6,10 +6,12 @@ use std::time::Duration;
 use ::portmap::{Config, PortMapper, Status};
 use engine::session::Session;
 
-/// Start mapping the session's listening port; the first result (or failure) is printed
-/// once on stderr, later ones are logged.
-pub fn start(session: &Session) -> PortMapper {
-    let mapper = PortMapper::start(Config::new(session.listen_addr().port()));
+/// Start mapping the session's listening port, asking for a lease of `lease_secs`; the
+/// first result (or failure) is printed once on stderr, later ones are logged.
+pub fn start(session: &Session, lease_secs: u64) -> PortMapper {
+    let mut config = Config::new(session.listen_addr().port());
+    config.lease = std::time::Duration::from_secs(lease_secs.max(1));
+    let mapper = PortMapper::start(config);
     let status = mapper.status_handle();
     tokio::spawn(async move {
         let s = PortMapper::wait_first(&status, Duration::from_secs(30)).await;
@@ -47,5 +49,6 @@ pub fn to_json(s: &Status) -> serde_json::Value {
             "external": m.external.to_string(),
         })).collect::<Vec<_>>(),
         "error": s.error,
+        "renewals": s.renewals,
     })
 }

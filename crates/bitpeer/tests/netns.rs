@@ -272,8 +272,13 @@ fn the_daemon_maps_its_port_by_upnp_and_reports_it() {
     }
     let lab = Lab::new(true);
     let tmp = tempfile::tempdir().unwrap();
+    // A 4 s lease, renewed every 2 s.
+    let config = tmp.path().join("daemon.toml");
+    std::fs::write(&config, "port_mapping_lease = 4\n").unwrap();
     let mut cmd = in_lan(&lab);
     cmd.arg("daemon")
+        .arg("--config")
+        .arg(&config)
         .args([
             "--api",
             "127.0.0.1:0",
@@ -335,6 +340,17 @@ fn the_daemon_maps_its_port_by_upnp_and_reports_it() {
     // Both families listen on the one port by default.
     assert_eq!(s["listen_addrs"].as_array().unwrap().len(), 2, "{s}");
     wait_redirects(&lab, port, true);
+    // Renewed before the lease ends: after three leases the router still forwards both.
+    let started = Instant::now();
+    let renewals = |s: &Value| s["port_mapping"]["renewals"].as_u64().unwrap_or(0);
+    let first = renewals(&s);
+    while started.elapsed() < Duration::from_secs(12) {
+        std::thread::sleep(Duration::from_millis(500));
+        wait_redirects(&lab, port, true);
+    }
+    let s = session_json(&lab, &api);
+    assert!(renewals(&s) >= first + 4, "{s}");
+    assert_eq!(s["port_mapping"]["error"], Value::Null, "{s}");
     let status = daemon.terminate(Duration::from_secs(20));
     assert!(status.is_some_and(|s| s.success()), "{}", daemon.explain());
     wait_redirects(&lab, port, false);

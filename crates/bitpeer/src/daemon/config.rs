@@ -38,6 +38,8 @@ pub struct Config {
     pub lsd: bool,
     /// Ask the router to forward the listening port (UPnP IGD, NAT-PMP/PCP).
     pub port_mapping: bool,
+    /// The lease asked of the router, in seconds; the mapping is renewed at half of it.
+    pub port_mapping_lease: u64,
     /// Announce to trackers.
     pub trackers: bool,
     /// Queueing: at most this many torrents download at once, and this many seed; the
@@ -76,6 +78,7 @@ impl Default for Config {
             dht: true,
             lsd: true,
             port_mapping: true,
+            port_mapping_lease: 3600,
             trackers: true,
             max_active_downloads: 5,
             max_active_seeds: 0,

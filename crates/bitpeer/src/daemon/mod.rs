@@ -29,7 +29,7 @@ The API (docs/api.md) is at /api/v1, the web UI at /, Prometheus metrics at /met
 
 Config file keys (TOML, all optional; see --print-config): api, listen, download_dir, \
 state_dir, watch_dir, allowed_dirs, api_user, api_password, api_key, download_limit, \
-upload_limit, dht, lsd, port_mapping, trackers, max_active_downloads, max_active_seeds, ratio_limit, \
+upload_limit, dht, lsd, port_mapping, port_mapping_lease, trackers, max_active_downloads, max_active_seeds, ratio_limit, \
 seeding_time_limit.")]
 pub struct Args {
     /// A TOML config file; flags override its keys.
@@ -159,7 +159,7 @@ async fn serve(config: Config) -> CliResult {
         .map_err(|e| CliError::new(e.to_string()))?;
     let mapper = config
         .port_mapping
-        .then(|| crate::port_mapping::start(&session));
+        .then(|| crate::port_mapping::start(&session, config.port_mapping_lease));
     let daemon = match state::Daemon::open(session.clone(), config) {
         Ok(mut d) => {
             d.port_mapping = mapper.as_ref().map(|m| m.status_handle());
