@@ -402,7 +402,8 @@ pub fn download(args: DownloadArgs) -> CliResult {
         let session = bind(&args.listen, lsd, &args.dht, &args.limits).await?;
         let mapper = args
             .port_mapping
-            .then(|| crate::port_mapping::start(&session, 3600));
+            .then(|| crate::port_mapping::start(&session, 3600))
+            .flatten();
         // On stderr, so stdout stays the progress stream; other peers may dial it. For a
         // .torrent once the torrent is ready for them; for a magnet link at once.
         let mut listening = format!("listening on {}", session.listen_addr());
@@ -533,7 +534,8 @@ pub fn seed(args: SeedArgs) -> CliResult {
         let session = bind(&args.listen, lsd, &args.dht, &args.limits).await?;
         let mapper = args
             .port_mapping
-            .then(|| crate::port_mapping::start(&session, 3600));
+            .then(|| crate::port_mapping::start(&session, 3600))
+            .flatten();
         let t = match add(&session, meta, args.dir.clone(), peers).await {
             Ok(t) => t,
             Err(e) => {

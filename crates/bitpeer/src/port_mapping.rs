@@ -7,8 +7,14 @@ use ::portmap::{Config, PortMapper, Status};
 use engine::session::Session;
 
 /// Start mapping the session's listening port, asking for a lease of `lease_secs`; the
-/// first result (or failure) is printed once on stderr, later ones are logged.
-pub fn start(session: &Session, lease_secs: u64) -> PortMapper {
+/// first result (or failure) is printed once on stderr, later ones are logged. Nothing is
+/// asked of any router when the node listens on loopback only (no one outside could reach
+/// it anyway): `None`, with a note on stderr.
+pub fn start(session: &Session, lease_secs: u64) -> Option<PortMapper> {
+    if session.listen_addrs().iter().all(|a| a.ip().is_loopback()) {
+        eprintln!("port mapping: off (listening on loopback only)");
+        return None;
+    }
     let mut config = Config::new(session.listen_addr().port());
     config.lease = std::time::Duration::from_secs(lease_secs.max(1));
     let mapper = PortMapper::start(config);
@@ -17,7 +23,7 @@ pub fn start(session: &Session, lease_secs: u64) -> PortMapper {
         let s = PortMapper::wait_first(&status, Duration::from_secs(30)).await;
         eprintln!("{}", describe(&s));
     });
-    mapper
+    Some(mapper)
 }
 
 /// `port mapping: TCP 10.0.0.2:6881 -> 203.0.113.7:6881 (UPnP), UDP ...`, or a warning.

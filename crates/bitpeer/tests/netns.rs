@@ -472,3 +472,29 @@ fn lsd_over_ipv6_multicast_finds_the_seeder() {
     dl.assert_no_panic();
     seeder.assert_no_panic();
 }
+
+/// A daemon listening on loopback only asks no router (no one outside could reach it): its
+/// session shows no port mapping. (No namespace needed.)
+#[test]
+fn a_daemon_on_loopback_asks_no_router() {
+    use std::io::{Read, Write};
+    let tmp = tempfile::tempdir().unwrap();
+    let mut d = spawn_daemon(&tmp.path().join("s"), &tmp.path().join("d"), &[]);
+    let mut s = std::net::TcpStream::connect(&d.api).unwrap();
+    s.set_read_timeout(Some(Duration::from_secs(10))).unwrap();
+    write!(
+        s,
+        "GET /api/v1/session HTTP/1.1\r\nHost: {}\r\nConnection: close\r\n\r\n",
+        d.api
+    )
+    .unwrap();
+    let mut answer = String::new();
+    let _ = s.read_to_string(&mut answer);
+    let body = answer.split("\r\n\r\n").nth(1).unwrap_or_default();
+    let v: Value = serde_json::from_str(body).unwrap_or_else(|e| panic!("{e}: {answer}"));
+    assert_eq!(v["port_mapping"], Value::Null, "{v}");
+    d.proc.wait_stderr_line(Duration::from_secs(10), |l| {
+        (l == "port mapping: off (listening on loopback only)").then_some(())
+    });
+    d.proc.assert_no_panic();
+}

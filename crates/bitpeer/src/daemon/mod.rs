@@ -159,7 +159,8 @@ async fn serve(config: Config) -> CliResult {
         .map_err(|e| CliError::new(e.to_string()))?;
     let mapper = config
         .port_mapping
-        .then(|| crate::port_mapping::start(&session, config.port_mapping_lease));
+        .then(|| crate::port_mapping::start(&session, config.port_mapping_lease))
+        .flatten();
     let daemon = match state::Daemon::open(session.clone(), config) {
         Ok(mut d) => {
             d.port_mapping = mapper.as_ref().map(|m| m.status_handle());
