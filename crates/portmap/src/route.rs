@@ -18,12 +18,19 @@ pub fn default_gateway(text: &str) -> Option<Ipv4Addr> {
     text.lines().skip(1).take(MAX_LINES).find_map(|line| {
         let mut f = line.split_whitespace();
         let _iface = f.next()?;
-        let dest = u32::from_str_radix(f.next()?, 16).ok()?;
-        let gw = u32::from_str_radix(f.next()?, 16).ok()?;
+        let dest = hex32(f.next()?)?;
+        let gw = hex32(f.next()?)?;
         let flags = u32::from_str_radix(f.next()?, 16).ok()?;
         (dest == 0 && gw != 0 && flags & (RTF_UP | RTF_GATEWAY) == RTF_UP | RTF_GATEWAY)
             .then(|| Ipv4Addr::from(gw.to_le_bytes()))
     })
+}
+
+/// An address field: exactly 8 hexadecimal digits.
+fn hex32(field: &str) -> Option<u32> {
+    (field.len() == 8 && field.bytes().all(|b| b.is_ascii_hexdigit()))
+        .then(|| u32::from_str_radix(field, 16).ok())
+        .flatten()
 }
 
 #[cfg(test)]
@@ -55,6 +62,9 @@ mod tests {
             "x\ny z\n",
             "h\ne 00000000 zz 3\n",
             "h\n\u{0}\u{ff}",
+            // Short or signed fields are not addresses.
+            "h\nv0 0 05 3\n",
+            "h\nv0 00000000 +1004D0A 3\n",
         ] {
             assert_eq!(default_gateway(junk), None);
         }
