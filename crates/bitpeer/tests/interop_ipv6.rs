@@ -307,7 +307,8 @@ fn spawn_lt_dht_peer6(what: &str, save: &Path, boot: &str, extra: &[&str]) -> (P
 }
 
 /// BEP 32 with libtorrent: a libtorrent DHT node on ::1 (bootstrapping from nowhere) is the
-/// only way in; bitpeer seeds on ::1 and announces over the IPv6 DHT; a libtorrent
+/// only way in; bitpeer seeds on 127.0.0.1 and ::1 (one DHT node, a socket per family) and
+/// announces over the IPv6 DHT; a libtorrent
 /// downloader on ::1 with only a magnet link finds it through the DHT and downloads.
 #[test]
 fn libtorrent_finds_a_bitpeer_seeder_through_the_ipv6_dht() {
@@ -350,7 +351,8 @@ fn libtorrent_finds_a_bitpeer_seeder_through_the_ipv6_dht() {
     seeder.assert_no_panic();
 }
 
-/// The reverse: a libtorrent seeder on ::1 announces over the IPv6 DHT, bitpeer on ::1
+/// The reverse: a libtorrent seeder on ::1 announces over the IPv6 DHT, bitpeer on 127.0.0.1
+/// and ::1
 /// with a magnet link and the ::1 DHT node as its only bootstrap finds it and downloads.
 #[test]
 fn bitpeer_finds_a_libtorrent_seeder_through_the_ipv6_dht() {
