@@ -57,6 +57,8 @@ fi
 
 step "scripts/install-pipe.sh (netcat-openbsd for the pipe tests)"
 scripts/install-pipe.sh
+step "scripts/install-ipv6.sh (miniupnpd, nftables for the port mapping tests)"
+scripts/install-ipv6.sh
 # --- IPFS software (npm packages pinned into cache folders) ------------------------------
 step "installing IPFS interop software (scripts/install-ipfs.sh)"
 if ! scripts/install-ipfs.sh; then

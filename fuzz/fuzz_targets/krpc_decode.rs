@@ -27,4 +27,13 @@ fuzz_target!(|data: &[u8]| {
         assert!(krpc::decode(&out).is_ok(), "the node sent invalid KRPC");
     }
     node.handle_timeout(now + std::time::Duration::from_secs(10));
+    // A dual-stack node (BEP 32: a table per family, `want`) fed over IPv6.
+    let mut cfg = NodeConfig::new(NodeId([0x42; 20]), 1);
+    cfg.families = krpc::Want::BOTH;
+    let mut dual = Node::new(cfg, now);
+    let from6: SocketAddr = "[fd00::1]:6881".parse().unwrap();
+    dual.handle_datagram(now, from6, data);
+    while let Some((_, out)) = dual.poll_transmit() {
+        assert!(krpc::decode(&out).is_ok(), "the node sent invalid KRPC");
+    }
 });

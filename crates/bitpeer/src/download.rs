@@ -28,7 +28,9 @@ pub struct DownloadArgs {
     /// A peer to connect to; repeatable.
     #[arg(long = "peer", value_name = "HOST:PORT")]
     peers: Vec<String>,
-    /// Where to listen for peers (port 0: any free port).
+    /// Where to listen for peers (TCP, and UDP for the DHT): `HOST:PORT`, or one address
+    /// of each family as `V4,V6` (e.g. `127.0.0.1:0,[::1]:0`). `0.0.0.0:PORT` or `[::]:PORT`
+    /// is every interface of both IPv4 and IPv6. Port 0: any free port.
     #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:6881")]
     listen: String,
     /// Keep seeding once the download is complete, until interrupted.
@@ -42,6 +44,10 @@ pub struct DownloadArgs {
     /// Do not look for peers on the local network (BEP 14 Local Service Discovery).
     #[arg(long)]
     no_lsd: bool,
+    /// Ask the router to forward the listening port (TCP and UDP) by UPnP IGD or
+    /// NAT-PMP/PCP, renew the mapping while running and remove it at the end.
+    #[arg(long)]
+    port_mapping: bool,
     #[command(flatten)]
     dht: DhtArgs,
     #[command(flatten)]
@@ -127,7 +133,9 @@ pub struct SeedArgs {
     /// The folder that holds the content (a multi-file torrent named X is in DIR/X/).
     #[arg(long = "data", value_name = "DIR", default_value = ".")]
     dir: PathBuf,
-    /// Where to listen for peers (port 0: any free port).
+    /// Where to listen for peers (TCP, and UDP for the DHT): `HOST:PORT`, or one address
+    /// of each family as `V4,V6` (e.g. `127.0.0.1:0,[::1]:0`). `0.0.0.0:PORT` or `[::]:PORT`
+    /// is every interface of both IPv4 and IPv6. Port 0: any free port.
     #[arg(long, value_name = "ADDR", default_value = "0.0.0.0:6881")]
     listen: String,
     /// A peer to connect to; repeatable.
@@ -141,6 +149,10 @@ pub struct SeedArgs {
     /// Do not announce on the local network (BEP 14 Local Service Discovery).
     #[arg(long)]
     no_lsd: bool,
+    /// Ask the router to forward the listening port (TCP and UDP) by UPnP IGD or
+    /// NAT-PMP/PCP, renew the mapping while running and remove it at the end.
+    #[arg(long)]
+    port_mapping: bool,
     #[command(flatten)]
     dht: DhtArgs,
     #[command(flatten)]
@@ -261,16 +273,15 @@ async fn bind(
     limits: &LimitArgs,
     transports: engine::transport::Transports,
 ) -> CliResult<Session> {
-    let listen: SocketAddr = listen.parse().map_err(|_| {
-        CliError::new(format!(
-            "bad --listen address `{listen}` (expected HOST:PORT)"
-        ))
-    })?;
+    let (listen, second) = parse_listen(listen)?;
     let tries = if listen.port() == 6881 { 9 } else { 1 };
     let mut bound = Err(CliError::new("cannot listen"));
     for i in 0..tries {
         let addr = SocketAddr::new(listen.ip(), listen.port() + i);
         let mut config = SessionConfig::new(addr);
+        if second.is_some() {
+            config.listen6 = second;
+        }
         config.lsd = lsd.then(|| lsd_settings(addr));
         config.dht = dht.settings(addr);
         config.settings = limits.settings();
@@ -289,7 +300,35 @@ async fn bind(
     if let Some(e) = session.dht_error() {
         eprintln!("warning: the DHT is off: {e}");
     }
+    if let Some(e) = session.listen6_error() {
+        eprintln!("warning: {e}");
+    }
     Ok(session)
+}
+
+/// `--listen`: `HOST:PORT`, or `V4,V6` (one address of each family).
+pub(crate) fn parse_listen(listen: &str) -> CliResult<(SocketAddr, Option<SocketAddr>)> {
+    let bad = || {
+        CliError::new(format!(
+            "bad --listen address `{listen}` (expected HOST:PORT, or one IPv4 and one IPv6 \
+             address as V4,V6)"
+        ))
+    };
+    let mut parts = listen.split(',');
+    let first: SocketAddr = parts
+        .next()
+        .unwrap_or("")
+        .trim()
+        .parse()
+        .map_err(|_| bad())?;
+    let second: Option<SocketAddr> = match parts.next() {
+        Some(p) => Some(p.trim().parse().map_err(|_| bad())?),
+        None => None,
+    };
+    if parts.next().is_some() || second.is_some_and(|s| s.is_ipv4() == first.is_ipv4()) {
+        return Err(bad());
+    }
+    Ok((first, second))
 }
 
 async fn add(
@@ -391,9 +430,16 @@ pub fn download(args: DownloadArgs) -> CliResult {
             args.transports,
         )
         .await?;
+        let mapper = args
+            .port_mapping
+            .then(|| crate::port_mapping::start(&session, 3600))
+            .flatten();
         // On stderr, so stdout stays the progress stream; other peers may dial it. For a
         // .torrent once the torrent is ready for them; for a magnet link at once.
-        let listening = format!("listening on {}", session.listen_addr());
+        let mut listening = format!("listening on {}", session.listen_addr());
+        if let Some(a) = session.listen_addr6() {
+            listening.push_str(&format!("\nalso listening on {a}"));
+        }
         let from_magnet = matches!(source, Source::Magnet(_));
         if from_magnet {
             eprintln!("{listening}");
@@ -469,6 +515,9 @@ pub fn download(args: DownloadArgs) -> CliResult {
         match end {
             End::Complete => {}
             End::Interrupted => {
+                if let Some(m) = mapper {
+                    m.shutdown().await;
+                }
                 session.shutdown().await;
                 return Err(CliError::new(
                     "interrupted; run the same command again to resume",
@@ -496,6 +545,9 @@ pub fn download(args: DownloadArgs) -> CliResult {
             }
             serve_until_interrupted(&t, &mut tracker_log).await;
         }
+        if let Some(m) = mapper {
+            m.shutdown().await;
+        }
         session.shutdown().await;
         Ok(())
     });
@@ -510,6 +562,10 @@ pub fn seed(args: SeedArgs) -> CliResult {
     let result = rt.block_on(async {
         let lsd = !args.no_lsd;
         let session = bind(&args.listen, lsd, &args.dht, &args.limits, args.transports).await?;
+        let mapper = args
+            .port_mapping
+            .then(|| crate::port_mapping::start(&session, 3600))
+            .flatten();
         let t = match add(&session, meta, args.dir.clone(), peers).await {
             Ok(t) => t,
             Err(e) => {
@@ -531,7 +587,13 @@ pub fn seed(args: SeedArgs) -> CliResult {
             Some(a) => println!("listening on {a}"),
             None => println!("listening"),
         }
+        if let Some(a) = session.listen_addr6() {
+            println!("also listening on {a}");
+        }
         serve_until_interrupted(&t, &mut TrackerLog::default()).await;
+        if let Some(m) = mapper {
+            m.shutdown().await;
+        }
         session.shutdown().await;
         Ok(())
     });

@@ -15,6 +15,7 @@ mod download;
 mod info;
 mod ipfs;
 mod pipe;
+mod port_mapping;
 mod tracker;
 mod units;
 mod webui;

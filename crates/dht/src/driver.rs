@@ -8,6 +8,10 @@
 //! first byte is type and version, 0x01, 0x11, 0x21, 0x31, 0x41). On a socket of its own
 //! ([`Dht::start`]) the node drops datagrams that do not start with `d`.
 //!
+//! BEP 32: with [`DhtConfig::bind6`] the node also has an IPv6 socket; the one node (one
+//! routing table per family) is fed from both, and each datagram leaves by the socket of its
+//! destination's family.
+//!
 //! Bootstrap host names are resolved inside the task, each with a time limit; a name that
 //! does not resolve (no internet, say) is skipped. The routing table is saved to
 //! [`DhtConfig::state_file`] on shutdown and loaded from it on start.
@@ -25,7 +29,7 @@ use tokio::task::JoinHandle;
 
 use crate::id::NodeId;
 use crate::item::Item;
-use crate::krpc::{decode_compact_addr, encode_compact_addr};
+use crate::krpc::{Want, decode_compact_addr, encode_compact_addr};
 use crate::node::{Event, ItemWant, LookupId, LookupStats, Node, NodeConfig};
 
 /// The well-known bootstrap routers.
@@ -49,6 +53,9 @@ const MAX_STATE_FILE: u64 = 1 << 20;
 pub struct DhtConfig {
     /// The UDP address to bind (port 0: any free port).
     pub bind: SocketAddr,
+    /// A second socket, of the other address family (BEP 32), e.g. `[::]:6881` beside
+    /// `0.0.0.0:6881`. Port 0: the port of `bind`'s socket when free, else any.
+    pub bind6: Option<SocketAddr>,
     /// `HOST:PORT` of bootstrap nodes, resolved by the driver.
     pub bootstrap: Vec<String>,
     /// Where the routing table is saved on shutdown and loaded from on start.
@@ -63,6 +70,7 @@ impl Default for DhtConfig {
     fn default() -> Self {
         DhtConfig {
             bind: SocketAddr::from(([0, 0, 0, 0], 6881)),
+            bind6: None,
             bootstrap: DEFAULT_BOOTSTRAP.iter().map(|s| s.to_string()).collect(),
             state_file: None,
             read_only: false,
@@ -107,6 +115,7 @@ pub struct ItemLookup {
 pub struct Dht {
     commands: mpsc::UnboundedSender<Command>,
     local_addr: SocketAddr,
+    local_addr6: Option<SocketAddr>,
     node_id: NodeId,
     task: Option<JoinHandle<()>>,
 }
@@ -137,6 +146,16 @@ impl Dht {
         inbox: Option<mpsc::Receiver<(Vec<u8>, SocketAddr)>>,
     ) -> io::Result<Dht> {
         let local_addr = socket.local_addr()?;
+        let socket6 = match config.bind6 {
+            Some(b) => Some(bind_second(b, local_addr.port())?),
+            None => None,
+        };
+        let local_addr6 = match &socket6 {
+            Some(s) => Some(s.local_addr()?),
+            None => None,
+        };
+        let has =
+            |v4: bool| local_addr.is_ipv4() == v4 || local_addr6.is_some_and(|a| a.is_ipv4() == v4);
         let saved = config
             .state_file
             .as_deref()
@@ -155,15 +174,14 @@ impl Dht {
         // address is known.
         cfg.adopt_bep42_id = config.node_id.is_none();
         cfg.local_port = local_addr.port();
+        cfg.families = Want {
+            n4: has(true),
+            n6: has(false),
+        };
         let now = Instant::now();
         let mut node = Node::new(cfg, now);
         if let Some((_, nodes)) = &saved {
-            let same_family: Vec<_> = nodes
-                .iter()
-                .filter(|(_, a)| a.is_ipv4() == local_addr.is_ipv4())
-                .copied()
-                .collect();
-            node.import(&same_family, now);
+            node.import(nodes, now);
             if !node.table().is_empty() {
                 node.bootstrap(&[], now);
             }
@@ -172,22 +190,25 @@ impl Dht {
         // Resolve bootstrap hosts concurrently; each result is fed in as it comes.
         for host in config.bootstrap {
             let tx = tx.clone();
-            let v4 = local_addr.is_ipv4();
+            let (n4, n6) = (has(true), has(false));
             tokio::spawn(async move {
                 if let Ok(Ok(addrs)) =
                     tokio::time::timeout(RESOLVE_TIMEOUT, tokio::net::lookup_host(host)).await
                 {
-                    let addrs: Vec<SocketAddr> = addrs.filter(|a| a.is_ipv4() == v4).collect();
+                    let addrs: Vec<SocketAddr> = addrs
+                        .filter(|a| if a.is_ipv4() { n4 } else { n6 })
+                        .collect();
                     if !addrs.is_empty() {
                         let _ = tx.send(Command::Bootstrap(addrs));
                     }
                 }
             });
         }
-        let task = tokio::spawn(run(socket, inbox, node, rx, config.state_file));
+        let task = tokio::spawn(run(socket, inbox, socket6, node, rx, config.state_file));
         Ok(Dht {
             commands: tx,
             local_addr,
+            local_addr6,
             node_id,
             task: Some(task),
         })
@@ -195,6 +216,11 @@ impl Dht {
 
     pub fn local_addr(&self) -> SocketAddr {
         self.local_addr
+    }
+
+    /// The second socket's address ([`DhtConfig::bind6`]), if it has one.
+    pub fn local_addr6(&self) -> Option<SocketAddr> {
+        self.local_addr6
     }
 
     /// Our node id at start. (Unless it was configured, BEP 42 may later replace it with one
@@ -321,14 +347,71 @@ async fn next_datagram(
     }
 }
 
+/// Bind the second socket: on `port` (the first socket's) when `bind`'s port is 0 and that
+/// port is free, else on `bind` as given. An IPv6 socket is IPv6-only, so it never takes
+/// IPv4 traffic from the first one.
+fn bind_second(bind: SocketAddr, port: u16) -> io::Result<UdpSocket> {
+    let open = |addr: SocketAddr| -> io::Result<UdpSocket> {
+        let s = socket2::Socket::new(
+            socket2::Domain::for_address(addr),
+            socket2::Type::DGRAM,
+            Some(socket2::Protocol::UDP),
+        )?;
+        if addr.is_ipv6() {
+            s.set_only_v6(true)?;
+        }
+        s.set_nonblocking(true)?;
+        s.bind(&addr.into())?;
+        UdpSocket::from_std(s.into())
+    };
+    if bind.port() == 0
+        && let Ok(s) = open(SocketAddr::new(bind.ip(), port))
+    {
+        return Ok(s);
+    }
+    open(bind)
+}
+
+/// Send `bytes` by the socket of `to`'s family, if there is one.
+async fn send(
+    socket: &UdpSocket,
+    socket6: Option<&UdpSocket>,
+    v4: bool,
+    to: SocketAddr,
+    bytes: &[u8],
+) {
+    let s = if to.is_ipv4() == v4 {
+        Some(socket)
+    } else {
+        socket6
+    };
+    if let Some(s) = s {
+        // A send can fail (unreachable network, full buffer): the query times out.
+        let _ = s.send_to(bytes, to).await;
+    }
+}
+
+/// Wait for a datagram on the second socket; never, without one.
+async fn recv_second(
+    socket6: Option<&UdpSocket>,
+    buf: &mut [u8],
+) -> io::Result<(usize, SocketAddr)> {
+    match socket6 {
+        Some(s) => s.recv_from(buf).await,
+        None => std::future::pending().await,
+    }
+}
+
 async fn run(
     socket: Arc<UdpSocket>,
     mut inbox: Option<mpsc::Receiver<(Vec<u8>, SocketAddr)>>,
+    socket6: Option<UdpSocket>,
     mut node: Node,
     mut commands: mpsc::UnboundedReceiver<Command>,
     state_file: Option<PathBuf>,
 ) {
     let mut buf = vec![0u8; 2048];
+    let mut buf6 = vec![0u8; 2048];
     let mut lookups: HashMap<LookupId, mpsc::Sender<Vec<SocketAddr>>> = HashMap::new();
     let mut item_lookups: HashMap<LookupId, (Option<Item>, oneshot::Sender<ItemLookup>)> =
         HashMap::new();
@@ -339,10 +422,7 @@ async fn run(
             node.handle_timeout(now);
         }
         while let Some((to, bytes)) = node.poll_transmit() {
-            if to.is_ipv4() == v4 {
-                // A send can fail (unreachable network, full buffer): the query times out.
-                let _ = socket.send_to(&bytes, to).await;
-            }
+            send(&socket, socket6.as_ref(), v4, to, &bytes).await;
         }
         while let Some(event) = node.poll_event() {
             match event {
@@ -375,6 +455,13 @@ async fn run(
                     && buf[..n].first() == Some(&b'd')
                 {
                     node.handle_datagram(Instant::now(), from, &buf[..n]);
+                }
+            }
+            received = recv_second(socket6.as_ref(), &mut buf6) => {
+                if let Ok((n, from)) = received
+                    && buf6[..n].first() == Some(&b'd')
+                {
+                    node.handle_datagram(Instant::now(), from, &buf6[..n]);
                 }
             }
             command = commands.recv() => {

@@ -59,7 +59,34 @@ pub struct Message {
     pub read_only: bool,
     /// `ip` (BEP 42): our address as the sender sees it.
     pub ip: Option<SocketAddr>,
+    /// `want` (BEP 32) in a query's arguments: which families of nodes the querier wants
+    /// back (`n4`, `n6`). `None`: not given, so the family the query came over.
+    pub want: Option<Want>,
     pub body: Body,
+}
+
+/// BEP 32 `want`: the node families asked for.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Want {
+    pub n4: bool,
+    pub n6: bool,
+}
+
+impl Want {
+    pub const BOTH: Want = Want { n4: true, n6: true };
+
+    /// Read a `want` list; unknown entries are skipped, at most 8 are looked at.
+    fn decode(v: &Value<'_>) -> Option<Want> {
+        let mut w = Want::default();
+        for item in v.as_list()?.iter().take(8) {
+            match item.as_bytes() {
+                Some(b"n4") => w.n4 = true,
+                Some(b"n6") => w.n6 = true,
+                _ => {}
+            }
+        }
+        Some(w)
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -264,6 +291,14 @@ pub fn decode(datagram: &[u8]) -> Result<Message, DecodeError> {
         .get(b"ip")
         .and_then(Value::as_bytes)
         .and_then(decode_compact_addr);
+    let want = if y == b"q" {
+        top.get(b"a")
+            .and_then(Value::as_dict)
+            .and_then(|a| a.get(b"want"))
+            .and_then(Want::decode)
+    } else {
+        None
+    };
     let body = match y {
         b"q" => Body::Query(decode_query(top).map_err(|what| DecodeError::BadQuery {
             tid: tid.clone(),
@@ -293,6 +328,7 @@ pub fn decode(datagram: &[u8]) -> Result<Message, DecodeError> {
         version,
         read_only,
         ip,
+        want,
         body,
     })
 }
@@ -467,6 +503,18 @@ impl Message {
                     d.entry(b"a", |e| {
                         e.dict(|a| {
                             a.bytes(b"id", &q.id().0);
+                            if let Some(w) = self.want {
+                                a.entry(b"want", |e| {
+                                    e.list(|l| {
+                                        if w.n4 {
+                                            l.bytes(b"n4");
+                                        }
+                                        if w.n6 {
+                                            l.bytes(b"n6");
+                                        }
+                                    });
+                                });
+                            }
                             match q {
                                 Query::Ping { .. } | Query::Unknown { .. } => {}
                                 Query::FindNode { target, .. } => {
@@ -823,13 +871,18 @@ mod tests {
             proptest::option::of(proptest::collection::vec(any::<u8>(), 0..MAX_VERSION)),
             any::<bool>(),
             proptest::option::of(arb_addr()),
+            proptest::option::of((any::<bool>(), any::<bool>())),
             arb_body(),
         )
-            .prop_map(|(tid, version, read_only, ip, body)| Message {
+            .prop_map(|(tid, version, read_only, ip, want, body)| Message {
                 tid,
                 version,
                 read_only,
                 ip,
+                // `want` is an argument of queries only.
+                want: want
+                    .filter(|_| matches!(body, Body::Query(_)))
+                    .map(|(n4, n6)| Want { n4, n6 }),
                 body,
             })
     }

@@ -15,6 +15,13 @@
 //! are not added to our table. BEP 42: nodes on public IPv4 addresses whose id does not match
 //! their address are kept out of the routing table (local addresses are exempt).
 //!
+//! BEP 32 (IPv6): one routing table per address family. A node is fed datagrams of either
+//! family (the driver runs one socket per family); [`NodeConfig::families`] says which ones
+//! it can reach, and only nodes of those families enter its tables and lookups. A query's
+//! `want` (`n4`, `n6`) chooses whether `nodes`, `nodes6` or both come back; without it the
+//! family the query came over. When both families are on, our own `find_node`, `get_peers`
+//! and `get` ask for both, so one lookup fills both tables and finds peers of both.
+//!
 //! Every map here is bounded: pending queries, lookups and their candidates, the peer store,
 //! the rate limiter, the outgoing queue.
 
@@ -24,7 +31,7 @@ use std::time::{Duration, Instant};
 
 use crate::id::{NodeId, bep42_id, bep42_valid};
 use crate::item::{Item, ItemLimits, ItemStore};
-use crate::krpc::{self, Body, DecodeError, Message, Query, Response, code};
+use crate::krpc::{self, Body, DecodeError, Message, Query, Response, Want, code};
 use crate::store::{PeerStore, RateLimiter, StoreLimits, Tokens};
 use crate::table::{Insert, K, RoutingTable};
 
@@ -88,6 +95,9 @@ pub struct NodeConfig {
     /// Seed of the node's pseudo-random numbers (transaction ids, token secrets, refresh
     /// targets). The driver seeds it from the OS; tests pass a fixed one.
     pub seed: u64,
+    /// The address families we can send to (BEP 32): `n4` IPv4, `n6` IPv6. Nodes of
+    /// another family are neither kept nor queried.
+    pub families: Want,
 }
 
 impl NodeConfig {
@@ -109,6 +119,10 @@ impl NodeConfig {
             local_port: 0,
             adopt_bep42_id: true,
             seed,
+            families: Want {
+                n4: true,
+                n6: false,
+            },
         }
     }
 }
@@ -267,11 +281,9 @@ impl Lookup {
     }
 
     fn add(&mut self, id: Option<NodeId>, addr: SocketAddr, depth: u32) {
-        if self
-            .candidates
-            .iter()
-            .any(|c| c.addr == addr || (id.is_some() && c.id == id))
-        {
+        if self.candidates.iter().any(|c| {
+            c.addr == addr || (id.is_some() && c.id == id && c.addr.is_ipv4() == addr.is_ipv4())
+        }) {
             return;
         }
         let c = Candidate {
@@ -365,7 +377,10 @@ impl Rng {
 pub struct Node {
     cfg: NodeConfig,
     rng: Rng,
+    /// The IPv4 routing table.
     table: RoutingTable,
+    /// The IPv6 routing table (BEP 32).
+    table6: RoutingTable,
     tokens: Tokens,
     store: PeerStore,
     items: ItemStore,
@@ -393,6 +408,7 @@ impl Node {
         let next_tid = rng.next() as u16;
         Node {
             table: RoutingTable::new(cfg.id, now),
+            table6: RoutingTable::new(cfg.id, now),
             store: PeerStore::new(cfg.store),
             items: ItemStore::new(cfg.items),
             limiter: RateLimiter::new(
@@ -422,14 +438,51 @@ impl Node {
         self.cfg.id
     }
 
-    /// Nodes in the routing table.
+    /// Nodes in the routing tables (both families).
     pub fn table_len(&self) -> usize {
-        self.table.len()
+        self.table.len() + self.table6.len()
     }
 
-    /// The routing table, read-only.
+    /// The IPv4 routing table, read-only.
     pub fn table(&self) -> &RoutingTable {
         &self.table
+    }
+
+    /// The IPv6 routing table (BEP 32), read-only.
+    pub fn table6(&self) -> &RoutingTable {
+        &self.table6
+    }
+
+    /// The routing table of `addr`'s family.
+    fn table_of(&mut self, addr: &SocketAddr) -> &mut RoutingTable {
+        if addr.is_ipv4() {
+            &mut self.table
+        } else {
+            &mut self.table6
+        }
+    }
+
+    /// Whether we can send to `addr` (its family is one of [`NodeConfig::families`]).
+    fn reachable(&self, addr: &SocketAddr) -> bool {
+        if addr.is_ipv4() {
+            self.cfg.families.n4
+        } else {
+            self.cfg.families.n6
+        }
+    }
+
+    /// The `want` we put in our queries: both families when we have both.
+    fn our_want(&self) -> Option<Want> {
+        (self.cfg.families.n4 && self.cfg.families.n6).then_some(Want::BOTH)
+    }
+
+    /// The k closest nodes of both tables.
+    fn closest_any(&self, target: &NodeId, n: usize, now: Instant) -> Vec<(NodeId, SocketAddr)> {
+        let mut all = self.table.closest(target, n, now);
+        all.extend(self.table6.closest(target, n, now));
+        all.sort_unstable_by_key(|(id, _)| id.distance(target));
+        all.truncate(n);
+        all
     }
 
     /// Our address as the last responder saw it (BEP 42 `ip`).
@@ -437,25 +490,27 @@ impl Node {
         self.external
     }
 
-    /// The nodes of the routing table, to save and [`Node::import`] later.
+    /// The nodes of both routing tables, to save and [`Node::import`] later.
     pub fn export(&self) -> Vec<(NodeId, SocketAddr)> {
-        self.table.export()
+        let mut all = self.table.export();
+        all.extend(self.table6.export());
+        all
     }
 
     /// Nodes from a saved table: they enter as questionable and are replaced if they do not
     /// answer.
     pub fn import(&mut self, nodes: &[(NodeId, SocketAddr)], now: Instant) {
         for &(id, addr) in nodes {
-            if addr.port() != 0 {
-                self.table.insert_unverified(id, addr, now);
+            if addr.port() != 0 && self.reachable(&addr) {
+                self.table_of(&addr).insert_unverified(id, addr, now);
             }
         }
     }
 
     pub fn footprint(&self) -> Footprint {
         Footprint {
-            table_nodes: self.table.len(),
-            replacement_nodes: self.table.replacement_count(),
+            table_nodes: self.table.len() + self.table6.len(),
+            replacement_nodes: self.table.replacement_count() + self.table6.replacement_count(),
             pending_queries: self.pending.len(),
             lookups: self.lookups.len(),
             lookup_candidates: self.lookups.values().map(|l| l.candidates.len()).sum(),
@@ -566,12 +621,14 @@ impl Node {
             put: None,
         };
         setup(&mut lookup);
-        for (id, addr) in self.table.closest(&target, 2 * K, now) {
+        for (id, addr) in self.closest_any(&target, 2 * K, now) {
             lookup.add(Some(id), addr, 0);
         }
-        if self.table.len() < K || kind == Kind::Bootstrap {
-            for &a in &self.bootstrap {
-                lookup.add(None, a, 0);
+        if self.table_len() < K || kind == Kind::Bootstrap {
+            for a in &self.bootstrap {
+                if self.reachable(a) {
+                    lookup.add(None, *a, 0);
+                }
             }
         }
         if matches!(kind, Kind::GetPeers | Kind::Announce { .. }) {
@@ -631,9 +688,9 @@ impl Node {
         };
         match q {
             Query::Ping { .. } => {}
-            Query::FindNode { target, .. } => self.fill_nodes(&mut r, target, now),
+            Query::FindNode { target, .. } => self.fill_nodes(&mut r, target, now, from, msg.want),
             Query::GetPeers { info_hash, .. } => {
-                self.fill_nodes(&mut r, info_hash, now);
+                self.fill_nodes(&mut r, info_hash, now, from, msg.want);
                 r.token = Some(self.tokens.make(from.ip()));
                 r.values = self
                     .store
@@ -659,7 +716,7 @@ impl Node {
                     .announce(*info_hash, SocketAddr::new(from.ip(), port), now);
             }
             Query::Get { target, seq, .. } => {
-                self.fill_nodes(&mut r, target, now);
+                self.fill_nodes(&mut r, target, now, from, msg.want);
                 r.token = Some(self.tokens.make(from.ip()));
                 match self.items.get(target, now) {
                     Some(Item::Immutable { value }) => r.v = Some(value.clone()),
@@ -709,17 +766,19 @@ impl Node {
                 version: self.cfg.version.clone(),
                 read_only: false,
                 ip: Some(from),
+                want: None,
                 body: Body::Response(r),
             },
         );
         // A querier we do not know may belong in our table: ping it, and add it if it
         // answers (a query's source address alone proves nothing). Not if it is read-only.
         let id = q.id();
-        self.table.heard_query(&id, &from, now);
+        self.table_of(&from).heard_query(&id, &from, now);
         if !msg.read_only
             && id != self.cfg.id
             && from.port() != 0
-            && self.table.get(&id).is_none()
+            && self.reachable(&from)
+            && self.table_of(&from).get(&id).is_none()
             && self.id_acceptable(&id, from)
             && !self.pending_to.contains_key(&from)
         {
@@ -760,6 +819,8 @@ impl Node {
         self.cfg.id = id;
         self.table =
             std::mem::replace(&mut self.table, RoutingTable::new(id, now)).rebuild(id, now);
+        self.table6 =
+            std::mem::replace(&mut self.table6, RoutingTable::new(id, now)).rebuild(id, now);
         self.ip_votes.clear();
         self.events
             .push_back(Event::NodeIdChanged { id, external: ours });
@@ -769,16 +830,25 @@ impl Node {
         !self.cfg.enforce_node_id || bep42_valid(id, addr.ip())
     }
 
-    fn fill_nodes(&self, r: &mut Response, target: &NodeId, now: Instant) {
-        for (id, addr) in self.table.closest(target, 2 * K, now) {
-            let list = if addr.is_ipv4() {
-                &mut r.nodes
-            } else {
-                &mut r.nodes6
-            };
-            if list.len() < K {
-                list.push((id, addr));
-            }
+    /// The k closest nodes of each family asked for (BEP 32): `want`, or without it the
+    /// family of the querier's address.
+    fn fill_nodes(
+        &self,
+        r: &mut Response,
+        target: &NodeId,
+        now: Instant,
+        from: SocketAddr,
+        want: Option<Want>,
+    ) {
+        let want = want.unwrap_or(Want {
+            n4: from.is_ipv4(),
+            n6: from.is_ipv6(),
+        });
+        if want.n4 {
+            r.nodes = self.table.closest(target, K, now);
+        }
+        if want.n6 {
+            r.nodes6 = self.table6.closest(target, K, now);
         }
     }
 
@@ -807,7 +877,7 @@ impl Node {
             Some(_) => {
                 // Another id than the one we asked: treat as no answer.
                 if let Some(id) = p.id {
-                    self.table.failed(&id, &from, now);
+                    self.table_of(&from).failed(&id, &from, now);
                 }
                 None
             }
@@ -816,7 +886,8 @@ impl Node {
         if let Some(r) = responder
             && !msg.read_only
             && self.id_acceptable(&r.id, from)
-            && let Insert::Cached { ping } = self.table.insert(r.id, from, now)
+            && self.reachable(&from)
+            && let Insert::Cached { ping } = self.table_of(&from).insert(r.id, from, now)
         {
             for (id, addr) in ping {
                 self.send_query(
@@ -856,6 +927,7 @@ impl Node {
         now: Instant,
     ) {
         let own = self.cfg.id;
+        let families = self.cfg.families;
         let Some(l) = self.lookups.get_mut(&lid) else {
             return;
         };
@@ -873,10 +945,11 @@ impl Node {
         let renamed = c.id.is_none();
         c.id = Some(r.id);
         if renamed {
-            // A bootstrap address told us its id: drop any other entry with that id.
+            // A bootstrap address told us its id: drop any other entry with that id in
+            // the same family (a dual-stack node has one address in each, BEP 32).
             let mut seen = false;
             l.candidates.retain(|c| {
-                if c.id == Some(r.id) {
+                if c.id == Some(r.id) && c.addr.is_ipv4() == from.is_ipv4() {
                     if seen {
                         return false;
                     }
@@ -893,6 +966,13 @@ impl Node {
             .iter()
             .chain(r.nodes6.iter())
             .filter(|(id, addr)| *id != own && addr.port() != 0 && !addr.ip().is_unspecified())
+            .filter(|(_, addr)| {
+                if addr.is_ipv4() {
+                    families.n4
+                } else {
+                    families.n6
+                }
+            })
             .copied()
             .collect();
         nodes.sort_unstable_by_key(|(id, _)| id.distance(&l.target));
@@ -1059,7 +1139,7 @@ impl Node {
         l.stats.duration = now.saturating_duration_since(l.started);
         match l.kind {
             Kind::Bootstrap => self.events.push_back(Event::Bootstrapped {
-                nodes: self.table.len(),
+                nodes: self.table_len(),
             }),
             Kind::Refresh => {}
             Kind::GetPeers | Kind::Announce { .. } | Kind::GetItem | Kind::PutItem => {
@@ -1100,7 +1180,7 @@ impl Node {
         for tid in expired {
             let p = self.take_pending(&tid).expect("listed");
             if let Some(id) = p.id {
-                self.table.failed(&id, &p.to, now);
+                self.table_of(&p.to).failed(&id, &p.to, now);
             }
             match p.purpose {
                 Purpose::Ping => {}
@@ -1147,19 +1227,24 @@ impl Node {
         self.store.expire(now);
         self.items.expire(now);
         self.limiter.forget_idle(now);
-        if self.table.len() < K && !self.bootstrap.is_empty() {
+        if self.table_len() < K && !self.bootstrap.is_empty() {
             // Few nodes: try the bootstrap addresses again, at most every 5 minutes after
             // the first minute.
             let due = self
                 .last_bootstrap
                 .is_none_or(|t| now.saturating_duration_since(t) >= Duration::from_secs(300));
-            if due || self.table.is_empty() {
+            if due || self.table_len() == 0 {
                 self.start_bootstrap(now);
             }
         }
-        if !self.table.is_empty() {
-            let rng = &mut self.rng;
-            let targets = self.table.due_refreshes(now, || rng.bytes20());
+        let mut targets = Vec::new();
+        for table in [&mut self.table, &mut self.table6] {
+            if !table.is_empty() {
+                let rng = &mut self.rng;
+                targets.extend(table.due_refreshes(now, || rng.bytes20()));
+            }
+        }
+        {
             for target in targets {
                 if self.lookups.len() < MAX_LOOKUPS / 2 {
                     self.start_lookup(target, Kind::Refresh, now);
@@ -1193,6 +1278,7 @@ impl Node {
                 version: self.cfg.version.clone(),
                 read_only: false,
                 ip: None,
+                want: None,
                 body: Body::Error {
                     code,
                     message: message.to_string(),
@@ -1248,6 +1334,12 @@ impl Node {
                 version: self.cfg.version.clone(),
                 read_only: self.cfg.read_only,
                 ip: None,
+                want: match q {
+                    Query::FindNode { .. } | Query::GetPeers { .. } | Query::Get { .. } => {
+                        self.our_want()
+                    }
+                    _ => None,
+                },
                 body: Body::Query(q),
             },
         );

@@ -78,3 +78,56 @@ async fn our_nodes_work_over_ipv6_loopback() {
         d.shutdown().await.unwrap();
     }
 }
+
+/// BEP 32 over real sockets: a dual-stack node (127.0.0.1 and ::1, one table per family)
+/// joins an IPv4-only and an IPv6-only node through one bootstrap, learns both (its queries
+/// carry `want: [n4, n6]`), and finds an IPv6 announce and an IPv4 announce in one lookup.
+#[tokio::test]
+async fn a_dual_stack_node_serves_and_uses_both_families() {
+    let seed = Dht::start(DhtConfig {
+        bind6: Some("[::1]:0".parse().unwrap()),
+        ..config(vec![])
+    })
+    .unwrap();
+    let seed6 = seed.local_addr6().expect("an IPv6 socket");
+    assert!(seed6.is_ipv6());
+    let only4 = Dht::start(config(vec![seed.local_addr().to_string()])).unwrap();
+    let only6 = Dht::start(DhtConfig {
+        bind: "[::1]:0".parse().unwrap(),
+        ..config(vec![seed6.to_string()])
+    })
+    .unwrap();
+    assert_eq!(wait_table(&only4, 1, Duration::from_secs(10)).await, 1);
+    assert_eq!(wait_table(&only6, 1, Duration::from_secs(10)).await, 1);
+    assert_eq!(wait_table(&seed, 2, Duration::from_secs(10)).await, 2);
+    let info_hash = [0x32; 20];
+    collect(
+        only6.announce(info_hash, Some(6006)),
+        Duration::from_secs(15),
+    )
+    .await;
+    collect(
+        only4.announce(info_hash, Some(4004)),
+        Duration::from_secs(15),
+    )
+    .await;
+
+    // A dual-stack newcomer bootstrapped from both of the seed's addresses (as a router
+    // name resolving to both): the seed in each table, only4 from `nodes`, only6 from
+    // `nodes6`. Values come in the family of the query (the announce of only6 is stored
+    // on the seed's IPv6 side), so finding both needs lookups over both families.
+    let dual = Dht::start(DhtConfig {
+        bind6: Some("[::1]:0".parse().unwrap()),
+        ..config(vec![seed.local_addr().to_string(), seed6.to_string()])
+    })
+    .unwrap();
+    assert_eq!(wait_table(&dual, 4, Duration::from_secs(10)).await, 4);
+    let found = collect(dual.get_peers(info_hash), Duration::from_secs(15)).await;
+    let v6: SocketAddr = "[::1]:6006".parse().unwrap();
+    let v4: SocketAddr = "127.0.0.1:4004".parse().unwrap();
+    assert!(found.contains(&v6), "{found:?}");
+    assert!(found.contains(&v4), "{found:?}");
+    for d in [seed, only4, only6, dual] {
+        d.shutdown().await.unwrap();
+    }
+}

@@ -7,7 +7,7 @@ mod common;
 use std::net::{IpAddr, SocketAddr};
 use std::time::{Duration, Instant};
 
-use common::TestRng;
+use common::{TestRng, drain};
 use dht::NodeId;
 use dht::krpc::{self, Body, Message, Query, code};
 use dht::node::{MAX_PENDING, MAX_QUEUED_TRANSMITS, Node, NodeConfig};
@@ -32,18 +32,10 @@ fn query(tid: &[u8], q: Query) -> Vec<u8> {
         version: None,
         read_only: false,
         ip: None,
+        want: None,
         body: Body::Query(q),
     }
     .encode()
-}
-
-/// Everything the node wants to send, decoded.
-fn drain(n: &mut Node) -> Vec<(SocketAddr, Message)> {
-    let mut out = Vec::new();
-    while let Some((to, bytes)) = n.poll_transmit() {
-        out.push((to, krpc::decode(&bytes).expect("we send valid KRPC")));
-    }
-    out
 }
 
 fn answers_to(out: &[(SocketAddr, Message)], to: SocketAddr) -> Vec<&Message> {
@@ -335,6 +327,7 @@ fn responses_only_count_from_the_address_asked() {
         version: None,
         read_only: false,
         ip: None,
+        want: None,
         body: Body::Response(krpc::Response {
             id: peer_id,
             ..Default::default()
@@ -443,6 +436,7 @@ fn a_node_adopts_a_bep42_id_once_responders_agree_on_its_public_address() {
             version: None,
             read_only: false,
             ip: Some(ours),
+            want: None,
             body: Body::Response(krpc::Response {
                 id: *id,
                 ..Default::default()
@@ -709,6 +703,7 @@ mod bep44 {
                 version: None,
                 read_only: false,
                 ip: None,
+                want: None,
                 body: Body::Response(r),
             };
             n.handle_datagram(now, *to, &msg.encode());

@@ -233,6 +233,7 @@ async fn scenario() {
         version: None,
         read_only: true,
         ip: None,
+        want: None,
         body: dht::krpc::Body::Query(dht::krpc::Query::GetPeers {
             id: dht::NodeId([0x33; 20]),
             info_hash: dht::NodeId(ih2),

@@ -180,6 +180,7 @@ fn liars_scenario(seed: u64, liars: usize, targeted: bool, percent_found: usize)
                 version: None,
                 read_only: false,
                 ip: None,
+                want: None,
                 body: dht::krpc::Body::Query(dht::krpc::Query::Ping { id }),
             };
             net.inject(from, target, q.encode());

@@ -66,6 +66,8 @@ pub(crate) struct NodeContext {
     pub(crate) connectors: Vec<Arc<dyn Connector>>,
     /// Running when LSD is on and its socket could be opened.
     pub(crate) lsd: Mutex<Option<crate::lsd::Lsd>>,
+    /// LSD over IPv6, beside the IPv4 one.
+    pub(crate) lsd6: Mutex<Option<crate::lsd::Lsd>>,
     /// Running when the DHT is on and its socket could be opened.
     pub(crate) dht: Mutex<Option<dht::Dht>>,
     /// Where incoming connections go, by the info-hash of their handshake.
@@ -108,6 +110,7 @@ impl NodeContext {
             tracker_client,
             connectors,
             lsd: Mutex::new(None),
+            lsd6: Mutex::new(None),
             dht: Mutex::new(None),
             routes: Mutex::new(HashMap::new()),
             obfuscated: Obfuscated::default(),
@@ -226,7 +229,13 @@ impl NodeContext {
     /// Torrents were added or removed: tell LSD which ones to announce (never private
     /// ones, BEP 27).
     fn routes_changed(&self) {
-        let lsd = self.lsd.lock().unwrap_or_else(|e| e.into_inner());
+        for lsd in [&self.lsd, &self.lsd6] {
+            self.tell_lsd(lsd);
+        }
+    }
+
+    fn tell_lsd(&self, lsd: &Mutex<Option<crate::lsd::Lsd>>) {
+        let lsd = lsd.lock().unwrap_or_else(|e| e.into_inner());
         if let Some(lsd) = lsd.as_ref() {
             let hashes = self
                 .routes

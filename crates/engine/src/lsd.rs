@@ -18,13 +18,14 @@
 //! - [`Lsd`], the tokio shell owning the multicast socket, which moves datagrams between the
 //!   socket and the core and hands `(info_hash, peer address)` pairs to the session.
 //!
-//! Only IPv4 is served so far; the IPv6 group `[ff15::efc0:988f]:6771` is not joined.
+//! IPv6 has its own service ([`Lsd::start_v6`], group `[ff15::efc0:988f]:6771`, the same
+//! codec and core) on its own socket.
 
 use std::collections::HashMap;
 use std::collections::hash_map::RandomState;
 use std::hash::{BuildHasher, Hasher};
 use std::io;
-use std::net::{IpAddr, Ipv4Addr, SocketAddr, SocketAddrV4};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr, SocketAddrV4, SocketAddrV6};
 use std::time::{Duration, Instant};
 
 use tokio::net::UdpSocket;
@@ -34,6 +35,14 @@ use tokio::task::JoinHandle;
 /// The BEP 14 IPv4 multicast group.
 pub const DEFAULT_GROUP_V4: SocketAddrV4 =
     SocketAddrV4::new(Ipv4Addr::new(239, 192, 152, 143), 6771);
+
+/// The BEP 14 IPv6 multicast group (site-local scope).
+pub const DEFAULT_GROUP_V6: SocketAddrV6 = SocketAddrV6::new(
+    Ipv6Addr::new(0xff15, 0, 0, 0, 0, 0, 0xefc0, 0x988f),
+    6771,
+    0,
+    0,
+);
 
 /// Largest datagram we parse (and send): BEP 14 keeps announces within one unfragmented
 /// Ethernet frame.
@@ -450,25 +459,44 @@ impl Lsd {
         cfg: LsdConfig,
     ) -> io::Result<(Lsd, mpsc::Receiver<([u8; 20], SocketAddr)>)> {
         let socket = UdpSocket::from_std(multicast_socket(&cfg)?)?;
-        let cookie = random_cookie();
-        let core = LsdCore::new(SocketAddr::V4(cfg.group), cfg.listen_port, cookie.clone());
-        let (torrents_tx, torrents_rx) = watch::channel(Vec::new());
-        let (peers_tx, peers_rx) = mpsc::channel(PEER_CHANNEL_CAPACITY);
-        let task = tokio::spawn(run(
+        Ok(Self::spawn(
             socket,
             SocketAddr::V4(cfg.group),
-            core,
-            torrents_rx,
-            peers_tx,
-        ));
-        Ok((
+            cfg.listen_port,
+        ))
+    }
+
+    /// [`Lsd::start`] over IPv6: the group `cfg.group` (normally [`DEFAULT_GROUP_V6`])
+    /// joined on the interface of index `cfg.interface` (0: the system's choice).
+    pub async fn start_v6(
+        cfg: LsdConfigV6,
+    ) -> io::Result<(Lsd, mpsc::Receiver<([u8; 20], SocketAddr)>)> {
+        let socket = UdpSocket::from_std(multicast_socket_v6(&cfg)?)?;
+        Ok(Self::spawn(
+            socket,
+            SocketAddr::V6(cfg.group),
+            cfg.listen_port,
+        ))
+    }
+
+    fn spawn(
+        socket: UdpSocket,
+        group: SocketAddr,
+        listen_port: u16,
+    ) -> (Lsd, mpsc::Receiver<([u8; 20], SocketAddr)>) {
+        let cookie = random_cookie();
+        let core = LsdCore::new(group, listen_port, cookie.clone());
+        let (torrents_tx, torrents_rx) = watch::channel(Vec::new());
+        let (peers_tx, peers_rx) = mpsc::channel(PEER_CHANNEL_CAPACITY);
+        let task = tokio::spawn(run(socket, group, core, torrents_rx, peers_tx));
+        (
             Lsd {
                 torrents: torrents_tx,
                 task,
                 cookie,
             },
             peers_rx,
-        ))
+        )
     }
 
     /// Replaces the torrents we announce and want peers for. Leave out private torrents
@@ -495,16 +523,24 @@ impl Drop for Lsd {
     }
 }
 
-fn multicast_socket(cfg: &LsdConfig) -> io::Result<std::net::UdpSocket> {
+/// A non-blocking UDP socket for `group`'s family that other LSD clients on this host can
+/// share (SO_REUSEADDR, SO_REUSEPORT); an error if `group` is not multicast.
+fn shared_socket(group: IpAddr) -> io::Result<socket2::Socket> {
     use socket2::{Domain, Protocol, Socket, Type};
-    let group = *cfg.group.ip();
     if !group.is_multicast() {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
             format!("LSD group {group} is not a multicast address"),
         ));
     }
-    let socket = Socket::new(Domain::IPV4, Type::DGRAM, Some(Protocol::UDP))?;
+    let socket = Socket::new(
+        Domain::for_address(SocketAddr::new(group, 0)),
+        Type::DGRAM,
+        Some(Protocol::UDP),
+    )?;
+    if group.is_ipv6() {
+        socket.set_only_v6(true)?;
+    }
     socket.set_reuse_address(true)?;
     #[cfg(all(
         unix,
@@ -512,6 +548,12 @@ fn multicast_socket(cfg: &LsdConfig) -> io::Result<std::net::UdpSocket> {
     ))]
     socket.set_reuse_port(true)?;
     socket.set_nonblocking(true)?;
+    Ok(socket)
+}
+
+fn multicast_socket(cfg: &LsdConfig) -> io::Result<std::net::UdpSocket> {
+    let group = *cfg.group.ip();
+    let socket = shared_socket(IpAddr::V4(group))?;
     socket.bind(&SocketAddrV4::new(Ipv4Addr::UNSPECIFIED, cfg.group.port()).into())?;
     socket.join_multicast_v4(&group, &cfg.interface)?;
     // Only datagrams of the group we joined, not of groups other sockets on this host joined
@@ -523,6 +565,45 @@ fn multicast_socket(cfg: &LsdConfig) -> io::Result<std::net::UdpSocket> {
     }
     socket.set_multicast_loop_v4(true)?;
     socket.set_multicast_ttl_v4(1)?;
+    Ok(socket.into())
+}
+
+/// Where and how the IPv6 [`Lsd`] service runs ([`Lsd::start_v6`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct LsdConfigV6 {
+    /// The multicast group and port; [`DEFAULT_GROUP_V6`] in real use.
+    pub group: SocketAddrV6,
+    /// Our BitTorrent TCP port, the one announced.
+    pub listen_port: u16,
+    /// Index of the interface to join the group on and send from (0: the system's choice;
+    /// see [`interface_index`]).
+    pub interface: u32,
+}
+
+/// The index of the interface that has `ip` (from `/proc/net/if_inet6`), if one does.
+pub fn interface_index(ip: Ipv6Addr) -> Option<u32> {
+    let text = std::fs::read_to_string("/proc/net/if_inet6").ok()?;
+    let want: String = ip.octets().iter().map(|b| format!("{b:02x}")).collect();
+    text.lines().take(4096).find_map(|line| {
+        let mut f = line.split_whitespace();
+        (f.next()? == want)
+            .then(|| u32::from_str_radix(f.next()?, 16).ok())
+            .flatten()
+    })
+}
+
+fn multicast_socket_v6(cfg: &LsdConfigV6) -> io::Result<std::net::UdpSocket> {
+    let group = *cfg.group.ip();
+    let socket = shared_socket(IpAddr::V6(group))?;
+    socket.bind(&SocketAddrV6::new(Ipv6Addr::UNSPECIFIED, cfg.group.port(), 0, 0).into())?;
+    socket.join_multicast_v6(&group, cfg.interface)?;
+    #[cfg(target_os = "linux")]
+    socket.set_multicast_all_v6(false)?;
+    if cfg.interface != 0 {
+        socket.set_multicast_if_v6(cfg.interface)?;
+    }
+    socket.set_multicast_loop_v6(true)?;
+    socket.set_multicast_hops_v6(1)?;
     Ok(socket.into())
 }
 

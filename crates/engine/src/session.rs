@@ -119,9 +119,17 @@ pub struct TorrentBrief {
 pub struct SessionConfig {
     /// Where to listen for peers (port 0: any free port).
     pub listen: SocketAddr,
+    /// A second listening address, of the other family (IPv6 beside IPv4): TCP, and the
+    /// DHT's second UDP socket (BEP 32). Port 0: `listen`'s port when free. Its socket is
+    /// IPv6-only, so `0.0.0.0:P` and `[::]:P` live side by side. A failure to bind it is
+    /// not fatal (see [`Session::listen6_error`]).
+    pub listen6: Option<SocketAddr>,
     /// Local Service Discovery (BEP 14): announce our torrents on the local network and
     /// dial the peers that announce them. `None`: off.
     pub lsd: Option<LsdSettings>,
+    /// The IPv6 LSD group, used when `lsd` is on and we listen on IPv6 (joined on the
+    /// interface of the IPv6 listening address, or the system's choice for `[::]`).
+    pub lsd6_group: Option<std::net::SocketAddrV6>,
     /// Settings of the tracker client.
     pub tracker: tracker::client::ClientConfig,
     /// The mainline DHT (BEP 5), on a UDP socket at the listening address. `None`: off.
@@ -171,11 +179,26 @@ impl Default for LsdSettings {
 }
 
 impl SessionConfig {
-    /// Listen on `listen`, LSD and the DHT on, default tracker settings and limits.
+    /// Listen on `listen`, LSD and the DHT on, default tracker settings and limits. An
+    /// unspecified address (`0.0.0.0:P` or `[::]:P`) means every interface of both
+    /// families: `0.0.0.0:P` and `[::]:P`.
     pub fn new(listen: SocketAddr) -> Self {
+        let (listen, listen6) = if listen.ip().is_unspecified() {
+            (
+                SocketAddr::from((std::net::Ipv4Addr::UNSPECIFIED, listen.port())),
+                Some(SocketAddr::from((
+                    std::net::Ipv6Addr::UNSPECIFIED,
+                    listen.port(),
+                ))),
+            )
+        } else {
+            (listen, None)
+        };
         SessionConfig {
             listen,
+            listen6,
             lsd: Some(LsdSettings::default()),
+            lsd6_group: Some(crate::lsd::DEFAULT_GROUP_V6),
             tracker: tracker::client::ClientConfig::default(),
             dht: Some(DhtSettings::default()),
             settings: Settings::default(),
@@ -238,6 +261,8 @@ struct SessionInner {
     changes: watch::Sender<u64>,
     lsd_error: Option<String>,
     dht_error: Option<String>,
+    listen_addr6: Option<SocketAddr>,
+    listen6_error: Option<String>,
     /// Stops the uTP dispatcher and the shared UDP socket's receive loop.
     udp_stop: Option<UdpStop>,
 }
@@ -373,10 +398,26 @@ impl Session {
             tokio::spawn(crate::utp::accept_loop(sock, move |s| c.incoming(s)));
         }
         tracing::info!(%listen_addr, tcp = transports.tcp, utp = utp_tx.is_some(), "listening for peers");
+        let (mut listen_addr6, mut listen6_error) = (None, None);
+        if let (Some(addr6), true) = (config.listen6, transports.tcp) {
+            match bind_second_listener(addr6, listen_addr.port()) {
+                Ok(l) => {
+                    let a = l.local_addr().ok();
+                    tracing::info!(listen_addr = ?a, "listening for peers");
+                    listen_addr6 = a;
+                    tokio::spawn(tcp_accept_loop(ctx.clone(), l));
+                }
+                Err(e) => {
+                    tracing::info!(error = %e, %addr6, "cannot listen");
+                    listen6_error = Some(format!("cannot listen on {addr6}: {e}"));
+                }
+            }
+        }
         let mut dht_on = false;
         if let (Some(settings), Some(udp)) = (config.dht, &udp) {
             let cfg = dht::DhtConfig {
                 bind: listen_addr,
+                bind6: listen_addr6,
                 bootstrap: settings.bootstrap,
                 state_file: settings.state_file,
                 read_only: false,
@@ -404,22 +445,39 @@ impl Session {
                 mux: tokio::spawn(mux.run()).abort_handle(),
             }
         });
+        let v6_listen = listen_addr6.or(listen_addr.is_ipv6().then_some(listen_addr));
+        if let (Some(_), Some(group), Some(addr6)) = (&config.lsd, config.lsd6_group, v6_listen) {
+            let interface = match addr6.ip() {
+                std::net::IpAddr::V6(ip) if !ip.is_unspecified() => {
+                    crate::lsd::interface_index(ip).unwrap_or(0)
+                }
+                _ => 0,
+            };
+            let cfg = crate::lsd::LsdConfigV6 {
+                group,
+                listen_port: addr6.port(),
+                interface,
+            };
+            match Lsd::start_v6(cfg).await {
+                Ok((lsd, found)) => {
+                    *ctx.lsd6.lock().unwrap_or_else(|e| e.into_inner()) = Some(lsd);
+                    tokio::spawn(forward_lsd(ctx.clone(), found));
+                }
+                Err(e) => tracing::info!(error = %e, "local peer discovery over IPv6 is off"),
+            }
+        }
         let mut lsd_error = None;
-        if let Some(settings) = config.lsd {
+        // IPv4 LSD announces the IPv4 listener's port: none without one.
+        if let Some(settings) = config.lsd.filter(|_| listen_addr.is_ipv4()) {
             let cfg = LsdConfig {
                 group: settings.group,
                 listen_port: listen_addr.port(),
                 interface: settings.interface,
             };
             match Lsd::start(cfg).await {
-                Ok((lsd, mut found)) => {
+                Ok((lsd, found)) => {
                     *ctx.lsd.lock().unwrap_or_else(|e| e.into_inner()) = Some(lsd);
-                    let c = ctx.clone();
-                    tokio::spawn(async move {
-                        while let Some((info_hash, addr)) = found.recv().await {
-                            c.lsd_found(&info_hash, addr);
-                        }
-                    });
+                    tokio::spawn(forward_lsd(ctx.clone(), found));
                 }
                 Err(e) => {
                     tracing::info!(error = %e, "local peer discovery is off");
@@ -435,6 +493,8 @@ impl Session {
                 lsd_error,
                 dht_error,
                 udp_stop,
+                listen_addr6,
+                listen6_error,
             }),
         })
     }
@@ -465,6 +525,23 @@ impl Session {
 
     pub fn listen_addr(&self) -> SocketAddr {
         self.inner.ctx.listen_addr
+    }
+
+    /// The second listening address ([`SessionConfig::listen6`]), when it could be bound.
+    pub fn listen_addr6(&self) -> Option<SocketAddr> {
+        self.inner.listen_addr6
+    }
+
+    /// Every address we listen on: [`Session::listen_addr`], then the second one.
+    pub fn listen_addrs(&self) -> Vec<SocketAddr> {
+        std::iter::once(self.listen_addr())
+            .chain(self.listen_addr6())
+            .collect()
+    }
+
+    /// Why the second listening address could not be bound, if it could not.
+    pub fn listen6_error(&self) -> Option<&str> {
+        self.inner.listen6_error.as_deref()
     }
 
     /// The peer id this node uses in handshakes and announces.
@@ -816,15 +893,10 @@ impl Session {
             }
             stop.mux.abort();
         }
-        if let Some(lsd) = self
-            .inner
-            .ctx
-            .lsd
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take()
-        {
-            lsd.shutdown();
+        for lsd in [&self.inner.ctx.lsd, &self.inner.ctx.lsd6] {
+            if let Some(lsd) = lsd.lock().unwrap_or_else(|e| e.into_inner()).take() {
+                lsd.shutdown();
+            }
         }
     }
 
@@ -1206,6 +1278,42 @@ fn bind_udp(addr: SocketAddr) -> std::io::Result<tokio::net::UdpSocket> {
     let s = std::net::UdpSocket::bind(addr)?;
     s.set_nonblocking(true)?;
     tokio::net::UdpSocket::from_std(s)
+}
+
+/// Hand the peers LSD finds to their torrents.
+async fn forward_lsd(
+    ctx: Arc<NodeContext>,
+    mut found: tokio::sync::mpsc::Receiver<([u8; 20], SocketAddr)>,
+) {
+    while let Some((info_hash, addr)) = found.recv().await {
+        ctx.lsd_found(&info_hash, addr);
+    }
+}
+
+/// Bind the second TCP listener: on `port` (the first listener's) when `addr`'s port is 0
+/// and that port is free, else on `addr` as given. An IPv6 socket is IPv6-only.
+fn bind_second_listener(addr: SocketAddr, port: u16) -> std::io::Result<TcpListener> {
+    let open = |addr: SocketAddr| -> std::io::Result<TcpListener> {
+        let s = socket2::Socket::new(
+            socket2::Domain::for_address(addr),
+            socket2::Type::STREAM,
+            Some(socket2::Protocol::TCP),
+        )?;
+        if addr.is_ipv6() {
+            s.set_only_v6(true)?;
+        }
+        s.set_reuse_address(true)?;
+        s.set_nonblocking(true)?;
+        s.bind(&addr.into())?;
+        s.listen(1024)?;
+        TcpListener::from_std(s.into())
+    };
+    if addr.port() == 0
+        && let Ok(l) = open(SocketAddr::new(addr.ip(), port))
+    {
+        return Ok(l);
+    }
+    open(addr)
 }
 
 async fn tcp_accept_loop(ctx: Arc<NodeContext>, listener: TcpListener) {

@@ -14,7 +14,8 @@ const MAX_CONFIG_BYTES: u64 = 1 << 20;
 pub struct Config {
     /// Address of the HTTP API and web UI (port 0: a free port).
     pub api: SocketAddr,
-    /// Address to listen on for peers (TCP, and UDP for the DHT).
+    /// Address to listen on for peers (TCP, and UDP for the DHT); `0.0.0.0:PORT` or
+    /// `[::]:PORT`: every interface of both IPv4 and IPv6.
     pub listen: SocketAddr,
     /// Where content goes: `DOWNLOAD_DIR/NAME`.
     pub download_dir: PathBuf,
@@ -38,6 +39,10 @@ pub struct Config {
     /// Transports for peer connections: "tcp", "utp" or "tcp,utp" (uTP shares the DHT's
     /// UDP port).
     pub transports: String,
+    /// Ask the router to forward the listening port (UPnP IGD, NAT-PMP/PCP).
+    pub port_mapping: bool,
+    /// The lease asked of the router, in seconds; the mapping is renewed at half of it.
+    pub port_mapping_lease: u64,
     /// Announce to trackers.
     pub trackers: bool,
     /// Queueing: at most this many torrents download at once, and this many seed; the
@@ -98,6 +103,8 @@ impl Default for Config {
             dht: true,
             lsd: true,
             transports: "tcp,utp".to_string(),
+            port_mapping: true,
+            port_mapping_lease: 3600,
             trackers: true,
             max_active_downloads: 5,
             max_active_seeds: 0,

@@ -33,7 +33,7 @@ The API (docs/api.md) is at /api/v1, the web UI at /, Prometheus metrics at /met
 
 Config file keys (TOML, all optional; see --print-config): api, listen, transports, download_dir, \
 state_dir, watch_dir, allowed_dirs, api_user, api_password, api_key, download_limit, \
-upload_limit, dht, lsd, trackers, max_active_downloads, max_active_seeds, ratio_limit, \
+upload_limit, dht, lsd, port_mapping, port_mapping_lease, trackers, max_active_downloads, max_active_seeds, ratio_limit, \
 seeding_time_limit, encryption (prefer, require or disable).
 
 Settings changed through the APIs (qBittorrent's app/setPreferences, Transmission's \
@@ -51,7 +51,8 @@ pub struct Args {
     /// Another address than loopback needs credentials.
     #[arg(long, value_name = "ADDR")]
     api: Option<SocketAddr>,
-    /// Address to listen on for peers [default: 0.0.0.0:6881].
+    /// Address to listen on for peers [default: 0.0.0.0:6881]; `0.0.0.0:PORT` or `[::]:PORT`
+    /// listens on every interface of both IPv4 and IPv6.
     #[arg(long, value_name = "ADDR")]
     listen: Option<SocketAddr>,
     /// Where torrents are kept between runs [default: $XDG_STATE_HOME/bitpeer].
@@ -68,6 +69,10 @@ pub struct Args {
     /// No Local Service Discovery.
     #[arg(long)]
     no_lsd: bool,
+    /// No port mapping (by default the daemon asks the router, by UPnP IGD or NAT-PMP/PCP,
+    /// to forward the listening port, and shows the external address in /api/v1/session).
+    #[arg(long)]
+    no_port_mapping: bool,
     /// No tracker announces.
     #[arg(long)]
     no_trackers: bool,
@@ -111,6 +116,9 @@ fn effective_config(args: &Args) -> CliResult<Config> {
     }
     if args.no_lsd {
         c.lsd = false;
+    }
+    if args.no_port_mapping {
+        c.port_mapping = false;
     }
     if args.no_trackers {
         c.trackers = false;
@@ -172,8 +180,15 @@ async fn serve(config: Config) -> CliResult {
     let session = engine::session::Session::start(sc)
         .await
         .map_err(|e| CliError::new(e.to_string()))?;
+    let mapper = config
+        .port_mapping
+        .then(|| crate::port_mapping::start(&session, config.port_mapping_lease))
+        .flatten();
     let daemon = match state::Daemon::open(session.clone(), config) {
-        Ok(d) => d,
+        Ok(mut d) => {
+            d.port_mapping = mapper.as_ref().map(|m| m.status_handle());
+            d
+        }
         Err(e) => {
             session.shutdown().await;
             return Err(CliError::new(e));
@@ -209,6 +224,9 @@ async fn serve(config: Config) -> CliResult {
     let _ = stop_tx.send(true);
     // Open event streams would hold the graceful shutdown: give it a moment, no more.
     let _ = tokio::time::timeout(Duration::from_secs(3), server).await;
+    if let Some(m) = mapper {
+        m.shutdown().await;
+    }
     daemon.session.shutdown().await;
     // The totals as the torrents stopped.
     daemon.save_counters();

@@ -269,6 +269,8 @@ pub struct Daemon {
     ops: Arc<tokio::sync::Mutex<()>>,
     /// Serialises the queue's passes.
     queue_lock: Arc<tokio::sync::Mutex<()>>,
+    /// What the port mapper holds, when port mapping is on.
+    pub port_mapping: Option<Arc<Mutex<portmap::Status>>>,
 }
 
 /// The settings: the config's, then `STATE_DIR/settings.json` over them (keys it lacks,
@@ -409,6 +411,7 @@ impl Daemon {
             })),
             ops: Arc::new(tokio::sync::Mutex::new(())),
             queue_lock: Arc::new(tokio::sync::Mutex::new(())),
+            port_mapping: None,
         };
         daemon.apply_engine_settings();
         // Every torrent starts paused in the engine; the queue's first pass starts those
@@ -1289,7 +1292,11 @@ impl Daemon {
         json!({
             "version": env!("CARGO_PKG_VERSION"),
             "listen_addr": self.session.listen_addr().to_string(),
-            "download_dir": self.prefs().download_dir,
+            "listen_addrs": self.session.listen_addrs().iter().map(|a| a.to_string()).collect::<Vec<_>>(),
+            "port_mapping": self.port_mapping.as_ref().map(|s| {
+                crate::port_mapping::to_json(&s.lock().unwrap_or_else(|e| e.into_inner()))
+            }),
+                        "download_dir": self.prefs().download_dir,
             "download_rate": down,
             "upload_rate": up,
             "downloaded": dl,

@@ -1,10 +1,10 @@
 """A libtorrent peer on 127.0.0.1 that finds others through the DHT only.
 
 Usage: lt_dht_peer.py TORRENT|MAGNET SAVE_PATH --dht-bootstrap HOST:PORT [--seed]
-                      [--deadline SECONDS]
+                      [--deadline SECONDS] [--listen IFACE:PORT]
 
 Listens on 127.0.0.1 (a free port, TCP for peers and UDP for the DHT) and prints
-{"port": N} first. The DHT starts from the one bootstrap node given, with the rules that
+{"port": N} first (--listen [::1]:0: on IPv6 loopback, the DHT included). The DHT starts from the one bootstrap node given, with the rules that
 keep a DHT off loopback and private addresses turned off; no trackers, LSD, UPnP or NAT-PMP.
 The torrent (a .torrent, or a magnet link whose metadata then comes from peers) is
 announced to the DHT every few seconds. Then:
@@ -29,6 +29,7 @@ def main():
     ap.add_argument("--dht-bootstrap", required=True)
     ap.add_argument("--seed", action="store_true")
     ap.add_argument("--deadline", type=float, default=120)
+    ap.add_argument("--listen", default="127.0.0.1:0")
     a = ap.parse_args()
 
     stop = stop_on_signals()
@@ -41,6 +42,7 @@ def main():
         dht_enforce_node_id=False,
         dht_prefer_verified_node_ids=False,
         dht_announce_interval=5,
+        listen_interfaces=a.listen,
     ))
     if a.torrent.startswith("magnet:"):
         params = lt.parse_magnet_uri(a.torrent)

@@ -2,10 +2,10 @@
 
 Usage: lt_peer.py TORRENT|MAGNET SAVE_PATH [--peer HOST:PORT]... [--deadline SECONDS] [--seed]
                   [--upload-limit BYTES_PER_S] [--download-limit BYTES_PER_S] [--stats]
-                  [--count-incoming] [--keep-trackers] [--utp-only | --utp]
+                  [--count-incoming] [--keep-trackers] [--utp-only | --utp] [--listen IFACE:PORT]
                   [--out-enc-policy P] [--in-enc-policy P] [--allowed-enc-level L] [--prefer-rc4]
 
-Listens on 127.0.0.1 (a free port), prints {"port": N} as its first line, connects to the
+Listens on 127.0.0.1 (a free port; --listen [::1]:0 for IPv6 loopback), prints {"port": N} as its first line, connects to the
 given peers, and then:
   - with --seed: checks the data and serves it until killed or the deadline passes;
   - without: downloads until every piece is valid, prints {"done": true, ...} and exits 0,
@@ -61,6 +61,7 @@ def main():
     ap.add_argument("--prefer-rc4", action="store_true")
     ap.add_argument("--utp-only", action="store_true")
     ap.add_argument("--utp", action="store_true")
+    ap.add_argument("--listen", default="127.0.0.1:0")
     a = ap.parse_args()
 
     stop = stop_on_signals()
@@ -82,6 +83,7 @@ def main():
     if a.utp_only:
         extra["enable_outgoing_tcp"] = False
         extra["enable_incoming_tcp"] = False
+    extra["listen_interfaces"] = a.listen
     ses = lt.session(loopback_settings(**extra))
     incoming = [0]
 
@@ -136,7 +138,7 @@ def main():
                                               lt.torrent_status.checking_resume_data):
             for p in a.peer:
                 host, port = p.rsplit(":", 1)
-                h.connect_peer((host, int(port)))
+                h.connect_peer((host.strip("[]"), int(port)))
             connected = True
         if not a.seed and st.is_seeding:
             print_json({"done": True, "have": st.num_pieces,

@@ -243,6 +243,7 @@ impl Net {
                 version: None,
                 read_only: false,
                 ip: None,
+                want: None,
                 body: Body::Response(Response {
                     id: liar_id,
                     nodes,
@@ -323,6 +324,15 @@ impl Net {
     }
 }
 
+/// Everything a node wants to send, decoded.
+pub fn drain(n: &mut Node) -> Vec<(SocketAddr, Message)> {
+    let mut out = Vec::new();
+    while let Some((to, bytes)) = n.poll_transmit() {
+        out.push((to, krpc::decode(&bytes).expect("we send valid KRPC")));
+    }
+    out
+}
+
 pub fn median(v: &mut [usize]) -> usize {
     v.sort_unstable();
     v[v.len() / 2]
@@ -342,6 +352,7 @@ pub mod live {
     pub fn config(bootstrap: Vec<String>) -> DhtConfig {
         DhtConfig {
             bind: SocketAddr::from((LOOPBACK, 0)),
+            bind6: None,
             bootstrap,
             state_file: None,
             read_only: false,
