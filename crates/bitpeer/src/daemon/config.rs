@@ -45,6 +45,8 @@ pub struct Config {
     /// size), or this many seconds after completing.
     pub ratio_limit: Option<f64>,
     pub seeding_time_limit: Option<u64>,
+    /// IPFS: the Trustless Gateway and the torrent-to-CID bridge (`[ipfs]`).
+    pub ipfs: crate::ipfs::daemon::DaemonConfig,
 }
 
 impl Default for Config {
@@ -77,6 +79,7 @@ impl Default for Config {
             max_active_seeds: 0,
             ratio_limit: None,
             seeding_time_limit: None,
+            ipfs: Default::default(),
         }
     }
 }
@@ -147,6 +150,7 @@ impl Config {
         {
             return Err("ratio_limit must be a number >= 0".into());
         }
+        self.ipfs.validate()?;
         if self.api_password.is_some() && self.api_user.is_none() {
             return Err("an API password needs a user: set --api-user too".into());
         }

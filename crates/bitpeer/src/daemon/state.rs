@@ -117,6 +117,9 @@ pub struct Record {
     /// Started by force: not held back by the queue's limits.
     #[serde(default)]
     pub force: bool,
+    /// The root CID of its content, once the IPFS bridge has imported it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipfs_cid: Option<String>,
     /// The engine's id for it in this run.
     #[serde(skip)]
     pub engine_id: TorrentId,
@@ -423,6 +426,7 @@ impl Daemon {
             ratio_limit: None,
             seeding_time_limit: None,
             force: false,
+            ipfs_cid: None,
             engine_id: 0,
         };
         // Paused in the engine; the queue starts it when a slot is free.
@@ -452,6 +456,11 @@ impl Daemon {
             .get(&id)
             .cloned()
             .ok_or_else(|| OpError::NotFound(format!("no torrent with id {id}")))
+    }
+
+    /// Records the CID the IPFS bridge gave the torrent's content.
+    pub fn set_ipfs_cid(&self, id: u64, cid: String) {
+        let _ = self.update(id, |r| r.ipfs_cid = Some(cid));
     }
 
     pub fn records(&self) -> Vec<Record> {
@@ -853,6 +862,7 @@ impl Daemon {
             "ratio_limit": r.ratio_limit,
             "seeding_time_limit": r.seeding_time_limit,
             "private": meta.as_ref().is_some_and(|m| m.info.private),
+            "ipfs_cid": r.ipfs_cid,
         })
     }
 
