@@ -339,12 +339,13 @@ pub fn import_reader(
     what: &Path,
     sink: &mut dyn BlockSink,
 ) -> Result<Imported, Error> {
-    let root = import_stream(profile, reader, what, sink)?;
+    let root = import_stream(profile, reader, None, what, sink)?;
     sink.finish()?;
     Ok(root)
 }
 
-/// [`import_reader`] without the sink's `finish`.
+/// [`import_reader`] without the sink's `finish`; `size_hint` is the input's expected
+/// length, if known (it only sizes the pool).
 ///
 /// One worker per core takes the next chunk from the input (under a lock, so chunks keep
 /// their order), hashes it and stores it, then takes another: every core is busy until the
@@ -353,11 +354,16 @@ pub fn import_reader(
 fn import_stream(
     profile: Profile,
     reader: &mut (dyn Read + Send),
+    size_hint: Option<u64>,
     what: &Path,
     sink: &mut dyn BlockSink,
 ) -> Result<Imported, Error> {
     let chunk_size = profile.chunk_size();
-    let workers = threads();
+    // No more workers than chunks (a small file needs one).
+    let chunks_hint = size_hint.map_or(usize::MAX, |n| {
+        usize::try_from(n.div_ceil(chunk_size as u64)).unwrap_or(usize::MAX)
+    });
+    let workers = threads().min(chunks_hint).max(1);
     let mut out = if sink.shared().is_some() {
         Out::Shared(sink.shared().expect("checked"))
     } else {
@@ -461,7 +467,10 @@ fn import_entry(
     let ft = meta.file_type();
     if ft.is_file() {
         let mut file = fs::File::open(path).map_err(|e| Error::io(path, e))?;
-        Ok((import_stream(profile, &mut file, path, sink)?, true))
+        Ok((
+            import_stream(profile, &mut file, Some(meta.len()), path, sink)?,
+            true,
+        ))
     } else if ft.is_dir() {
         if depth >= MAX_DEPTH {
             return Err(Error::Limit(format!(

@@ -59,6 +59,8 @@ pub struct FsStore {
     /// Held while a batch is taken and committed, so batches become visible in the order
     /// they were filled (a parent node never before its children).
     committing: Mutex<()>,
+    /// Block folders that got new names since the last flush (fsynced then).
+    touched: Mutex<std::collections::BTreeSet<PathBuf>>,
 }
 
 /// Temp files waiting for their fsync and rename.
@@ -98,6 +100,7 @@ impl FsStore {
             tmp_seq: AtomicU64::new(0),
             batch: Mutex::new(Batch::default()),
             committing: Mutex::new(()),
+            touched: Mutex::new(Default::default()),
         })
     }
 
@@ -131,8 +134,8 @@ impl FsStore {
             .join(format!("{}-{seq}", std::process::id()))
     }
 
-    /// Fsyncs the batch's temp files, renames them into place, then fsyncs their folders.
-    /// A temp file whose rename fails is removed.
+    /// Fsyncs the batch's temp files, then renames them into place (their folders are
+    /// fsynced at the flush). A temp file whose rename fails is removed.
     fn commit(&self, batch: Batch) -> Result<(), Error> {
         // The fsyncs overlap on a few threads: the file system commits them together, and
         // the disk sees one long write instead of many waits.
@@ -153,7 +156,7 @@ impl FsStore {
                 .into_iter()
                 .try_for_each(|h| h.join().unwrap_or_else(|p| std::panic::resume_unwind(p)))
         });
-        let mut dirs = std::collections::BTreeSet::new();
+        let mut dirs = self.touched.lock().unwrap_or_else(|p| p.into_inner());
         for (file, tmp, path) in batch.files {
             drop(file);
             if result.is_ok() {
@@ -166,17 +169,30 @@ impl FsStore {
                 let _ = fs::remove_file(&tmp);
             }
         }
-        for d in dirs {
-            if let Ok(dir) = fs::File::open(&d) {
-                let _ = dir.sync_all();
-            }
-        }
         result
     }
 
     /// Commits what the importer has put so far.
     pub fn flush(&self) -> Result<(), Error> {
-        self.commit_next(true)
+        self.commit_next(true)?;
+        // The new names made durable: the folders' fsyncs overlap too.
+        let dirs: Vec<PathBuf> =
+            std::mem::take(&mut *self.touched.lock().unwrap_or_else(|p| p.into_inner()))
+                .into_iter()
+                .collect();
+        let per = dirs.len().div_ceil(SYNC_THREADS).max(1);
+        std::thread::scope(|s| {
+            for part in dirs.chunks(per) {
+                s.spawn(move || {
+                    for d in part {
+                        if let Ok(dir) = fs::File::open(d) {
+                            let _ = dir.sync_all();
+                        }
+                    }
+                });
+            }
+        });
+        Ok(())
     }
 
     /// Takes the batch being filled (when `always`, or when it is full) and commits it.
