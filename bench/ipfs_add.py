@@ -61,12 +61,17 @@ def timed(cmd, env=None):
     return wall, cpu, out.stdout.strip().splitlines()[-1]
 
 
-def wait_for_load(max_load):
-    """The 1-minute load average now, after waiting (at most 10 minutes) for it to drop
-    below `max_load` when one is given."""
-    end = time.monotonic() + 600
-    while max_load is not None and os.getloadavg()[0] >= max_load and time.monotonic() < end:
-        time.sleep(5)
+WAIT_END = None
+
+
+def wait_for_load(max_load, max_wait):
+    """The 1-minute load average now, after waiting for it to drop below `max_load` when
+    one is given (all the waits together last at most `max_wait` seconds)."""
+    global WAIT_END
+    if WAIT_END is None:
+        WAIT_END = time.monotonic() + max_wait
+    while max_load is not None and os.getloadavg()[0] >= max_load and time.monotonic() < WAIT_END:
+        time.sleep(2)
     return os.getloadavg()[0]
 
 
@@ -75,7 +80,9 @@ def main():
     ap.add_argument("--size", type=int, default=1 << 30)
     ap.add_argument("--rounds", type=int, default=3)
     ap.add_argument("--max-load", type=float, default=None,
-                    help="before each run, wait (up to 10 min) for the 1-minute load average to drop below this")
+                    help="before each run, wait for the 1-minute load average to drop below this "
+                         "(at most --max-wait seconds in all)")
+    ap.add_argument("--max-wait", type=float, default=600)
     ap.add_argument("--only", choices=["hash", "store"], default=None,
                     help="time only the --only-hash pair or only the block-store pair")
     args = ap.parse_args()
@@ -106,7 +113,7 @@ def main():
             for name, cmd in tools.items():
                 shutil.rmtree(store, ignore_errors=True)
                 shutil.rmtree(helia_store, ignore_errors=True)
-                load = wait_for_load(args.max_load)
+                load = wait_for_load(args.max_load, args.max_wait)
                 loads.append(load)
                 wall, cpu, cid = timed(cmd(), helia_env if name == "helia + blockstore-fs" else None)
                 cids.add(cid)
