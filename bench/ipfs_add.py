@@ -61,10 +61,30 @@ def timed(cmd, env=None):
     return wall, cpu, out.stdout.strip().splitlines()[-1]
 
 
+WAIT_END = None
+
+
+def wait_for_load(max_load, max_wait):
+    """The 1-minute load average now, after waiting for it to drop below `max_load` when
+    one is given (all the waits together last at most `max_wait` seconds)."""
+    global WAIT_END
+    if WAIT_END is None:
+        WAIT_END = time.monotonic() + max_wait
+    while max_load is not None and os.getloadavg()[0] >= max_load and time.monotonic() < WAIT_END:
+        time.sleep(2)
+    return os.getloadavg()[0]
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--size", type=int, default=1 << 30)
     ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--max-load", type=float, default=None,
+                    help="before each run, wait for the 1-minute load average to drop below this "
+                         "(at most --max-wait seconds in all)")
+    ap.add_argument("--max-wait", type=float, default=600)
+    ap.add_argument("--only", choices=["hash", "store"], default=None,
+                    help="time only the --only-hash pair or only the block-store pair")
     args = ap.parse_args()
     os.makedirs(WORK, exist_ok=True)
     data = os.path.join(WORK, "data-1GiB.bin" if args.size == 1 << 30 else f"data-{args.size}.bin")
@@ -82,27 +102,37 @@ def main():
             "helia importer": lambda: ["node", HELIA, NPM, profile, data],
             "helia + blockstore-fs": lambda: ["node", HELIA, NPM, profile, data],
         }
+        if args.only == "hash":
+            tools = {k: v for k, v in tools.items() if k in ("bitpeer --only-hash", "helia importer")}
+        elif args.only == "store":
+            tools = {k: v for k, v in tools.items() if k in ("bitpeer --store", "helia + blockstore-fs")}
         results = {name: [] for name in tools}
+        loads = []
         cids = set()
         for r in range(args.rounds):
             for name, cmd in tools.items():
                 shutil.rmtree(store, ignore_errors=True)
                 shutil.rmtree(helia_store, ignore_errors=True)
+                load = wait_for_load(args.max_load, args.max_wait)
+                loads.append(load)
                 wall, cpu, cid = timed(cmd(), helia_env if name == "helia + blockstore-fs" else None)
                 cids.add(cid)
                 results[name].append((wall, cpu))
-                print(f"  {profile} round {r + 1} {name}: {wall:.2f} s wall, {cpu:.2f} s CPU")
+                print(f"  {profile} round {r + 1} {name}: {wall:.2f} s wall, {cpu:.2f} s CPU (load {load:.2f})")
         if len(cids) != 1:
             sys.exit(f"{profile}: root CIDs differ: {cids}")
-        print(f"\n{profile}: root CID {cids.pop()} ({args.size} bytes, median of {args.rounds})")
+        print(f"\n{profile}: root CID {cids.pop()} ({args.size} bytes, median of {args.rounds}, "
+              f"1-minute load average {min(loads):.2f} to {max(loads):.2f} before the runs)")
         med = {}
         for name, runs in results.items():
             wall = statistics.median(w for w, _ in runs)
             cpu = statistics.median(c for _, c in runs)
             med[name] = wall
             print(f"  {name:22} {wall:7.2f} s  {args.size / wall / 1e6:8.1f} MB/s  CPU {cpu:6.2f} s")
-        print(f"  bitpeer --only-hash is {med['helia importer'] / med['bitpeer --only-hash']:.1f}x Helia's importer")
-        print(f"  bitpeer --store is {med['helia + blockstore-fs'] / med['bitpeer --store']:.1f}x Helia + blockstore-fs")
+        if "bitpeer --only-hash" in med:
+            print(f"  bitpeer --only-hash is {med['helia importer'] / med['bitpeer --only-hash']:.1f}x Helia's importer")
+        if "bitpeer --store" in med:
+            print(f"  bitpeer --store is {med['helia + blockstore-fs'] / med['bitpeer --store']:.1f}x Helia + blockstore-fs")
         print()
     shutil.rmtree(store, ignore_errors=True)
     shutil.rmtree(helia_store, ignore_errors=True)

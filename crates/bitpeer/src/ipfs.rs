@@ -3,6 +3,7 @@
 //! `export` read it back (to stdout, to files, or to a CAR file); `import` loads a CAR file,
 //! verifying every block.
 
+pub mod daemon;
 mod gateway;
 mod get;
 
@@ -105,8 +106,9 @@ struct AddArgs {
     /// The file or folder to import; with --torrent, the folder holding the torrent's
     /// content (what `bitpeer download -o` was given).
     path: PathBuf,
-    /// Import exactly the files of this completed torrent (pad files left out), and
-    /// remember the CID for its info-hashes so `bitpeer info` shows it.
+    /// Import exactly the files of this completed torrent (pad files left out; every
+    /// piece checked against the torrent's SHA-1 first), and remember the CID for its
+    /// info-hashes so `bitpeer info` shows it.
     #[arg(long)]
     torrent: Option<PathBuf>,
     /// Import profile: unixfs-v1-2025 (CIDv1, raw leaves, 1 MiB chunks, 1024 links),
@@ -161,39 +163,72 @@ enum Source {
 }
 
 fn add(a: AddArgs) -> CliResult {
-    let (source, hashes) = match &a.torrent {
-        None => (Source::Path(a.path.clone()), Vec::new()),
-        Some(t) => torrent_source(t, &a.path)?,
-    };
-    let import = |sink: &mut dyn BlockSink| match &source {
-        Source::Path(p) => ipfs::import_path(a.profile, p, sink),
-        Source::Tree(t) => t.import(a.profile, sink),
-    };
+    if let Some(t) = &a.torrent {
+        let bytes = crate::info::read_torrent_file(&t.to_string_lossy())?;
+        let m = metainfo::Metainfo::from_bytes(&bytes)
+            .map_err(|e| CliError::new(format!("{}: invalid torrent: {e}", t.display())))?;
+        let cid = if a.only_hash {
+            torrent_source(&m, &a.path)?
+                .import(a.profile, &mut DiscardBlocks)
+                .map_err(err)?
+                .cid
+        } else {
+            add_torrent_content(&m, &a.path, &store_dir(a.store)?, a.profile)?
+        };
+        println!("{cid}");
+        return Ok(());
+    }
     let root = if a.only_hash {
-        import(&mut DiscardBlocks).map_err(err)?
+        ipfs::import_path(a.profile, &a.path, &mut DiscardBlocks).map_err(err)?
     } else {
-        let dir = store_dir(a.store)?;
-        let store = FsStore::open(&dir).map_err(err)?;
+        let store = open_store(a.store)?;
         let mut sink: &FsStore = &store;
-        let root = import(&mut sink).map_err(err)?;
-        for h in &hashes {
-            remember_torrent(&dir, h, &root.cid)?;
-        }
-        root
+        ipfs::import_path(a.profile, &a.path, &mut sink).map_err(err)?
     };
     println!("{}", root.cid);
     Ok(())
 }
 
-/// The content of a completed torrent under `data`: every non-pad file present with its
-/// length (a single file is imported as that file). Returns its info-hashes (hex) too.
-fn torrent_source(
-    torrent: &std::path::Path,
+/// Imports the content of the complete torrent `m` held under `data` into the store in
+/// `store_dir`, and records its CID for the torrent's info-hashes (so `bitpeer info` and
+/// the daemon show it). Used by `ipfs add --torrent` and the daemon's bridge.
+pub fn add_torrent_content(
+    m: &metainfo::Metainfo,
     data: &std::path::Path,
-) -> CliResult<(Source, Vec<String>)> {
-    let bytes = crate::info::read_torrent_file(&torrent.to_string_lossy())?;
-    let m = metainfo::Metainfo::from_bytes(&bytes)
-        .map_err(|e| CliError::new(format!("{}: invalid torrent: {e}", torrent.display())))?;
+    store_dir: &std::path::Path,
+    profile: Profile,
+) -> CliResult<Cid> {
+    let source = torrent_source(m, data)?;
+    let store = FsStore::open(store_dir).map_err(err)?;
+    let mut sink: &FsStore = &store;
+    let root = source.import(profile, &mut sink).map_err(err)?;
+    let hashes = [
+        m.info_hashes.get_v1().map(|h| h.to_hex()),
+        m.info_hashes.get_v2().map(|h| h.to_hex()),
+    ];
+    for h in hashes.into_iter().flatten() {
+        remember_torrent(store_dir, &h, &root.cid)?;
+    }
+    Ok(root.cid)
+}
+
+impl Source {
+    fn import(
+        &self,
+        profile: Profile,
+        sink: &mut dyn BlockSink,
+    ) -> Result<ipfs::Imported, ipfs::Error> {
+        match self {
+            Source::Path(p) => ipfs::import_path(profile, p, sink),
+            Source::Tree(t) => t.import(profile, sink),
+        }
+    }
+}
+
+/// The content of the complete torrent `m` under `data`: every non-pad file present with
+/// its length, and every piece matching its SHA-1 (a v2-only torrent, which has no v1
+/// pieces, is checked by sizes only). A single file is imported as that file.
+fn torrent_source(m: &metainfo::Metainfo, data: &std::path::Path) -> CliResult<Source> {
     let mut tree = ipfs::FileTree::default();
     for (i, f) in m.info.files.iter().enumerate() {
         if f.attr.pad {
@@ -217,19 +252,34 @@ fn torrent_source(
         }
         tree.add(&f.path, path).map_err(err)?;
     }
-    let hashes = [
-        m.info_hashes.get_v1().map(|h| h.to_hex()),
-        m.info_hashes.get_v2().map(|h| h.to_hex()),
-    ]
-    .into_iter()
-    .flatten()
-    .collect();
-    let source = if m.info.single_file {
+    if !m.info.pieces.is_empty() {
+        check_pieces(m, data)?;
+    }
+    Ok(if m.info.single_file {
         Source::Path(data.join(&m.info.name))
     } else {
         Source::Tree(tree)
-    };
-    Ok((source, hashes))
+    })
+}
+
+/// Every piece of `m` under `data` hashes to the torrent's SHA-1 (checked on all cores).
+fn check_pieces(m: &metainfo::Metainfo, data: &std::path::Path) -> CliResult {
+    use std::sync::atomic::{AtomicBool, AtomicU64};
+    let storage = engine::storage::Storage::open(&m.info, data)
+        .map_err(|e| CliError::new(format!("{}: {e}", data.display())))?;
+    let have = storage
+        .recheck(0, &AtomicU64::new(0), &AtomicBool::new(false))
+        .map_err(|e| CliError::new(format!("{}: {e}", data.display())))?;
+    let total = m.info.pieces.len();
+    let good = have.count_ones() as usize;
+    if good != total {
+        return Err(CliError::new(format!(
+            "{}: {} of {total} pieces do not match the torrent's hashes (is the torrent complete?)",
+            data.display(),
+            total - good
+        )));
+    }
+    Ok(())
 }
 
 /// Records `cid` for the torrent with info-hash `hex` in the store (`torrents/HEX`),

@@ -53,6 +53,30 @@ fn torrent_content_gets_a_cid_that_info_shows() {
     cat.assert_success();
     assert_eq!(cat.stdout, fs::read(top.join("art/cover.jpg")).unwrap());
 
+    // Content of the right sizes but with a wrong byte is refused by the piece hashes,
+    // and nothing is recorded for it.
+    let cover = top.join("art/cover.jpg");
+    let good = fs::read(&cover).unwrap();
+    let mut bad = good.clone();
+    bad[100_000] ^= 0x01;
+    fs::write(&cover, &bad).unwrap();
+    let other_state = dir.path().join("state2");
+    let out = bitpeer_in(
+        &other_state,
+        &["ipfs", "add", "--torrent", torrent_s, data_s],
+    );
+    assert_eq!(out.code(), Some(1), "{}", out.explain());
+    assert!(
+        out.stderr_str()
+            .contains("pieces do not match the torrent's hashes"),
+        "{}",
+        out.explain()
+    );
+    let info = bitpeer_in(&other_state, &["info", "--json", torrent_s]);
+    let v: serde_json::Value = serde_json::from_slice(&info.stdout).unwrap();
+    assert!(v["ipfs_cid"].is_null(), "{v}");
+    fs::write(&cover, &good).unwrap();
+
     // An incomplete download is refused.
     let f = fs::OpenOptions::new()
         .write(true)

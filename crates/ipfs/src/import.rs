@@ -20,6 +20,8 @@
 use std::fs;
 use std::io::{self, Read};
 use std::path::Path;
+use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use crate::dagpb::{PbLink, PbNode, link_encoded_len};
 use crate::hamt;
@@ -88,13 +90,22 @@ impl Profile {
 pub trait BlockSink {
     fn put(&mut self, cid: &Cid, block: &[u8]) -> Result<(), Error>;
 
-    /// Several blocks at once (a store may write them in parallel).
-    fn put_many(&mut self, blocks: &[(Cid, &[u8])]) -> Result<(), Error> {
-        for (cid, block) in blocks {
-            self.put(cid, block)?;
-        }
+    /// A handle the import's threads may put blocks through at once, if the sink has one
+    /// (else every block goes through [`BlockSink::put`] on one thread).
+    fn shared(&self) -> Option<&dyn SharedSink> {
+        None
+    }
+
+    /// Makes what was put durable and visible; the importer calls it once at the end.
+    fn finish(&mut self) -> Result<(), Error> {
         Ok(())
     }
+}
+
+/// A sink several threads may put into at once. The blocks come from the importer, which
+/// has just computed each CID from those very bytes.
+pub trait SharedSink: Sync {
+    fn put_shared(&self, cid: &Cid, block: &[u8]) -> Result<(), Error>;
 }
 
 /// A sink that keeps nothing: computes CIDs only.
@@ -103,6 +114,31 @@ pub struct DiscardBlocks;
 impl BlockSink for DiscardBlocks {
     fn put(&mut self, _cid: &Cid, _block: &[u8]) -> Result<(), Error> {
         Ok(())
+    }
+
+    fn shared(&self) -> Option<&dyn SharedSink> {
+        Some(self)
+    }
+}
+
+impl SharedSink for DiscardBlocks {
+    fn put_shared(&self, _cid: &Cid, _block: &[u8]) -> Result<(), Error> {
+        Ok(())
+    }
+}
+
+/// The sink as the importer uses it: shared between its threads when it can be.
+enum Out<'a> {
+    Shared(&'a dyn SharedSink),
+    Plain(&'a mut dyn BlockSink),
+}
+
+impl BlockSink for Out<'_> {
+    fn put(&mut self, cid: &Cid, block: &[u8]) -> Result<(), Error> {
+        match self {
+            Out::Shared(s) => s.put_shared(cid, block),
+            Out::Plain(p) => p.put(cid, block),
+        }
     }
 }
 
@@ -217,35 +253,6 @@ fn threads() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
-/// Makes and hashes the leaves of `chunks` across all cores: (the dag-pb leaf block, or
-/// `None` when the leaf is the raw chunk, and its CID).
-fn hash_leaves(profile: Profile, chunks: &[Vec<u8>]) -> Vec<(Option<Vec<u8>>, Cid)> {
-    let make = |chunk: &Vec<u8>| {
-        if profile.raw_leaves() {
-            (None, cid_of(RAW, chunk, false))
-        } else {
-            let block = pb_leaf(chunk);
-            let cid = cid_of(DAG_PB, &block, profile.cid_v0());
-            (Some(block), cid)
-        }
-    };
-    let n = threads().min(chunks.len());
-    if n <= 1 {
-        return chunks.iter().map(make).collect();
-    }
-    let per = chunks.len().div_ceil(n);
-    std::thread::scope(|s| {
-        let handles: Vec<_> = chunks
-            .chunks(per)
-            .map(|part| s.spawn(move || part.iter().map(make).collect::<Vec<_>>()))
-            .collect();
-        handles
-            .into_iter()
-            .flat_map(|h| h.join().expect("hashing thread panicked"))
-            .collect()
-    })
-}
-
 /// Fills `buf` with up to `size` bytes; fewer only at the end of the input.
 fn read_chunk(reader: &mut dyn Read, buf: &mut Vec<u8>, size: usize) -> io::Result<()> {
     // A reused buffer keeps its length: no zeroing of what is about to be overwritten.
@@ -263,72 +270,176 @@ fn read_chunk(reader: &mut dyn Read, buf: &mut Vec<u8>, size: usize) -> io::Resu
     Ok(())
 }
 
+/// The input as the import's threads share it: the next chunk's number is taken with the
+/// chunk, so chunks are numbered in the order of the bytes.
+struct Input<'a> {
+    reader: &'a mut (dyn Read + Send),
+    next: u64,
+    done: bool,
+}
+
+/// One leaf as a worker made it: its place, CID and sizes, and its block when the sink
+/// is not shared (the main thread puts it).
+struct Leaf {
+    seq: u64,
+    node: Imported,
+    block: Option<Vec<u8>>,
+}
+
+/// Takes the next chunk into `buf` (its number, or `None` at the end).
+fn next_chunk(input: &Mutex<Input<'_>>, buf: &mut Vec<u8>, size: usize) -> io::Result<Option<u64>> {
+    let mut input = input.lock().unwrap_or_else(|p| p.into_inner());
+    if input.done {
+        return Ok(None);
+    }
+    if let Err(e) = read_chunk(input.reader, buf, size) {
+        input.done = true;
+        return Err(e);
+    }
+    let seq = input.next;
+    input.next += 1;
+    input.done = buf.len() < size;
+    // An empty file is one empty chunk; otherwise an empty read ends it.
+    Ok((seq == 0 || !buf.is_empty()).then_some(seq))
+}
+
+/// Makes one chunk's leaf: hashes it, and puts it in the shared sink if there is one.
+fn make_leaf(
+    profile: Profile,
+    seq: u64,
+    buf: &mut Vec<u8>,
+    shared: Option<&dyn SharedSink>,
+) -> Result<Leaf, Error> {
+    let pb = (!profile.raw_leaves()).then(|| pb_leaf(buf));
+    let block: &[u8] = pb.as_deref().unwrap_or(buf);
+    let cid = if profile.raw_leaves() {
+        cid_of(RAW, block, false)
+    } else {
+        cid_of(DAG_PB, block, profile.cid_v0())
+    };
+    let node = Imported {
+        cid,
+        tsize: block.len() as u64,
+        filesize: buf.len() as u64,
+    };
+    let block = match shared {
+        Some(s) => {
+            s.put_shared(&cid, block)?;
+            None
+        }
+        None => Some(pb.unwrap_or_else(|| std::mem::take(buf))),
+    };
+    Ok(Leaf { seq, node, block })
+}
+
 /// Imports a byte stream as a UnixFS file. `what` names it in errors.
-///
-/// A reader thread fills batches of chunks while the previous batch is hashed on all
-/// cores; at most three batches (about 16 MiB each) exist at once.
 pub fn import_reader(
     profile: Profile,
     reader: &mut (dyn Read + Send),
     what: &Path,
     sink: &mut dyn BlockSink,
 ) -> Result<Imported, Error> {
+    let root = import_stream(profile, reader, None, what, sink)?;
+    sink.finish()?;
+    Ok(root)
+}
+
+/// [`import_reader`] without the sink's `finish`; `size_hint` is the input's expected
+/// length, if known (it only sizes the pool).
+///
+/// One worker per core takes the next chunk from the input (under a lock, so chunks keep
+/// their order), hashes it and stores it, then takes another: every core is busy until the
+/// end, with no batch to wait for. This thread puts the leaves back in order and builds the
+/// tree. Memory: one chunk per worker, and a few finished leaves in a bounded channel.
+fn import_stream(
+    profile: Profile,
+    reader: &mut (dyn Read + Send),
+    size_hint: Option<u64>,
+    what: &Path,
+    sink: &mut dyn BlockSink,
+) -> Result<Imported, Error> {
     let chunk_size = profile.chunk_size();
-    let batch_len = (threads() * 2).max((16 << 20) / chunk_size).max(1);
+    // No more workers than chunks (a small file needs one).
+    let chunks_hint = size_hint.map_or(usize::MAX, |n| {
+        usize::try_from(n.div_ceil(chunk_size as u64)).unwrap_or(usize::MAX)
+    });
+    let workers = threads().min(chunks_hint).max(1);
+    let mut out = if sink.shared().is_some() {
+        Out::Shared(sink.shared().expect("checked"))
+    } else {
+        Out::Plain(sink)
+    };
+    let shared = match &out {
+        Out::Shared(s) => Some(*s),
+        Out::Plain(_) => None,
+    };
+    let input = Mutex::new(Input {
+        reader,
+        next: 0,
+        done: false,
+    });
+    let stop = AtomicBool::new(false);
+    // Credits: a worker takes one before a chunk, this thread gives it back once the leaf
+    // is in the tree, so at most `in_flight` leaves (and their blocks) exist at once even
+    // when one worker lags behind the others.
+    let in_flight = workers * 4;
+    let (credit_tx, credit_rx) = std::sync::mpsc::sync_channel::<()>(in_flight);
+    for _ in 0..in_flight {
+        let _ = credit_tx.send(());
+    }
+    let credits = Mutex::new(credit_rx);
     std::thread::scope(|s| {
-        let (full_tx, full_rx) = std::sync::mpsc::sync_channel::<io::Result<Vec<Vec<u8>>>>(1);
-        let (empty_tx, empty_rx) = std::sync::mpsc::channel::<Vec<Vec<u8>>>();
-        s.spawn(move || {
-            let mut sent_any = false;
-            loop {
-                let mut batch = empty_rx.try_recv().unwrap_or_default();
-                let mut spare: Vec<Vec<u8>> = std::mem::take(&mut batch);
-                let mut eof = false;
-                while batch.len() < batch_len {
-                    let mut buf = spare.pop().unwrap_or_default();
-                    if let Err(e) = read_chunk(reader, &mut buf, chunk_size) {
-                        let _ = full_tx.send(Err(e));
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Leaf, Error>>(in_flight);
+        for _ in 0..workers {
+            let (tx, input, stop, credits) = (tx.clone(), &input, &stop, &credits);
+            s.spawn(move || {
+                let mut buf = Vec::new();
+                let take_credit = || {
+                    let rx = credits.lock().unwrap_or_else(|p| p.into_inner());
+                    rx.recv().is_ok()
+                };
+                while !stop.load(Ordering::Relaxed) && take_credit() {
+                    let leaf = match next_chunk(input, &mut buf, chunk_size) {
+                        Ok(None) => return,
+                        Ok(Some(seq)) => make_leaf(profile, seq, &mut buf, shared),
+                        Err(e) => Err(Error::io(what, e)),
+                    };
+                    let failed = leaf.is_err();
+                    if tx.send(leaf).is_err() || failed {
                         return;
                     }
-                    let short = buf.len() < chunk_size;
-                    // An empty file is one empty chunk; otherwise an empty read ends it.
-                    if !buf.is_empty() || (!sent_any && batch.is_empty()) {
-                        batch.push(buf);
-                    }
-                    if short {
-                        eof = true;
-                        break;
-                    }
                 }
-                sent_any = true;
-                if full_tx.send(Ok(batch)).is_err() || eof {
-                    return;
-                }
-            }
-        });
-        let mut tree = FileDag::new(profile);
-        for batch in full_rx {
-            let chunks = batch.map_err(|e| Error::io(what, e))?;
-            let leaves = hash_leaves(profile, &chunks);
-            let blocks: Vec<(Cid, &[u8])> = chunks
-                .iter()
-                .zip(&leaves)
-                .map(|(chunk, (pb, cid))| (*cid, pb.as_deref().unwrap_or(chunk)))
-                .collect();
-            sink.put_many(&blocks)?;
-            for ((cid, block), chunk) in blocks.iter().zip(&chunks) {
-                tree.chunks += 1;
-                let leaf = Imported {
-                    cid: *cid,
-                    tsize: block.len() as u64,
-                    filesize: chunk.len() as u64,
-                };
-                tree.push(0, leaf, sink)?;
-            }
-            drop(blocks);
-            let _ = empty_tx.send(chunks);
+            });
         }
-        tree.finish(sink)
+        drop(tx);
+        let result = (|| {
+            let mut tree = FileDag::new(profile);
+            let mut pending = std::collections::BTreeMap::new();
+            for leaf in &rx {
+                let leaf = leaf?;
+                pending.insert(leaf.seq, leaf);
+                while let Some(leaf) = pending.remove(&tree.chunks) {
+                    if let Some(block) = &leaf.block {
+                        out.put(&leaf.node.cid, block)?;
+                    }
+                    tree.chunks += 1;
+                    tree.push(0, leaf.node, &mut out)?;
+                    let _ = credit_tx.send(());
+                }
+            }
+            if !pending.is_empty() {
+                return Err(Error::Malformed(format!(
+                    "{}: chunks missing",
+                    what.display()
+                )));
+            }
+            tree.finish(&mut out)
+        })();
+        // On an error the workers stop at their next chunk (and the channel is closed).
+        stop.store(true, Ordering::Relaxed);
+        drop(rx);
+        drop(credit_tx);
+        result
     })
 }
 
@@ -339,7 +450,9 @@ pub fn import_path(
     path: &Path,
     sink: &mut dyn BlockSink,
 ) -> Result<Imported, Error> {
-    import_entry(profile, path, sink, 0).map(|(i, _)| i)
+    let root = import_entry(profile, path, sink, 0)?.0;
+    sink.finish()?;
+    Ok(root)
 }
 
 /// Imports one entry; the flag says whether a parent counts it in its shard estimate (a
@@ -354,7 +467,10 @@ fn import_entry(
     let ft = meta.file_type();
     if ft.is_file() {
         let mut file = fs::File::open(path).map_err(|e| Error::io(path, e))?;
-        Ok((import_reader(profile, &mut file, path, sink)?, true))
+        Ok((
+            import_stream(profile, &mut file, Some(meta.len()), path, sink)?,
+            true,
+        ))
     } else if ft.is_dir() {
         if depth >= MAX_DEPTH {
             return Err(Error::Limit(format!(
@@ -505,7 +621,9 @@ impl FileTree {
 
     /// Imports the folder (String order is byte order, as UnixFS wants).
     pub fn import(&self, profile: Profile, sink: &mut dyn BlockSink) -> Result<Imported, Error> {
-        self.import_at(profile, sink, 0).map(|(i, _)| i)
+        let root = self.import_at(profile, sink, 0)?.0;
+        sink.finish()?;
+        Ok(root)
     }
 
     fn import_at(
@@ -577,6 +695,80 @@ mod tests {
         let second = PbNode::decode(sink.get(&node.links[1].hash)).unwrap();
         assert_eq!(second.links.len(), 1);
         assert_eq!(root.filesize, data.len() as u64);
+    }
+
+    /// A reader that hands out its bytes in uneven, small pieces, and fails at `fail_at`.
+    struct Ragged<'a> {
+        data: &'a [u8],
+        step: usize,
+        fail_at: Option<usize>,
+        at: usize,
+    }
+    impl Read for Ragged<'_> {
+        fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+            if self.fail_at.is_some_and(|f| self.at >= f) {
+                return Err(io::Error::other("disk on fire"));
+            }
+            self.step = self.step % 9973 + 7919;
+            let n = self.step.min(buf.len()).min(self.data.len() - self.at);
+            buf[..n].copy_from_slice(&self.data[self.at..self.at + n]);
+            self.at += n;
+            Ok(n)
+        }
+    }
+
+    #[test]
+    fn parallel_leaves_keep_their_order_whatever_the_reads_and_the_sink() {
+        // 3 MiB + 5 of varied bytes: leaves differ, so a swapped pair changes the root.
+        let data: Vec<u8> = (0..(3 << 20) + 5)
+            .map(|i: u32| (i.wrapping_mul(2654435761) >> 13) as u8)
+            .collect();
+        for profile in Profile::ALL {
+            let whole = cid_of_bytes(profile, &data);
+            let mut ragged = Ragged {
+                data: &data,
+                step: 1,
+                fail_at: None,
+                at: 0,
+            };
+            let shared =
+                import_reader(profile, &mut ragged, Path::new("t"), &mut DiscardBlocks).unwrap();
+            assert_eq!(shared.cid.to_string(), whole, "{}", profile.name());
+            // A sink the workers cannot share: every block goes through this thread.
+            let mut sink = Collect::default();
+            let plain = import_reader(profile, &mut &data[..], Path::new("t"), &mut sink).unwrap();
+            assert_eq!(plain.cid.to_string(), whole, "{}", profile.name());
+            // The root was put last, and links to the chunks in the order of the bytes.
+            assert_eq!(sink.0.last().unwrap().0, plain.cid);
+            let root = PbNode::decode(sink.get(&plain.cid)).unwrap();
+            let chunks: Vec<&[u8]> = data.chunks(profile.chunk_size()).collect();
+            assert_eq!(root.links.len(), chunks.len());
+            for (link, chunk) in root.links.iter().zip(chunks) {
+                let leaf = match profile.raw_leaves() {
+                    true => cid_of(RAW, chunk, false),
+                    false => cid_of(DAG_PB, &pb_leaf(chunk), true),
+                };
+                assert_eq!(link.hash, leaf);
+            }
+        }
+    }
+
+    #[test]
+    fn a_read_error_fails_the_import() {
+        let data = vec![1u8; 5 << 20];
+        let mut ragged = Ragged {
+            data: &data,
+            step: 1,
+            fail_at: Some(3 << 20),
+            at: 0,
+        };
+        let e = import_reader(
+            Profile::V1_256k,
+            &mut ragged,
+            Path::new("f"),
+            &mut DiscardBlocks,
+        );
+        assert!(matches!(e, Err(Error::Io { .. })), "{e:?}");
     }
 
     #[derive(Default)]

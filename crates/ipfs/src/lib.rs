@@ -22,7 +22,7 @@ pub mod unixfs;
 
 pub use cid::Cid;
 pub use import::{
-    BlockSink, DiscardBlocks, FileTree, Imported, Profile, import_path, import_reader,
+    BlockSink, DiscardBlocks, FileTree, Imported, Profile, SharedSink, import_path, import_reader,
 };
 pub use store::{BlockStore, FsStore};
 

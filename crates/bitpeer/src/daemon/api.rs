@@ -112,6 +112,7 @@ pub fn router(daemon: Daemon) -> Router {
         http,
     };
     let transmission = super::transmission::router(app.daemon.clone(), app.http.clone());
+    let ipfs_gateway = crate::ipfs::daemon::api_routes(&app.daemon.config.ipfs);
     Router::new()
         .route("/api/v1/login", post(login))
         .route("/api/v1/session", get(get_session).patch(patch_session))
@@ -138,6 +139,7 @@ pub fn router(daemon: Daemon) -> Router {
         )
         .route_service("/transmission/rpc", transmission.clone())
         .route_service("/transmission/rpc/", transmission)
+        .merge(ipfs_gateway)
         .fallback(fallback)
         .layer(middleware::from_fn_with_state(app.clone(), auth))
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
@@ -273,7 +275,8 @@ async fn auth(State(app): State<App>, req: Request, next: Next) -> Response {
     let path = req.uri().path();
     let protected =
         (path.starts_with("/api/") && path != "/api/v1/login" && !path.starts_with("/api/v2/"))
-            || path == "/metrics";
+            || path == "/metrics"
+            || crate::ipfs::daemon::needs_credentials(&app.daemon.config.api, path);
     if protected && app.daemon.config.has_credentials() && !authorized(&app, req.headers()) {
         return ApiError(
             StatusCode::UNAUTHORIZED,

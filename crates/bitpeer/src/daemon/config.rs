@@ -55,6 +55,8 @@ pub struct Config {
     pub seeding_time_limit: Option<u64>,
     /// Protocol encryption (MSE/PE) of peer connections: prefer, require or disable.
     pub encryption: EncryptionPolicy,
+    /// IPFS: the Trustless Gateway and the torrent-to-CID bridge (`[ipfs]`).
+    pub ipfs: crate::ipfs::daemon::DaemonConfig,
 }
 
 /// The `encryption` key (the engine's policy, as config text).
@@ -111,6 +113,7 @@ impl Default for Config {
             ratio_limit: None,
             seeding_time_limit: None,
             encryption: EncryptionPolicy::Prefer,
+            ipfs: Default::default(),
         }
     }
 }
@@ -181,6 +184,7 @@ impl Config {
         {
             return Err("ratio_limit must be a number >= 0".into());
         }
+        self.ipfs.validate()?;
         if self.api_password.is_some() && self.api_user.is_none() {
             return Err("an API password needs a user: set --api-user too".into());
         }

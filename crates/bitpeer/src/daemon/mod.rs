@@ -34,7 +34,13 @@ The API (docs/api.md) is at /api/v1, the web UI at /, Prometheus metrics at /met
 Config file keys (TOML, all optional; see --print-config): api, listen, transports, download_dir, \
 state_dir, watch_dir, allowed_dirs, api_user, api_password, api_key, download_limit, \
 upload_limit, dht, lsd, port_mapping, port_mapping_lease, trackers, max_active_downloads, max_active_seeds, ratio_limit, \
-seeding_time_limit, encryption (prefer, require or disable).
+seeding_time_limit, encryption (prefer, require or disable); and a section [ipfs] with gateway (serve the IPFS block store as a \
+Trustless Gateway: GET/HEAD /ipfs/CID), gateway_listen (its own address; without it, /ipfs/ on \
+the API's address, asking the API's credentials when the API is not on loopback; its own \
+address answers anyone, read-only), store (default STATE_DIR/ipfs), add_on_complete (import \
+each completed torrent, pieces checked, into the store; its CID shows as ipfs_cid) and \
+profile (unixfs-v1-2025, unixfs-v0-2015 or v1-256k). With the gateway on, a line \
+`gateway listening on http://HOST:PORT` comes before the API's line.
 
 Settings changed through the APIs (qBittorrent's app/setPreferences, Transmission's \
 session-set, PATCH /api/v1/session: default save folder, rate and connection limits, \
@@ -128,6 +134,7 @@ fn effective_config(args: &Args) -> CliResult<Config> {
     }
     c.download_dir = config::absolute(&c.download_dir);
     c.state_dir = config::absolute(&c.state_dir);
+    c.ipfs.resolve(&c.state_dir);
     Ok(c)
 }
 
@@ -198,6 +205,13 @@ async fn serve(config: Config) -> CliResult {
     let local = listener
         .local_addr()
         .map_err(|e| CliError::new(format!("cannot read the API address: {e}")))?;
+    let gateway = match crate::ipfs::daemon::start_gateway(&daemon.config.ipfs).await {
+        Ok(g) => g,
+        Err(e) => {
+            daemon.session.shutdown().await;
+            return Err(e);
+        }
+    };
     let router = api::router(daemon.clone());
     let (stop_tx, mut stop_rx) = tokio::sync::watch::channel(false);
     let server = tokio::spawn(async move {
@@ -215,12 +229,20 @@ async fn serve(config: Config) -> CliResult {
     {
         use std::io::Write;
         let mut out = std::io::stdout().lock();
+        if let Some((addr, _)) = &gateway {
+            let _ = writeln!(out, "gateway listening on http://{addr}");
+        } else if daemon.config.ipfs.gateway {
+            let _ = writeln!(out, "gateway listening on http://{local}");
+        }
         let _ = writeln!(out, "api listening on http://{local}");
         let _ = out.flush();
     }
     crate::shutdown_signal().await;
     tracing::info!("stopping");
     bg.abort();
+    if let Some((_, task)) = gateway {
+        task.abort();
+    }
     let _ = stop_tx.send(true);
     // Open event streams would hold the graceful shutdown: give it a moment, no more.
     let _ = tokio::time::timeout(Duration::from_secs(3), server).await;
@@ -251,6 +273,7 @@ async fn background(daemon: state::Daemon) {
         // One look at every torrent's state serves both.
         let states = daemon.session.states();
         daemon.note_completions(secs, &states);
+        crate::ipfs::daemon::bridge_pass(&daemon);
         daemon.apply_queue_with(&states).await;
         if last_save.elapsed() >= COUNTERS_EVERY {
             last_save = std::time::Instant::now();

@@ -129,6 +129,9 @@ pub struct Record {
     /// engine is given the torrent with an empty name, so it lays the files out so).
     #[serde(default)]
     pub no_root: Option<String>,
+    /// The root CID of its content, once the IPFS bridge has imported it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ipfs_cid: Option<String>,
     /// The engine's id for it in this run.
     #[serde(skip)]
     pub engine_id: TorrentId,
@@ -684,6 +687,7 @@ impl Daemon {
             force: false,
             first_last: req.first_last,
             no_root,
+            ipfs_cid: None,
             engine_id: 0,
             seeding_secs: 0,
         };
@@ -722,6 +726,11 @@ impl Daemon {
             .get(&id)
             .cloned()
             .ok_or_else(|| OpError::NotFound(format!("no torrent with id {id}")))
+    }
+
+    /// Records the CID the IPFS bridge gave the torrent's content.
+    pub fn set_ipfs_cid(&self, id: u64, cid: String) {
+        let _ = self.update(id, |r| r.ipfs_cid = Some(cid));
     }
 
     pub fn records(&self) -> Vec<Record> {
@@ -1481,6 +1490,8 @@ pub struct TorrentView<'a> {
     pub seeding_time_limit: Option<u64>,
     pub seeding_time: u64,
     pub private: bool,
+    /// The root CID of its content, once the IPFS bridge has imported it.
+    pub ipfs_cid: Option<&'a str>,
 }
 
 /// Torrent `id`'s entry in the session's states (listed in id order).
@@ -1590,6 +1601,7 @@ fn torrent_view<'a>(r: &'a Record, info: &'a TorrentInfo) -> TorrentView<'a> {
         seeding_time_limit: r.seeding_time_limit,
         seeding_time: r.seeding_secs,
         private: meta.as_ref().is_some_and(|m| m.info.private),
+        ipfs_cid: r.ipfs_cid.as_deref(),
     }
 }
 

@@ -27,7 +27,7 @@ const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
 const MAX_HEAD: usize = 16 * 1024;
 const CHUNK: usize = 256 * 1024;
 
-type ResBody = BoxBody<Bytes, std::io::Error>;
+pub type ResBody = BoxBody<Bytes, std::io::Error>;
 
 /// A body fed by a blocking task through a bounded channel.
 struct ChannelBody(mpsc::Receiver<Result<Bytes, std::io::Error>>);
@@ -105,17 +105,22 @@ async fn answer(
     store: Arc<dyn BlockStore>,
     req: Request<hyper::body::Incoming>,
 ) -> Response<ResBody> {
-    let target = req
-        .uri()
-        .path_and_query()
-        .map_or("/", |p| p.as_str())
-        .to_owned();
+    let (parts, _body) = req.into_parts();
+    respond(store, &parts).await
+}
+
+/// The answer to one request (its body is never read: the gateway is read-only). Shared by
+/// `bitpeer ipfs serve` and the daemon's gateway.
+pub async fn respond(
+    store: Arc<dyn BlockStore>,
+    req: &hyper::http::request::Parts,
+) -> Response<ResBody> {
+    let target = req.uri.path_and_query().map_or("/", |p| p.as_str());
     let accept = req
-        .headers()
+        .headers
         .get(hyper::header::ACCEPT)
-        .and_then(|v| v.to_str().ok())
-        .map(str::to_owned);
-    let greq = match gateway::parse_request(req.method().as_str(), &target, accept.as_deref()) {
+        .and_then(|v| v.to_str().ok());
+    let greq = match gateway::parse_request(req.method.as_str(), target, accept) {
         Ok(r) => r,
         Err(refusal) => return text(refusal.status, &refusal.message),
     };

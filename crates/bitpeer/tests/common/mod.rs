@@ -1071,9 +1071,9 @@ pub struct Daemon {
     pub api: String,
 }
 
-/// `bitpeer daemon` on free ports of 127.0.0.1 (no DHT, LSD or trackers), waiting for its
-/// `api listening on` line.
-pub fn spawn_daemon(state: &Path, downloads: &Path, extra: &[&str]) -> Daemon {
+/// The command line of `bitpeer daemon` on free ports of 127.0.0.1 (no DHT, LSD or
+/// trackers), with no API credentials from the environment.
+pub fn daemon_command(state: &Path, downloads: &Path, extra: &[&str]) -> Command {
     let mut cmd = Command::new(bitpeer_bin());
     cmd.arg("daemon")
         .args(["--api", "127.0.0.1:0", "--listen", "127.0.0.1:0"])
@@ -1085,7 +1085,13 @@ pub fn spawn_daemon(state: &Path, downloads: &Path, extra: &[&str]) -> Daemon {
         .args(extra)
         .env_remove("BITPEER_API_PASSWORD")
         .env_remove("BITPEER_API_USER");
-    let mut proc = Proc::spawn(cmd, DAEMON_TIMEOUT);
+    cmd
+}
+
+/// `bitpeer daemon` on free ports of 127.0.0.1 (no DHT, LSD or trackers), waiting for its
+/// `api listening on` line.
+pub fn spawn_daemon(state: &Path, downloads: &Path, extra: &[&str]) -> Daemon {
+    let mut proc = Proc::spawn(daemon_command(state, downloads, extra), DAEMON_TIMEOUT);
     let api = proc.wait_line(Duration::from_secs(60), |l| {
         l.strip_prefix("api listening on http://")
             .map(str::to_owned)
