@@ -1,0 +1,14 @@
+//! WebTorrent signalling: how WebSocket trackers introduce WebRTC peers to each other.
+//!
+//! - [`codec`]: the tracker messages (JSON text frames with 20-byte "binary string" ids),
+//!   every field bounded and checked.
+//! - [`client`]: the sans-IO client of one tracker URL shared by all torrents (offers,
+//!   answers, timeouts, reconnects).
+//! - [`server`]: the sans-IO core of a WebSocket tracker relaying offers and answers the way
+//!   npm `bittorrent-tracker` does, with caps on what one connection can make it send.
+//! - [`ws_server`]: its tokio shell (`bitpeer tracker --ws`).
+
+pub mod client;
+pub mod codec;
+pub mod server;
+pub mod ws_server;
