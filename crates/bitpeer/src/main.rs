@@ -70,7 +70,8 @@ enum Command {
     Seed(download::SeedArgs),
     /// Run a small swarm of bitpeer nodes on 127.0.0.1 sharing a generated file.
     Demo(demo::Args),
-    /// Run a BitTorrent tracker (HTTP and UDP announce and scrape) until interrupted.
+    /// Run a BitTorrent tracker (HTTP and UDP announce and scrape, and with --ws a WebSocket
+    /// tracker for WebTorrent peers) until interrupted.
     Tracker(tracker::Args),
     /// Store and read BEP 44 items (immutable, or signed mutable) in the mainline DHT.
     Dht(dht_cmd::Args),

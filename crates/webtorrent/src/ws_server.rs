@@ -168,9 +168,11 @@ async fn serve(stream: TcpStream, shared: Arc<Mutex<Shared>>, idle: Duration) {
             // Pings are answered by tungstenite; binary frames are not part of the protocol.
             _ => continue,
         };
+        tracing::trace!(conn = id, frame = %text.as_str(), "websocket tracker: received");
         let mut s = lock(&shared);
         let out = s.tracker.handle(id, Instant::now(), text.as_str());
         for o in out {
+            tracing::trace!(conn = o.to, msg = ?o.msg, "websocket tracker: sending");
             if let Some(tx) = s.outboxes.get(&o.to) {
                 // A full outbox drops the message: offers and answers are best-effort.
                 let _ = tx.try_send(o.msg.encode());
