@@ -17,6 +17,7 @@ mod ipfs;
 mod pipe;
 mod tracker;
 mod units;
+mod webtorrent_peer;
 mod webui;
 
 use clap::{Parser, Subcommand};

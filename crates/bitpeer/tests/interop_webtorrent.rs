@@ -6,6 +6,9 @@
 //!
 //! - Node webtorrent seeds, another Node webtorrent downloads through `bitpeer tracker --ws`:
 //!   byte for byte (the tracker relays their offers and answers).
+//! - `bitpeer seed --webtorrent-tracker` serves Node webtorrent, and `bitpeer download
+//!   --webtorrent-tracker` downloads from it, over WebRTC data channels (str0m), through
+//!   npm bittorrent-tracker and through `bitpeer tracker --ws`; byte for byte.
 
 mod common;
 
@@ -204,4 +207,102 @@ fn node_webtorrent_peers_meet_through_bitpeer_ws_tracker() {
         std::fs::read(&file).unwrap(),
         "the file differs"
     );
+}
+
+fn npm_tracker(ns: &Netns) -> (Proc, String) {
+    let mut p = Proc::spawn(node(ns, &["tracker".as_ref(), ADDR.as_ref()]), TIMEOUT);
+    let url = p.wait_line(Duration::from_secs(20), |l| {
+        l.strip_prefix("tracker ").map(str::to_owned)
+    });
+    (p, url)
+}
+
+/// `bitpeer ARGS` in the namespace, WebRTC through the tracker at `url` only (no DHT, no
+/// LSD).
+fn bitpeer_in(ns: &Netns, args: &[&std::ffi::OsStr], url: &str) -> Proc {
+    let mut cmd = ns.command(bitpeer_bin());
+    cmd.args(args)
+        .args(["--listen", &format!("{ADDR}:0"), "--no-dht", "--no-lsd"])
+        .args(["--webtorrent-tracker", url])
+        .env("RUST_LOG", "webtorrent=debug,engine=debug");
+    Proc::spawn(cmd, TIMEOUT)
+}
+
+/// bitpeer seeds, Node webtorrent downloads.
+fn bitpeer_seeds_to_node(ns: &Netns, url: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let file = data.join("from-bitpeer.bin");
+    common::write_random(&file, 21, 2 * 1024 * 1024 + 333);
+    let torrent = dir.path().join("f.torrent");
+    common::bitpeer_create(&file, &torrent, &[]);
+    let mut seeder = bitpeer_in(
+        ns,
+        &[
+            "seed".as_ref(),
+            torrent.as_ref(),
+            "--data".as_ref(),
+            data.as_ref(),
+        ],
+        url,
+    );
+    seeder.wait_stderr_line(Duration::from_secs(30), |l| {
+        l.starts_with("webrtc on udp").then_some(())
+    });
+    let out = dir.path().join("out");
+    let mut leecher = node_get(ns, url, &torrent, &out);
+    leecher.wait_line(TIMEOUT, |l| l.starts_with("done ").then_some(()));
+    assert_eq!(
+        std::fs::read(out.join("from-bitpeer.bin")).unwrap(),
+        std::fs::read(&file).unwrap(),
+        "Node got different bytes"
+    );
+}
+
+/// Node webtorrent seeds, bitpeer downloads.
+fn node_seeds_to_bitpeer(ns: &Netns, url: &str) {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("from-node.bin");
+    common::write_random(&file, 22, 2 * 1024 * 1024 + 777);
+    let torrent = dir.path().join("n.torrent");
+    let _seeder = node_seed(ns, url, &file, &torrent);
+    let out = dir.path().join("out");
+    let mut leecher = bitpeer_in(
+        ns,
+        &[
+            "download".as_ref(),
+            torrent.as_ref(),
+            "-o".as_ref(),
+            out.as_ref(),
+        ],
+        url,
+    );
+    let status = leecher.wait_exit(TIMEOUT);
+    assert!(
+        status.success(),
+        "bitpeer download failed: {}",
+        leecher.stderr_str()
+    );
+    assert_eq!(
+        std::fs::read(out.join("from-node.bin")).unwrap(),
+        std::fs::read(&file).unwrap(),
+        "bitpeer got different bytes"
+    );
+}
+
+#[test]
+fn bitpeer_and_node_webtorrent_through_npm_tracker() {
+    let Some(ns) = setup() else { return };
+    let (_tracker, url) = npm_tracker(&ns);
+    bitpeer_seeds_to_node(&ns, &url);
+    node_seeds_to_bitpeer(&ns, &url);
+}
+
+#[test]
+fn bitpeer_and_node_webtorrent_through_bitpeer_tracker() {
+    let Some(ns) = setup() else { return };
+    let (_tracker, url) = bitpeer_ws_tracker(&ns);
+    bitpeer_seeds_to_node(&ns, &url);
+    node_seeds_to_bitpeer(&ns, &url);
 }
