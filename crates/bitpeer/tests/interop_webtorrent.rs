@@ -9,6 +9,10 @@
 //! - `bitpeer seed --webtorrent-tracker` serves Node webtorrent, and `bitpeer download
 //!   --webtorrent-tracker` downloads from it, over WebRTC data channels (str0m), through
 //!   npm bittorrent-tracker and through `bitpeer tracker --ws`; byte for byte.
+//! - The bridge: a libtorrent seeder on TCP (inside the namespace, on its 127.0.0.1),
+//!   `bitpeer download --seed` connected to it and to the WebSocket tracker, and a Node
+//!   webtorrent leecher that can reach only bitpeer (WebRTC only): it gets the file byte for
+//!   byte, from pieces bitpeer downloaded over TCP.
 
 mod common;
 
@@ -305,4 +309,62 @@ fn bitpeer_and_node_webtorrent_through_bitpeer_tracker() {
     let (_tracker, url) = bitpeer_ws_tracker(&ns);
     bitpeer_seeds_to_node(&ns, &url);
     node_seeds_to_bitpeer(&ns, &url);
+}
+
+#[test]
+fn bridge_libtorrent_tcp_seeder_to_node_webtorrent_through_bitpeer() {
+    let Some(ns) = setup() else { return };
+    if !common::libtorrent_available() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let file = data.join("bridged.bin");
+    common::write_random(&file, 23, 3 * 1024 * 1024 + 99);
+    let torrent = dir.path().join("b.torrent");
+    common::bitpeer_create(&file, &torrent, &[]);
+
+    // libtorrent seeds on TCP inside the namespace (its loopback).
+    let mut cmd = ns.command(common::python());
+    cmd.arg(common::interop_dir().join("lt_peer.py"))
+        .arg(&torrent)
+        .arg(&data)
+        .args(["--seed", "--deadline", "110"]);
+    let mut lt = Proc::spawn(cmd, TIMEOUT);
+    let port = lt.wait_line(Duration::from_secs(30), |l| {
+        serde_json::from_str::<serde_json::Value>(l).ok()?["port"].as_u64()
+    });
+
+    let (_tracker, url) = bitpeer_ws_tracker(&ns);
+    let middle = dir.path().join("middle");
+    let mut bridge = bitpeer_in(
+        &ns,
+        &[
+            "download".as_ref(),
+            torrent.as_ref(),
+            "-o".as_ref(),
+            middle.as_ref(),
+            "--seed".as_ref(),
+            "--peer".as_ref(),
+            format!("127.0.0.1:{port}").as_ref(),
+        ],
+        &url,
+    );
+    bridge.wait_stderr_line(Duration::from_secs(30), |l| {
+        l.starts_with("webrtc on udp").then_some(())
+    });
+    let out = dir.path().join("out");
+    let mut leecher = node_get(&ns, &url, &torrent, &out);
+    leecher.wait_line(TIMEOUT, |l| l.starts_with("done ").then_some(()));
+    assert_eq!(
+        std::fs::read(out.join("bridged.bin")).unwrap(),
+        std::fs::read(&file).unwrap(),
+        "the browser-side peer got different bytes"
+    );
+    assert_eq!(
+        std::fs::read(middle.join("bridged.bin")).unwrap(),
+        std::fs::read(&file).unwrap(),
+        "bitpeer got different bytes"
+    );
 }
