@@ -45,6 +45,8 @@ pub const INBOX: usize = 8 * 1024 * 1024;
 pub const MAX_SDP: usize = crate::codec::MAX_SDP;
 const LOW_WATER: usize = 64 * 1024;
 const UDP_BUF: usize = 2048;
+/// How long a channel we closed may take to say so before its session is dropped.
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
 
 /// Why a session could not be made.
 #[derive(Debug, thiserror::Error)]
@@ -112,6 +114,22 @@ pub struct RtcEndpoint {
     local: SocketAddr,
 }
 
+/// Socket buffers of the WebRTC socket: a burst of SCTP packets (up to `MAX_BUFFERED` per
+/// channel) must not overflow the kernel's default ~200 KiB and cost retransmission
+/// timeouts.
+const SOCKET_BUFFER: usize = 4 * 1024 * 1024;
+
+fn bind_udp(addr: SocketAddr) -> io::Result<UdpSocket> {
+    use socket2::{Domain, Socket, Type};
+    let s = Socket::new(Domain::for_address(addr), Type::DGRAM, None)?;
+    // Best effort: the kernel caps them at net.core.[rw]mem_max.
+    let _ = s.set_recv_buffer_size(SOCKET_BUFFER);
+    let _ = s.set_send_buffer_size(SOCKET_BUFFER);
+    s.set_nonblocking(true)?;
+    s.bind(&addr.into())?;
+    UdpSocket::from_std(s.into())
+}
+
 /// The address of the default route's interface (no packet is sent).
 fn default_route_ip(v6: bool) -> Option<IpAddr> {
     let (bind, probe): (SocketAddr, SocketAddr) = if v6 {
@@ -131,7 +149,7 @@ impl RtcEndpoint {
         if bind.ip().is_unspecified() {
             bind.set_ip(default_route_ip(bind.is_ipv6()).ok_or(RtcError::NoAddress)?);
         }
-        let socket = UdpSocket::bind(bind).await.map_err(RtcError::Bind)?;
+        let socket = bind_udp(bind).map_err(RtcError::Bind)?;
         let local = socket.local_addr().map_err(RtcError::Bind)?;
         let (tx, rx) = mpsc::channel(64);
         let driver = Driver {
@@ -312,6 +330,8 @@ struct Session {
     waiting: Option<oneshot::Sender<DataChannel>>,
     channel: Option<(ChannelId, Arc<Mutex<Pipe>>)>,
     started: Instant,
+    /// When we closed the channel.
+    closing: Option<Instant>,
 }
 
 impl Session {
@@ -371,6 +391,7 @@ impl Driver {
                 waiting: Some(tx),
                 channel: None,
                 started: now,
+                closing: None,
             },
         );
         (id, rx)
@@ -451,29 +472,32 @@ impl Driver {
     /// Moves queued bytes of every channel into str0m while its buffer has room; wakes
     /// writers whose outbox emptied; closes sessions whose stream was dropped.
     fn pump(&mut self) {
+        let now = Instant::now();
         for s in self.sessions.values_mut() {
             let Some((cid, pipe)) = &s.channel else {
                 continue;
             };
-            let mut p = lock(pipe);
-            let Some(mut ch) = s.rtc.channel(*cid) else {
-                p.closed = true;
-                continue;
-            };
+            let (cid, pipe) = (*cid, pipe.clone());
+            let mut p = lock(&pipe);
             let mut wrote = false;
-            while !p.outbox.is_empty() && ch.buffered_amount() < MAX_BUFFERED {
-                let n = p.outbox.len().min(MAX_CHUNK);
-                p.outbox.make_contiguous();
-                let chunk = &p.outbox.as_slices().0[..n];
-                match ch.write(true, chunk) {
-                    Ok(true) => {
-                        p.outbox.drain(..n);
-                        wrote = true;
-                    }
-                    Ok(false) => break,
-                    Err(_) => {
-                        p.closed = true;
-                        break;
+            match s.rtc.channel(cid) {
+                None => p.closed = true,
+                Some(mut ch) => {
+                    while !p.outbox.is_empty() && ch.buffered_amount() < MAX_BUFFERED {
+                        let n = p.outbox.len().min(MAX_CHUNK);
+                        p.outbox.make_contiguous();
+                        let chunk = &p.outbox.as_slices().0[..n];
+                        match ch.write(true, chunk) {
+                            Ok(true) => {
+                                p.outbox.drain(..n);
+                                wrote = true;
+                            }
+                            Ok(false) => break,
+                            Err(_) => {
+                                p.closed = true;
+                                break;
+                            }
+                        }
                     }
                 }
             }
@@ -482,10 +506,16 @@ impl Driver {
             {
                 w.wake();
             }
-            let done = p.closed || (p.shut && p.outbox.is_empty());
+            let (closed, flushed) = (p.closed, p.shut && p.outbox.is_empty());
             drop(p);
-            if done {
+            if closed {
                 s.close();
+            } else if flushed && s.closing.is_none() {
+                // Our side is done: reset the channel's stream so the other side sees the
+                // end at once (not after ICE times out); the session ends on ChannelClose
+                // or after CLOSE_GRACE.
+                s.rtc.direct_api().close_data_channel(cid);
+                s.closing = Some(now);
             }
         }
     }
@@ -579,7 +609,12 @@ impl Driver {
             // Timeouts of sessions that never opened.
             let timeout = self.config.connect_timeout;
             for s in self.sessions.values_mut() {
-                if s.channel.is_none() && now.saturating_duration_since(s.started) > timeout {
+                let unopened =
+                    s.channel.is_none() && now.saturating_duration_since(s.started) > timeout;
+                let closed = s
+                    .closing
+                    .is_some_and(|t| now.saturating_duration_since(t) > CLOSE_GRACE);
+                if unopened || closed {
                     s.close();
                 }
             }
