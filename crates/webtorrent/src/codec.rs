@@ -280,7 +280,6 @@ impl ClientMessage {
                     "action": "announce",
                     "info_hash": binary_string(&a.info_hash),
                     "peer_id": binary_string(&a.peer_id),
-                    "numwant": a.numwant.unwrap_or(a.offers.len() as u32),
                     "uploaded": a.uploaded,
                     "downloaded": a.downloaded,
                     "left": a.left,
@@ -291,6 +290,9 @@ impl ClientMessage {
                 });
                 if let Some(e) = a.event {
                     v["event"] = Value::from(e.as_str());
+                }
+                if let Some(n) = a.numwant {
+                    v["numwant"] = Value::from(n);
                 }
                 v
             }
