@@ -204,8 +204,25 @@ fn node_webtorrent_peers_meet_through_bitpeer_ws_tracker() {
 
     let (_tracker, url) = bitpeer_ws_tracker(&ns);
     let _seeder = node_seed(&ns, &url, &file, &torrent);
-    let mut leecher = node_get(&ns, &url, &torrent, &out);
-    leecher.wait_line(TIMEOUT, |l| l.starts_with("done ").then_some(()));
+    // Between two libdatachannel peers a connection sometimes fails on the Node side
+    // ("Got a remote candidate without ICE transport", seen through npm's tracker too) and
+    // that pair never retries: a second leecher (a new peer id) is started once if the
+    // first has not finished in 50 s. The tracker's part (relaying) is what is tested here.
+    let mut done = false;
+    for _ in 0..2 {
+        let mut leecher = node_get(&ns, &url, &torrent, &out);
+        let finished = std::iter::from_fn(|| leecher.next_line(Duration::from_secs(50)))
+            .any(|l| l.starts_with("done "));
+        if finished {
+            done = true;
+            break;
+        }
+        eprintln!("node leecher did not finish: {}", leecher.stderr_str());
+    }
+    assert!(
+        done,
+        "no Node leecher finished through bitpeer tracker --ws"
+    );
     assert_eq!(
         std::fs::read(out.join("shared.bin")).unwrap(),
         std::fs::read(&file).unwrap(),
