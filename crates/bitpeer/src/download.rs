@@ -63,6 +63,11 @@ pub struct DownloadArgs {
     /// Print one JSON progress object per line instead of a progress bar.
     #[arg(long)]
     json: bool,
+    /// A WebSocket tracker (ws://) that introduces WebTorrent peers (browsers, Node),
+    /// reached over WebRTC data channels; repeatable. The torrent's own ws:// trackers are
+    /// used without it.
+    #[arg(long = "webtorrent-tracker", value_name = "URL")]
+    webtorrent_trackers: Vec<String>,
 }
 
 /// File indexes chosen with `--only`.
@@ -157,6 +162,11 @@ pub struct SeedArgs {
     dht: DhtArgs,
     #[command(flatten)]
     limits: LimitArgs,
+    /// A WebSocket tracker (ws://) that introduces WebTorrent peers (browsers, Node),
+    /// reached over WebRTC data channels; repeatable. The torrent's own ws:// trackers are
+    /// used without it.
+    #[arg(long = "webtorrent-tracker", value_name = "URL")]
+    webtorrent_trackers: Vec<String>,
 }
 
 /// The DHT options of `download` and `seed`.
@@ -418,6 +428,9 @@ fn lsd_settings(listen: SocketAddr) -> LsdSettings {
 
 pub fn download(args: DownloadArgs) -> CliResult {
     let source = load_source(&args.torrent)?;
+    for u in &args.webtorrent_trackers {
+        crate::webtorrent_peer::check_url(u)?;
+    }
     let peers = resolve(&args.peers)?;
     let rt = runtime()?;
     let result = rt.block_on(async {
@@ -475,6 +488,11 @@ pub fn download(args: DownloadArgs) -> CliResult {
         };
         if !from_magnet {
             eprintln!("{listening}");
+        }
+        let ws = crate::webtorrent_peer::ws_urls(t.metainfo(), &args.webtorrent_trackers);
+        if let Err(e) = start_webtorrent(&session, &t, &ws).await {
+            session.shutdown().await;
+            return Err(e);
         }
         let trackers = t.tracker_status().len();
         if args.peers.is_empty() && trackers == 0 && (args.no_lsd || t.is_private()) {
@@ -557,6 +575,10 @@ pub fn download(args: DownloadArgs) -> CliResult {
 
 pub fn seed(args: SeedArgs) -> CliResult {
     let meta = load(&args.torrent)?;
+    for u in &args.webtorrent_trackers {
+        crate::webtorrent_peer::check_url(u)?;
+    }
+    let ws = crate::webtorrent_peer::ws_urls(&meta, &args.webtorrent_trackers);
     let peers = resolve(&args.peers)?;
     let rt = runtime()?;
     let result = rt.block_on(async {
@@ -590,6 +612,10 @@ pub fn seed(args: SeedArgs) -> CliResult {
         if let Some(a) = session.listen_addr6() {
             println!("also listening on {a}");
         }
+        if let Err(e) = start_webtorrent(&session, &t, &ws).await {
+            session.shutdown().await;
+            return Err(e);
+        }
         serve_until_interrupted(&t, &mut TrackerLog::default()).await;
         if let Some(m) = mapper {
             m.shutdown().await;
@@ -599,6 +625,14 @@ pub fn seed(args: SeedArgs) -> CliResult {
     });
     finish(rt);
     result
+}
+
+/// WebTorrent on the torrent's ws:// trackers and those given; says where on stderr.
+async fn start_webtorrent(session: &Session, t: &Torrent, urls: &[String]) -> CliResult {
+    if let Some(addr) = crate::webtorrent_peer::start(session, t, urls).await? {
+        eprintln!("webrtc on udp {addr} ({} websocket tracker(s))", urls.len());
+    }
+    Ok(())
 }
 
 /// Seed until Ctrl-C, telling the user about trackers that fail.

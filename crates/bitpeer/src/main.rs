@@ -18,6 +18,7 @@ mod pipe;
 mod port_mapping;
 mod tracker;
 mod units;
+mod webtorrent_peer;
 mod webui;
 
 use clap::{Parser, Subcommand};
@@ -71,7 +72,8 @@ enum Command {
     Seed(download::SeedArgs),
     /// Run a small swarm of bitpeer nodes on 127.0.0.1 sharing a generated file.
     Demo(demo::Args),
-    /// Run a BitTorrent tracker (HTTP and UDP announce and scrape) until interrupted.
+    /// Run a BitTorrent tracker (HTTP and UDP announce and scrape, and with --ws a WebSocket
+    /// tracker for WebTorrent peers) until interrupted.
     Tracker(tracker::Args),
     /// Store and read BEP 44 items (immutable, or signed mutable) in the mainline DHT.
     Dht(dht_cmd::Args),

@@ -5,7 +5,10 @@
 //! ```text
 //! http tracker listening on http://ADDR/announce
 //! udp tracker listening on udp://ADDR
+//! websocket tracker listening on ws://ADDR
 //! ```
+//!
+//! The WebSocket tracker (`--ws`, WebTorrent's signalling) is `webtorrent::ws_server`.
 
 use crate::{CliError, CliResult};
 use std::collections::HashSet;
@@ -28,6 +31,14 @@ pub struct Args {
     /// Serve no UDP.
     #[arg(long)]
     no_udp: bool,
+    /// Also serve a WebSocket tracker for WebTorrent peers (browsers) on ADDR: it relays
+    /// WebRTC offers and answers between them, as npm's bittorrent-tracker does.
+    #[arg(long, value_name = "ADDR")]
+    ws: Option<String>,
+    /// Seconds between announces asked of WebSocket peers.
+    #[arg(long, value_name = "SECS", default_value_t = 120,
+          value_parser = clap::value_parser!(u64).range(10..=86_400))]
+    ws_interval: u64,
     /// Track only the info-hashes in FILE (40 hex digits a line; `#` starts a comment).
     #[arg(long, value_name = "FILE")]
     allow: Option<PathBuf>,
@@ -106,6 +117,21 @@ pub fn run(args: Args) -> CliResult {
     if let Some(path) = &args.allow {
         tracker.allow = Some(read_allow(path)?);
     }
+    let ws = args
+        .ws
+        .as_deref()
+        .map(|a| parse_addr("--ws", a))
+        .transpose()?;
+    let mut ws_config = webtorrent::server::Config {
+        interval: Duration::from_secs(args.ws_interval),
+        peer_timeout: Duration::from_secs(args.ws_interval * 3),
+        max_swarms: args.max_torrents,
+        max_peers: args.max_peers,
+        ..webtorrent::server::Config::default()
+    };
+    ws_config.max_peers_per_swarm = ws_config
+        .max_peers_per_swarm
+        .min(args.max_peers_per_torrent);
     let config = ServerConfig {
         http,
         udp,
@@ -120,14 +146,32 @@ pub fn run(args: Args) -> CliResult {
         let server = Server::bind(config)
             .await
             .map_err(|e| CliError::new(e.to_string()))?;
+        let ws = match ws {
+            Some(addr) => Some(
+                webtorrent::ws_server::WsServer::bind(addr, ws_config)
+                    .await
+                    .map_err(|e| CliError::new(e.to_string()))?,
+            ),
+            None => None,
+        };
         if let Some(a) = server.http_addr() {
             println!("http tracker listening on http://{a}/announce");
         }
         if let Some(a) = server.udp_addr() {
             println!("udp tracker listening on udp://{a}");
         }
+        if let Some(a) = ws.as_ref().and_then(|w| w.local_addr()) {
+            println!("websocket tracker listening on ws://{a}");
+        }
+        let ws_run = async {
+            match ws {
+                Some(w) => w.run().await,
+                None => std::future::pending().await,
+            }
+        };
         tokio::select! {
             _ = server.run() => Ok(()),
+            _ = ws_run => Ok(()),
             _ = crate::shutdown_signal() => Ok(()),
         }
     })

@@ -51,7 +51,11 @@ fn bitpeer_reaches_a_utp_only_an_encryption_only_and_an_ipv6_only_peer_at_once()
     let data = tmp.path().join("seed");
     write_random(&data.join("mixed.bin"), 1212, 6_000_000);
     let torrent = tmp.path().join("mixed.torrent");
-    bitpeer_create(&data.join("mixed.bin"), &torrent, &["--piece-length", "65536"]);
+    bitpeer_create(
+        &data.join("mixed.bin"),
+        &torrent,
+        &["--piece-length", "65536"],
+    );
 
     let (mut utp, utp_port) = seeder(&torrent, &data, &["--utp-only"]);
     let (mut rc4, rc4_port) = seeder(
@@ -75,7 +79,13 @@ fn bitpeer_reaches_a_utp_only_an_encryption_only_and_an_ipv6_only_peer_at_once()
         .arg(&torrent)
         .arg("-o")
         .arg(&out)
-        .args(["--listen", "127.0.0.1:0,[::1]:0", "--json", "--no-dht", "--no-lsd"])
+        .args([
+            "--listen",
+            "127.0.0.1:0,[::1]:0",
+            "--json",
+            "--no-dht",
+            "--no-lsd",
+        ])
         .args(["--peer", &format!("127.0.0.1:{utp_port}")])
         .args(["--peer", &format!("127.0.0.1:{rc4_port}")])
         .args(["--peer", &format!("[::1]:{v6_port}")]);
@@ -86,7 +96,11 @@ fn bitpeer_reaches_a_utp_only_an_encryption_only_and_an_ipv6_only_peer_at_once()
 
     // Every seeder gave bitpeer a share (stats come once a second; `uploaded` panics with
     // the seeder's output if one never reports a byte).
-    for (name, p) in [("uTP-only", &mut utp), ("RC4-only", &mut rc4), ("IPv6-only", &mut v6)] {
+    for (name, p) in [
+        ("uTP-only", &mut utp),
+        ("RC4-only", &mut rc4),
+        ("IPv6-only", &mut v6),
+    ] {
         let up = uploaded(p, Duration::from_secs(10));
         eprintln!("the {name} libtorrent seeder uploaded {up} bytes");
         p.kill();

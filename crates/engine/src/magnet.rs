@@ -389,9 +389,7 @@ async fn fetch_from(fetch: &Arc<Fetch>, addr: SocketAddr, stop: watch::Receiver<
 
 /// An incoming connection whose handshake named the info-hash being fetched.
 async fn accept(fetch: Arc<Fetch>, stream: PeerStream, prefix: [u8; 48]) {
-    let Some(addr) = stream.remote.ip() else {
-        return;
-    };
+    let addr = stream.remote.key();
     let stop = fetch.stop.subscribe();
     let busy = {
         let s = lock(&fetch);

@@ -26,7 +26,7 @@ use crate::pool::PeerPool;
 use crate::resume::{self, ResumeData};
 use crate::settings::{Limits, SharedBucket};
 use crate::storage::{Storage, StorageError};
-use crate::transport::{BoxRead, PeerAddr, PeerStream};
+use crate::transport::{BoxRead, PeerStream};
 use bytes::{Bytes, BytesMut};
 use metainfo::Metainfo;
 use std::collections::{HashMap, HashSet, VecDeque};
@@ -508,9 +508,7 @@ impl Torrent {
     /// Take over a live connection that fetched this torrent's metadata. It is counted
     /// among the torrent's peers at once, so the dialer does not dial its address again.
     pub(crate) fn adopt(&self, handoff: Handoff) {
-        let PeerAddr::Ip(addr) = handoff.stream.remote else {
-            return;
-        };
+        let addr = handoff.stream.remote.key();
         let incoming = handoff.incoming;
         let shared = self.shared.clone();
         let Some((id, rx)) = register(&shared, addr, incoming) else {
@@ -519,7 +517,7 @@ impl Torrent {
         let conn = adopt_conn(&shared, handoff);
         tokio::spawn(async move {
             run_registered(shared.clone(), conn, addr, id, rx, incoming).await;
-            if !incoming {
+            if !incoming && !crate::transport::is_opaque_key(&addr) {
                 let mut s = lock(&shared);
                 let done_with = s.picker.is_complete();
                 s.pool.add(addr, false, clock());
@@ -787,12 +785,9 @@ async fn choke_loop(shared: Arc<Shared>) {
 
 /// An incoming connection whose handshake named this torrent.
 pub(crate) async fn accept(shared: Arc<Shared>, stream: PeerStream, prefix: [u8; 48]) {
-    let Some(addr) = stream.remote.ip() else {
-        // Strikes and bans are kept per IP address; a peer without one (WebRTC) needs
-        // its own key first.
-        tracing::debug!(peer = %stream.remote, "refused: torrents take IP peers only");
-        return;
-    };
+    // Strikes and bans are kept per address; a peer without one (WebRTC) has a key of
+    // its own.
+    let addr = stream.remote.key();
     // Banned addresses are refused before the handshake; limits (per address, and a full
     // torrent, which may evict an idle peer) are checked once the handshake is done.
     let refuse = {
@@ -1022,7 +1017,8 @@ pub(crate) fn add_peers(shared: &Shared, addrs: &[SocketAddr], pinned: bool) {
     let mut s = lock(shared);
     let mut added = false;
     for &addr in addrs {
-        if !s.banned.contains(&ban_key(addr)) {
+        // An opaque peer's key (WebRTC) is not an address to dial.
+        if !s.banned.contains(&ban_key(addr)) && !crate::transport::is_opaque_key(&addr) {
             added |= s.pool.add(addr, pinned, now);
         }
     }
@@ -1775,6 +1771,7 @@ impl Conn {
                 if let Some(p) = s.peers.get_mut(&id) {
                     if let Some(port) = hs.p.filter(|&p| p != 0)
                         && p.listen_addr.is_none()
+                        && !crate::transport::is_opaque_key(&addr)
                     {
                         p.listen_addr = Some(SocketAddr::new(addr.ip(), port));
                     }

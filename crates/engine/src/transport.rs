@@ -63,6 +63,33 @@ impl PeerAddr {
             PeerAddr::Opaque { .. } => None,
         }
     }
+
+    /// The key that strikes, bans, per-address limits and a torrent's peer table use: an
+    /// IP peer's socket address; for an opaque peer, an address of its own in the IPv6
+    /// discard prefix `100::/64` (RFC 6666), which no real peer has. Such a key is never
+    /// dialled nor passed on in peer exchange ([`is_opaque_key`]).
+    pub fn key(&self) -> SocketAddr {
+        match self {
+            PeerAddr::Ip(a) => *a,
+            PeerAddr::Opaque { kind, id } => {
+                let kind: u64 = match kind {
+                    TransportKind::Tcp => 0,
+                    TransportKind::Utp => 1,
+                    TransportKind::WebRtc => 2,
+                };
+                let ip = (0x0100u128 << 112) | u128::from(*id ^ (kind << 62));
+                SocketAddr::new(std::net::Ipv6Addr::from(ip).into(), 0)
+            }
+        }
+    }
+}
+
+/// Whether `addr` is the [`PeerAddr::key`] of an opaque peer (not an address to dial).
+pub fn is_opaque_key(addr: &SocketAddr) -> bool {
+    match addr.ip() {
+        std::net::IpAddr::V6(v6) => v6.to_bits() >> 64 == 0x0100u128 << 48,
+        std::net::IpAddr::V4(_) => false,
+    }
 }
 
 impl fmt::Display for PeerAddr {
@@ -272,5 +299,9 @@ mod tests {
         };
         assert_eq!(o.to_string(), "webrtc:00000000000000ab");
         assert_eq!(o.ip(), None);
+        assert_eq!(o.key().to_string(), "[100::8000:0:0:ab]:0");
+        assert!(is_opaque_key(&o.key()));
+        assert!(!is_opaque_key(&a.key()));
+        assert!(!is_opaque_key(&"[2001:db8::1]:1".parse().unwrap()));
     }
 }

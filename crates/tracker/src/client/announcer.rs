@@ -76,6 +76,7 @@ pub fn backoff(failures: u32) -> Duration {
 impl Announcer {
     /// An announcer for `tiers` (the torrent's `announce-list`, or `[[announce]]`). Empty
     /// URLs, duplicates and empty tiers are dropped; each tier is shuffled with `seed`.
+    /// `ws://` and `wss://` URLs are left out (they are WebTorrent signalling trackers).
     pub fn new(tiers: Vec<Vec<String>>, seed: u64, now: Instant) -> Self {
         let mut rng = seed;
         let mut seen = std::collections::HashSet::new();
@@ -85,7 +86,8 @@ impl Announcer {
                 let mut tier: Vec<Tracker> = tier
                     .into_iter()
                     .map(|u| u.trim().to_string())
-                    .filter(|u| !u.is_empty() && seen.insert(u.clone()))
+                    // WebSocket (WebTorrent) trackers are announced to by the webtorrent crate.
+                    .filter(|u| !u.is_empty() && !is_websocket(u) && seen.insert(u.clone()))
                     .map(|url| Tracker {
                         url,
                         failures: 0,
@@ -277,6 +279,12 @@ impl Announcer {
     }
 }
 
+/// Whether `url` is a WebSocket tracker's (`ws://`, `wss://`).
+fn is_websocket(url: &str) -> bool {
+    let lower = url.get(..6).unwrap_or(url).to_ascii_lowercase();
+    lower.starts_with("ws://") || lower.starts_with("wss://")
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -336,7 +344,11 @@ mod tests {
     #[test]
     fn failures_back_off_and_move_on_through_the_tiers() {
         let t0 = Instant::now();
-        let mut a = Announcer::new(tiers(&[&["udp://a:1"], &["udp://b:1"]]), 7, t0);
+        let mut a = Announcer::new(
+            tiers(&[&["udp://a:1", "wss://w/"], &["udp://b:1"], &["ws://w:1"]]),
+            7,
+            t0,
+        );
         let (url, _) = a.next_action(t0).unwrap();
         assert_eq!(url, "udp://a:1");
         a.on_failure(t0, &url);

@@ -1,0 +1,113 @@
+//! WebTorrent for `download` and `seed`: the torrent's `ws://` trackers (and those given
+//! with `--webtorrent-tracker`) introduce browser and Node WebTorrent peers; their WebRTC
+//! data channels become ordinary peer connections of the session (routed by their
+//! handshake, like any incoming stream), so one torrent serves TCP and WebRTC peers from
+//! the same pieces.
+
+use std::sync::Arc;
+
+use engine::session::Session;
+use engine::torrent::Torrent;
+use engine::transport::{PeerAddr, PeerStream, TransportKind};
+use webtorrent::client::Progress;
+use webtorrent::node::WebTorrentNode;
+use webtorrent::rtc::{RtcConfig, RtcEndpoint};
+
+use crate::{CliError, CliResult};
+
+/// The WebSocket tracker URLs of a torrent, then the extra ones, without duplicates.
+pub fn ws_urls(meta: &metainfo::Metainfo, extra: &[String]) -> Vec<String> {
+    let mut urls: Vec<String> = Vec::new();
+    for u in meta.trackers.iter().flatten().chain(extra.iter()) {
+        let lower = u.to_ascii_lowercase();
+        if (lower.starts_with("ws://") || lower.starts_with("wss://")) && !urls.contains(u) {
+            urls.push(u.clone());
+        }
+    }
+    urls
+}
+
+/// Checks a `--webtorrent-tracker` value.
+pub fn check_url(url: &str) -> CliResult<()> {
+    let lower = url.to_ascii_lowercase();
+    if lower.starts_with("ws://") && url.len() <= 2048 {
+        Ok(())
+    } else if lower.starts_with("wss://") {
+        Err(CliError::new(format!(
+            "--webtorrent-tracker {url}: wss:// (TLS) trackers are not supported yet; use ws://"
+        )))
+    } else {
+        Err(CliError::new(format!(
+            "--webtorrent-tracker {url}: not a WebSocket tracker URL (ws://HOST:PORT/...)"
+        )))
+    }
+}
+
+/// A 64-bit id for a WebRTC peer (its tracker peer id folded).
+fn fold(peer_id: &[u8; 20]) -> u64 {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for &b in peer_id {
+        h = (h ^ u64::from(b)).wrapping_mul(0x100_0000_01b3);
+    }
+    h
+}
+
+/// Starts WebTorrent for `torrent` on `urls` (none: nothing is started). Returns the
+/// endpoint's UDP address.
+pub async fn start(
+    session: &Session,
+    torrent: &Torrent,
+    urls: &[String],
+) -> CliResult<Option<std::net::SocketAddr>> {
+    let urls: Vec<&String> = urls
+        .iter()
+        .filter(|u| u.to_ascii_lowercase().starts_with("ws://"))
+        .collect();
+    if urls.is_empty() {
+        return Ok(None);
+    }
+    let mut config = RtcConfig::default();
+    let listen = session.listen_addr();
+    if !listen.ip().is_unspecified() {
+        config.bind.set_ip(listen.ip());
+    }
+    let rtc = RtcEndpoint::start(config)
+        .await
+        .map_err(|e| CliError::new(e.to_string()))?;
+    let local = rtc.local_addr();
+    let (node, mut conns) = WebTorrentNode::new(rtc, session.peer_id());
+    let info_hash = torrent.info_hash();
+    for url in urls {
+        let t = torrent.clone();
+        let progress = Arc::new(move || {
+            let s = t.stats();
+            Progress {
+                uploaded: s.uploaded,
+                downloaded: s.downloaded,
+                left: Some(s.total_bytes.saturating_sub(s.bytes_have)),
+            }
+        });
+        node.add(url, info_hash, progress);
+    }
+    let session = session.clone();
+    tokio::spawn(async move {
+        // `node` lives as long as this task: the tracker tasks stop when it ends.
+        let _node = node;
+        while let Some(c) = conns.recv().await {
+            let id = fold(&c.peer_id);
+            tracing::debug!(peer = id, outgoing = c.outgoing, "webrtc data channel open");
+            let (read, write) = tokio::io::split(c.channel);
+            session.incoming(PeerStream {
+                kind: TransportKind::WebRtc,
+                remote: PeerAddr::Opaque {
+                    kind: TransportKind::WebRtc,
+                    id,
+                },
+                encrypted: true,
+                read: Box::new(read),
+                write: Box::new(write),
+            });
+        }
+    });
+    Ok(Some(local))
+}

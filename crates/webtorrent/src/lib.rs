@@ -1,0 +1,19 @@
+//! WebTorrent signalling: how WebSocket trackers introduce WebRTC peers to each other.
+//!
+//! - [`codec`]: the tracker messages (JSON text frames with 20-byte "binary string" ids),
+//!   every field bounded and checked.
+//! - [`client`]: the sans-IO client of one tracker URL shared by all torrents (offers,
+//!   answers, timeouts, reconnects).
+//! - [`rtc`]: WebRTC data channels (str0m on its own UDP socket) as byte streams.
+//! - [`node`]: the tokio shell making a node a WebTorrent peer (tracker tasks, offers,
+//!   answers, open channels handed out as connections).
+//! - [`server`]: the sans-IO core of a WebSocket tracker relaying offers and answers the way
+//!   npm `bittorrent-tracker` does, with caps on what one connection can make it send.
+//! - [`ws_server`]: its tokio shell (`bitpeer tracker --ws`).
+
+pub mod client;
+pub mod codec;
+pub mod node;
+pub mod rtc;
+pub mod server;
+pub mod ws_server;

@@ -1,0 +1,668 @@
+//! WebRTC data channels for WebTorrent peers: str0m (sans-IO ICE, DTLS, SCTP) on a UDP
+//! socket of its own, driven by one tokio task, with each open data channel handed out as
+//! a [`DataChannel`] byte stream (`AsyncRead + AsyncWrite`) that carries the ordinary
+//! BitTorrent wire.
+//!
+//! - No trickle: our host candidate is in the SDP of every offer and answer (the whole SDP
+//!   in one tracker message, as webtorrent expects); a server-reflexive candidate is added
+//!   when `RtcConfig::public_addr` is known.
+//! - Writes leave in channel messages of at most [`MAX_CHUNK`] bytes, only while the SCTP
+//!   buffered amount is under [`MAX_BUFFERED`]; a writer waits (is not buffered without
+//!   bound) when its outbox holds [`OUTBOX`] bytes, and is woken when the buffered amount
+//!   falls. Received bytes wait in an inbox of at most [`INBOX`] bytes; a peer that sends
+//!   more than that without our reading it is disconnected (a BitTorrent peer only sends
+//!   what we asked for, far less).
+//! - Timeouts: a session whose channel is not open within `connect_timeout` is dropped (its
+//!   [`PendingChannel`] resolves to an error); str0m's ICE and SCTP timers end a session
+//!   whose peer goes away. At most `max_sessions` sessions at once.
+
+use std::collections::{HashMap, VecDeque};
+use std::io;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll, Waker};
+use std::time::{Duration, Instant};
+
+use str0m::change::{SdpAnswer, SdpOffer, SdpPendingOffer};
+use str0m::channel::ChannelId;
+use str0m::net::{Protocol, Receive};
+use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
+// (str0m's `Candidate` is re-exported from its ICE crate.)
+use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
+use tokio::net::UdpSocket;
+use tokio::sync::{Notify, mpsc, oneshot};
+
+/// Largest channel message we send (webtorrent splits at 16 KiB too).
+pub const MAX_CHUNK: usize = 16 * 1024;
+/// SCTP bytes in flight or queued in str0m per channel before we stop handing it more.
+pub const MAX_BUFFERED: usize = 256 * 1024;
+/// Bytes a writer may have waiting in our outbox.
+pub const OUTBOX: usize = 64 * 1024;
+/// Received bytes not yet read, beyond which the peer is disconnected.
+pub const INBOX: usize = 8 * 1024 * 1024;
+/// Largest SDP we accept from a peer.
+pub const MAX_SDP: usize = crate::codec::MAX_SDP;
+const LOW_WATER: usize = 64 * 1024;
+const UDP_BUF: usize = 2048;
+/// How long a channel we closed may take to say so before its session is dropped.
+const CLOSE_GRACE: Duration = Duration::from_secs(5);
+
+/// Why a session could not be made.
+#[derive(Debug, thiserror::Error)]
+pub enum RtcError {
+    #[error("cannot bind the WebRTC UDP socket: {0}")]
+    Bind(io::Error),
+    #[error("no address to offer as a host candidate")]
+    NoAddress,
+    #[error("too many WebRTC sessions")]
+    TooMany,
+    #[error("invalid SDP: {0}")]
+    Sdp(String),
+    #[error("WebRTC: {0}")]
+    Rtc(String),
+    #[error("the WebRTC endpoint stopped")]
+    Stopped,
+    #[error("the data channel did not open in time")]
+    Timeout,
+}
+
+/// Where and how the endpoint works.
+#[derive(Debug, Clone)]
+pub struct RtcConfig {
+    /// The address to bind and offer as the host candidate (port 0: any). An unspecified
+    /// IP is replaced by the address of the default route.
+    pub bind: SocketAddr,
+    /// Our address as a STUN server sees it, offered as a server-reflexive candidate.
+    pub public_addr: Option<SocketAddr>,
+    pub connect_timeout: Duration,
+    pub max_sessions: usize,
+}
+
+impl Default for RtcConfig {
+    fn default() -> Self {
+        RtcConfig {
+            bind: SocketAddr::from(([0, 0, 0, 0], 0)),
+            public_addr: None,
+            connect_timeout: Duration::from_secs(30),
+            max_sessions: 256,
+        }
+    }
+}
+
+/// A session's number in the endpoint.
+pub type SessionId = u64;
+
+/// The data channel of a session, once it opens.
+pub type PendingChannel = oneshot::Receiver<DataChannel>;
+
+enum Cmd {
+    Offer(oneshot::Sender<Result<(SessionId, String, PendingChannel), RtcError>>),
+    Accept(
+        String,
+        oneshot::Sender<Result<(SessionId, String, PendingChannel), RtcError>>,
+    ),
+    Answer(SessionId, String, oneshot::Sender<Result<(), RtcError>>),
+    Drop(SessionId),
+}
+
+/// A handle on the WebRTC endpoint (cheap to clone). The driver task ends when every
+/// handle is dropped.
+#[derive(Clone)]
+pub struct RtcEndpoint {
+    cmds: mpsc::Sender<Cmd>,
+    local: SocketAddr,
+}
+
+/// Socket buffers of the WebRTC socket: a burst of SCTP packets (up to `MAX_BUFFERED` per
+/// channel) must not overflow the kernel's default ~200 KiB and cost retransmission
+/// timeouts.
+const SOCKET_BUFFER: usize = 4 * 1024 * 1024;
+
+fn bind_udp(addr: SocketAddr) -> io::Result<UdpSocket> {
+    use socket2::{Domain, Socket, Type};
+    let s = Socket::new(Domain::for_address(addr), Type::DGRAM, None)?;
+    // Best effort: the kernel caps them at net.core.[rw]mem_max.
+    let _ = s.set_recv_buffer_size(SOCKET_BUFFER);
+    let _ = s.set_send_buffer_size(SOCKET_BUFFER);
+    s.set_nonblocking(true)?;
+    s.bind(&addr.into())?;
+    UdpSocket::from_std(s.into())
+}
+
+/// The address of the default route's interface (no packet is sent).
+fn default_route_ip(v6: bool) -> Option<IpAddr> {
+    let (bind, probe): (SocketAddr, SocketAddr) = if v6 {
+        ("[::]:0".parse().ok()?, "[2001:db8::1]:9".parse().ok()?)
+    } else {
+        ("0.0.0.0:0".parse().ok()?, "192.0.2.1:9".parse().ok()?)
+    };
+    let s = std::net::UdpSocket::bind(bind).ok()?;
+    s.connect(probe).ok()?;
+    Some(s.local_addr().ok()?.ip())
+}
+
+impl RtcEndpoint {
+    /// Binds the UDP socket and starts the driver task (on the current tokio runtime).
+    pub async fn start(config: RtcConfig) -> Result<Self, RtcError> {
+        let mut bind = config.bind;
+        if bind.ip().is_unspecified() {
+            bind.set_ip(default_route_ip(bind.is_ipv6()).ok_or(RtcError::NoAddress)?);
+        }
+        let socket = bind_udp(bind).map_err(RtcError::Bind)?;
+        let local = socket.local_addr().map_err(RtcError::Bind)?;
+        let (tx, rx) = mpsc::channel(64);
+        let driver = Driver {
+            socket,
+            local,
+            config,
+            sessions: HashMap::new(),
+            next_id: 1,
+            notify: Arc::new(Notify::new()),
+        };
+        tokio::spawn(driver.run(rx));
+        Ok(RtcEndpoint { cmds: tx, local })
+    }
+
+    /// The UDP address of our host candidate.
+    pub fn local_addr(&self) -> SocketAddr {
+        self.local
+    }
+
+    async fn ask<T>(
+        &self,
+        make: impl FnOnce(oneshot::Sender<Result<T, RtcError>>) -> Cmd,
+    ) -> Result<T, RtcError> {
+        let (tx, rx) = oneshot::channel();
+        self.cmds
+            .send(make(tx))
+            .await
+            .map_err(|_| RtcError::Stopped)?;
+        rx.await.map_err(|_| RtcError::Stopped)?
+    }
+
+    /// A new session with one data channel: our offer's SDP (with our candidate).
+    pub async fn create_offer(&self) -> Result<(SessionId, String, PendingChannel), RtcError> {
+        self.ask(Cmd::Offer).await
+    }
+
+    /// Answers a remote offer: our answer's SDP (with our candidate).
+    pub async fn accept_offer(
+        &self,
+        sdp: String,
+    ) -> Result<(SessionId, String, PendingChannel), RtcError> {
+        if sdp.len() > MAX_SDP {
+            return Err(RtcError::Sdp("too large".into()));
+        }
+        self.ask(|tx| Cmd::Accept(sdp, tx)).await
+    }
+
+    /// The remote answer to our offer `id`.
+    pub async fn accept_answer(&self, id: SessionId, sdp: String) -> Result<(), RtcError> {
+        if sdp.len() > MAX_SDP {
+            return Err(RtcError::Sdp("too large".into()));
+        }
+        self.ask(|tx| Cmd::Answer(id, sdp, tx)).await
+    }
+
+    /// Forgets a session (an offer never answered); an open channel is not affected.
+    pub fn drop_session(&self, id: SessionId) {
+        let _ = self.cmds.try_send(Cmd::Drop(id));
+    }
+}
+
+/// What a [`DataChannel`] and the driver share.
+#[derive(Default)]
+struct Pipe {
+    inbox: VecDeque<u8>,
+    read_waker: Option<Waker>,
+    outbox: VecDeque<u8>,
+    write_waker: Option<Waker>,
+    /// The session ended (remote close, error, timeout).
+    closed: bool,
+    /// Our side shut down or dropped its stream.
+    shut: bool,
+}
+
+fn lock(p: &Mutex<Pipe>) -> std::sync::MutexGuard<'_, Pipe> {
+    p.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// An open data channel as a byte stream. Dropping it closes the session.
+pub struct DataChannel {
+    pipe: Arc<Mutex<Pipe>>,
+    notify: Arc<Notify>,
+    label: String,
+    on_drop: Option<Box<dyn FnOnce() + Send + Sync>>,
+}
+
+impl DataChannel {
+    /// The channel's label, as the offerer chose it.
+    pub fn label(&self) -> &str {
+        &self.label
+    }
+
+    /// Runs `f` when the stream is dropped.
+    pub fn on_drop(&mut self, f: Box<dyn FnOnce() + Send + Sync>) {
+        self.on_drop = Some(f);
+    }
+}
+
+impl AsyncRead for DataChannel {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let mut p = lock(&self.pipe);
+        if p.inbox.is_empty() {
+            if p.closed {
+                return Poll::Ready(Ok(()));
+            }
+            p.read_waker = Some(cx.waker().clone());
+            return Poll::Pending;
+        }
+        let n = buf.remaining().min(p.inbox.len());
+        let (a, b) = p.inbox.as_slices();
+        let from_a = n.min(a.len());
+        buf.put_slice(&a[..from_a]);
+        buf.put_slice(&b[..n - from_a]);
+        p.inbox.drain(..n);
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl AsyncWrite for DataChannel {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        data: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        let mut p = lock(&self.pipe);
+        if p.closed || p.shut {
+            return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
+        }
+        let room = OUTBOX.saturating_sub(p.outbox.len());
+        if room == 0 {
+            p.write_waker = Some(cx.waker().clone());
+            return Poll::Pending;
+        }
+        let n = room.min(data.len());
+        p.outbox.extend(&data[..n]);
+        drop(p);
+        self.notify.notify_one();
+        Poll::Ready(Ok(n))
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        let mut p = lock(&self.pipe);
+        if p.closed {
+            return Poll::Ready(Err(io::ErrorKind::BrokenPipe.into()));
+        }
+        if p.outbox.is_empty() {
+            return Poll::Ready(Ok(()));
+        }
+        p.write_waker = Some(cx.waker().clone());
+        Poll::Pending
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, _cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        lock(&self.pipe).shut = true;
+        self.notify.notify_one();
+        Poll::Ready(Ok(()))
+    }
+}
+
+impl Drop for DataChannel {
+    fn drop(&mut self) {
+        lock(&self.pipe).shut = true;
+        self.notify.notify_one();
+        if let Some(f) = self.on_drop.take() {
+            f();
+        }
+    }
+}
+
+struct Session {
+    rtc: Rtc,
+    pending_offer: Option<SdpPendingOffer>,
+    /// Given the channel when it opens.
+    waiting: Option<oneshot::Sender<DataChannel>>,
+    channel: Option<(ChannelId, Arc<Mutex<Pipe>>)>,
+    started: Instant,
+    /// When we closed the channel.
+    closing: Option<Instant>,
+}
+
+impl Session {
+    fn close(&mut self) {
+        if let Some((_, pipe)) = &self.channel {
+            let mut p = lock(pipe);
+            p.closed = true;
+            if let Some(w) = p.read_waker.take() {
+                w.wake();
+            }
+            if let Some(w) = p.write_waker.take() {
+                w.wake();
+            }
+        }
+        self.rtc.disconnect();
+    }
+}
+
+struct Driver {
+    socket: UdpSocket,
+    local: SocketAddr,
+    config: RtcConfig,
+    sessions: HashMap<SessionId, Session>,
+    next_id: SessionId,
+    notify: Arc<Notify>,
+}
+
+impl Driver {
+    fn new_rtc(&self, now: Instant) -> Result<Rtc, RtcError> {
+        let mut rtc = Rtc::builder()
+            .set_sctp_max_buffered_amount(MAX_BUFFERED)
+            .build(now);
+        let host = Candidate::host(self.local, "udp").map_err(|e| RtcError::Rtc(e.to_string()))?;
+        rtc.add_local_candidate(host);
+        if let Some(public) = self.config.public_addr
+            && let Ok(c) = Candidate::server_reflexive(public, self.local, "udp")
+        {
+            rtc.add_local_candidate(c);
+        }
+        Ok(rtc)
+    }
+
+    fn add(
+        &mut self,
+        rtc: Rtc,
+        pending_offer: Option<SdpPendingOffer>,
+        now: Instant,
+    ) -> (SessionId, PendingChannel) {
+        let (tx, rx) = oneshot::channel();
+        let id = self.next_id;
+        self.next_id += 1;
+        self.sessions.insert(
+            id,
+            Session {
+                rtc,
+                pending_offer,
+                waiting: Some(tx),
+                channel: None,
+                started: now,
+                closing: None,
+            },
+        );
+        (id, rx)
+    }
+
+    fn command(&mut self, cmd: Cmd, now: Instant) {
+        let full = self.sessions.len() >= self.config.max_sessions;
+        match cmd {
+            Cmd::Offer(reply) => {
+                let r = (|| {
+                    if full {
+                        return Err(RtcError::TooMany);
+                    }
+                    let mut rtc = self.new_rtc(now)?;
+                    let mut api = rtc.sdp_api();
+                    api.add_channel("webtorrent".into());
+                    let (offer, pending) = api
+                        .apply()
+                        .ok_or_else(|| RtcError::Rtc("no offer made".into()))?;
+                    let sdp = offer.to_sdp_string();
+                    let (id, rx) = self.add(rtc, Some(pending), now);
+                    Ok((id, sdp, rx))
+                })();
+                let _ = reply.send(r);
+            }
+            Cmd::Accept(sdp, reply) => {
+                let r = (|| {
+                    if full {
+                        return Err(RtcError::TooMany);
+                    }
+                    let offer = SdpOffer::from_sdp_string(&sdp)
+                        .map_err(|e| RtcError::Sdp(e.to_string()))?;
+                    let mut rtc = self.new_rtc(now)?;
+                    let answer = rtc
+                        .sdp_api()
+                        .accept_offer(offer)
+                        .map_err(|e| RtcError::Sdp(e.to_string()))?;
+                    let sdp = answer.to_sdp_string();
+                    let (id, rx) = self.add(rtc, None, now);
+                    Ok((id, sdp, rx))
+                })();
+                let _ = reply.send(r);
+            }
+            Cmd::Answer(id, sdp, reply) => {
+                let r = (|| {
+                    let s = self
+                        .sessions
+                        .get_mut(&id)
+                        .ok_or_else(|| RtcError::Rtc("no such session".into()))?;
+                    let pending = s
+                        .pending_offer
+                        .take()
+                        .ok_or_else(|| RtcError::Rtc("already answered".into()))?;
+                    let answer = SdpAnswer::from_sdp_string(&sdp)
+                        .map_err(|e| RtcError::Sdp(e.to_string()))?;
+                    s.rtc
+                        .sdp_api()
+                        .accept_answer(pending, answer)
+                        .map_err(|e| RtcError::Sdp(e.to_string()))
+                })();
+                if r.is_err()
+                    && let Some(mut s) = self.sessions.remove(&id)
+                {
+                    s.close();
+                }
+                let _ = reply.send(r);
+            }
+            Cmd::Drop(id) => {
+                if self.sessions.get(&id).is_some_and(|s| s.channel.is_none())
+                    && let Some(mut s) = self.sessions.remove(&id)
+                {
+                    s.close();
+                }
+            }
+        }
+    }
+
+    /// Moves queued bytes of every channel into str0m while its buffer has room; wakes
+    /// writers whose outbox emptied; closes sessions whose stream was dropped.
+    fn pump(&mut self) {
+        let now = Instant::now();
+        for s in self.sessions.values_mut() {
+            let Some((cid, pipe)) = &s.channel else {
+                continue;
+            };
+            let (cid, pipe) = (*cid, pipe.clone());
+            let mut p = lock(&pipe);
+            let mut wrote = false;
+            match s.rtc.channel(cid) {
+                None => p.closed = true,
+                Some(mut ch) => {
+                    while !p.outbox.is_empty() && ch.buffered_amount() < MAX_BUFFERED {
+                        let n = p.outbox.len().min(MAX_CHUNK);
+                        p.outbox.make_contiguous();
+                        let chunk = &p.outbox.as_slices().0[..n];
+                        match ch.write(true, chunk) {
+                            Ok(true) => {
+                                p.outbox.drain(..n);
+                                wrote = true;
+                            }
+                            Ok(false) => break,
+                            Err(_) => {
+                                p.closed = true;
+                                break;
+                            }
+                        }
+                    }
+                }
+            }
+            if (wrote || p.closed)
+                && let Some(w) = p.write_waker.take()
+            {
+                w.wake();
+            }
+            let (closed, flushed) = (p.closed, p.shut && p.outbox.is_empty());
+            drop(p);
+            if closed {
+                s.close();
+            } else if flushed && s.closing.is_none() {
+                // Our side is done: reset the channel's stream so the other side sees the
+                // end at once (not after ICE times out); the session ends on ChannelClose
+                // or after CLOSE_GRACE.
+                s.rtc.direct_api().close_data_channel(cid);
+                s.closing = Some(now);
+            }
+        }
+    }
+
+    /// Runs a session's outputs until its next timeout; returns it.
+    fn drain(&mut self, id: SessionId) -> Option<Instant> {
+        let notify = self.notify.clone();
+        let s = self.sessions.get_mut(&id)?;
+        loop {
+            if !s.rtc.is_alive() {
+                s.close();
+                return None;
+            }
+            let out = match s.rtc.poll_output() {
+                Ok(o) => o,
+                Err(_) => {
+                    s.close();
+                    return None;
+                }
+            };
+            match out {
+                Output::Timeout(t) => return Some(t),
+                Output::Transmit(t) => {
+                    let _ = self.socket.try_send_to(&t.contents, t.destination);
+                }
+                Output::Event(e) => match e {
+                    Event::ChannelOpen(cid, label) => {
+                        if s.channel.is_some() {
+                            continue;
+                        }
+                        let pipe = Arc::new(Mutex::new(Pipe::default()));
+                        if let Some(mut ch) = s.rtc.channel(cid) {
+                            ch.set_buffered_amount_low_threshold(LOW_WATER);
+                        }
+                        s.channel = Some((cid, pipe.clone()));
+                        let dc = DataChannel {
+                            pipe,
+                            notify: notify.clone(),
+                            label: label.chars().take(256).collect(),
+                            on_drop: None,
+                        };
+                        if let Some(tx) = s.waiting.take() {
+                            // Nobody waits any more: the channel drops and closes.
+                            let _ = tx.send(dc);
+                        }
+                    }
+                    Event::ChannelData(d) => {
+                        let Some((cid, pipe)) = &s.channel else {
+                            continue;
+                        };
+                        if d.id != *cid {
+                            continue;
+                        }
+                        let mut p = lock(pipe);
+                        if p.inbox.len() + d.data.len() > INBOX {
+                            p.closed = true;
+                        } else {
+                            p.inbox.extend(&d.data);
+                        }
+                        if let Some(w) = p.read_waker.take() {
+                            w.wake();
+                        }
+                        let closed = p.closed;
+                        drop(p);
+                        if closed {
+                            s.close();
+                        }
+                    }
+                    Event::ChannelClose(cid)
+                        if s.channel.as_ref().is_some_and(|(c, _)| *c == cid) =>
+                    {
+                        s.close();
+                    }
+                    Event::ChannelBufferedAmountLow(_) => notify.notify_one(),
+                    Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
+                        s.close();
+                    }
+                    _ => {}
+                },
+            }
+        }
+    }
+
+    async fn run(mut self, mut cmds: mpsc::Receiver<Cmd>) {
+        let mut buf = vec![0u8; UDP_BUF];
+        let notify = self.notify.clone();
+        let mut next: Instant;
+        let mut cmds_open = true;
+        loop {
+            let now = Instant::now();
+            // Timeouts of sessions that never opened.
+            let timeout = self.config.connect_timeout;
+            for s in self.sessions.values_mut() {
+                let unopened =
+                    s.channel.is_none() && now.saturating_duration_since(s.started) > timeout;
+                let closed = s
+                    .closing
+                    .is_some_and(|t| now.saturating_duration_since(t) > CLOSE_GRACE);
+                if unopened || closed {
+                    s.close();
+                }
+            }
+            self.pump();
+            next = now + Duration::from_secs(1);
+            let ids: Vec<SessionId> = self.sessions.keys().copied().collect();
+            for id in ids {
+                if let Some(t) = self.drain(id) {
+                    next = next.min(t.max(now));
+                }
+            }
+            self.sessions.retain(|_, s| s.rtc.is_alive());
+            if !cmds_open && self.sessions.is_empty() {
+                // Every handle and every channel is gone.
+                return;
+            }
+            let sleep = tokio::time::sleep_until(tokio::time::Instant::from_std(next));
+            tokio::select! {
+                r = self.socket.recv_from(&mut buf) => {
+                    let Ok((n, source)) = r else { continue };
+                    let now = Instant::now();
+                    let Ok(contents) = buf[..n].try_into() else { continue };
+                    let input = Input::Receive(now, Receive {
+                        proto: Protocol::Udp,
+                        source,
+                        destination: self.local,
+                        contents,
+                    });
+                    if let Some(s) = self.sessions.values_mut().find(|s| s.rtc.accepts(&input))
+                        && s.rtc.handle_input(input).is_err()
+                    {
+                        s.close();
+                    }
+                }
+                cmd = cmds.recv(), if cmds_open => match cmd {
+                    Some(cmd) => self.command(cmd, Instant::now()),
+                    None => cmds_open = false,
+                },
+                _ = notify.notified() => {}
+                _ = sleep => {
+                    let now = Instant::now();
+                    for s in self.sessions.values_mut() {
+                        if s.rtc.handle_input(Input::Timeout(now)).is_err() {
+                            s.close();
+                        }
+                    }
+                }
+            }
+        }
+    }
+}

@@ -1,0 +1,111 @@
+//! Two WebRTC endpoints (str0m) on 127.0.0.1 make a data channel through an offer and an
+//! answer, and move a few MiB each way through it as a byte stream, byte for byte; bad
+//! SDPs are refused; a closed side is seen as end of stream by the other.
+
+use std::time::Duration;
+
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use webtorrent::rtc::{RtcConfig, RtcEndpoint};
+
+const DEADLINE: Duration = Duration::from_secs(30);
+
+fn data(seed: u64, len: usize) -> Vec<u8> {
+    let mut x = seed | 1;
+    (0..len)
+        .map(|_| {
+            x ^= x << 13;
+            x ^= x >> 7;
+            x ^= x << 17;
+            x as u8
+        })
+        .collect()
+}
+
+async fn endpoint() -> RtcEndpoint {
+    RtcEndpoint::start(RtcConfig {
+        bind: "127.0.0.1:0".parse().unwrap(),
+        ..RtcConfig::default()
+    })
+    .await
+    .unwrap()
+}
+
+#[tokio::test]
+async fn a_data_channel_carries_bytes_both_ways() {
+    let a = endpoint().await;
+    let b = endpoint().await;
+    let (id, offer, a_chan) = a.create_offer().await.unwrap();
+    assert!(
+        offer.contains("a=candidate:"),
+        "no candidate in the offer: {offer}"
+    );
+    assert!(offer.contains("webrtc-datachannel"));
+    let (_, answer, b_chan) = b.accept_offer(offer).await.unwrap();
+    assert!(answer.contains("a=candidate:"));
+    a.accept_answer(id, answer).await.unwrap();
+    let (mut x, mut y) = tokio::time::timeout(DEADLINE, async {
+        (a_chan.await.unwrap(), b_chan.await.unwrap())
+    })
+    .await
+    .expect("the channel did not open in time");
+    assert_eq!(y.label(), "webtorrent");
+
+    // 4 MiB one way while 1 MiB goes the other: nothing stalls, nothing is lost.
+    let big = data(1, 4 * 1024 * 1024 + 5);
+    let small = data(2, 1024 * 1024);
+    let (big2, small2) = (big.clone(), small.clone());
+    let work = async move {
+        let (mut xr, mut xw) = tokio::io::split(&mut x);
+        let (mut yr, mut yw) = tokio::io::split(&mut y);
+        let send_big = async {
+            xw.write_all(&big2).await.unwrap();
+            xw.flush().await.unwrap();
+        };
+        let send_small = async {
+            yw.write_all(&small2).await.unwrap();
+            yw.flush().await.unwrap();
+        };
+        let recv_big = async {
+            let mut got = vec![0u8; big2.len()];
+            yr.read_exact(&mut got).await.unwrap();
+            got
+        };
+        let recv_small = async {
+            let mut got = vec![0u8; small2.len()];
+            xr.read_exact(&mut got).await.unwrap();
+            got
+        };
+        let (_, _, gb, gs) = tokio::join!(send_big, send_small, recv_big, recv_small);
+        (gb, gs, x, y)
+    };
+    let (gb, gs, x, mut y) = tokio::time::timeout(Duration::from_secs(60), work)
+        .await
+        .expect("the transfer stalled");
+    assert!(gb == big, "the 4 MiB differ");
+    assert!(gs == small, "the 1 MiB differ");
+
+    // Closing one side ends the other's stream.
+    drop(x);
+    let mut rest = Vec::new();
+    let n = tokio::time::timeout(DEADLINE, y.read_to_end(&mut rest))
+        .await
+        .expect("no end of stream after the other side closed");
+    assert_eq!(n.unwrap_or(0), 0);
+}
+
+#[tokio::test]
+async fn bad_sdps_are_refused() {
+    let a = endpoint().await;
+    assert!(a.accept_offer("v=0\r\nnonsense".into()).await.is_err());
+    assert!(a.accept_offer("x".repeat(1 << 20)).await.is_err());
+    let (id, _, pending) = a.create_offer().await.unwrap();
+    assert!(a.accept_answer(id, "garbage".into()).await.is_err());
+    // The session was dropped: its channel never comes.
+    assert!(
+        tokio::time::timeout(DEADLINE, pending)
+            .await
+            .unwrap()
+            .is_err()
+    );
+    assert!(a.accept_answer(999, "v=0".into()).await.is_err());
+}
