@@ -265,11 +265,16 @@ fn drain_until_closed(ctx: &Ctx, s: &mut TcpStream) {
 
 /// Reads bitpeer's handshake and checks its info-hash. When bitpeer dialed, it sends its
 /// handshake first; when it accepted, it answers only after reading ours (it needs the
-/// info-hash to pick the torrent), so a dialing peer must write before it reads.
+/// info-hash to pick the torrent), so a dialing peer must write before it reads. These
+/// scripted peers speak plaintext only: an MSE handshake (bitpeer's default `prefer`
+/// dials encrypted first) is refused by closing, as a plaintext-only client does, and
+/// bitpeer dials again in plaintext.
 fn their_handshake(ctx: &Ctx, s: &mut TcpStream) -> std::io::Result<()> {
     let mut hs = [0u8; 68];
     read_full(ctx, s, &mut hs)?;
-    assert_eq!(&hs[..20], b"\x13BitTorrent protocol", "bitpeer's handshake");
+    if &hs[..20] != b"\x13BitTorrent protocol" {
+        return Err(std::io::Error::other("not a plaintext handshake: refused"));
+    }
     assert_eq!(
         &hs[28..48],
         &ctx.info_hash,

@@ -52,7 +52,9 @@ fn download_limit_holds_against_libtorrent() {
         &torrent,
         &["--piece-length", "262144"],
     );
-    let (_seeder, port) = spawn_lt_peer(&torrent, &data, &[], &["--seed"]);
+    // Dialled once it is seeding: a refused first dial would cost the window seconds.
+    let (mut seeder, port) = spawn_lt_peer(&torrent, &data, &[], &["--seed", "--stats"]);
+    wait_lt_seeding(&mut seeder);
     let out = tmp.path().join("out");
     let mut cmd = Command::new(bitpeer_bin());
     cmd.arg("download")

@@ -291,12 +291,19 @@ impl Connector for UtpConnector {
 
     fn connect(&self, addr: SocketAddr, timeout: Duration) -> ConnectFuture {
         let socket = self.socket.clone();
+        // A peer that does not answer two SYNs does not speak uTP (or is gone): give up
+        // soon, as libtorrent does (`utp_connect_timeout`), so a TCP-only peer that refused
+        // once is not kept from its next TCP dial for the whole handshake timeout.
+        let timeout = timeout.min(UTP_CONNECT_TIMEOUT);
         Box::pin(async move {
             let stream = connect(&socket, addr, timeout).await?;
             Ok(peer_stream(stream, addr))
         })
     }
 }
+
+/// The longest a uTP dial waits for the SYN-ACK (two SYNs).
+const UTP_CONNECT_TIMEOUT: Duration = Duration::from_secs(4);
 
 /// How long one SYN waits for its answer before another is sent.
 const SYN_WAIT: Duration = Duration::from_secs(2);
