@@ -219,8 +219,8 @@ fn transmission_downloads_from_bitpeer_over_utp() {
     let leech = tmp.path().join("tr");
     std::fs::create_dir_all(&leech).unwrap();
     let mut tr = spawn_transmission(tmp.path(), &torrent, &leech, port);
-    // Give Transmission a moment to open its sockets, then dial it over uTP.
-    std::thread::sleep(Duration::from_secs(1));
+    // Dial it over uTP once its UDP socket is open.
+    wait_port_bound("udp", port, &mut tr, Duration::from_secs(30));
     let mut seeder = bitpeer_utp(
         "seed",
         &torrent,
@@ -241,8 +241,8 @@ fn bitpeer_downloads_from_transmission_over_utp() {
     let tmp = tempfile::tempdir().unwrap();
     let (data, torrent) = make_torrent(tmp.path(), 4 * 1024 * 1024 + 999);
     let port = free_port_both();
-    let _tr = spawn_transmission(tmp.path(), &torrent, data.parent().unwrap(), port);
-    std::thread::sleep(Duration::from_secs(1));
+    let mut tr = spawn_transmission(tmp.path(), &torrent, data.parent().unwrap(), port);
+    wait_port_bound("udp", port, &mut tr, Duration::from_secs(30));
     let out = tmp.path().join("out");
     let mut dl = bitpeer_utp(
         "download",

@@ -1098,3 +1098,39 @@ pub fn spawn_daemon(state: &Path, downloads: &Path, extra: &[&str]) -> Daemon {
     });
     Daemon { proc, api }
 }
+
+/// Waits (bounded) until some socket of `proto` (`"tcp"` or `"udp"`) is bound to local
+/// `port`, as the kernel lists them in `/proc/net/{proto}{,6}`: a child that opens its
+/// sockets after it starts is then ready to be dialled, with no guessed pause.
+pub fn wait_port_bound(proto: &str, port: u16, who: &mut Proc, timeout: Duration) {
+    let needle = format!(":{port:04X} ");
+    let deadline = Instant::now() + timeout;
+    loop {
+        let bound = ["", "6"].iter().any(|v6| {
+            std::fs::read_to_string(format!("/proc/net/{proto}{v6}")).is_ok_and(|table| {
+                // Each row: "sl local_address rem_address ..."; the local address is field 2.
+                table
+                    .lines()
+                    .skip(1)
+                    .filter_map(|row| row.split_whitespace().nth(1))
+                    .any(|local| format!("{local} ").ends_with(&needle))
+            })
+        });
+        if bound {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{} did not bind {proto} port {port} within {timeout:?}: {}",
+            who.desc,
+            who.explain()
+        );
+        assert!(
+            who.try_status().is_none(),
+            "{} exited before binding {proto} port {port}: {}",
+            who.desc,
+            who.explain()
+        );
+        thread::sleep(Duration::from_millis(20));
+    }
+}
