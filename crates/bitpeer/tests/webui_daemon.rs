@@ -1,7 +1,7 @@
 //! The web UI in a real browser against the real daemon: `tests/webui/ui_test.mjs` (Debian's
 //! chromium driven by playwright-core, both from scripts/install-webui.sh) signs in, adds a
 //! torrent through the upload dialog, waits until it seeds, sets priorities, category, tags
-//! and limits, adds a paused magnet, pauses, resumes and removes it with its data, and takes
+//! and limits, sees the IPFS CID the daemon's bridge found, adds a paused magnet, pauses, resumes and removes it with its data, and takes
 //! screenshots at phone and desktop widths (kept in `target/webui-shots` to look at).
 //!
 //! The torrent's data is already in the download folder, so the daemon completes it by
@@ -63,10 +63,29 @@ fn the_web_ui_drives_the_real_daemon_in_chromium() {
     write_random(&data, 21, 3_000_000);
     let torrent = tmp.path().join("movie.torrent");
     bitpeer_create(&data, &torrent, &[]);
+    // The IPFS bridge on: once seeding, the details panel shows the content's CID.
+    let cid = bitpeer(["ipfs", "add", "--only-hash", data.to_str().unwrap()], None);
+    cid.assert_success();
+    let cid = cid
+        .stdout_str()
+        .lines()
+        .last()
+        .unwrap_or_default()
+        .trim()
+        .to_owned();
+    let config = tmp.path().join("bitpeer.toml");
+    std::fs::write(&config, "[ipfs]\nadd_on_complete = true\n").unwrap();
     let mut daemon = spawn_daemon(
         &tmp.path().join("state"),
         &downloads,
-        &["--api-user", "admin", "--api-password", "pw-for-the-ui"],
+        &[
+            "--api-user",
+            "admin",
+            "--api-password",
+            "pw-for-the-ui",
+            "--config",
+            config.to_str().unwrap(),
+        ],
     );
     let url = format!("http://{}", daemon.api);
     let shots = Path::new(env!("CARGO_TARGET_TMPDIR")).join("webui-shots");
@@ -78,6 +97,7 @@ fn the_web_ui_drives_the_real_daemon_in_chromium() {
         .arg(&torrent)
         .arg("--shots")
         .arg(&shots)
+        .args(["--cid", &cid])
         .args([
             "--user",
             "admin",
@@ -93,6 +113,12 @@ fn the_web_ui_drives_the_real_daemon_in_chromium() {
         "ui_test.mjs failed: {}\ndaemon: {}",
         out.explain(),
         daemon.proc.explain()
+    );
+    assert!(
+        out.stdout_str()
+            .contains(&format!("details show the IPFS CID {cid}")),
+        "{}",
+        out.explain()
     );
     assert!(
         out.stdout_str().contains("ui_test: removed with data"),

@@ -106,7 +106,7 @@ export class Details {
             ["down", "Download speed"], ["up", "Upload speed"], ["eta", "ETA"],
             ["limits", "Speed limits"], ["category", "Category"], ["tags", "Tags"],
             ["added", "Added"], ["completed", "Completed"], ["pieces", "Pieces"],
-            ["path", "Saved in"], ["hash", "Info-hash"], ["created", "Created"],
+            ["path", "Saved in"], ["hash", "Info-hash"], ["cid", "IPFS CID"], ["created", "Created"],
             ["comment", "Comment"], ["error", "Error"],
         ]) {
             const dd = h("dd", { class: `f-${key}` });
@@ -270,6 +270,9 @@ export class Details {
         setText(g.added, fmtDate(t.added_at));
         setText(g.completed, fmtDate(t.completed_at));
         setText(g.hash, t.info_hash || "—");
+        // Known once the daemon imported the completed torrent into its IPFS store.
+        setText(g.cid, t.ipfs_cid || "");
+        g.cid.parentElement.hidden = !t.ipfs_cid;
         setText(g.error, t.error || "");
         setText(this.opt.queuePos, t.queue_position ?? "—");
         if (!this.filled) this.fillOptions(t);

@@ -53,8 +53,9 @@ function parseArgs(argv) {
         else if (a === "--password") out.password = value();
         else if (a === "--timeout") out.timeout = Number(value());
         else if (a === "--no-magnet") out.magnet = false;
+        else if (a === "--cid") out.cid = value();
         else if (a === "--help" || a === "-h") {
-            console.log("usage: node ui_test.mjs --url URL --torrent FILE --shots DIR [--user U --password P] [--timeout S] [--no-magnet]");
+            console.log("usage: node ui_test.mjs --url URL --torrent FILE --shots DIR [--user U --password P] [--timeout S] [--no-magnet] [--cid CID]");
             process.exit(0);
         } else if (a.startsWith("--")) fail(`unknown option ${a}`);
         else positional.push(a);
@@ -289,6 +290,14 @@ async function run() {
         await checkAccessibility(`desktop list, ${theme}`);
         await row().locator(".name-btn").click();
         await page.waitForSelector("#details:not([hidden]) .pieces");
+        if (opts.cid && theme === "light") {
+            // the daemon imports the completed torrent into its IPFS store (add_on_complete)
+            await page.waitForFunction((cid) => {
+                const dd = document.querySelector("#details .f-cid");
+                return dd && !dd.parentElement.hidden && dd.textContent === cid;
+            }, opts.cid, { timeout: 60000 });
+            log(`details show the IPFS CID ${opts.cid}`);
+        }
         await page.click("#d-tab-files");
         await page.waitForSelector("#d-pane-files tbody tr");
         await shot(`desktop-${theme}-details.png`);
