@@ -306,6 +306,19 @@ fn spawn_lt_dht_peer6(what: &str, save: &Path, boot: &str, extra: &[&str]) -> (P
     (p, port as u16)
 }
 
+/// A libtorrent DHT node on ::1 that knows nobody (it bootstraps from a socket that never
+/// answers, and holds a torrent of its own, `seed` repeated, so it runs its DHT), and the
+/// address to bootstrap from it.
+fn lt_dht_node6(tmp: &Path, seed: u8) -> (Proc, String) {
+    let nobody = format!("magnet:?xt=urn:btih:{}", hex(&[seed; 20]));
+    let dead = {
+        let s = std::net::UdpSocket::bind("[::1]:0").unwrap();
+        s.local_addr().unwrap().to_string()
+    };
+    let (node, node_port) = spawn_lt_dht_peer6(&nobody, &tmp.join("node"), &dead, &["--seed"]);
+    (node, format!("[::1]:{node_port}"))
+}
+
 /// BEP 32 with libtorrent: a libtorrent DHT node on ::1 (bootstrapping from nowhere) is the
 /// only way in; bitpeer seeds on 127.0.0.1 and ::1 (one DHT node, a socket per family) and
 /// announces over the IPv6 DHT; a libtorrent
@@ -316,14 +329,7 @@ fn libtorrent_finds_a_bitpeer_seeder_through_the_ipv6_dht() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
-    let nobody = format!("magnet:?xt=urn:btih:{}", hex(&[0x5b; 20]));
-    let dead = {
-        let s = std::net::UdpSocket::bind("[::1]:0").unwrap();
-        s.local_addr().unwrap().to_string()
-    };
-    let (_node, node_port) =
-        spawn_lt_dht_peer6(&nobody, &tmp.path().join("node"), &dead, &["--seed"]);
-    let boot = format!("[::1]:{node_port}");
+    let (_node, boot) = lt_dht_node6(tmp.path(), 0x5b);
     let (torrent, seed_dir) = make(tmp.path(), "v6-e.bin", &[]);
     let (mut seeder, addrs) = spawn_seed(
         &torrent,
@@ -360,14 +366,7 @@ fn bitpeer_finds_a_libtorrent_seeder_through_the_ipv6_dht() {
         return;
     }
     let tmp = tempfile::tempdir().unwrap();
-    let nobody = format!("magnet:?xt=urn:btih:{}", hex(&[0x5c; 20]));
-    let dead = {
-        let s = std::net::UdpSocket::bind("[::1]:0").unwrap();
-        s.local_addr().unwrap().to_string()
-    };
-    let (_node, node_port) =
-        spawn_lt_dht_peer6(&nobody, &tmp.path().join("node"), &dead, &["--seed"]);
-    let boot = format!("[::1]:{node_port}");
+    let (_node, boot) = lt_dht_node6(tmp.path(), 0x5c);
     let (torrent, seed_dir) = make(tmp.path(), "v6-f.bin", &[]);
     let (_seeder, _) = spawn_lt_dht_peer6(torrent.to_str().unwrap(), &seed_dir, &boot, &["--seed"]);
     let link = format!("magnet:?xt=urn:btih:{}", hex(&info_hash_v1(&torrent)));

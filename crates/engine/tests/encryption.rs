@@ -2,36 +2,14 @@
 //! policies that can talk, the plaintext fallback of `prefer`, refusals, and hostile
 //! handshakes that must end without hanging the listener.
 
+mod common;
+
+use common::{add, make};
 use engine::session::{Session, SessionConfig};
 use engine::settings::{Encryption, Settings};
-use engine::torrent::{Torrent, TorrentConfig};
-use metainfo::Metainfo;
-use metainfo::create::{self, CreateOptions};
-use std::net::SocketAddr;
-use std::path::Path;
-use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64};
+use engine::torrent::TorrentConfig;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-fn make(dir: &Path, name: &str, len: usize, seed: u8) -> Metainfo {
-    let data: Vec<u8> = (0..len)
-        .map(|i| (i as u8).wrapping_mul(31) ^ seed ^ (i >> 9) as u8)
-        .collect();
-    std::fs::write(dir.join(name), &data).unwrap();
-    let opts = CreateOptions {
-        piece_length: Some(16384),
-        ..CreateOptions::default()
-    };
-    let bytes = create::create(
-        &dir.join(name),
-        &opts,
-        &AtomicU64::new(0),
-        &AtomicBool::new(false),
-    )
-    .unwrap();
-    Metainfo::from_bytes(&bytes).unwrap()
-}
 
 async fn session(policy: Encryption) -> Session {
     let mut c = SessionConfig::new("127.0.0.1:0".parse().unwrap());
@@ -42,17 +20,6 @@ async fn session(policy: Encryption) -> Session {
         ..Settings::default()
     };
     Session::start(c).await.unwrap()
-}
-
-async fn add(session: &Session, meta: &Metainfo, dir: &Path, peers: Vec<SocketAddr>) -> Torrent {
-    session
-        .add_torrent(
-            meta.clone(),
-            TorrentConfig::new(dir, peers),
-            Arc::new(AtomicU64::new(0)),
-        )
-        .await
-        .unwrap()
 }
 
 /// A seeder with `seed` policy, a leecher with `leech` policy dialling it: the download

@@ -2,15 +2,15 @@
 //! run time, by id; duplicates refused before any file is touched; a paused torrent holds
 //! no connection; removing with data deletes exactly that torrent's files.
 
+mod common;
+
 use engine::error::EngineError;
 use engine::session::{AddSource, AddTorrent, Session, TorrentState};
 use engine::torrent::TorrentConfig;
 use metainfo::Metainfo;
-use metainfo::create::{self, CreateOptions};
 use std::net::SocketAddr;
 use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64};
 use std::time::{Duration, Instant};
 
 fn make(dir: &Path, name: &str, len: usize, seed: u8) -> Metainfo {
@@ -23,12 +23,7 @@ fn make(dir: &Path, name: &str, len: usize, seed: u8) -> Metainfo {
             .collect();
         std::fs::write(path.join(format!("part{i}.bin")), &data).unwrap();
     }
-    let opts = CreateOptions {
-        piece_length: Some(16384),
-        ..CreateOptions::default()
-    };
-    let bytes = create::create(&path, &opts, &AtomicU64::new(0), &AtomicBool::new(false)).unwrap();
-    Metainfo::from_bytes(&bytes).unwrap()
+    common::torrent_of(&path, false)
 }
 
 fn local() -> SocketAddr {

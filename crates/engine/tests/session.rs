@@ -1,43 +1,17 @@
 //! One session listener serving two torrents: each incoming connection is routed by the
 //! info-hash in its handshake, and a handshake for an unknown torrent is dropped.
 
+mod common;
+
+use common::{add, make, make_with};
 use engine::session::{LsdSettings, Session, SessionConfig};
-use engine::torrent::{Torrent, TorrentConfig};
+use engine::torrent::TorrentConfig;
 use metainfo::Metainfo;
-use metainfo::create::{self, CreateOptions};
 use std::net::SocketAddr;
-use std::path::Path;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::atomic::AtomicU64;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
-
-fn make(dir: &Path, name: &str, len: usize, seed: u8) -> Metainfo {
-    let data: Vec<u8> = (0..len)
-        .map(|i| (i as u8).wrapping_mul(31) ^ seed)
-        .collect();
-    std::fs::write(dir.join(name), &data).unwrap();
-    let opts = CreateOptions {
-        piece_length: Some(16384),
-        ..CreateOptions::default()
-    };
-    let bytes = create::create(
-        &dir.join(name),
-        &opts,
-        &AtomicU64::new(0),
-        &AtomicBool::new(false),
-    )
-    .unwrap();
-    Metainfo::from_bytes(&bytes).unwrap()
-}
-
-async fn add(session: &Session, meta: &Metainfo, dir: &Path, peers: Vec<SocketAddr>) -> Torrent {
-    let config = TorrentConfig::new(dir, peers);
-    session
-        .add_torrent(meta.clone(), config, Arc::new(AtomicU64::new(0)))
-        .await
-        .unwrap()
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn one_listener_routes_two_torrents() {
@@ -102,26 +76,6 @@ async fn one_listener_routes_two_torrents() {
     for t in [&sa, &sb, &ta, &tb] {
         t.shutdown().await;
     }
-}
-
-fn make_with(dir: &Path, name: &str, len: usize, seed: u8, private: bool) -> Metainfo {
-    let data: Vec<u8> = (0..len)
-        .map(|i| (i as u8).wrapping_mul(37) ^ seed)
-        .collect();
-    std::fs::write(dir.join(name), &data).unwrap();
-    let opts = CreateOptions {
-        piece_length: Some(16384),
-        private,
-        ..CreateOptions::default()
-    };
-    let bytes = create::create(
-        &dir.join(name),
-        &opts,
-        &AtomicU64::new(0),
-        &AtomicBool::new(false),
-    )
-    .unwrap();
-    Metainfo::from_bytes(&bytes).unwrap()
 }
 
 /// LSD (BEP 14) between two sessions over loopback multicast, on a group port of this test's
