@@ -171,7 +171,8 @@ def main():
     base = statistics.median(args.size / w / 1e6 for w, _, _ in results[lt_lt])
     print(f"\n{args.size} bytes, 1 MiB pieces, {args.rounds} rounds, 127.0.0.1, {os.cpu_count()} cores, "
           f"leecher writes to {out}; medians:")
-    print(f"{'seeder -> leecher':<30} {'MB/s':>8} {'cpu s/GiB':>10} {'peak RSS MiB':>13} {'vs lt->lt':>10}")
+    base_name = "vs plain" if args.mode == "encryption" else "vs lt->lt"
+    print(f"{'seeder -> leecher':<30} {'MB/s':>8} {'cpu s/GiB':>10} {'peak RSS MiB':>13} {base_name:>10}")
     med = {}
     for pair in pairs:
         r = results[pair]
