@@ -179,38 +179,17 @@ pub(super) fn same_secret(a: &[u8], b: &[u8]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
-fn credentials_ok(app: &App, user: &str, pass: &str) -> bool {
-    let c = &app.daemon.config;
-    match (&c.api_user, &c.api_password) {
-        (Some(u), Some(p)) if !p.is_empty() => {
-            // Both compared, whatever the first gives.
-            let a = same_secret(u.as_bytes(), user.as_bytes());
-            let b = same_secret(p.as_bytes(), pass.as_bytes());
-            a & b
-        }
-        _ => false,
-    }
-}
-
-fn authorized(app: &App, headers: &HeaderMap) -> bool {
-    if let Some(v) = headers
-        .get(header::AUTHORIZATION)
-        .and_then(|v| v.to_str().ok())
-    {
-        if let Some(b64) = v.strip_prefix("Basic ") {
-            if let Ok(raw) = base64::engine::general_purpose::STANDARD.decode(b64.trim())
-                && let Ok(s) = String::from_utf8(raw)
-                && let Some((u, p)) = s.split_once(':')
-            {
-                return credentials_ok(app, u, p);
-            }
-            return false;
-        }
-        if let Some(key) = v.strip_prefix("Bearer ") {
-            return app.daemon.config.api_key.as_deref().is_some_and(|k| {
-                !k.is_empty() && same_secret(k.as_bytes(), key.trim().as_bytes())
-            });
-        }
+/// Basic or bearer credentials (counted by the login ban, and refused outright from a
+/// banned address), else the session cookie of `/api/v1/login`.
+fn authorized(app: &App, headers: &HeaderMap, peer: Option<std::net::IpAddr>) -> bool {
+    if headers.contains_key(header::AUTHORIZATION) {
+        return app
+            .daemon
+            .login_guard
+            .attempt(peer, || {
+                super::qbittorrent::authorization_ok(&app.daemon, headers) == Some(true)
+            })
+            .unwrap_or(false);
     }
     for cookie in headers.get_all(header::COOKIE) {
         let Ok(s) = cookie.to_str() else { continue };
@@ -277,7 +256,10 @@ async fn auth(State(app): State<App>, req: Request, next: Next) -> Response {
         (path.starts_with("/api/") && path != "/api/v1/login" && !path.starts_with("/api/v2/"))
             || path == "/metrics"
             || crate::ipfs::daemon::needs_credentials(&app.daemon.config.api, path);
-    if protected && app.daemon.config.has_credentials() && !authorized(&app, req.headers()) {
+    if protected
+        && app.daemon.config.has_credentials()
+        && !authorized(&app, req.headers(), super::qbittorrent::peer_ip(&req))
+    {
         return ApiError(
             StatusCode::UNAUTHORIZED,
             "credentials needed: HTTP Basic, a bearer API key, or log in with POST /api/v1/login"
@@ -294,11 +276,10 @@ struct LoginBody {
     password: String,
 }
 
-async fn login(
-    State(app): State<App>,
-    headers: HeaderMap,
-    body: Result<Bytes, axum::extract::rejection::BytesRejection>,
-) -> Response {
+async fn login(State(app): State<App>, req: Request) -> Response {
+    let peer = super::qbittorrent::peer_ip(&req);
+    let headers = req.headers().clone();
+    let body = <Bytes as axum::extract::FromRequest<()>>::from_request(req, &()).await;
     let is_form = headers
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
@@ -317,8 +298,18 @@ async fn login(
     if !app.daemon.config.has_credentials() {
         return axum::Json(json!({"ok": true})).into_response();
     }
-    if !credentials_ok(&app, &creds.username, &creds.password) {
-        return ApiError(StatusCode::UNAUTHORIZED, "wrong user or password".into()).into_response();
+    let checked = app.daemon.login_guard.attempt(peer, || {
+        super::qbittorrent::credentials_ok(&app.daemon, &creds.username, &creds.password)
+    });
+    match checked {
+        Err(()) => {
+            return ApiError(StatusCode::FORBIDDEN, super::guard::BANNED.into()).into_response();
+        }
+        Ok(false) => {
+            return ApiError(StatusCode::UNAUTHORIZED, "wrong user or password".into())
+                .into_response();
+        }
+        Ok(true) => {}
     }
     let cookie = format!("bitpeer_sid={}; HttpOnly; SameSite=Strict; Path=/", app.sid);
     let mut res = axum::Json(json!({"ok": true})).into_response();

@@ -4,6 +4,7 @@
 
 pub mod api;
 pub mod config;
+pub mod guard;
 pub mod qbittorrent;
 pub mod state;
 pub mod transmission;

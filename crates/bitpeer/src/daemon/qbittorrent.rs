@@ -6,13 +6,14 @@
 //! as qBittorrent is with its local-auth bypass. Unauthenticated calls get 403.
 
 use super::api::{random_token, same_secret};
+use super::guard;
 use super::state::{
     AddRequest, Daemon, OpError, PRIORITY_HIGH, PRIORITY_NORMAL, PRIORITY_SKIP, Record, SeedAction,
 };
 use axum::Router;
 use axum::body::Bytes;
 use axum::extract::{FromRequest, Request, State};
-use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::http::{HeaderMap, HeaderValue, Method, StatusCode, header};
 use axum::middleware::{self, Next};
 use axum::response::{IntoResponse, Response};
 use axum::routing::any;
@@ -22,7 +23,6 @@ use std::collections::{BTreeSet, HashMap};
 use std::net::{IpAddr, SocketAddr};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
 use webform::parse_bool;
 
 pub const QB_VERSION: &str = "v5.1.4";
@@ -34,16 +34,13 @@ const MAX_SIDS: usize = 256;
 /// At most this many parameters, torrent files and created tags.
 const MAX_PARAMS: usize = 256;
 const MAX_FILES: usize = 64;
-/// qBittorrent bans an address after this many failed logins in a row, for this long
-/// (its `WebUI\MaxAuthenticationFailCount` and `BanDuration` defaults).
-const MAX_LOGIN_FAILS: u32 = 5;
-const BAN_TIME: Duration = Duration::from_secs(3600);
-/// Addresses whose failures are counted at most (the oldest counts go first).
-const MAX_FAIL_ENTRIES: usize = 4096;
+/// Links (magnets, info-hashes, .torrent URLs) in one `torrents/add`; each URL is fetched in
+/// turn, so the count bounds the request's time.
+const MAX_URLS: usize = 1000;
+/// Of those, .torrent URLs to fetch (up to 30 s each).
+const MAX_FETCHED_URLS: usize = 32;
 /// `sync/maindata` snapshots kept, one per client (the least recently used goes first).
 const MAX_SYNC_CLIENTS: usize = 16;
-pub const BANNED: &str =
-    "Your IP address has been banned after too many failed authentication attempts.";
 /// Limits qBittorrent shows for "no limit".
 const UNLIMITED_RATIO: f64 = 1e300;
 /// A count or connection limit taken as "none".
@@ -56,7 +53,6 @@ struct Qb {
     http: Option<reqwest::Client>,
     sids: Arc<Mutex<Vec<String>>>,
     rid: Arc<AtomicU64>,
-    fails: Arc<Fails>,
     /// The last `sync/maindata` answer of each client, to answer the next as a diff.
     syncs: Arc<Mutex<Vec<SyncState>>>,
 }
@@ -138,7 +134,6 @@ pub fn router(daemon: Daemon, http: Option<reqwest::Client>) -> Router {
         http,
         sids: Arc::new(Mutex::new(Vec::new())),
         rid: Arc::new(AtomicU64::new(0)),
-        fails: Arc::new(Mutex::new(HashMap::new())),
         syncs: Arc::new(Mutex::new(Vec::new())),
     };
     Router::new()
@@ -177,6 +172,32 @@ pub fn authorization_ok(daemon: &Daemon, headers: &HeaderMap) -> Option<bool> {
     None
 }
 
+/// [`authorization_ok`] under the login ban: a banned address is refused before its
+/// credentials are compared, and each Basic or bearer attempt counts.
+pub fn authorization_checked(
+    daemon: &Daemon,
+    headers: &HeaderMap,
+    peer: Option<IpAddr>,
+) -> Option<bool> {
+    headers.get(header::AUTHORIZATION)?;
+    let mut answer = None;
+    let checked = daemon.login_guard.attempt(peer, || {
+        answer = authorization_ok(daemon, headers);
+        answer == Some(true)
+    });
+    match checked {
+        Err(()) => Some(false),
+        Ok(_) => answer,
+    }
+}
+
+/// The caller's address, when the server recorded it.
+pub fn peer_ip(req: &Request) -> Option<IpAddr> {
+    req.extensions()
+        .get::<axum::extract::ConnectInfo<SocketAddr>>()
+        .map(|c| c.0.ip())
+}
+
 pub fn credentials_ok(daemon: &Daemon, user: &str, pass: &str) -> bool {
     match (&daemon.config.api_user, &daemon.config.api_password) {
         (Some(u), Some(p)) if !p.is_empty() => {
@@ -200,11 +221,11 @@ fn sid_of(headers: &HeaderMap) -> Option<String> {
     None
 }
 
-fn logged_in(qb: &Qb, headers: &HeaderMap) -> bool {
+fn logged_in(qb: &Qb, headers: &HeaderMap, peer: Option<IpAddr>) -> bool {
     if !qb.daemon.config.has_credentials() {
         return true;
     }
-    if let Some(ok) = authorization_ok(&qb.daemon, headers) {
+    if let Some(ok) = authorization_checked(&qb.daemon, headers, peer) {
         return ok;
     }
     sid_of(headers).is_some_and(|sid| {
@@ -217,7 +238,7 @@ fn logged_in(qb: &Qb, headers: &HeaderMap) -> bool {
 async fn auth(State(qb): State<Qb>, req: Request, next: Next) -> Response {
     let path = req.uri().path();
     let open = path == "/auth/login" || path == "/app/webapiVersion";
-    if !open && !logged_in(&qb, req.headers()) {
+    if !open && !logged_in(&qb, req.headers(), peer_ip(&req)) {
         return text(StatusCode::FORBIDDEN, "Forbidden");
     }
     next.run(req).await
@@ -606,8 +627,8 @@ fn preferences(daemon: &Daemon) -> Value {
         "web_ui_port": c.api.port(),
         "web_ui_username": c.api_user.clone().unwrap_or_default(),
         "bypass_local_auth": !c.has_credentials(),
-        "max_auth_fail_count": MAX_LOGIN_FAILS,
-        "web_ui_ban_duration": BAN_TIME.as_secs(),
+        "max_auth_fail_count": guard::MAX_LOGIN_FAILS,
+        "web_ui_ban_duration": guard::BAN_TIME.as_secs(),
         "locale": "en",
     });
     merge(main, more)
@@ -619,10 +640,16 @@ async fn dispatch(
     req: Request,
 ) -> Response {
     let headers = req.headers().clone();
-    let peer = req
-        .extensions()
-        .get::<axum::extract::ConnectInfo<SocketAddr>>()
-        .map(|c| c.0.ip());
+    let peer = peer_ip(&req);
+    // As qBittorrent 5: a method that changes something must be POSTed, so a web page
+    // elsewhere cannot make a browser change or delete anything with a link or an image
+    // (a GET carries no Origin to check).
+    if matches!(*req.method(), Method::GET | Method::HEAD) && !read_only(&group, &method) {
+        let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "Method Not Allowed");
+        r.headers_mut()
+            .insert(header::ALLOW, HeaderValue::from_static("POST"));
+        return r;
+    }
     let p = match read_params(req).await {
         Ok(p) => p,
         Err(r) => return *r,
@@ -634,6 +661,45 @@ async fn dispatch(
     match call(&qb, &group, &method, &p, &who).await {
         Ok(r) => r,
         Err(r) => *r,
+    }
+}
+
+/// The methods that only read, which may be called with GET.
+fn read_only(group: &str, method: &str) -> bool {
+    match group {
+        "app" => matches!(
+            method,
+            "webapiVersion"
+                | "version"
+                | "buildInfo"
+                | "preferences"
+                | "defaultSavePath"
+                | "networkInterfaceList"
+                | "networkInterfaceAddressList"
+        ),
+        "transfer" => matches!(
+            method,
+            "info" | "speedLimitsMode" | "downloadLimit" | "uploadLimit"
+        ),
+        "sync" => matches!(method, "maindata" | "torrentPeers"),
+        "log" => matches!(method, "main" | "peers"),
+        "torrents" => matches!(
+            method,
+            "info"
+                | "count"
+                | "properties"
+                | "files"
+                | "trackers"
+                | "webseeds"
+                | "pieceStates"
+                | "pieceHashes"
+                | "categories"
+                | "tags"
+                | "downloadLimit"
+                | "uploadLimit"
+                | "export"
+        ),
+        _ => false,
     }
 }
 
@@ -713,55 +779,16 @@ async fn call(qb: &Qb, group: &str, method: &str, p: &Params, who: &Caller<'_>) 
 }
 
 /// Failed logins by address: how many in a row, and when the last one was.
-type Fails = Mutex<HashMap<IpAddr, (u32, Instant)>>;
-
-/// Is `ip` banned now (too many failed logins)?
-fn banned(fails: &Fails, ip: IpAddr, now: Instant) -> bool {
-    lock(fails)
-        .get(&ip)
-        .is_some_and(|&(n, last)| n >= MAX_LOGIN_FAILS && now.duration_since(last) < BAN_TIME)
-}
-
-/// Count a failed login of `ip` (a success clears its count).
-fn note_login(fails: &Fails, ip: IpAddr, ok: bool, now: Instant) {
-    let mut fails = lock(fails);
-    if ok {
-        fails.remove(&ip);
-        return;
-    }
-    if fails.len() >= MAX_FAIL_ENTRIES && !fails.contains_key(&ip) {
-        fails.retain(|_, (_, last)| now.duration_since(*last) < BAN_TIME);
-        if fails.len() >= MAX_FAIL_ENTRIES
-            && let Some(oldest) = fails
-                .iter()
-                .min_by_key(|(_, (_, last))| *last)
-                .map(|(k, _)| *k)
-        {
-            fails.remove(&oldest);
-        }
-    }
-    let e = fails.entry(ip).or_insert((0, now));
-    if now.duration_since(e.1) >= BAN_TIME {
-        e.0 = 0;
-    }
-    e.0 += 1;
-    e.1 = now;
-}
-
 fn login(qb: &Qb, p: &Params, peer: Option<IpAddr>) -> Response {
     let d = &qb.daemon;
-    let now = Instant::now();
-    if let Some(ip) = peer
-        && banned(&qb.fails, ip, now)
-    {
-        return text(StatusCode::FORBIDDEN, BANNED);
-    }
     let user = p.get("username").unwrap_or("");
     let pass = p.get("password").unwrap_or("");
-    let ok = !d.config.has_credentials() || credentials_ok(d, user, pass);
-    if let Some(ip) = peer {
-        note_login(&qb.fails, ip, ok, now);
-    }
+    let checked = d.login_guard.attempt(peer, || {
+        !d.config.has_credentials() || credentials_ok(d, user, pass)
+    });
+    let Ok(ok) = checked else {
+        return text(StatusCode::FORBIDDEN, guard::BANNED);
+    };
     if !ok {
         return text(StatusCode::OK, "Fails.");
     }
@@ -1424,13 +1451,23 @@ async fn add(qb: &Qb, p: &Params) -> Res {
             ..Default::default()
         })
         .collect();
-    for url in p
+    let urls: Vec<&str> = p
         .get("urls")
         .unwrap_or("")
         .lines()
         .map(str::trim)
         .filter(|u| !u.is_empty())
-    {
+        .collect();
+    let fetched = urls
+        .iter()
+        .filter(|u| !u.starts_with("magnet:") && u.len() != 40);
+    if urls.len() > MAX_URLS || fetched.count() > MAX_FETCHED_URLS {
+        return Err(fail(
+            StatusCode::BAD_REQUEST,
+            &format!("at most {MAX_URLS} urls, {MAX_FETCHED_URLS} of them to fetch, in one add"),
+        ));
+    }
+    for url in urls {
         if url.len() == 40 && url.bytes().all(|b| b.is_ascii_hexdigit()) {
             requests.push(AddRequest {
                 magnet: Some(format!("magnet:?xt=urn:btih:{url}")),
@@ -1770,41 +1807,6 @@ async fn torrents(qb: &Qb, m: &str, p: &Params) -> Res {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn five_failed_logins_ban_an_address_for_an_hour() {
-        let fails = Fails::default();
-        let (a, b): (IpAddr, IpAddr) = ("127.0.0.1".parse().unwrap(), "::1".parse().unwrap());
-        let t0 = Instant::now();
-        for i in 0..4 {
-            note_login(&fails, a, false, t0 + Duration::from_secs(i));
-        }
-        assert!(!banned(&fails, a, t0 + Duration::from_secs(5)));
-        // A success clears the count.
-        note_login(&fails, a, true, t0 + Duration::from_secs(5));
-        for i in 0..5 {
-            note_login(&fails, a, false, t0 + Duration::from_secs(10 + i));
-        }
-        let last = t0 + Duration::from_secs(14);
-        assert!(banned(&fails, a, last + Duration::from_secs(1)));
-        assert!(!banned(&fails, b, last), "other addresses are not banned");
-        assert!(banned(&fails, a, last + BAN_TIME - Duration::from_secs(1)));
-        assert!(!banned(&fails, a, last + BAN_TIME), "the ban ends");
-        // Counting starts again after a ban.
-        note_login(&fails, a, false, last + BAN_TIME);
-        assert!(!banned(&fails, a, last + BAN_TIME + Duration::from_secs(1)));
-    }
-
-    #[test]
-    fn the_failure_table_is_bounded() {
-        let fails = Fails::default();
-        let t0 = Instant::now();
-        for i in 0..MAX_FAIL_ENTRIES as u32 + 10 {
-            let ip = IpAddr::from(std::net::Ipv4Addr::from(i));
-            note_login(&fails, ip, false, t0 + Duration::from_millis(i as u64));
-        }
-        assert_eq!(lock(&fails).len(), MAX_FAIL_ENTRIES);
-    }
 
     #[test]
     fn changed_keeps_new_and_different_entries() {

@@ -274,6 +274,8 @@ pub struct Daemon {
     queue_lock: Arc<tokio::sync::Mutex<()>>,
     /// What the port mapper holds, when port mapping is on.
     pub port_mapping: Option<Arc<Mutex<portmap::Status>>>,
+    /// Failed logins by address, for every API's credentials.
+    pub login_guard: Arc<super::guard::LoginGuard>,
 }
 
 /// The settings: the config's, then `STATE_DIR/settings.json` over them (keys it lacks,
@@ -415,6 +417,7 @@ impl Daemon {
             ops: Arc::new(tokio::sync::Mutex::new(())),
             queue_lock: Arc::new(tokio::sync::Mutex::new(())),
             port_mapping: None,
+            login_guard: Arc::default(),
         };
         daemon.apply_engine_settings();
         // Every torrent starts paused in the engine; the queue's first pass starts those

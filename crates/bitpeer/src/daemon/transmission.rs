@@ -4,7 +4,9 @@
 //! with the id to use). Torrent ids are the daemon's numeric ids; hash strings work too.
 
 use super::api::{BODY_LIMIT, random_token};
-use super::qbittorrent::{authorization_ok, free_space, merge, snapshot, tracker_list};
+use super::qbittorrent::{
+    authorization_checked, free_space, merge, peer_ip, snapshot, tracker_list,
+};
 use super::state::{
     AddRequest, Daemon, OpError, PRIORITY_HIGH, PRIORITY_NORMAL, PRIORITY_SKIP, Record,
 };
@@ -65,8 +67,13 @@ fn conflict(id: &str) -> Response {
 
 async fn rpc(State(tr): State<Tr>, req: Request) -> Response {
     let d = &tr.daemon;
-    if d.config.has_credentials() && authorization_ok(d, req.headers()) != Some(true) {
-        return unauthorized();
+    if d.config.has_credentials() {
+        if d.login_guard.banned_now(peer_ip(&req)) {
+            return (StatusCode::FORBIDDEN, super::guard::BANNED).into_response();
+        }
+        if authorization_checked(d, req.headers(), peer_ip(&req)) != Some(true) {
+            return unauthorized();
+        }
     }
     let sid_ok = req
         .headers()

@@ -206,7 +206,15 @@ try:
     raise AssertionError("qbittorrent-api logged in from a banned address")
 except qbittorrentapi.APIError:
     pass
-check(requests.get(f"{BASE}/app/version", auth=(USER, PASS), timeout=10).text == "v5.1.4", "Basic still works")
-check(requests.get(f"{BASE}/app/version", headers={"Authorization": f"Bearer {KEY}"}, timeout=10).ok,
-      "the API key still works")
+# The ban holds for every way in, not only the login form (no guessing through Basic).
+r = requests.get(f"{BASE}/app/version", auth=(USER, PASS), timeout=10)
+check(r.status_code == 403, f"Basic from a banned address: {r.status_code} {r.text!r}")
+r = requests.get(f"{BASE}/app/version", headers={"Authorization": f"Bearer {KEY}"}, timeout=10)
+check(r.status_code == 403, f"the API key from a banned address: {r.status_code}")
+r = requests.post(f"{BASE.replace('/api/v2', '/transmission/rpc')}", auth=(USER, PASS), timeout=10)
+check(r.status_code == 403, f"the Transmission RPC from a banned address: {r.status_code}")
+r = requests.get(f"{BASE.replace('/api/v2', '/api/v1')}/torrents", auth=(USER, PASS), timeout=10)
+check(r.status_code == 401, f"/api/v1 from a banned address: {r.status_code}")
+# A session that logged in before the ban keeps working (qbittorrent-api's own session).
+check(c.app_version() == "v5.1.4", "a session from before the ban")
 say({"ok": True})

@@ -122,6 +122,11 @@ t = wait("stoppedUP once the ratio limit is reached", lambda: (lambda t: t if t[
          timeout=20)
 check(t["ratio_limit"] == 0, f"ratio_limit {t['ratio_limit']}")
 content = t["content_path"]
+# A change cannot be made with a GET (what a link or an image on another site sends): 405.
+r = s.get(f"{BASE}/torrents/delete", params={"hashes": h, "deleteFiles": "true"}, timeout=10)
+check(r.status_code == 405 and r.headers.get("Allow") == "POST", f"GET torrents/delete: {r.status_code}")
+check(len(s.get(f"{BASE}/torrents/info", timeout=10).json()) == 1 and os.path.exists(content),
+      "a GET deleted nothing")
 check(s.post(f"{BASE}/torrents/delete", data={"hashes": h, "deleteFiles": "true"}, timeout=10).ok, "delete")
 check(s.get(f"{BASE}/torrents/info", timeout=10).json() == [], "deleted")
 wait("the content deleted", lambda: not os.path.exists(content), timeout=10)
