@@ -279,3 +279,77 @@ fn bad_ipfs_config_is_refused_in_one_line() {
         assert!(out.stderr_str().contains(want), "{text}: {}", out.explain());
     }
 }
+
+/// Several completed torrents are imported one after another (one import at a time, the
+/// others on later passes), and each gets its own CID.
+#[test]
+fn the_bridge_imports_every_completed_torrent_in_turn() {
+    let dir = tempfile::tempdir().unwrap();
+    let state = dir.path().join("state");
+    let downloads = dir.path().join("dl");
+    let config = dir.path().join("bitpeer.toml");
+    write_config(
+        &config,
+        "api_user = \"admin\"\napi_password = \"s3cret\"\n[ipfs]\nadd_on_complete = true\n",
+    );
+    let mut expected = std::collections::BTreeMap::new();
+    let (mut d, api) = {
+        let mut torrents = Vec::new();
+        for i in 0..3u64 {
+            let data = downloads.join(format!("part-{i}.bin"));
+            common::write_random(&data, 40 + i, 300_000 + 7 * i as usize);
+            let torrent = dir.path().join(format!("part-{i}.torrent"));
+            common::bitpeer_create(&data, &torrent, &[]);
+            expected.insert(
+                format!("part-{i}.bin"),
+                ipfs_util::bitpeer_cid("unixfs-v1-2025", &data),
+            );
+            torrents.push(torrent);
+        }
+        let mut cmd =
+            common::daemon_command(&state, &downloads, &["--config", config.to_str().unwrap()]);
+        cmd.env("BITPEER_API_USER", "admin")
+            .env("BITPEER_API_PASSWORD", "s3cret");
+        let mut proc = common::Proc::spawn(cmd, common::DAEMON_TIMEOUT);
+        let api = proc.wait_line(Duration::from_secs(60), |l| {
+            l.strip_prefix("api listening on http://")
+                .map(str::to_owned)
+        });
+        for t in &torrents {
+            bitpeer(&[
+                "add",
+                t.to_str().unwrap(),
+                "--api",
+                &format!("http://{api}"),
+            ])
+            .assert_success();
+        }
+        (proc, api)
+    };
+    let end = Instant::now() + Duration::from_secs(120);
+    loop {
+        let list = ls(&api);
+        let got: std::collections::BTreeMap<String, String> = list
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter_map(|t| {
+                Some((
+                    t["name"].as_str()?.to_owned(),
+                    t["ipfs_cid"].as_str()?.to_owned(),
+                ))
+            })
+            .collect();
+        if got.len() == expected.len() {
+            assert_eq!(got, expected);
+            break;
+        }
+        assert!(
+            Instant::now() < end,
+            "not every torrent got its CID within 120 s: {list}\n{}",
+            d.explain()
+        );
+        std::thread::sleep(Duration::from_millis(200));
+    }
+    d.assert_no_panic();
+}

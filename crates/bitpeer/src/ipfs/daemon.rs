@@ -15,6 +15,7 @@
 use std::collections::HashSet;
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 use ipfs::{BlockStore, FsStore, Profile};
@@ -142,14 +143,26 @@ pub async fn start_gateway(
 /// Info-hashes the bridge has imported or tried in this run (a failure is not retried
 /// every second; a restart tries again).
 static TRIED: Mutex<Option<HashSet<String>>> = Mutex::new(None);
-/// One import at a time: each already uses every core.
-static IMPORTING: Mutex<()> = Mutex::new(());
+/// An import is running. One at a time, and only one blocking thread for it: each import
+/// already uses every core, and threads waiting for their turn would hold the blocking
+/// pool that the engine's disk work and the daemon's saves share.
+static IMPORTING: AtomicBool = AtomicBool::new(false);
 
-/// The bridge's pass (called with the daemon's periodic work): every complete torrent
-/// without a CID yet is imported on the blocking pool, and its CID recorded.
+/// Clears [`IMPORTING`] when the import ends, also by a panic.
+struct Importing;
+
+impl Drop for Importing {
+    fn drop(&mut self) {
+        IMPORTING.store(false, Ordering::Release);
+    }
+}
+
+/// The bridge's pass (called with the daemon's periodic work): when no import is running,
+/// the next complete torrent without a CID is imported on the blocking pool, and its CID
+/// recorded; the others wait for a later pass.
 pub fn bridge_pass(daemon: &Daemon) {
     let cfg = &daemon.config.ipfs;
-    if !cfg.add_on_complete {
+    if !cfg.add_on_complete || IMPORTING.load(Ordering::Acquire) {
         return;
     }
     for r in daemon.records() {
@@ -175,8 +188,10 @@ pub fn bridge_pass(daemon: &Daemon) {
         let daemon = daemon.clone();
         let store = cfg.store_dir();
         let profile = cfg.profile();
+        IMPORTING.store(true, Ordering::Release);
+        let busy = Importing;
         tokio::task::spawn_blocking(move || {
-            let _one = IMPORTING.lock().unwrap_or_else(|p| p.into_inner());
+            let _busy = busy;
             match super::add_torrent_content(&meta, &r.save_path, &store, profile) {
                 Ok(cid) => {
                     tracing::info!(id = r.id, cid = %cid, "ipfs: torrent content imported");
@@ -187,6 +202,7 @@ pub fn bridge_pass(daemon: &Daemon) {
                 }
             }
         });
+        return;
     }
 }
 
