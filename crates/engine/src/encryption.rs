@@ -15,13 +15,13 @@ use crate::context::NodeContext;
 use crate::settings::Encryption;
 use crate::transport::{BoxRead, BoxWrite, Connector, PeerStream};
 use mse::{CRYPTO_PLAINTEXT, CRYPTO_RC4, Entropy, Established, Handshake, Method, Rc4};
-use std::collections::{HashSet, VecDeque};
+use std::collections::{HashMap, VecDeque};
 use std::io;
 use std::net::SocketAddr;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Context, Poll, ready};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
 
 /// Most plaintext bytes encrypted per write (the rest waits for the next call).
@@ -119,23 +119,32 @@ pub(crate) async fn initiate(
 /// Most peers remembered as plaintext-only.
 const MAX_PLAINTEXT_PEERS: usize = 4096;
 
-/// Peers that refused an encrypted handshake and then took a plaintext one: `prefer`
-/// dials them in plaintext from then on, not twice each time (libtorrent keeps the same
-/// mark per peer). Bounded; the oldest is forgotten first.
+/// How long a peer stays marked as plaintext-only for a torrent.
+const PLAINTEXT_MARK_TIME: Duration = Duration::from_secs(3600);
+
+/// Peers that refused an encrypted handshake for a torrent: `prefer` dials them in
+/// plaintext for that torrent for a while, not twice each time (libtorrent keeps the same
+/// mark on its per-torrent peer entry). Keyed by peer *and* torrent, since a peer that
+/// requires encryption also closes an encrypted handshake for a torrent it does not have;
+/// a timeout marks nothing (it says nothing about what the peer accepts). Bounded; the
+/// oldest is forgotten first, and every mark ends after [`PLAINTEXT_MARK_TIME`].
 #[derive(Debug, Default)]
 pub(crate) struct PlaintextPeers {
-    set: HashSet<SocketAddr>,
-    order: VecDeque<SocketAddr>,
+    set: HashMap<(SocketAddr, [u8; 20]), Instant>,
+    order: VecDeque<(SocketAddr, [u8; 20])>,
 }
 
 impl PlaintextPeers {
-    fn contains(&self, a: &SocketAddr) -> bool {
-        self.set.contains(a)
+    fn contains(&self, a: &SocketAddr, info_hash: &[u8; 20], now: Instant) -> bool {
+        self.set
+            .get(&(*a, *info_hash))
+            .is_some_and(|&at| now.saturating_duration_since(at) < PLAINTEXT_MARK_TIME)
     }
 
-    fn insert(&mut self, a: SocketAddr) {
-        if self.set.insert(a) {
-            self.order.push_back(a);
+    fn insert(&mut self, a: SocketAddr, info_hash: [u8; 20], now: Instant) {
+        let key = (a, info_hash);
+        if self.set.insert(key, now).is_none() {
+            self.order.push_back(key);
             while self.order.len() > MAX_PLAINTEXT_PEERS {
                 if let Some(old) = self.order.pop_front() {
                     self.set.remove(&old);
@@ -143,6 +152,12 @@ impl PlaintextPeers {
             }
         }
     }
+}
+
+/// Whether a failed encrypted handshake says the peer refuses encryption (it closed,
+/// reset, or answered in plaintext), rather than that it was slow.
+fn refused(e: &io::Error) -> bool {
+    e.kind() != io::ErrorKind::TimedOut
 }
 
 /// Dial `addr` for `info_hash` as the session's policy says: the stream is ready for the
@@ -164,13 +179,17 @@ pub(crate) async fn connect(
     match policy {
         Encryption::Disable => Ok(stream),
         Encryption::Require => initiate(stream, info_hash, CRYPTO_RC4, timeout).await,
-        Encryption::Prefer if plaintext_peers().contains(&addr) => Ok(stream),
+        Encryption::Prefer if plaintext_peers().contains(&addr, &info_hash, Instant::now()) => {
+            Ok(stream)
+        }
         Encryption::Prefer => match initiate(stream, info_hash, methods(policy), timeout).await {
             Ok(s) => Ok(s),
             Err(e) => {
-                tracing::debug!(peer = %addr, error = %e, "encrypted handshake refused; dialling again in plaintext");
+                tracing::debug!(peer = %addr, error = %e, "encrypted handshake failed; dialling again in plaintext");
                 let s = connector.connect(addr, timeout).await?;
-                plaintext_peers().insert(addr);
+                if refused(&e) {
+                    plaintext_peers().insert(addr, info_hash, Instant::now());
+                }
                 Ok(s)
             }
         },
@@ -413,15 +432,35 @@ mod tests {
     #[test]
     fn plaintext_peers_are_bounded_oldest_out() {
         let mut p = PlaintextPeers::default();
+        let now = Instant::now();
+        let h = [7u8; 20];
         let a = |i: u32| SocketAddr::from(([10, 0, (i >> 8) as u8, i as u8], 6881));
         for i in 0..(MAX_PLAINTEXT_PEERS as u32 + 10) {
-            p.insert(a(i));
-            p.insert(a(i));
+            p.insert(a(i), h, now);
+            p.insert(a(i), h, now);
         }
         assert_eq!(p.set.len(), MAX_PLAINTEXT_PEERS);
         assert_eq!(p.order.len(), MAX_PLAINTEXT_PEERS);
-        assert!(!p.contains(&a(0)) && !p.contains(&a(9)));
-        assert!(p.contains(&a(10)) && p.contains(&a(MAX_PLAINTEXT_PEERS as u32 + 9)));
+        assert!(!p.contains(&a(0), &h, now) && !p.contains(&a(9), &h, now));
+        assert!(p.contains(&a(10), &h, now));
+        assert!(p.contains(&a(MAX_PLAINTEXT_PEERS as u32 + 9), &h, now));
+    }
+
+    #[test]
+    fn a_plaintext_mark_is_per_torrent_and_ends() {
+        let mut p = PlaintextPeers::default();
+        let now = Instant::now();
+        let a = SocketAddr::from(([10, 0, 0, 1], 6881));
+        p.insert(a, [1; 20], now);
+        assert!(p.contains(&a, &[1; 20], now));
+        assert!(
+            !p.contains(&a, &[2; 20], now),
+            "another torrent is not marked"
+        );
+        assert!(!p.contains(&a, &[1; 20], now + PLAINTEXT_MARK_TIME));
+        assert!(!refused(&io::Error::new(io::ErrorKind::TimedOut, "slow")));
+        assert!(refused(&io::Error::from(io::ErrorKind::UnexpectedEof)));
+        assert!(refused(&io::Error::from(io::ErrorKind::ConnectionReset)));
     }
 
     #[tokio::test]
