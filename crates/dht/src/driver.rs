@@ -146,10 +146,16 @@ impl Dht {
         inbox: Option<mpsc::Receiver<(Vec<u8>, SocketAddr)>>,
     ) -> io::Result<Dht> {
         let local_addr = socket.local_addr()?;
-        let socket6 = match config.bind6 {
-            Some(b) => Some(bind_second(b, local_addr.port())?),
-            None => None,
-        };
+        // Without its second socket the node still runs on the first family.
+        let socket6 = config
+            .bind6
+            .and_then(|b| match bind_second(b, local_addr.port()) {
+                Ok(s) => Some(s),
+                Err(e) => {
+                    tracing::warn!(addr = %b, error = %e, "DHT: cannot bind the second address family; running on {local_addr} only");
+                    None
+                }
+            });
         let local_addr6 = match &socket6 {
             Some(s) => Some(s.local_addr()?),
             None => None,

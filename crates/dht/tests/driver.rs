@@ -131,3 +131,43 @@ async fn a_dual_stack_node_serves_and_uses_both_families() {
         d.shutdown().await.unwrap();
     }
 }
+
+/// When the second family's socket cannot be bound (its port is taken), the node runs on
+/// the first family alone instead of not at all.
+#[tokio::test]
+async fn a_taken_ipv6_port_leaves_the_ipv4_dht_working() {
+    let taken = {
+        let s = socket2::Socket::new(
+            socket2::Domain::IPV6,
+            socket2::Type::DGRAM,
+            Some(socket2::Protocol::UDP),
+        )
+        .unwrap();
+        s.set_only_v6(true).unwrap();
+        s.bind(&"[::1]:0".parse::<SocketAddr>().unwrap().into())
+            .unwrap();
+        std::net::UdpSocket::from(s)
+    };
+    let seed = Dht::start(config(vec![])).unwrap();
+    let node = Dht::start(DhtConfig {
+        bind6: Some(taken.local_addr().unwrap()),
+        ..config(vec![seed.local_addr().to_string()])
+    })
+    .expect("the DHT starts without its IPv6 socket");
+    assert_eq!(node.local_addr6(), None);
+    assert_eq!(wait_table(&node, 1, Duration::from_secs(10)).await, 1);
+    let info_hash = [0x61; 20];
+    collect(
+        node.announce(info_hash, Some(4444)),
+        Duration::from_secs(15),
+    )
+    .await;
+    let found = collect(seed.get_peers(info_hash), Duration::from_secs(15)).await;
+    assert!(
+        found.contains(&"127.0.0.1:4444".parse().unwrap()),
+        "{found:?}"
+    );
+    for d in [seed, node] {
+        d.shutdown().await.unwrap();
+    }
+}
