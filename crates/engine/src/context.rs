@@ -146,9 +146,14 @@ impl NodeContext {
     /// Remember that `addr` accepts uTP (PEX flag 0x04), up to a bound.
     pub(crate) fn hint_utp(&self, addr: SocketAddr) {
         let mut h = self.utp_hints.lock().unwrap_or_else(|e| e.into_inner());
-        if h.len() < MAX_UTP_HINTS {
-            h.insert(addr);
+        // Full: some older hint makes room, so peers met later are still learnt.
+        if h.len() >= MAX_UTP_HINTS
+            && !h.contains(&addr)
+            && let Some(old) = h.iter().next().copied()
+        {
+            h.remove(&old);
         }
+        h.insert(addr);
     }
 
     pub(crate) fn settings(&self) -> Settings {
