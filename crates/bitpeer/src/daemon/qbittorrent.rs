@@ -31,6 +31,8 @@ pub const QB_API_VERSION: &str = "2.11.4";
 const ETA_UNKNOWN: u64 = 8_640_000;
 /// At most this many live sessions (`SID`s); the oldest goes first.
 const MAX_SIDS: usize = 256;
+/// A session unused this long is over (qBittorrent's `WebUI\SessionTimeout` default).
+const SID_IDLE: std::time::Duration = std::time::Duration::from_secs(3600);
 /// At most this many parameters, torrent files and created tags.
 const MAX_PARAMS: usize = 256;
 const MAX_FILES: usize = 64;
@@ -51,7 +53,8 @@ struct Qb {
     daemon: Daemon,
     /// Fetches `urls` that are http(s) links to .torrent files.
     http: Option<reqwest::Client>,
-    sids: Arc<Mutex<Vec<String>>>,
+    /// Live sessions and when each was last used.
+    sids: Arc<Mutex<Vec<(String, std::time::Instant)>>>,
     rid: Arc<AtomicU64>,
     /// The last `sync/maindata` answer of each client, to answer the next as a diff.
     syncs: Arc<Mutex<Vec<SyncState>>>,
@@ -228,11 +231,29 @@ fn logged_in(qb: &Qb, headers: &HeaderMap, peer: Option<IpAddr>) -> bool {
     if let Some(ok) = authorization_checked(&qb.daemon, headers, peer) {
         return ok;
     }
-    sid_of(headers).is_some_and(|sid| {
-        lock(&qb.sids)
-            .iter()
-            .any(|s| same_secret(s.as_bytes(), sid.as_bytes()))
-    })
+    let Some(sid) = sid_of(headers) else {
+        return false;
+    };
+    sid_live(&mut lock(&qb.sids), &sid, std::time::Instant::now())
+}
+
+/// Is `sid` a live session at `now`? Sessions idle for [`SID_IDLE`] end; a use renews one.
+fn sid_live(
+    sids: &mut Vec<(String, std::time::Instant)>,
+    sid: &str,
+    now: std::time::Instant,
+) -> bool {
+    sids.retain(|(_, used)| now.saturating_duration_since(*used) < SID_IDLE);
+    match sids
+        .iter_mut()
+        .find(|(s, _)| same_secret(s.as_bytes(), sid.as_bytes()))
+    {
+        Some((_, used)) => {
+            *used = now;
+            true
+        }
+        None => false,
+    }
 }
 
 async fn auth(State(qb): State<Qb>, req: Request, next: Next) -> Response {
@@ -726,7 +747,7 @@ async fn call(qb: &Qb, group: &str, method: &str, p: &Params, who: &Caller<'_>) 
         ("auth", "login") => login(qb, p, who.peer),
         ("auth", "logout") => {
             if let Some(sid) = sid_of(headers) {
-                lock(&qb.sids).retain(|s| *s != sid);
+                lock(&qb.sids).retain(|(s, _)| *s != sid);
             }
             ok_empty()
         }
@@ -798,7 +819,7 @@ fn login(qb: &Qb, p: &Params, peer: Option<IpAddr>) -> Response {
         if sids.len() >= MAX_SIDS {
             sids.remove(0);
         }
-        sids.push(sid.clone());
+        sids.push((sid.clone(), std::time::Instant::now()));
     }
     let mut res = text(StatusCode::OK, "Ok.");
     if let Ok(v) = HeaderValue::from_str(&format!("SID={sid}; HttpOnly; SameSite=Strict; path=/")) {
@@ -1807,6 +1828,21 @@ async fn torrents(qb: &Qb, m: &str, p: &Params) -> Res {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sessions_end_after_an_idle_hour_and_a_use_renews_them() {
+        let t0 = std::time::Instant::now();
+        let mut sids = vec![("a".to_owned(), t0), ("b".to_owned(), t0)];
+        let half = SID_IDLE / 2;
+        assert!(sid_live(&mut sids, "a", t0 + half));
+        assert!(!sid_live(&mut sids, "c", t0 + half));
+        assert!(
+            sid_live(&mut sids, "a", t0 + SID_IDLE + half / 2),
+            "renewed"
+        );
+        assert!(!sid_live(&mut sids, "b", t0 + SID_IDLE), "idle for an hour");
+        assert_eq!(sids.len(), 1);
+    }
 
     #[test]
     fn changed_keeps_new_and_different_entries() {
