@@ -372,7 +372,7 @@ pub fn select(daemon: &Daemon, hashes: &str) -> Vec<Record> {
     if hashes.trim().eq_ignore_ascii_case("all") {
         return records;
     }
-    let wanted: Vec<String> = hashes
+    let wanted: std::collections::HashSet<String> = hashes
         .split('|')
         .map(|h| h.trim().to_ascii_lowercase())
         .filter(|h| !h.is_empty())

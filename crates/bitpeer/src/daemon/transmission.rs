@@ -399,7 +399,7 @@ fn ids(d: &Daemon, a: &Value) -> Result<Vec<Record>, String> {
         None | Some(Value::Null) => records,
         Some(Value::String(s)) if s == "recently-active" => {
             let now = super::state::now_secs();
-            let active: Vec<u64> = snapshot(d)
+            let active: std::collections::HashSet<u64> = snapshot(d)
                 .iter()
                 .filter(|(r, v)| {
                     now.saturating_sub(r.added_at) < RECENT
@@ -413,10 +413,19 @@ fn ids(d: &Daemon, a: &Value) -> Result<Vec<Record>, String> {
                 .filter(|r| active.contains(&r.id))
                 .collect()
         }
-        Some(Value::Array(list)) => records
-            .into_iter()
-            .filter(|r| list.iter().any(|x| matches(r, x)))
-            .collect(),
+        Some(Value::Array(list)) => {
+            // Sets, so a long list costs one pass over the torrents.
+            let nums: std::collections::HashSet<u64> =
+                list.iter().filter_map(Value::as_u64).collect();
+            let hashes: std::collections::HashSet<String> = list
+                .iter()
+                .filter_map(|x| x.as_str().map(str::to_ascii_lowercase))
+                .collect();
+            records
+                .into_iter()
+                .filter(|r| nums.contains(&r.id) || hashes.contains(&r.info_hash))
+                .collect()
+        }
         Some(x) => records.into_iter().filter(|r| matches(r, x)).collect(),
     })
 }
