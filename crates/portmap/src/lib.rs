@@ -299,8 +299,12 @@ async fn map(config: &Config, held: &mut Held) -> Result<(Duration, Status), Err
     let gw = gateway(config)?;
     let local = local_ip(gw)?;
     let mut upnp_error = None;
+    let before = match held {
+        Held::Upnp { mapped, .. } => mapped.clone(),
+        _ => Vec::new(),
+    };
     if config.upnp {
-        match map_upnp(config, gw, local).await {
+        match map_upnp(config, gw, local, &before).await {
             Ok((h, st)) => {
                 *held = h;
                 return Ok((config.lease, st));
@@ -332,7 +336,65 @@ fn igd_protocol(p: Protocol) -> igd_next::PortMappingProtocol {
     }
 }
 
-async fn map_upnp(config: &Config, gw: Ipv4Addr, local: Ipv4Addr) -> Result<(Held, Status), Error> {
+/// Maps one port by UPnP: the external port we held before for this protocol (a renewal)
+/// or the same number; another one only when that one is taken on the router; a
+/// permanent lease (0) when the router accepts no other.
+async fn map_one_upnp(
+    config: &Config,
+    gateway: &igd_next::aio::Gateway<igd_next::aio::tokio::Tokio>,
+    protocol: Protocol,
+    internal: SocketAddr,
+    before: &[(Protocol, u16)],
+    lease: u32,
+) -> Result<u16, Error> {
+    use igd_next::{AddAnyPortError, AddPortError};
+    let p = igd_protocol(protocol);
+    let wanted = before
+        .iter()
+        .find(|(pr, _)| *pr == protocol)
+        .map_or(internal.port(), |&(_, e)| e);
+    let timeout = |what: &'static str| Error::Upnp(format!("{what}: no answer in time"));
+    let failed =
+        |e: &dyn std::fmt::Display| Error::Upnp(format!("AddPortMapping {protocol} {wanted}: {e}"));
+    let add = |lease: u32| {
+        tokio::time::timeout(
+            config.timeout,
+            gateway.add_port(p, wanted, internal, lease, &config.description),
+        )
+    };
+    let mut lease = lease;
+    let mut r = add(lease).await.map_err(|_| timeout("AddPortMapping"))?;
+    if matches!(r, Err(AddPortError::OnlyPermanentLeasesSupported)) {
+        lease = 0;
+        r = add(lease).await.map_err(|_| timeout("AddPortMapping"))?;
+    }
+    match r {
+        Ok(()) => Ok(wanted),
+        // Taken on the router (by another host): any external port will do.
+        Err(AddPortError::PortInUse) => {
+            let any = |lease: u32| {
+                tokio::time::timeout(
+                    config.timeout,
+                    gateway.add_any_port(p, internal, lease, &config.description),
+                )
+            };
+            let mut r = any(lease).await.map_err(|_| timeout("AddAnyPortMapping"))?;
+            if matches!(r, Err(AddAnyPortError::OnlyPermanentLeasesSupported)) {
+                r = any(0).await.map_err(|_| timeout("AddAnyPortMapping"))?;
+            }
+            r.map_err(|e| failed(&e))
+        }
+        Err(e) => Err(failed(&e)),
+    }
+}
+
+/// `before`: the external ports a previous pass held, kept when the router still allows.
+async fn map_upnp(
+    config: &Config,
+    gw: Ipv4Addr,
+    local: Ipv4Addr,
+    before: &[(Protocol, u16)],
+) -> Result<(Held, Status), Error> {
     let mut options = igd_next::SearchOptions::default();
     options.bind_addr = SocketAddr::from((local, 0));
     options.timeout = Some(config.timeout);
@@ -352,33 +414,30 @@ async fn map_upnp(config: &Config, gw: Ipv4Addr, local: Ipv4Addr) -> Result<(Hel
         external_ip: Some(external_ip),
         ..Default::default()
     };
-    let mut mapped = Vec::new();
+    let mut mapped: Vec<(Protocol, u16)> = Vec::new();
     for &(protocol, port) in &config.ports {
         let internal = SocketAddr::from((local, port));
-        let p = igd_protocol(protocol);
-        let same = tokio::time::timeout(
-            config.timeout,
-            gateway.add_port(p, port, internal, lease, &config.description),
-        )
-        .await
-        .map_err(|_| timeout("AddPortMapping"))?;
-        let external_port = match same {
-            Ok(()) => port,
-            // The port is taken on the router (by another host): any port will do.
-            Err(_) => tokio::time::timeout(
-                config.timeout,
-                gateway.add_any_port(p, internal, lease, &config.description),
-            )
-            .await
-            .map_err(|_| timeout("AddAnyPortMapping"))?
-            .map_err(|e| Error::Upnp(format!("AddPortMapping {protocol} {port}: {e}")))?,
-        };
-        mapped.push((protocol, external_port));
-        st.mappings.push(Mapping {
-            protocol,
-            internal,
-            external: SocketAddr::new(external_ip, external_port),
-        });
+        match map_one_upnp(config, &gateway, protocol, internal, before, lease).await {
+            Ok(external_port) => {
+                mapped.push((protocol, external_port));
+                st.mappings.push(Mapping {
+                    protocol,
+                    internal,
+                    external: SocketAddr::new(external_ip, external_port),
+                });
+            }
+            Err(e) => {
+                // All or nothing: what this pass mapped already is removed again.
+                for &(protocol, external) in &mapped {
+                    let _ = tokio::time::timeout(
+                        config.timeout,
+                        gateway.remove_port(igd_protocol(protocol), external),
+                    )
+                    .await;
+                }
+                return Err(e);
+            }
+        }
     }
     Ok((Held::Upnp { gateway, mapped }, st))
 }
@@ -459,13 +518,9 @@ async fn map_natpmp(
 async fn renew(config: &Config, held: &mut Held) -> Result<(Duration, Status), Error> {
     match held {
         Held::None => Err(Error::NoMethod),
-        Held::Upnp { .. } => {
-            // Mapping again refreshes the lease (and finds a router that lost them).
-            let mut fresh = Held::None;
-            let r = map(config, &mut fresh).await;
-            *held = fresh;
-            r
-        }
+        // Mapping again, on the same external ports, refreshes the lease (and finds a
+        // router that lost them). On a failure we keep what we held, to remove it at the end.
+        Held::Upnp { .. } => map(config, held).await,
         Held::NatPmp(maps) => {
             let mut lease = config.lease;
             for m in maps.iter_mut() {
@@ -476,11 +531,21 @@ async fn renew(config: &Config, held: &mut Held) -> Result<(Duration, Status), E
             }
             let gw = gateway(config)?;
             let local = local_ip(gw)?;
-            let external_ip =
-                crab_nat::natpmp::external_address(crab_nat::GatewayAddress::IpV4(gw), None)
-                    .await
-                    .ok()
-                    .map(IpAddr::V4);
+            // PCP says the external address in each mapping; NAT-PMP is asked for it.
+            let pcp_ip = maps.iter().find_map(|m| match m.mapping_type() {
+                crab_nat::PortMappingType::Pcp { external_ip, .. } => Some(external_ip),
+                crab_nat::PortMappingType::NatPmp => None,
+            });
+            let external_ip = match pcp_ip {
+                Some(ip) => Some(ip),
+                None => crab_nat::natpmp::external_address(
+                    crab_nat::GatewayAddress::IpV4(gw),
+                    Some(crab_timeouts(config)),
+                )
+                .await
+                .ok()
+                .map(IpAddr::V4),
+            };
             let st = Status {
                 gateway: Some(gw),
                 method: Some(Method::NatPmp),
