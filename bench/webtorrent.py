@@ -39,6 +39,8 @@ import sys
 import threading
 import time
 
+from transfer import make_data  # bench/transfer.py: SIZE random bytes, reused when there
+
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 WORK = os.path.join(ROOT, "bench", "work")
 BITPEER = os.environ.get("BITPEER_BIN") or os.path.join(ROOT, "target", "release", "bitpeer")
@@ -48,19 +50,6 @@ WT_MODULES = os.path.join(CACHE, "bitpeer", "npm-webtorrent", "node_modules")
 ADDR = "10.99.0.1"
 TIMEOUT = 600
 TICK = os.sysconf("SC_CLK_TCK")
-
-
-def make_data(path, size):
-    if os.path.exists(path) and os.path.getsize(path) == size:
-        return
-    tmp = path + ".part"
-    with open(tmp, "wb") as f:
-        left = size
-        while left:
-            n = min(8 << 20, left)
-            f.write(os.urandom(n))
-            left -= n
-    os.replace(tmp, path)
 
 
 class Netns:
