@@ -159,31 +159,37 @@ pub fn bitpeer_in(ns: &Netns, args: &[&std::ffi::OsStr], url: &str) -> Proc {
     Proc::spawn(cmd, NS_PROC_TIMEOUT)
 }
 
-/// SIGKILLs every descendant of `pid` (read from /proc before any is killed, so none is
-/// missed by being re-parented), deepest first. For a child that starts its own children
-/// (Node running Chromium): call it before the child's [`Proc`] guard drops.
+/// SIGKILLs every descendant of `pid` (found from the parent PIDs in /proc/*/stat, all read
+/// before any is killed, so none is missed by being re-parented), deepest first. For a child
+/// that starts its own children (Node running Chromium): call it before the child's [`Proc`]
+/// guard drops.
 pub fn kill_descendants(pid: u32) {
-    let mut all = Vec::new();
-    let mut todo = vec![pid];
-    while let Some(p) = todo.pop() {
-        let Ok(tasks) = std::fs::read_dir(format!("/proc/{p}/task")) else {
-            continue;
-        };
-        for task in tasks.flatten() {
-            let children =
-                std::fs::read_to_string(task.path().join("children")).unwrap_or_default();
-            for c in children
+    let parents: Vec<(u32, u32)> = std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| {
+            let child: u32 = e.file_name().to_str()?.parse().ok()?;
+            let stat = std::fs::read_to_string(e.path().join("stat")).ok()?;
+            // "PID (COMM) STATE PPID ...": COMM may hold spaces and parentheses.
+            let ppid = stat
+                .rsplit_once(')')?
+                .1
                 .split_whitespace()
-                .filter_map(|c| c.parse::<u32>().ok())
-            {
-                if !all.contains(&c) && all.len() < 1024 {
-                    all.push(c);
-                    todo.push(c);
-                }
-            }
-        }
+                .nth(1)?
+                .parse()
+                .ok()?;
+            Some((child, ppid))
+        })
+        .collect();
+    let mut all = vec![pid];
+    let mut i = 0;
+    while i < all.len() && all.len() < 1024 {
+        let p = all[i];
+        all.extend(parents.iter().filter(|(_, pp)| *pp == p).map(|(c, _)| *c));
+        i += 1;
     }
-    for c in all.iter().rev() {
+    for c in all.iter().skip(1).rev() {
         let _ = Command::new("kill")
             .args(["-KILL", &c.to_string()])
             .stdout(Stdio::null())
