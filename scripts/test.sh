@@ -69,7 +69,8 @@ fi
 step "web UI test tools (scripts/install-webui.sh)"
 scripts/install-webui.sh || notice "scripts/install-webui.sh failed; the web UI test will fail unless BITPEER_SKIP_INTEROP=1"
 
-# --- WebTorrent peers (npm webtorrent + bittorrent-tracker pinned, iproute2 for a netns) ---
+# --- WebTorrent peers (npm webtorrent, bittorrent-tracker, playwright-core pinned; Debian
+# chromium; iproute2 for a netns) ---
 step "WebTorrent interop software (scripts/install-webtorrent.sh)"
 scripts/install-webtorrent.sh || notice "scripts/install-webtorrent.sh failed; the WebTorrent tests will fail unless BITPEER_SKIP_INTEROP=1"
 

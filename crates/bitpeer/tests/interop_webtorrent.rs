@@ -18,112 +18,20 @@ mod common;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;
-use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::Duration;
 
-use common::{Proc, available_or_fail, bitpeer_bin};
+use common::Proc;
+use common::netns::{
+    ADDR, Netns, bitpeer_bridge, bitpeer_in, bitpeer_ws_seeder, bitpeer_ws_tracker, shared_file,
+    wt_modules,
+};
 
-const ADDR: &str = "10.99.0.1";
 const TIMEOUT: Duration = Duration::from_secs(120);
-
-/// A network namespace with a veth pair and a default route; deleted on drop (with
-/// whatever is still in it: the processes are killed by their own guards first).
-struct Netns {
-    name: String,
-}
-
-impl Netns {
-    fn create() -> Option<Netns> {
-        static N: AtomicU32 = AtomicU32::new(0);
-        let name = format!(
-            "bpwt{}x{}",
-            std::process::id(),
-            N.fetch_add(1, Ordering::Relaxed)
-        );
-        let ns = Netns { name };
-        let steps: [&[&str]; 8] = [
-            &["netns", "add", &ns.name],
-            &["-n", &ns.name, "link", "set", "lo", "up"],
-            &[
-                "-n", &ns.name, "link", "add", "v0", "type", "veth", "peer", "name", "v1",
-            ],
-            &["-n", &ns.name, "addr", "add", "10.99.0.1/24", "dev", "v0"],
-            &["-n", &ns.name, "addr", "add", "10.99.0.2/24", "dev", "v1"],
-            &["-n", &ns.name, "link", "set", "v0", "up"],
-            &["-n", &ns.name, "link", "set", "v1", "up"],
-            &[
-                "-n",
-                &ns.name,
-                "route",
-                "add",
-                "default",
-                "via",
-                "10.99.0.2",
-                "dev",
-                "v0",
-            ],
-        ];
-        for args in steps {
-            let ok = Command::new("ip")
-                .args(args)
-                .status()
-                .is_ok_and(|s| s.success());
-            if !ok {
-                eprintln!("ip {args:?} failed");
-                return None;
-            }
-        }
-        Some(ns)
-    }
-
-    /// `cmd ARGS` inside the namespace (`ip netns exec` execs it: the PID is the program's).
-    fn command(&self, program: impl AsRef<std::ffi::OsStr>) -> Command {
-        let mut cmd = Command::new("ip");
-        cmd.args(["netns", "exec", &self.name]).arg(program);
-        cmd
-    }
-}
-
-impl Drop for Netns {
-    fn drop(&mut self) {
-        let _ = Command::new("ip")
-            .args(["netns", "del", &self.name])
-            .status();
-    }
-}
-
-fn wt_modules() -> PathBuf {
-    let cache = std::env::var_os("XDG_CACHE_HOME")
-        .map(PathBuf::from)
-        .unwrap_or_else(|| {
-            PathBuf::from(std::env::var_os("HOME").unwrap_or_default()).join(".cache")
-        });
-    cache.join("bitpeer/npm-webtorrent/node_modules")
-}
 
 /// The namespace, or `None` (after a notice) when the test cannot run and
 /// BITPEER_SKIP_INTEROP=1 says that is fine.
 fn setup() -> Option<Netns> {
-    let modules = wt_modules();
-    let have = modules.join("webtorrent/package.json").is_file()
-        && modules.join("bittorrent-tracker/package.json").is_file();
-    if !available_or_fail(
-        have,
-        &format!(
-            "no npm webtorrent in {} (scripts/install-webtorrent.sh)",
-            modules.display()
-        ),
-    ) {
-        return None;
-    }
-    let ns = Netns::create();
-    if !available_or_fail(
-        ns.is_some(),
-        "cannot create a network namespace (needs root and iproute2)",
-    ) {
-        return None;
-    }
-    ns
+    common::netns::webtorrent_setup(&[])
 }
 
 fn script() -> PathBuf {
@@ -171,28 +79,6 @@ fn node_get(ns: &Netns, tracker: &str, torrent: &Path, out: &Path) -> Proc {
     )
 }
 
-fn bitpeer_ws_tracker(ns: &Netns) -> (Proc, String) {
-    let mut cmd = ns.command(bitpeer_bin());
-    cmd.args([
-        "tracker",
-        "--no-http",
-        "--udp",
-        &format!("{ADDR}:0"),
-        "--ws",
-        &format!("{ADDR}:0"),
-        // Peers re-announce (with fresh offers) every 10 s: a failed WebRTC attempt is
-        // retried well within the test's time.
-        "--ws-interval",
-        "10",
-    ]);
-    let mut p = Proc::spawn(cmd, TIMEOUT);
-    let url = p.wait_line(Duration::from_secs(20), |l| {
-        l.strip_prefix("websocket tracker listening on ")
-            .map(str::to_owned)
-    });
-    (p, url)
-}
-
 #[test]
 fn node_webtorrent_peers_meet_through_bitpeer_ws_tracker() {
     let Some(ns) = setup() else { return };
@@ -238,39 +124,12 @@ fn npm_tracker(ns: &Netns) -> (Proc, String) {
     (p, url)
 }
 
-/// `bitpeer ARGS` in the namespace, WebRTC through the tracker at `url` only (no DHT, no
-/// LSD).
-fn bitpeer_in(ns: &Netns, args: &[&std::ffi::OsStr], url: &str) -> Proc {
-    let mut cmd = ns.command(bitpeer_bin());
-    cmd.args(args)
-        .args(["--listen", &format!("{ADDR}:0"), "--no-dht", "--no-lsd"])
-        .args(["--webtorrent-tracker", url])
-        .env("RUST_LOG", "webtorrent=debug,engine=debug");
-    Proc::spawn(cmd, TIMEOUT)
-}
-
 /// bitpeer seeds, Node webtorrent downloads.
 fn bitpeer_seeds_to_node(ns: &Netns, url: &str) {
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    std::fs::create_dir_all(&data).unwrap();
-    let file = data.join("from-bitpeer.bin");
-    common::write_random(&file, 21, 2 * 1024 * 1024 + 333);
-    let torrent = dir.path().join("f.torrent");
-    common::bitpeer_create(&file, &torrent, &[]);
-    let mut seeder = bitpeer_in(
-        ns,
-        &[
-            "seed".as_ref(),
-            torrent.as_ref(),
-            "--data".as_ref(),
-            data.as_ref(),
-        ],
-        url,
-    );
-    seeder.wait_stderr_line(Duration::from_secs(30), |l| {
-        l.starts_with("webrtc on udp").then_some(())
-    });
+    let (data, file, torrent) =
+        shared_file(dir.path(), "from-bitpeer.bin", 21, 2 * 1024 * 1024 + 333);
+    let _seeder = bitpeer_ws_seeder(ns, &torrent, &data, url);
     let out = dir.path().join("out");
     let mut leecher = node_get(ns, url, &torrent, &out);
     leecher.wait_line(TIMEOUT, |l| l.starts_with("done ").then_some(()));
@@ -335,42 +194,20 @@ fn bridge_libtorrent_tcp_seeder_to_node_webtorrent_through_bitpeer() {
         return;
     }
     let dir = tempfile::tempdir().unwrap();
-    let data = dir.path().join("data");
-    std::fs::create_dir_all(&data).unwrap();
-    let file = data.join("bridged.bin");
-    common::write_random(&file, 23, 3 * 1024 * 1024 + 99);
-    let torrent = dir.path().join("b.torrent");
-    common::bitpeer_create(&file, &torrent, &[]);
+    let (data, file, torrent) = shared_file(dir.path(), "bridged.bin", 23, 3 * 1024 * 1024 + 99);
 
     // libtorrent seeds on TCP inside the namespace (its loopback).
-    let mut cmd = ns.command(common::python());
-    cmd.arg(common::interop_dir().join("lt_peer.py"))
-        .arg(&torrent)
-        .arg(&data)
-        .args(["--seed", "--deadline", "110"]);
-    let mut lt = Proc::spawn(cmd, TIMEOUT);
-    let port = lt.wait_line(Duration::from_secs(30), |l| {
-        serde_json::from_str::<serde_json::Value>(l).ok()?["port"].as_u64()
-    });
+    let (_lt, port) = common::spawn_lt_peer_in(
+        ns.command(common::python()),
+        &torrent,
+        &data,
+        &[],
+        &["--seed"],
+    );
 
     let (_tracker, url) = bitpeer_ws_tracker(&ns);
     let middle = dir.path().join("middle");
-    let mut bridge = bitpeer_in(
-        &ns,
-        &[
-            "download".as_ref(),
-            torrent.as_ref(),
-            "-o".as_ref(),
-            middle.as_ref(),
-            "--seed".as_ref(),
-            "--peer".as_ref(),
-            format!("127.0.0.1:{port}").as_ref(),
-        ],
-        &url,
-    );
-    bridge.wait_stderr_line(Duration::from_secs(30), |l| {
-        l.starts_with("webrtc on udp").then_some(())
-    });
+    let _bridge = bitpeer_bridge(&ns, &torrent, &middle, port, &url);
     let out = dir.path().join("out");
     let mut leecher = node_get(&ns, &url, &torrent, &out);
     leecher.wait_line(TIMEOUT, |l| l.starts_with("done ").then_some(()));

@@ -9,6 +9,9 @@
 // Each test binary uses a different subset of these helpers.
 #![allow(dead_code)]
 
+/// The network namespace of the WebTorrent tests and the processes they run in it.
+pub mod netns;
+
 use std::ffi::OsStr;
 use std::io::Read;
 use std::path::{Path, PathBuf};
@@ -956,7 +959,18 @@ pub fn spawn_lt_peer(
     peers: &[String],
     extra: &[&str],
 ) -> (Proc, u16) {
-    let mut cmd = Command::new(python());
+    spawn_lt_peer_in(Command::new(python()), torrent, save_path, peers, extra)
+}
+
+/// [`spawn_lt_peer`] through `python`, a command that runs `/usr/bin/python3` (e.g. inside a
+/// network namespace: `Netns::command(python())`).
+pub fn spawn_lt_peer_in(
+    mut cmd: Command,
+    torrent: &Path,
+    save_path: &Path,
+    peers: &[String],
+    extra: &[&str],
+) -> (Proc, u16) {
     cmd.arg(interop_dir().join("lt_peer.py"))
         .arg(torrent)
         .arg(save_path)
