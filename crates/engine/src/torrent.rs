@@ -158,6 +158,10 @@ enum Cmd {
 struct PeerEntry {
     tx: mpsc::UnboundedSender<Cmd>,
     addr: SocketAddr,
+    /// From its handshake: a second connection with the same id is a duplicate.
+    peer_id: [u8; 20],
+    /// It dialled us.
+    incoming: bool,
     /// Where the peer accepts connections: the address we dialled, or for an incoming
     /// peer its IP and the port of its extended handshake. What PEX tells others.
     listen_addr: Option<SocketAddr>,
@@ -511,7 +515,7 @@ impl Torrent {
         let addr = handoff.stream.remote.key();
         let incoming = handoff.incoming;
         let shared = self.shared.clone();
-        let Some((id, rx)) = register(&shared, addr, incoming) else {
+        let Some((id, rx)) = register(&shared, addr, handoff.theirs.peer_id, incoming) else {
             return;
         };
         let conn = adopt_conn(&shared, handoff);
@@ -1040,7 +1044,14 @@ async fn dial_loop(shared: Arc<Shared>) {
             let room = max_peers
                 .saturating_sub(s.peers.len() + s.dialing)
                 .min(MAX_DIALS.saturating_sub(s.dialing));
-            let connected: HashSet<SocketAddr> = s.peers.values().map(|p| p.addr).collect();
+            // An incoming peer is known by its listening address too (from its extended
+            // handshake): no second connection to it.
+            let connected: HashSet<SocketAddr> = s
+                .peers
+                .values()
+                .flat_map(|p| [Some(p.addr), p.listen_addr])
+                .flatten()
+                .collect();
             let banned = &s.banned;
             let dials = s.pool.next_dials(now, room, |a| {
                 connected.contains(a) || banned.contains(&ban_key(*a))
@@ -1128,7 +1139,7 @@ async fn run_peer(
 /// Take a slot among the torrent's peers and the session's connections, run the
 /// connection to its end, log why it ended, and give back what it held.
 async fn register_and_run(shared: Arc<Shared>, conn: Conn, addr: SocketAddr, incoming: bool) {
-    if let Some((id, rx)) = register(&shared, addr, incoming) {
+    if let Some((id, rx)) = register(&shared, addr, conn.peer_id, incoming) {
         run_registered(shared, conn, addr, id, rx, incoming).await;
     }
 }
@@ -1138,6 +1149,7 @@ async fn register_and_run(shared: Arc<Shared>, conn: Conn, addr: SocketAddr, inc
 fn register(
     shared: &Arc<Shared>,
     addr: SocketAddr,
+    peer_id: [u8; 20],
     incoming: bool,
 ) -> Option<(u64, mpsc::UnboundedReceiver<Cmd>)> {
     let (tx, rx) = mpsc::unbounded_channel();
@@ -1153,6 +1165,22 @@ fn register(
     } else {
         0
     };
+    // A second connection with a peer we are connected to: both sides keep the same one.
+    let duplicate = s
+        .peers
+        .iter()
+        .find(|(_, p)| p.peer_id == peer_id)
+        .map(|(&id, p)| (id, p.incoming));
+    let mut replaces = None;
+    if let Some((old, old_incoming)) = duplicate {
+        if crate::peer::duplicate_keeps_new(&shared.ctx.peer_id, &peer_id, old_incoming, incoming)
+        {
+            replaces = Some(old);
+        } else {
+            tracing::debug!(peer = %addr, reason = %CloseReason::Duplicate, "connection ended");
+            return None;
+        }
+    }
     let refuse = if s.banned.contains(&ban_key(addr)) {
         Some(CloseReason::Banned("earlier hash failures"))
     } else if from_ip >= settings.max_peers_per_ip {
@@ -1168,6 +1196,9 @@ fn register(
         tracing::debug!(peer = %addr, %reason, "connection ended");
         return None;
     }
+    if let Some(old) = replaces.and_then(|old| s.peers.get(&old)) {
+        let _ = old.tx.send(Cmd::Close);
+    }
     {
         let id = s.next_peer;
         s.next_peer += 1;
@@ -1176,6 +1207,8 @@ fn register(
             PeerEntry {
                 tx,
                 addr,
+                peer_id,
+                incoming,
                 listen_addr: (!incoming).then_some(addr),
                 downloaded: 0,
                 uploaded: 0,
@@ -1274,6 +1307,8 @@ fn offer_free_slot(s: &mut State) {
 }
 
 struct Conn {
+    /// The peer's id, from its handshake.
+    peer_id: [u8; 20],
     kind: crate::transport::TransportKind,
     encrypted: bool,
     /// What PEX says about this peer (uTP, encrypted), from its stream.
@@ -1339,6 +1374,7 @@ async fn handshake(
     Ok(new_conn(
         shared,
         stream,
+        hs.peer_id,
         state,
         decoder,
         BytesMut::with_capacity(64 * 1024),
@@ -1367,7 +1403,7 @@ fn adopt_conn(shared: &Arc<Shared>, h: Handoff) -> Conn {
     decoder.set_config(DecoderConfig::for_piece_count(
         shared.geometry.piece_count(),
     ));
-    let mut conn = new_conn(shared, h.stream, state, decoder, h.buf);
+    let mut conn = new_conn(shared, h.stream, h.theirs.peer_id, state, decoder, h.buf);
     conn.replay = h.replay;
     conn
 }
@@ -1388,6 +1424,7 @@ fn pex_flags_of(kind: crate::transport::TransportKind, encrypted: bool) -> wire:
 fn new_conn(
     shared: &Arc<Shared>,
     stream: PeerStream,
+    peer_id: [u8; 20],
     state: PeerState,
     decoder: Decoder,
     buf: BytesMut,
@@ -1444,6 +1481,7 @@ fn new_conn(
         let _ = write.shutdown().await;
     });
     Conn {
+        peer_id,
         kind,
         encrypted,
         pex_flags,
