@@ -10,6 +10,7 @@
 pub mod bitfield;
 pub mod blame;
 pub mod choker;
+mod bufpool;
 mod context;
 mod encryption;
 pub mod error;

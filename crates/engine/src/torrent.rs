@@ -67,7 +67,7 @@ const OUTBOX_BYTES: usize = 4 << 20;
 const OUTBOX_PINNED_BYTES: usize = 16 << 20;
 /// A peer whose outbox stays full this long while it has an upload slot loses the slot.
 const STALLED_AFTER: Duration = Duration::from_secs(10);
-/// Bytes of read buffers of pieces that left the read cache, kept for the next reads.
+/// Bytes of read buffers kept for the next reads once nothing holds them any more.
 const SPARE_READ_BYTES: usize = 8 << 20;
 /// How often the choker runs (BEP 3 suggests 10 s).
 const CHOKE_INTERVAL: Duration = Duration::from_secs(10);
@@ -276,8 +276,8 @@ pub(crate) struct Shared {
     stopped: tokio::sync::watch::Sender<bool>,
     /// Pieces recently read for uploading, newest last, at most [`READ_CACHE_BYTES`].
     read_cache: Mutex<VecDeque<(u32, Bytes)>>,
-    /// Buffers of pieces evicted from the cache that nobody else held, to read into again.
-    read_spare: Mutex<Vec<BytesMut>>,
+    /// Buffers of pieces read for uploads, back once their last block is sent.
+    read_spare: Arc<crate::bufpool::BufPool>,
     /// Bytes being read for uploads now (see [`READ_BUDGET`]).
     read_bytes: Arc<std::sync::atomic::AtomicUsize>,
     ctx: Arc<NodeContext>,
@@ -409,7 +409,7 @@ impl Torrent {
             shutdown: AtomicBool::new(false),
             stopped: tokio::sync::watch::Sender::new(false),
             read_cache: Mutex::new(VecDeque::new()),
-            read_spare: Mutex::new(Vec::new()),
+            read_spare: crate::bufpool::BufPool::new(SPARE_READ_BYTES),
             read_bytes: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
             ctx: ctx.clone(),
             trackers: Mutex::new(None),
@@ -677,17 +677,9 @@ fn cache_piece(shared: &Shared, piece: u32, data: Bytes) {
         return;
     }
     cache.push_back((piece, data));
+    // An evicted piece's buffer goes back to `read_spare` once no queued block holds it.
     while cache.len() > 1 && cache.iter().map(|(_, d)| d.len()).sum::<usize>() > READ_CACHE_BYTES {
-        if let Some((_, old)) = cache.pop_front()
-            && let Ok(buf) = old.try_into_mut()
-        {
-            let mut spare = shared.read_spare.lock().unwrap_or_else(|e| e.into_inner());
-            if spare.iter().map(|b| b.capacity()).sum::<usize>() + buf.capacity()
-                <= SPARE_READ_BYTES
-            {
-                spare.push(buf);
-            }
-        }
+        cache.pop_front();
     }
 }
 
@@ -1898,18 +1890,13 @@ impl Conn {
             self.reading.insert(piece);
             let storage = shared.storage.clone();
             let tx = disk_tx.clone();
-            let mut buf = shared
-                .read_spare
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .pop()
-                .unwrap_or_default();
+            let pool = shared.read_spare.clone();
             let budget = shared.read_bytes.clone();
             tokio::task::spawn_blocking(move || {
-                buf.resize(size, 0);
+                let mut buf = pool.take(size);
                 let r = storage
                     .read(piece, 0, &mut buf)
-                    .map(|()| buf.freeze())
+                    .map(|()| pool.bytes(buf))
                     .map_err(|e| e.to_string());
                 // Given back here, not by the receiver, which may be gone.
                 budget.fetch_sub(size, Ordering::SeqCst);
