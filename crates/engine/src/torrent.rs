@@ -72,6 +72,10 @@ const SPARE_READ_BYTES: usize = 8 << 20;
 /// How often the choker runs (BEP 3 suggests 10 s).
 const CHOKE_INTERVAL: Duration = Duration::from_secs(10);
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// HAVEs of our new pieces wait this long for other messages to go out with: with 20
+/// peers each piece is 20 HAVEs, and sent one by one each is a write, a wakeup of the
+/// writer and a read at the peer.
+const HAVE_DELAY: Duration = Duration::from_millis(40);
 
 /// How to run a torrent.
 #[derive(Debug, Clone)]
@@ -1567,10 +1571,14 @@ impl Conn {
         let mut read_resume = tokio::time::Instant::now();
         self.update_interest(shared);
         self.flush().await?;
+        // When the HAVEs queued and not yet sent go out at the latest.
+        let mut have_due: Option<tokio::time::Instant> = None;
         loop {
             let deadline = tokio::time::Instant::from_std(self.timers.poll_timeout());
             let now_t = tokio::time::Instant::now();
             let may_read = now_t >= read_resume;
+            // Only HAVEs to send after this wakeup: they may wait for `have_due`.
+            let mut only_haves = false;
             tokio::select! {
                 n = self.read.read_buf(&mut self.buf), if may_read => {
                     let n = n?;
@@ -1593,8 +1601,11 @@ impl Conn {
                 _ = tokio::time::sleep_until(read_resume), if !may_read => {}
                 Some(cmd) = cmds.recv() => match cmd {
                     Cmd::Have(p) => {
+                        let interested = self.state.am_interested();
                         self.state.send_have(p);
                         self.update_interest(shared);
+                        only_haves = self.state.am_interested() == interested;
+                        have_due.get_or_insert(now_t + HAVE_DELAY);
                     }
                     Cmd::Reconsider => self.update_interest(shared),
                     Cmd::Cancel(b) => {
@@ -1640,6 +1651,7 @@ impl Conn {
                     self.start_reads(shared, &disk_tx);
                     self.check_stalled(shared, id);
                 }
+                _ = tokio::time::sleep_until(have_due.unwrap_or(now_t)), if have_due.is_some() => {}
                 _ = retry.tick() => {
                     // Requests left waiting when the read budget was spent.
                     self.serve_cached(shared, id);
@@ -1648,8 +1660,16 @@ impl Conn {
                     self.check_stalled(shared, id);
                 }
             }
+            let requests = self.state.our_requests().len();
             self.fill_requests(shared);
+            if only_haves
+                && self.state.our_requests().len() == requests
+                && have_due.is_some_and(|t| tokio::time::Instant::now() < t)
+            {
+                continue;
+            }
             self.flush().await?;
+            have_due = None;
         }
     }
 
