@@ -161,8 +161,9 @@ mod tests {
             let lo_keeps_new = duplicate_keeps_new(&lo, &hi, !lo_first_sees_own, lo_first_sees_own);
             let lo_keeps_own = lo_first_sees_own != lo_keeps_new;
             for hi_first_sees_lo_dial in [true, false] {
+                // For `hi` the connection `lo` dialled is the incoming one.
                 let hi_keeps_new =
-                    duplicate_keeps_new(&hi, &lo, !hi_first_sees_lo_dial, hi_first_sees_lo_dial);
+                    duplicate_keeps_new(&hi, &lo, hi_first_sees_lo_dial, !hi_first_sees_lo_dial);
                 // `hi` keeps the connection `lo` dialled (incoming for `hi`)?
                 let hi_keeps_lo_dial = hi_first_sees_lo_dial != hi_keeps_new;
                 assert!(lo_keeps_own);
