@@ -1161,11 +1161,13 @@ fn register(
     } else {
         0
     };
-    // A second connection with a peer we are connected to: both sides keep the same one.
+    // A second connection with a peer we are connected to (same peer id from the same
+    // IP; an id seen from another IP is another peer, or someone copying it): both sides
+    // keep the same one.
     let duplicate = s
         .peers
         .iter()
-        .find(|(_, p)| p.peer_id == peer_id)
+        .find(|(_, p)| p.peer_id == peer_id && p.addr.ip() == addr.ip())
         .map(|(&id, p)| (id, p.incoming));
     let mut replaces = None;
     if let Some((old, old_incoming)) = duplicate {
