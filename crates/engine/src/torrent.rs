@@ -150,7 +150,8 @@ pub struct Stats {
 }
 
 enum Cmd {
-    Have(u32),
+    /// We verified pieces: they wait in [`PeerEntry::haves`].
+    Haves,
     /// What we want changed: recompute interest.
     Reconsider,
     Cancel(Block),
@@ -166,6 +167,10 @@ struct PeerEntry {
     peer_id: [u8; 20],
     /// It dialled us.
     incoming: bool,
+    /// Pieces we verified that the connection has not yet queued HAVEs for, and whether
+    /// it was woken for them (one wakeup per batch, not per piece and peer).
+    haves: Vec<u32>,
+    haves_signalled: bool,
     /// Where the peer accepts connections: the address we dialled, or for an incoming
     /// peer its IP and the port of its extended handshake. What PEX tells others.
     listen_addr: Option<SocketAddr>,
@@ -1207,6 +1212,8 @@ fn register(
                 addr,
                 peer_id,
                 incoming,
+                haves: Vec::new(),
+                haves_signalled: false,
                 listen_addr: (!incoming).then_some(addr),
                 downloaded: 0,
                 uploaded: 0,
@@ -1602,11 +1609,9 @@ impl Conn {
                 }
                 _ = tokio::time::sleep_until(read_resume), if !may_read => {}
                 Some(cmd) = cmds.recv() => match cmd {
-                    Cmd::Have(p) => {
-                        let interested = self.state.am_interested();
-                        self.state.send_have(p);
-                        self.update_interest(shared);
-                        only_haves = self.state.am_interested() == interested;
+                    Cmd::Haves => {
+                        // Queued at the next flush, with the pieces verified until then.
+                        only_haves = true;
                         have_due.get_or_insert(now_t + HAVE_DELAY);
                     }
                     Cmd::Reconsider => self.update_interest(shared),
@@ -1662,16 +1667,14 @@ impl Conn {
                     self.check_stalled(shared, id);
                 }
             }
-            let requests = self.state.our_requests().len();
-            self.fill_requests(shared);
-            if only_haves
-                && self.state.our_requests().len() == requests
-                && have_due.is_some_and(|t| tokio::time::Instant::now() < t)
-            {
+            if only_haves && have_due.is_some_and(|t| tokio::time::Instant::now() < t) {
                 continue;
             }
+            if have_due.take().is_some() {
+                self.take_haves(shared, id);
+            }
+            self.fill_requests(shared);
             self.flush().await?;
-            have_due = None;
         }
     }
 
@@ -2038,6 +2041,23 @@ impl Conn {
         }
     }
 
+    /// Queue HAVEs for the pieces verified since the last time, and see whether we still
+    /// want anything from the peer.
+    fn take_haves(&mut self, shared: &Shared, id: u64) {
+        let haves = {
+            let mut s = lock(shared);
+            let Some(p) = s.peers.get_mut(&id) else {
+                return;
+            };
+            p.haves_signalled = false;
+            std::mem::take(&mut p.haves)
+        };
+        for piece in haves {
+            self.state.send_have(piece);
+        }
+        self.update_interest(shared);
+    }
+
     fn update_interest(&mut self, shared: &Shared) {
         let wants = lock(shared).picker.wants_from(self.state.peer_pieces());
         if wants != self.state.am_interested() {
@@ -2214,8 +2234,13 @@ fn verify_and_store(shared: &Arc<Shared>, piece: u32, buf: PieceBuf) {
         Some(Ok(())) => {
             s.picker.piece_verified(piece);
             s.dirty = true;
-            for p in s.peers.values() {
-                let _ = p.tx.send(Cmd::Have(piece));
+            // Each connection is woken once per batch of new pieces (see HAVE_DELAY).
+            for p in s.peers.values_mut() {
+                p.haves.push(piece);
+                if !p.haves_signalled {
+                    p.haves_signalled = true;
+                    let _ = p.tx.send(Cmd::Haves);
+                }
             }
             if s.picker.is_done() {
                 drop(s);
