@@ -9,8 +9,8 @@
 
 pub mod bitfield;
 pub mod blame;
-pub mod choker;
 mod bufpool;
+pub mod choker;
 mod context;
 mod encryption;
 pub mod error;

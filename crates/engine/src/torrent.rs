@@ -1176,8 +1176,7 @@ fn register(
         .map(|(&id, p)| (id, p.incoming));
     let mut replaces = None;
     if let Some((old, old_incoming)) = duplicate {
-        if crate::peer::duplicate_keeps_new(&shared.ctx.peer_id, &peer_id, old_incoming, incoming)
-        {
+        if crate::peer::duplicate_keeps_new(&shared.ctx.peer_id, &peer_id, old_incoming, incoming) {
             replaces = Some(old);
         } else {
             tracing::debug!(peer = %addr, reason = %CloseReason::Duplicate, "connection ended");
