@@ -70,6 +70,8 @@ pub enum CloseReason {
     NoMetadata(String),
     #[error("handed over to the torrent")]
     HandedOver,
+    #[error("a second connection with a peer we are connected to")]
+    Duplicate,
 }
 
 impl From<wire::DecodeError> for CloseReason {

@@ -9,6 +9,7 @@
 
 pub mod bitfield;
 pub mod blame;
+mod bufpool;
 pub mod choker;
 mod context;
 mod encryption;

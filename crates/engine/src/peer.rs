@@ -51,6 +51,23 @@ pub(crate) async fn exchange_handshakes(
     Ok(hs)
 }
 
+/// Two connections with the same peer (same peer id): which one both sides keep. Each
+/// side dials the other when both learn of each other at once (from a tracker, PEX), and
+/// two connections between the same pair would carry every HAVE twice and split the
+/// requests. Both sides keep the connection dialled by the one with the lower peer id, so
+/// they agree without a word. Returns whether the `new` connection replaces the existing
+/// one (otherwise the new one is refused); two connections in the same direction keep the
+/// older.
+pub(crate) fn duplicate_keeps_new(
+    ours: &[u8; 20],
+    theirs: &[u8; 20],
+    existing_incoming: bool,
+    new_incoming: bool,
+) -> bool {
+    let keep_incoming = ours > theirs;
+    new_incoming == keep_incoming && existing_incoming != keep_incoming
+}
+
 /// Write every buffer of `bufs`, in order, with as few vectored writes as the stream
 /// allows; `bufs` is empty afterwards.
 pub(crate) async fn write_all_vectored<W: AsyncWrite + Unpin + ?Sized>(
@@ -133,6 +150,31 @@ pub(crate) fn kept_for_replay(msg: &Message) -> bool {
 mod tests {
     use super::*;
     use crate::transport::{PeerAddr, TransportKind};
+
+    #[test]
+    fn both_sides_keep_the_same_duplicate() {
+        let (lo, hi) = ([1u8; 20], [2u8; 20]);
+        // The connection `lo` dialled is outgoing for `lo` and incoming for `hi`. Whatever
+        // order each side sees the two connections in, both keep that one.
+        for lo_first_sees_own in [true, false] {
+            // `lo`: existing is its own dial (outgoing) or the other's (incoming).
+            let lo_keeps_new = duplicate_keeps_new(&lo, &hi, !lo_first_sees_own, lo_first_sees_own);
+            let lo_keeps_own = lo_first_sees_own != lo_keeps_new;
+            for hi_first_sees_lo_dial in [true, false] {
+                // For `hi` the connection `lo` dialled is the incoming one.
+                let hi_keeps_new =
+                    duplicate_keeps_new(&hi, &lo, hi_first_sees_lo_dial, !hi_first_sees_lo_dial);
+                // `hi` keeps the connection `lo` dialled (incoming for `hi`)?
+                let hi_keeps_lo_dial = hi_first_sees_lo_dial != hi_keeps_new;
+                assert!(lo_keeps_own);
+                assert!(hi_keeps_lo_dial);
+            }
+        }
+        // Two connections in the same direction: the older stays.
+        assert!(!duplicate_keeps_new(&lo, &hi, true, true));
+        assert!(!duplicate_keeps_new(&lo, &hi, false, false));
+        assert!(!duplicate_keeps_new(&hi, &lo, true, true));
+    }
 
     fn pair() -> (PeerStream, PeerStream) {
         let (a, b) = tokio::io::duplex(1 << 16);

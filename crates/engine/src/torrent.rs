@@ -67,11 +67,15 @@ const OUTBOX_BYTES: usize = 4 << 20;
 const OUTBOX_PINNED_BYTES: usize = 16 << 20;
 /// A peer whose outbox stays full this long while it has an upload slot loses the slot.
 const STALLED_AFTER: Duration = Duration::from_secs(10);
-/// Bytes of read buffers of pieces that left the read cache, kept for the next reads.
+/// Bytes of read buffers kept for the next reads once nothing holds them any more.
 const SPARE_READ_BYTES: usize = 8 << 20;
 /// How often the choker runs (BEP 3 suggests 10 s).
 const CHOKE_INTERVAL: Duration = Duration::from_secs(10);
 const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+/// HAVEs of our new pieces wait this long for other messages to go out with: with 20
+/// peers each piece is 20 HAVEs, and sent one by one each is a write, a wakeup of the
+/// writer and a read at the peer.
+const HAVE_DELAY: Duration = Duration::from_millis(40);
 
 /// How to run a torrent.
 #[derive(Debug, Clone)]
@@ -146,7 +150,8 @@ pub struct Stats {
 }
 
 enum Cmd {
-    Have(u32),
+    /// We verified pieces: they wait in [`PeerEntry::haves`].
+    Haves,
     /// What we want changed: recompute interest.
     Reconsider,
     Cancel(Block),
@@ -158,6 +163,14 @@ enum Cmd {
 struct PeerEntry {
     tx: mpsc::UnboundedSender<Cmd>,
     addr: SocketAddr,
+    /// From its handshake: a second connection with the same id is a duplicate.
+    peer_id: [u8; 20],
+    /// It dialled us.
+    incoming: bool,
+    /// Pieces we verified that the connection has not yet queued HAVEs for, and whether
+    /// it was woken for them (one wakeup per batch, not per piece and peer).
+    haves: Vec<u32>,
+    haves_signalled: bool,
     /// Where the peer accepts connections: the address we dialled, or for an incoming
     /// peer its IP and the port of its extended handshake. What PEX tells others.
     listen_addr: Option<SocketAddr>,
@@ -272,8 +285,8 @@ pub(crate) struct Shared {
     stopped: tokio::sync::watch::Sender<bool>,
     /// Pieces recently read for uploading, newest last, at most [`READ_CACHE_BYTES`].
     read_cache: Mutex<VecDeque<(u32, Bytes)>>,
-    /// Buffers of pieces evicted from the cache that nobody else held, to read into again.
-    read_spare: Mutex<Vec<BytesMut>>,
+    /// Buffers of pieces read for uploads, back once their last block is sent.
+    read_spare: Arc<crate::bufpool::BufPool>,
     /// Bytes being read for uploads now (see [`READ_BUDGET`]).
     read_bytes: Arc<std::sync::atomic::AtomicUsize>,
     ctx: Arc<NodeContext>,
@@ -405,7 +418,7 @@ impl Torrent {
             shutdown: AtomicBool::new(false),
             stopped: tokio::sync::watch::Sender::new(false),
             read_cache: Mutex::new(VecDeque::new()),
-            read_spare: Mutex::new(Vec::new()),
+            read_spare: crate::bufpool::BufPool::new(SPARE_READ_BYTES),
             read_bytes: Arc::new(std::sync::atomic::AtomicUsize::new(0)),
             ctx: ctx.clone(),
             trackers: Mutex::new(None),
@@ -511,7 +524,7 @@ impl Torrent {
         let addr = handoff.stream.remote.key();
         let incoming = handoff.incoming;
         let shared = self.shared.clone();
-        let Some((id, rx)) = register(&shared, addr, incoming) else {
+        let Some((id, rx)) = register(&shared, addr, handoff.theirs.peer_id, incoming) else {
             return;
         };
         let conn = adopt_conn(&shared, handoff);
@@ -673,17 +686,9 @@ fn cache_piece(shared: &Shared, piece: u32, data: Bytes) {
         return;
     }
     cache.push_back((piece, data));
+    // An evicted piece's buffer goes back to `read_spare` once no queued block holds it.
     while cache.len() > 1 && cache.iter().map(|(_, d)| d.len()).sum::<usize>() > READ_CACHE_BYTES {
-        if let Some((_, old)) = cache.pop_front()
-            && let Ok(buf) = old.try_into_mut()
-        {
-            let mut spare = shared.read_spare.lock().unwrap_or_else(|e| e.into_inner());
-            if spare.iter().map(|b| b.capacity()).sum::<usize>() + buf.capacity()
-                <= SPARE_READ_BYTES
-            {
-                spare.push(buf);
-            }
-        }
+        cache.pop_front();
     }
 }
 
@@ -1040,7 +1045,14 @@ async fn dial_loop(shared: Arc<Shared>) {
             let room = max_peers
                 .saturating_sub(s.peers.len() + s.dialing)
                 .min(MAX_DIALS.saturating_sub(s.dialing));
-            let connected: HashSet<SocketAddr> = s.peers.values().map(|p| p.addr).collect();
+            // An incoming peer is known by its listening address too (from its extended
+            // handshake): no second connection to it.
+            let connected: HashSet<SocketAddr> = s
+                .peers
+                .values()
+                .flat_map(|p| [Some(p.addr), p.listen_addr])
+                .flatten()
+                .collect();
             let banned = &s.banned;
             let dials = s.pool.next_dials(now, room, |a| {
                 connected.contains(a) || banned.contains(&ban_key(*a))
@@ -1128,7 +1140,7 @@ async fn run_peer(
 /// Take a slot among the torrent's peers and the session's connections, run the
 /// connection to its end, log why it ended, and give back what it held.
 async fn register_and_run(shared: Arc<Shared>, conn: Conn, addr: SocketAddr, incoming: bool) {
-    if let Some((id, rx)) = register(&shared, addr, incoming) {
+    if let Some((id, rx)) = register(&shared, addr, conn.peer_id, incoming) {
         run_registered(shared, conn, addr, id, rx, incoming).await;
     }
 }
@@ -1138,6 +1150,7 @@ async fn register_and_run(shared: Arc<Shared>, conn: Conn, addr: SocketAddr, inc
 fn register(
     shared: &Arc<Shared>,
     addr: SocketAddr,
+    peer_id: [u8; 20],
     incoming: bool,
 ) -> Option<(u64, mpsc::UnboundedReceiver<Cmd>)> {
     let (tx, rx) = mpsc::unbounded_channel();
@@ -1153,6 +1166,23 @@ fn register(
     } else {
         0
     };
+    // A second connection with a peer we are connected to (same peer id from the same
+    // IP; an id seen from another IP is another peer, or someone copying it): both sides
+    // keep the same one.
+    let duplicate = s
+        .peers
+        .iter()
+        .find(|(_, p)| p.peer_id == peer_id && p.addr.ip() == addr.ip())
+        .map(|(&id, p)| (id, p.incoming));
+    let mut replaces = None;
+    if let Some((old, old_incoming)) = duplicate {
+        if crate::peer::duplicate_keeps_new(&shared.ctx.peer_id, &peer_id, old_incoming, incoming) {
+            replaces = Some(old);
+        } else {
+            tracing::debug!(peer = %addr, reason = %CloseReason::Duplicate, "connection ended");
+            return None;
+        }
+    }
     let refuse = if s.banned.contains(&ban_key(addr)) {
         Some(CloseReason::Banned("earlier hash failures"))
     } else if from_ip >= settings.max_peers_per_ip {
@@ -1168,6 +1198,9 @@ fn register(
         tracing::debug!(peer = %addr, %reason, "connection ended");
         return None;
     }
+    if let Some(old) = replaces.and_then(|old| s.peers.get(&old)) {
+        let _ = old.tx.send(Cmd::Close);
+    }
     {
         let id = s.next_peer;
         s.next_peer += 1;
@@ -1176,6 +1209,10 @@ fn register(
             PeerEntry {
                 tx,
                 addr,
+                peer_id,
+                incoming,
+                haves: Vec::new(),
+                haves_signalled: false,
                 listen_addr: (!incoming).then_some(addr),
                 downloaded: 0,
                 uploaded: 0,
@@ -1274,6 +1311,8 @@ fn offer_free_slot(s: &mut State) {
 }
 
 struct Conn {
+    /// The peer's id, from its handshake.
+    peer_id: [u8; 20],
     kind: crate::transport::TransportKind,
     encrypted: bool,
     /// What PEX says about this peer (uTP, encrypted), from its stream.
@@ -1339,6 +1378,7 @@ async fn handshake(
     Ok(new_conn(
         shared,
         stream,
+        hs.peer_id,
         state,
         decoder,
         BytesMut::with_capacity(64 * 1024),
@@ -1367,7 +1407,7 @@ fn adopt_conn(shared: &Arc<Shared>, h: Handoff) -> Conn {
     decoder.set_config(DecoderConfig::for_piece_count(
         shared.geometry.piece_count(),
     ));
-    let mut conn = new_conn(shared, h.stream, state, decoder, h.buf);
+    let mut conn = new_conn(shared, h.stream, h.theirs.peer_id, state, decoder, h.buf);
     conn.replay = h.replay;
     conn
 }
@@ -1388,6 +1428,7 @@ fn pex_flags_of(kind: crate::transport::TransportKind, encrypted: bool) -> wire:
 fn new_conn(
     shared: &Arc<Shared>,
     stream: PeerStream,
+    peer_id: [u8; 20],
     state: PeerState,
     decoder: Decoder,
     buf: BytesMut,
@@ -1444,6 +1485,7 @@ fn new_conn(
         let _ = write.shutdown().await;
     });
     Conn {
+        peer_id,
         kind,
         encrypted,
         pex_flags,
@@ -1537,10 +1579,14 @@ impl Conn {
         let mut read_resume = tokio::time::Instant::now();
         self.update_interest(shared);
         self.flush().await?;
+        // When the HAVEs queued and not yet sent go out at the latest.
+        let mut have_due: Option<tokio::time::Instant> = None;
         loop {
             let deadline = tokio::time::Instant::from_std(self.timers.poll_timeout());
             let now_t = tokio::time::Instant::now();
             let may_read = now_t >= read_resume;
+            // Only HAVEs to send after this wakeup: they may wait for `have_due`.
+            let mut only_haves = false;
             tokio::select! {
                 n = self.read.read_buf(&mut self.buf), if may_read => {
                     let n = n?;
@@ -1562,9 +1608,10 @@ impl Conn {
                 }
                 _ = tokio::time::sleep_until(read_resume), if !may_read => {}
                 Some(cmd) = cmds.recv() => match cmd {
-                    Cmd::Have(p) => {
-                        self.state.send_have(p);
-                        self.update_interest(shared);
+                    Cmd::Haves => {
+                        // Queued at the next flush, with the pieces verified until then.
+                        only_haves = true;
+                        have_due.get_or_insert(now_t + HAVE_DELAY);
                     }
                     Cmd::Reconsider => self.update_interest(shared),
                     Cmd::Cancel(b) => {
@@ -1610,6 +1657,7 @@ impl Conn {
                     self.start_reads(shared, &disk_tx);
                     self.check_stalled(shared, id);
                 }
+                _ = tokio::time::sleep_until(have_due.unwrap_or(now_t)), if have_due.is_some() => {}
                 _ = retry.tick() => {
                     // Requests left waiting when the read budget was spent.
                     self.serve_cached(shared, id);
@@ -1617,6 +1665,12 @@ impl Conn {
                     self.send_pex(shared, id);
                     self.check_stalled(shared, id);
                 }
+            }
+            if only_haves && have_due.is_some_and(|t| tokio::time::Instant::now() < t) {
+                continue;
+            }
+            if have_due.take().is_some() {
+                self.take_haves(shared, id);
             }
             self.fill_requests(shared);
             self.flush().await?;
@@ -1860,18 +1914,13 @@ impl Conn {
             self.reading.insert(piece);
             let storage = shared.storage.clone();
             let tx = disk_tx.clone();
-            let mut buf = shared
-                .read_spare
-                .lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .pop()
-                .unwrap_or_default();
+            let pool = shared.read_spare.clone();
             let budget = shared.read_bytes.clone();
             tokio::task::spawn_blocking(move || {
-                buf.resize(size, 0);
+                let mut buf = pool.take(size);
                 let r = storage
                     .read(piece, 0, &mut buf)
-                    .map(|()| buf.freeze())
+                    .map(|()| pool.bytes(buf))
                     .map_err(|e| e.to_string());
                 // Given back here, not by the receiver, which may be gone.
                 budget.fetch_sub(size, Ordering::SeqCst);
@@ -1989,6 +2038,23 @@ impl Conn {
             let addrs: Vec<SocketAddr> = msg.added.iter().map(|(a, _)| *a).collect();
             add_peers(shared, &addrs, false);
         }
+    }
+
+    /// Queue HAVEs for the pieces verified since the last time, and see whether we still
+    /// want anything from the peer.
+    fn take_haves(&mut self, shared: &Shared, id: u64) {
+        let haves = {
+            let mut s = lock(shared);
+            let Some(p) = s.peers.get_mut(&id) else {
+                return;
+            };
+            p.haves_signalled = false;
+            std::mem::take(&mut p.haves)
+        };
+        for piece in haves {
+            self.state.send_have(piece);
+        }
+        self.update_interest(shared);
     }
 
     fn update_interest(&mut self, shared: &Shared) {
@@ -2167,8 +2233,13 @@ fn verify_and_store(shared: &Arc<Shared>, piece: u32, buf: PieceBuf) {
         Some(Ok(())) => {
             s.picker.piece_verified(piece);
             s.dirty = true;
-            for p in s.peers.values() {
-                let _ = p.tx.send(Cmd::Have(piece));
+            // Each connection is woken once per batch of new pieces (see HAVE_DELAY).
+            for p in s.peers.values_mut() {
+                p.haves.push(piece);
+                if !p.haves_signalled {
+                    p.haves_signalled = true;
+                    let _ = p.tx.send(Cmd::Haves);
+                }
             }
             if s.picker.is_done() {
                 drop(s);
