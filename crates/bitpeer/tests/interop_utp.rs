@@ -33,12 +33,24 @@ fn make_torrent(root: &Path, len: usize) -> (PathBuf, PathBuf) {
 
 /// `bitpeer seed` (or `download`) with `--transports utp`, no DHT, no LSD, on loopback.
 fn bitpeer_utp(sub: &str, torrent: &Path, dir_flag: &str, dir: &Path, peers: &[String]) -> Proc {
+    bitpeer_utp_on("127.0.0.1:0", sub, torrent, dir_flag, dir, peers)
+}
+
+/// [`bitpeer_utp`] listening on `listen` (`[::1]:0`: uTP over IPv6).
+fn bitpeer_utp_on(
+    listen: &str,
+    sub: &str,
+    torrent: &Path,
+    dir_flag: &str,
+    dir: &Path,
+    peers: &[String],
+) -> Proc {
     let mut cmd = Command::new(bitpeer_bin());
     cmd.arg(sub)
         .arg(torrent)
         .arg(dir_flag)
         .arg(dir)
-        .args(["--listen", "127.0.0.1:0", "--transports", "utp"])
+        .args(["--listen", listen, "--transports", "utp"])
         .args(["--no-dht", "--no-lsd"]);
     if sub == "download" {
         cmd.arg("--json");
@@ -103,6 +115,58 @@ fn bitpeer_downloads_from_libtorrent_utp_only() {
         "-o",
         &out,
         &[format!("127.0.0.1:{port}")],
+    );
+    finish_download(&mut dl, TRANSFER_TIMEOUT);
+    assert_same_tree(&data, &out.join("utp.bin"));
+}
+
+/// uTP over IPv6: bitpeer on [::1] with uTP only, libtorrent on [::1] with TCP off.
+#[test]
+fn libtorrent_utp_only_downloads_from_bitpeer_over_ipv6() {
+    if !libtorrent_available() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, torrent) = make_torrent(tmp.path(), 3 * 1024 * 1024 + 4321);
+    let seed_dir = data.parent().unwrap();
+    let mut seeder = bitpeer_utp_on("[::1]:0", "seed", &torrent, "--data", seed_dir, &[]);
+    let addr = seeder.wait_line(Duration::from_secs(60), |l| {
+        l.strip_prefix("listening on ").map(|a| a.trim().to_owned())
+    });
+    assert!(addr.starts_with("[::1]:"), "{addr}");
+    let save = tmp.path().join("lt");
+    let (mut lt, _) = spawn_lt_peer(
+        &torrent,
+        &save,
+        &[addr],
+        &["--utp-only", "--listen", "[::1]:0"],
+    );
+    wait_lt_done(&mut lt);
+    assert_same_tree(&data, &save.join("utp.bin"));
+    seeder.assert_no_panic();
+}
+
+#[test]
+fn bitpeer_downloads_from_libtorrent_utp_only_over_ipv6() {
+    if !libtorrent_available() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, torrent) = make_torrent(tmp.path(), 3 * 1024 * 1024 + 4321);
+    let (_lt, port) = spawn_lt_peer(
+        &torrent,
+        data.parent().unwrap(),
+        &[],
+        &["--seed", "--utp-only", "--listen", "[::1]:0"],
+    );
+    let out = tmp.path().join("out");
+    let mut dl = bitpeer_utp_on(
+        "[::1]:0",
+        "download",
+        &torrent,
+        "-o",
+        &out,
+        &[format!("[::1]:{port}")],
     );
     finish_download(&mut dl, TRANSFER_TIMEOUT);
     assert_same_tree(&data, &out.join("utp.bin"));

@@ -367,17 +367,19 @@ impl Session {
             let opened = crate::utp::ChannelTransport::new(udp.clone(), rx)
                 .map_err(|e| e.to_string())
                 .and_then(|t| {
+                    let large = t.large_datagrams();
                     crate::utp::utp_socket(t, crate::utp::socket_opts(cancel.clone()))
+                        .map(|sock| (sock, large))
                         .map_err(|e| e.to_string())
                 });
             match opened {
-                Ok(sock) => {
+                Ok((sock, large)) => {
                     connectors.push(Arc::new(crate::utp::UtpConnector {
                         socket: sock.clone(),
                     }));
                     utp_socket = Some(sock);
                     utp_cancel = Some(cancel);
-                    utp_tx = Some(tx);
+                    utp_tx = Some((tx, large));
                 }
                 Err(e) => tracing::warn!(error = %e, "uTP is off"),
             }
@@ -1276,6 +1278,7 @@ fn move_torrent_data(
 /// The UDP socket the DHT and uTP share, at `addr`.
 fn bind_udp(addr: SocketAddr) -> std::io::Result<tokio::net::UdpSocket> {
     let s = std::net::UdpSocket::bind(addr)?;
+    crate::utp::size_buffers(&s);
     s.set_nonblocking(true)?;
     tokio::net::UdpSocket::from_std(s)
 }

@@ -13,11 +13,12 @@
 //! through [`UtpConnector`], incoming ones through [`accept_loop`] into the session's
 //! router, like TCP.
 
+use std::collections::HashMap;
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
 use std::num::NonZeroUsize;
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
@@ -31,8 +32,10 @@ use crate::transport::{ConnectFuture, Connector, PeerAddr, PeerStream, Transport
 pub const UTP_QUEUE: usize = 4096;
 /// Datagrams waiting for the DHT; more are dropped (KRPC queries are retried).
 pub const DHT_QUEUE: usize = 1024;
-/// The largest datagram read (uTP packets fit in an MTU; KRPC messages are below 1.5 KB).
-const MAX_DATAGRAM: usize = 2048;
+/// The largest datagram taken: librqbit-utp's dispatcher reads into 16 KiB; KRPC messages
+/// are below 1.5 KB. A longer one is dropped (not cut short: a cut uTP packet would look
+/// like a whole one with less payload).
+pub const MAX_DATAGRAM: usize = 16384;
 /// uTP streams open at once (each holds buffers and a task).
 const MAX_UTP_STREAMS: usize = 1024;
 
@@ -112,12 +115,26 @@ impl UtpHeader {
 /// One received datagram.
 pub type Received = (Vec<u8>, SocketAddr);
 
+/// The kernel buffers of a socket that carries uTP: one burst of a stream's send window
+/// (1-2 MiB) must fit in the receiver's queue, or most of it is dropped there and the
+/// sender backs off. The kernel caps the request at `net.core.rmem_max`/`wmem_max`
+/// (often 4 MiB, as here; 208 KiB by default holds only a dozen 16 KiB datagrams).
+pub fn size_buffers(socket: &std::net::UdpSocket) {
+    let s = socket2::SockRef::from(socket);
+    let _ = s.set_recv_buffer_size(UDP_BUFFER);
+    let _ = s.set_send_buffer_size(UDP_BUFFER);
+}
+
+/// The kernel buffer size asked for on the shared UDP socket.
+const UDP_BUFFER: usize = 4 << 20;
+
 /// The uTP side of the shared socket: receives what the demultiplexer queued for it,
 /// sends on the socket itself.
 pub struct ChannelTransport {
     socket: Arc<UdpSocket>,
     inbox: tokio::sync::Mutex<mpsc::Receiver<Received>>,
     local: SocketAddr,
+    large: Arc<LargeDatagrams>,
 }
 
 impl ChannelTransport {
@@ -127,7 +144,14 @@ impl ChannelTransport {
             socket,
             inbox: tokio::sync::Mutex::new(inbox),
             local,
+            large: Arc::default(),
         })
+    }
+
+    /// What this transport knows of the peers that take large datagrams; the receive
+    /// loop ([`Mux`]) feeds it.
+    pub fn large_datagrams(&self) -> Arc<LargeDatagrams> {
+        self.large.clone()
     }
 }
 
@@ -138,6 +162,17 @@ impl librqbit_dualstack_sockets::PollSendToVectored for ChannelTransport {
         bufs: &[io::IoSlice<'_>],
         target: SocketAddr,
     ) -> Poll<io::Result<usize>> {
+        if let Some(first) = bufs.first().and_then(|b| b.first())
+            && LargeDatagrams::may_mark(*first)
+        {
+            let packet: Vec<u8> = bufs.iter().flat_map(|b| b.iter().copied()).collect();
+            if let Some(marked) = self.large.on_sending(&packet, target) {
+                return self
+                    .socket
+                    .poll_send_to(cx, &marked, target)
+                    .map_ok(|_| packet.len());
+            }
+        }
         self.socket.poll_send_to_vectored(cx, bufs, target)
     }
 }
@@ -161,7 +196,13 @@ impl Transport for ChannelTransport {
         buf: &'a [u8],
         target: SocketAddr,
     ) -> impl Future<Output = io::Result<usize>> + Send + Sync + 'a {
-        self.socket.send_to(buf, target)
+        let marked = self.large.on_sending(buf, target);
+        async move {
+            match marked {
+                Some(m) => self.socket.send_to(&m, target).await.map(|_| buf.len()),
+                None => self.socket.send_to(buf, target).await,
+            }
+        }
     }
 
     fn poll_send_to(
@@ -170,12 +211,187 @@ impl Transport for ChannelTransport {
         buf: &[u8],
         target: SocketAddr,
     ) -> Poll<io::Result<usize>> {
-        self.socket.poll_send_to(cx, buf, target)
+        match self.large.on_sending(buf, target) {
+            Some(m) => self
+                .socket
+                .poll_send_to(cx, &m, target)
+                .map_ok(|_| buf.len()),
+            None => self.socket.poll_send_to(cx, buf, target),
+        }
     }
 
     fn bind_addr(&self) -> SocketAddr {
         self.local
     }
+
+    fn known_link_mtu(&self, remote: SocketAddr) -> Option<u16> {
+        self.large.known_link_mtu(remote)
+    }
+}
+
+/// The uTP header extension that carries our mark: type 2, uTorrent's 8 "extension
+/// bits" (libutp, Transmission's uTP, takes this one in any packet and does not answer a
+/// SYN with an extension type it does not know; libtorrent and librqbit-utp skip it).
+/// Our mark is [`MARK`] and then "I take datagrams up to N bytes" (2 bytes, big-endian),
+/// then zeros. It rides on our SYNs and on the SYN-ACK (the `ST_STATE` acknowledging a
+/// SYN) answering a SYN that carried it.
+pub const EXT_BITS: u8 = 2;
+/// The first bytes of our mark in the extension bits.
+const MARK: &[u8; 2] = b"bp";
+
+/// Below this a peer's announced size is not worth using.
+const MIN_LARGE_DATAGRAM: usize = 4096;
+/// Peers (and SYNs to answer) remembered; when full, the table starts again.
+const MAX_LARGE_PEERS: usize = 4096;
+/// The longest extension chain read before giving up (BEP 29 knows two extensions).
+const MAX_EXTENSIONS: usize = 8;
+
+const ST_STATE: u8 = 2;
+const ST_SYN: u8 = 4;
+
+/// Large datagrams to same-host peers. The peers that said (with our mark, see [`EXT_BITS`]) that
+/// they take datagrams above the 1500-byte Ethernet MTU, by address: a uTP stream to such
+/// a peer over loopback (MTU 64 KiB) sends segments of up to [`MAX_DATAGRAM`] bytes, a
+/// tenth of the packets (and of the per-packet CPU) of 1452-byte ones. Anyone else gets
+/// librqbit-utp's MTU probing up to 1500 bytes: libtorrent reads datagrams into 1500
+/// bytes and would take a longer one cut short as a whole packet.
+#[derive(Default)]
+pub struct LargeDatagrams {
+    state: Mutex<LargeState>,
+}
+
+#[derive(Default)]
+struct LargeState {
+    /// Peer → the largest datagram it takes.
+    peers: HashMap<SocketAddr, u16>,
+    /// Peer → the sequence number of its marked SYN (our SYN-ACK carries the mark too).
+    syns: HashMap<SocketAddr, u16>,
+}
+
+impl LargeDatagrams {
+    /// Whether a packet starting with `first` may need the mark (a SYN or an `ST_STATE`).
+    fn may_mark(first: u8) -> bool {
+        first == (ST_SYN << 4) | 1 || first == (ST_STATE << 4) | 1
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, LargeState> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Learn from a received uTP datagram (the receive loop calls this before the uTP
+    /// dispatcher sees it, so a stream created for this SYN or SYN-ACK already knows).
+    pub fn on_received(&self, datagram: &[u8], from: SocketAddr) {
+        let Some(h) = UtpHeader::parse(datagram) else {
+            return;
+        };
+        let size = find_extension(datagram, EXT_BITS)
+            .filter(|d| d.len() == 8 && d.starts_with(MARK))
+            .map(|d| u16::from_be_bytes([d[2], d[3]]))
+            .filter(|&n| usize::from(n) >= MIN_LARGE_DATAGRAM);
+        match (h.kind, size) {
+            (ST_SYN, Some(n)) => {
+                let mut s = self.lock();
+                s.remember(from, n);
+                if s.syns.len() >= MAX_LARGE_PEERS {
+                    s.syns.clear();
+                }
+                s.syns.insert(from, h.seq_nr);
+            }
+            // A SYN without the mark: whoever is at that address now does not take them.
+            (ST_SYN, None) => {
+                let mut s = self.lock();
+                s.peers.remove(&from);
+                s.syns.remove(&from);
+            }
+            (ST_STATE, Some(n)) => self.lock().remember(from, n),
+            _ => {}
+        }
+    }
+
+    /// The packet to send instead of `packet` (the same with our mark), if it is our SYN,
+    /// or the SYN-ACK to a marked SYN.
+    pub fn on_sending(&self, packet: &[u8], to: SocketAddr) -> Option<Vec<u8>> {
+        if !packet.first().is_some_and(|&b| Self::may_mark(b)) {
+            return None;
+        }
+        let h = UtpHeader::parse(packet)?;
+        let mut s = self.lock();
+        match h.kind {
+            ST_SYN => {
+                // What was known of this address is stale: its SYN-ACK tells again.
+                s.peers.remove(&to);
+            }
+            ST_STATE if s.syns.get(&to) == Some(&h.ack_nr) => {}
+            _ => return None,
+        }
+        drop(s);
+        Some(with_extension(packet, EXT_BITS, &mark(MAX_DATAGRAM as u16)))
+    }
+
+    /// The link MTU for a stream to `remote`: a loopback peer that takes large datagrams
+    /// gets them (up to our own limit, with the IP and UDP headers); `None` otherwise.
+    pub fn known_link_mtu(&self, remote: SocketAddr) -> Option<u16> {
+        if !remote.ip().is_loopback() {
+            return None;
+        }
+        let size = usize::from(*self.lock().peers.get(&remote)?).min(MAX_DATAGRAM);
+        let ip_header = if remote.is_ipv4() { 20 } else { 40 };
+        u16::try_from(size + ip_header + 8).ok()
+    }
+}
+
+impl LargeState {
+    fn remember(&mut self, peer: SocketAddr, size: u16) {
+        if self.peers.len() >= MAX_LARGE_PEERS && !self.peers.contains_key(&peer) {
+            self.peers.clear();
+        }
+        self.peers.insert(peer, size);
+    }
+}
+
+/// Our mark in the extension bits: we take datagrams up to `size` bytes.
+pub fn mark(size: u16) -> [u8; 8] {
+    let mut m = [0u8; 8];
+    m[..2].copy_from_slice(MARK);
+    m[2..4].copy_from_slice(&size.to_be_bytes());
+    m
+}
+
+/// The data of extension `wanted` in a uTP packet's extension chain, if it is there and
+/// the chain is well formed (bounded: at most [`MAX_EXTENSIONS`] links, never past the
+/// datagram).
+pub fn find_extension(packet: &[u8], wanted: u8) -> Option<&[u8]> {
+    if classify(packet) != Datagram::Utp {
+        return None;
+    }
+    let mut kind = packet[1];
+    let mut at = UTP_HEADER_LEN;
+    for _ in 0..MAX_EXTENSIONS {
+        if kind == 0 {
+            return None;
+        }
+        let next = *packet.get(at)?;
+        let len = usize::from(*packet.get(at + 1)?);
+        let data = packet.get(at + 2..at + 2 + len)?;
+        if kind == wanted {
+            return Some(data);
+        }
+        kind = next;
+        at += 2 + len;
+    }
+    None
+}
+
+/// `packet` with extension `kind` (`data`) put first in its extension chain.
+pub fn with_extension(packet: &[u8], kind: u8, data: &[u8]) -> Vec<u8> {
+    let mut out = Vec::with_capacity(packet.len() + 2 + data.len());
+    out.extend_from_slice(&packet[..UTP_HEADER_LEN]);
+    out[1] = kind;
+    out.push(packet[1]);
+    out.push(data.len() as u8);
+    out.extend_from_slice(data);
+    out.extend_from_slice(&packet[UTP_HEADER_LEN..]);
+    out
 }
 
 /// The uTP socket of a session.
@@ -224,40 +440,48 @@ pub struct Mux {
     pub socket: Arc<UdpSocket>,
     /// KRPC datagrams for the DHT (`None`: the DHT is off, they are dropped).
     pub dht: Option<mpsc::Sender<Received>>,
-    /// uTP datagrams (`None`: uTP is off, they are dropped).
-    pub utp: Option<mpsc::Sender<Received>>,
+    /// uTP datagrams (`None`: uTP is off, they are dropped), and what the uTP transport
+    /// learns from them.
+    pub utp: Option<(mpsc::Sender<Received>, Arc<LargeDatagrams>)>,
 }
 
 impl Mux {
     /// Read datagrams until the socket fails for good or both consumers are gone.
     pub async fn run(self) {
-        let mut buf = vec![0u8; MAX_DATAGRAM];
+        // One byte more than is taken, to tell a datagram that was too long.
+        let mut buf = vec![0u8; MAX_DATAGRAM + 1];
+        let all_closed = || {
+            self.dht.as_ref().is_none_or(|t| t.is_closed())
+                && self.utp.as_ref().is_none_or(|(t, _)| t.is_closed())
+        };
         loop {
             let (n, from) = match self.socket.recv_from(&mut buf).await {
                 Ok(r) => r,
                 // An ICMP error reported on the socket concerns one earlier datagram.
                 Err(_) => {
-                    if self.dht.as_ref().is_none_or(|t| t.is_closed())
-                        && self.utp.as_ref().is_none_or(|t| t.is_closed())
-                    {
+                    if all_closed() {
                         return;
                     }
                     continue;
                 }
             };
+            if n > MAX_DATAGRAM {
+                continue;
+            }
             let data = &buf[..n];
             let to = match classify(data) {
-                Datagram::Krpc => &self.dht,
-                Datagram::Utp => &self.utp,
+                Datagram::Krpc => self.dht.as_ref(),
+                Datagram::Utp => self.utp.as_ref().map(|(tx, large)| {
+                    large.on_received(data, from);
+                    tx
+                }),
                 Datagram::Other => continue,
             };
             if let Some(tx) = to {
                 match tx.try_send((data.to_vec(), from)) {
                     Ok(()) | Err(mpsc::error::TrySendError::Full(_)) => {}
                     Err(mpsc::error::TrySendError::Closed(_)) => {
-                        if self.dht.as_ref().is_none_or(|t| t.is_closed())
-                            && self.utp.as_ref().is_none_or(|t| t.is_closed())
-                        {
+                        if all_closed() {
                             return;
                         }
                     }
@@ -362,6 +586,94 @@ mod tests {
             assert_eq!(classify(&[b; 20]), Datagram::Other);
         }
         assert_eq!(classify(&[]), Datagram::Other);
+    }
+
+    fn packet(kind: u8, seq_nr: u16, ack_nr: u16) -> Vec<u8> {
+        UtpHeader {
+            kind,
+            extension: 0,
+            connection_id: 7,
+            timestamp_us: 0,
+            timestamp_diff_us: 0,
+            wnd_size: 1 << 20,
+            seq_nr,
+            ack_nr,
+        }
+        .encode()
+        .to_vec()
+    }
+
+    #[test]
+    fn extension_put_first_and_found() {
+        // A SACK (type 1, 4 bytes) already in the chain stays after ours.
+        let mut p = packet(ST_STATE, 1, 2);
+        p[1] = 1;
+        p.extend_from_slice(&[0, 4, 0xaa, 0xbb, 0xcc, 0xdd]);
+        let marked = with_extension(&p, EXT_BITS, &mark(0x4000));
+        assert_eq!(find_extension(&marked, EXT_BITS), Some(&mark(0x4000)[..]));
+        assert_eq!(
+            find_extension(&marked, 1),
+            Some(&[0xaa, 0xbb, 0xcc, 0xdd][..])
+        );
+        assert_eq!(find_extension(&p, EXT_BITS), None);
+        // A chain running past the datagram, or looping, is not read.
+        assert_eq!(find_extension(&marked[..marked.len() - 1], 1), None);
+        let mut looping = packet(ST_STATE, 1, 2);
+        looping[1] = 9;
+        for _ in 0..20 {
+            looping.extend_from_slice(&[9, 0]);
+        }
+        assert_eq!(find_extension(&looping, EXT_BITS), None);
+    }
+
+    #[test]
+    fn large_datagrams_only_to_marked_loopback_peers() {
+        let peer: SocketAddr = "127.0.0.1:6881".parse().unwrap();
+        let far: SocketAddr = "192.0.2.1:6881".parse().unwrap();
+        let large = LargeDatagrams::default();
+        // Our SYN carries the mark; anything else goes out as it is.
+        let syn = packet(ST_SYN, 100, 0);
+        let sent = large.on_sending(&syn, peer).expect("SYN marked");
+        assert_eq!(find_extension(&sent, EXT_BITS), Some(&mark(16384)[..]));
+        assert_eq!(UtpHeader::parse(&sent).unwrap().seq_nr, 100);
+        assert_eq!(large.on_sending(&packet(0, 5, 6), peer), None);
+        assert_eq!(large.on_sending(&packet(ST_STATE, 5, 6), peer), None);
+        assert_eq!(large.known_link_mtu(peer), None);
+
+        // A marked SYN from the peer: large datagrams to it, and our SYN-ACK (the
+        // ST_STATE acknowledging that SYN) is marked.
+        let their_syn = with_extension(&packet(ST_SYN, 500, 0), EXT_BITS, &mark(0x4000));
+        large.on_received(&their_syn, peer);
+        large.on_received(&their_syn, far);
+        assert_eq!(large.known_link_mtu(peer), Some(16384 + 28));
+        assert_eq!(large.known_link_mtu(far), None, "not over loopback");
+        let syn_ack = large
+            .on_sending(&packet(ST_STATE, 9, 500), peer)
+            .expect("SYN-ACK marked");
+        assert!(find_extension(&syn_ack, EXT_BITS).is_some());
+        assert_eq!(large.on_sending(&packet(ST_STATE, 10, 501), peer), None);
+
+        // A smaller announced size is kept; one too small is ignored.
+        let small = with_extension(&packet(ST_STATE, 1, 1), EXT_BITS, &mark(0x2000));
+        large.on_received(&small, peer);
+        assert_eq!(large.known_link_mtu(peer), Some(8192 + 28));
+        // An unmarked SYN from that address: whoever is there now gets 1500-byte MTUs.
+        large.on_received(&packet(ST_SYN, 7, 0), peer);
+        assert_eq!(large.known_link_mtu(peer), None);
+
+        // A marked SYN-ACK to our SYN, then our next SYN to it forgets it again.
+        let their_syn_ack = with_extension(&packet(ST_STATE, 1, 100), EXT_BITS, &mark(0x4000));
+        large.on_received(&their_syn_ack, peer);
+        assert_eq!(large.known_link_mtu(peer), Some(16384 + 28));
+        large.on_sending(&syn, peer);
+        assert_eq!(large.known_link_mtu(peer), None);
+        // Extension bits that are not our mark say nothing.
+        let other = with_extension(&packet(ST_SYN, 1, 1), EXT_BITS, &[0xff; 8]);
+        large.on_received(&other, peer);
+        assert_eq!(large.known_link_mtu(peer), None);
+        let tiny = with_extension(&packet(ST_SYN, 1, 1), EXT_BITS, &mark(0x0100));
+        large.on_received(&tiny, peer);
+        assert_eq!(large.known_link_mtu(peer), None);
     }
 
     #[test]
