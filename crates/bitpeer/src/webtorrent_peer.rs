@@ -97,7 +97,7 @@ pub async fn start(
             let id = fold(&c.peer_id);
             tracing::debug!(peer = id, outgoing = c.outgoing, "webrtc data channel open");
             let (read, write) = tokio::io::split(c.channel);
-            session.incoming(PeerStream {
+            let stream = PeerStream {
                 kind: TransportKind::WebRtc,
                 remote: PeerAddr::Opaque {
                     kind: TransportKind::WebRtc,
@@ -106,7 +106,15 @@ pub async fn start(
                 encrypted: true,
                 read: Box::new(read),
                 write: Box::new(write),
-            });
+            };
+            // The side that made the offer sends the BitTorrent handshake first (as a
+            // dialler); the answering side waits for it and routes by it. WebTorrent
+            // peers send theirs at once either way, but another bitpeer waits.
+            if c.outgoing {
+                session.outgoing(&c.info_hash, stream);
+            } else {
+                session.incoming(stream);
+            }
         }
     });
     Ok(Some(local))
