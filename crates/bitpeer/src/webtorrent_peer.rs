@@ -29,17 +29,23 @@ pub fn ws_urls(meta: &metainfo::Metainfo, extra: &[String]) -> Vec<String> {
 
 /// Checks a `--webtorrent-tracker` value.
 pub fn check_url(url: &str) -> CliResult<()> {
+    check_ws_url(url).map_err(|e| CliError::new(format!("--webtorrent-tracker {e}")))
+}
+
+/// Checks a WebSocket tracker URL given by a user (the message starts with the URL).
+pub fn check_ws_url(url: &str) -> Result<(), String> {
     let lower = url.to_ascii_lowercase();
+    let shown: String = url.chars().take(200).collect();
     if lower.starts_with("ws://") && url.len() <= 2048 {
         Ok(())
     } else if lower.starts_with("wss://") {
-        Err(CliError::new(format!(
-            "--webtorrent-tracker {url}: wss:// (TLS) trackers are not supported yet; use ws://"
-        )))
+        Err(format!(
+            "{shown}: wss:// (TLS) trackers are not supported yet; use ws://"
+        ))
     } else {
-        Err(CliError::new(format!(
-            "--webtorrent-tracker {url}: not a WebSocket tracker URL (ws://HOST:PORT/...)"
-        )))
+        Err(format!(
+            "{shown}: not a WebSocket tracker URL (ws://HOST:PORT/...)"
+        ))
     }
 }
 
@@ -66,16 +72,7 @@ pub async fn start(
     if urls.is_empty() {
         return Ok(None);
     }
-    let mut config = RtcConfig::default();
-    let listen = session.listen_addr();
-    if !listen.ip().is_unspecified() {
-        config.bind.set_ip(listen.ip());
-    }
-    let rtc = RtcEndpoint::start(config)
-        .await
-        .map_err(|e| CliError::new(e.to_string()))?;
-    let local = rtc.local_addr();
-    let (node, mut conns) = WebTorrentNode::new(rtc, session.peer_id());
+    let (node, local) = start_node(session).await?;
     let info_hash = torrent.info_hash();
     for url in urls {
         let t = torrent.clone();
@@ -89,10 +86,29 @@ pub async fn start(
         });
         node.add(url, info_hash, progress);
     }
+    Ok(Some(local))
+}
+
+/// The WebRTC endpoint (on the session's listening IP) and a WebTorrent node whose data
+/// channels become connections of `session`: routed by their handshake when the remote
+/// peer made the offer, dialled (our handshake first) when we did.
+pub async fn start_node(session: &Session) -> CliResult<(WebTorrentNode, std::net::SocketAddr)> {
+    let mut config = RtcConfig::default();
+    let listen = session.listen_addr();
+    if !listen.ip().is_unspecified() {
+        config.bind.set_ip(listen.ip());
+    }
+    let rtc = RtcEndpoint::start(config)
+        .await
+        .map_err(|e| CliError::new(e.to_string()))?;
+    let local = rtc.local_addr();
+    let (node, mut conns) = WebTorrentNode::new(rtc, session.peer_id());
     let session = session.clone();
+    let kept = node.clone();
     tokio::spawn(async move {
-        // `node` lives as long as this task: the tracker tasks stop when it ends.
-        let _node = node;
+        // The node lives as long as this task (as long as the process): the tracker
+        // tasks stop when every handle is gone.
+        let _node = kept;
         while let Some(c) = conns.recv().await {
             let id = fold(&c.peer_id);
             tracing::debug!(peer = id, outgoing = c.outgoing, "webrtc data channel open");
@@ -117,5 +133,5 @@ pub async fn start(
             }
         }
     });
-    Ok(Some(local))
+    Ok((node, local))
 }
