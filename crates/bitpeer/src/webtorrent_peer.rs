@@ -59,12 +59,12 @@ fn fold(peer_id: &[u8; 20]) -> u64 {
 }
 
 /// Starts WebTorrent for `torrent` on `urls` (none: nothing is started). Returns the
-/// endpoint's UDP address.
+/// IP of its UDP sockets (one per WebRTC session).
 pub async fn start(
     session: &Session,
     torrent: &Torrent,
     urls: &[String],
-) -> CliResult<Option<std::net::SocketAddr>> {
+) -> CliResult<Option<std::net::IpAddr>> {
     let urls: Vec<&String> = urls
         .iter()
         .filter(|u| u.to_ascii_lowercase().starts_with("ws://"))
@@ -92,7 +92,7 @@ pub async fn start(
 /// The WebRTC endpoint (on the session's listening IP) and a WebTorrent node whose data
 /// channels become connections of `session`: routed by their handshake when the remote
 /// peer made the offer, dialled (our handshake first) when we did.
-pub async fn start_node(session: &Session) -> CliResult<(WebTorrentNode, std::net::SocketAddr)> {
+pub async fn start_node(session: &Session) -> CliResult<(WebTorrentNode, std::net::IpAddr)> {
     let mut config = RtcConfig::default();
     let listen = session.listen_addr();
     if !listen.ip().is_unspecified() {
@@ -101,7 +101,7 @@ pub async fn start_node(session: &Session) -> CliResult<(WebTorrentNode, std::ne
     let rtc = RtcEndpoint::start(config)
         .await
         .map_err(|e| CliError::new(e.to_string()))?;
-    let local = rtc.local_addr();
+    let local = rtc.local_ip();
     let (node, mut conns) = WebTorrentNode::new(rtc, session.peer_id());
     let session = session.clone();
     let kept = node.clone();

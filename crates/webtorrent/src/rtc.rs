@@ -1,11 +1,13 @@
-//! WebRTC data channels for WebTorrent peers: str0m (sans-IO ICE, DTLS, SCTP) on a UDP
-//! socket of its own, driven by one tokio task, with each open data channel handed out as
-//! a [`DataChannel`] byte stream (`AsyncRead + AsyncWrite`) that carries the ordinary
+//! WebRTC data channels for WebTorrent peers: str0m (sans-IO ICE, DTLS, SCTP), each
+//! session on a UDP socket of its own (as browsers and libdatachannel do: DTLS and SCTP
+//! packets carry no session id, so two sessions with the same remote socket, say two
+//! bitpeer nodes that answered each other's offers, could not be told apart on one
+//! socket), all driven by one tokio task, with each open data channel handed out as a
+//! [`DataChannel`] byte stream (`AsyncRead + AsyncWrite`) that carries the ordinary
 //! BitTorrent wire.
 //!
 //! - No trickle: our host candidate is in the SDP of every offer and answer (the whole SDP
-//!   in one tracker message, as webtorrent expects); a server-reflexive candidate is added
-//!   when `RtcConfig::public_addr` is known.
+//!   in one tracker message, as webtorrent expects).
 //! - Writes leave in channel messages of at most [`MAX_CHUNK`] bytes, only while the SCTP
 //!   buffered amount is under [`MAX_BUFFERED`]; a writer waits (is not buffered without
 //!   bound) when its outbox holds [`OUTBOX`] bytes, and is woken when the buffered amount
@@ -45,6 +47,8 @@ pub const INBOX: usize = 8 * 1024 * 1024;
 pub const MAX_SDP: usize = crate::codec::MAX_SDP;
 const LOW_WATER: usize = 64 * 1024;
 const UDP_BUF: usize = 2048;
+/// Datagrams received and not yet handled by the driver, over every session.
+const RECEIVED_QUEUE: usize = 1024;
 /// How long a channel we closed may take to say so before its session is dropped.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
 
@@ -70,11 +74,10 @@ pub enum RtcError {
 /// Where and how the endpoint works.
 #[derive(Debug, Clone)]
 pub struct RtcConfig {
-    /// The address to bind and offer as the host candidate (port 0: any). An unspecified
-    /// IP is replaced by the address of the default route.
+    /// The IP each session's socket binds to and offers as its host candidate (the port
+    /// is ignored: each session takes a free one). An unspecified IP is replaced by the
+    /// address of the default route.
     pub bind: SocketAddr,
-    /// Our address as a STUN server sees it, offered as a server-reflexive candidate.
-    pub public_addr: Option<SocketAddr>,
     pub connect_timeout: Duration,
     pub max_sessions: usize,
 }
@@ -83,7 +86,6 @@ impl Default for RtcConfig {
     fn default() -> Self {
         RtcConfig {
             bind: SocketAddr::from(([0, 0, 0, 0], 0)),
-            public_addr: None,
             connect_timeout: Duration::from_secs(30),
             max_sessions: 256,
         }
@@ -111,7 +113,7 @@ enum Cmd {
 #[derive(Clone)]
 pub struct RtcEndpoint {
     cmds: mpsc::Sender<Cmd>,
-    local: SocketAddr,
+    ip: IpAddr,
 }
 
 /// Socket buffers of the WebRTC socket: a burst of SCTP packets (up to `MAX_BUFFERED` per
@@ -143,30 +145,31 @@ fn default_route_ip(v6: bool) -> Option<IpAddr> {
 }
 
 impl RtcEndpoint {
-    /// Binds the UDP socket and starts the driver task (on the current tokio runtime).
+    /// Checks that a UDP socket can be bound on the IP and starts the driver task (on the
+    /// current tokio runtime).
     pub async fn start(config: RtcConfig) -> Result<Self, RtcError> {
-        let mut bind = config.bind;
-        if bind.ip().is_unspecified() {
-            bind.set_ip(default_route_ip(bind.is_ipv6()).ok_or(RtcError::NoAddress)?);
+        let mut ip = config.bind.ip();
+        if ip.is_unspecified() {
+            ip = default_route_ip(ip.is_ipv6()).ok_or(RtcError::NoAddress)?;
         }
-        let socket = bind_udp(bind).map_err(RtcError::Bind)?;
-        let local = socket.local_addr().map_err(RtcError::Bind)?;
+        drop(bind_udp(SocketAddr::new(ip, 0)).map_err(RtcError::Bind)?);
         let (tx, rx) = mpsc::channel(64);
+        let (received_tx, received) = mpsc::channel(RECEIVED_QUEUE);
         let driver = Driver {
-            socket,
-            local,
+            ip,
             config,
             sessions: HashMap::new(),
             next_id: 1,
             notify: Arc::new(Notify::new()),
+            received_tx,
         };
-        tokio::spawn(driver.run(rx));
-        Ok(RtcEndpoint { cmds: tx, local })
+        tokio::spawn(driver.run(rx, received));
+        Ok(RtcEndpoint { cmds: tx, ip })
     }
 
-    /// The UDP address of our host candidate.
-    pub fn local_addr(&self) -> SocketAddr {
-        self.local
+    /// The IP of our host candidates (each session has its own UDP port).
+    pub fn local_ip(&self) -> IpAddr {
+        self.ip
     }
 
     async fn ask<T>(
@@ -325,6 +328,10 @@ impl Drop for DataChannel {
 
 struct Session {
     rtc: Rtc,
+    /// The session's own UDP socket, and the task that reads it into the driver.
+    socket: Arc<UdpSocket>,
+    local: SocketAddr,
+    reader: tokio::task::JoinHandle<()>,
     pending_offer: Option<SdpPendingOffer>,
     /// Given the channel when it opens.
     waiting: Option<oneshot::Sender<DataChannel>>,
@@ -350,43 +357,89 @@ impl Session {
     }
 }
 
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
+}
+
+/// A datagram a session's socket received.
+struct Received {
+    session: SessionId,
+    source: SocketAddr,
+    data: Vec<u8>,
+}
+
+/// Reads `socket` into the driver until the driver goes away (or the task is aborted with
+/// its session).
+async fn read_socket(socket: Arc<UdpSocket>, session: SessionId, to: mpsc::Sender<Received>) {
+    let mut buf = vec![0u8; UDP_BUF];
+    loop {
+        let Ok((n, source)) = socket.recv_from(&mut buf).await else {
+            // ICMP errors surface here on some systems; the socket stays usable.
+            continue;
+        };
+        let data = buf[..n].to_vec();
+        if to
+            .send(Received {
+                session,
+                source,
+                data,
+            })
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
+}
+
 struct Driver {
-    socket: UdpSocket,
-    local: SocketAddr,
+    ip: IpAddr,
     config: RtcConfig,
     sessions: HashMap<SessionId, Session>,
     next_id: SessionId,
     notify: Arc<Notify>,
+    received_tx: mpsc::Sender<Received>,
+}
+
+/// A new session's socket, and the str0m instance with its host candidate.
+struct NewRtc {
+    rtc: Rtc,
+    socket: UdpSocket,
+    local: SocketAddr,
 }
 
 impl Driver {
-    fn new_rtc(&self, now: Instant) -> Result<Rtc, RtcError> {
+    fn new_rtc(&self, now: Instant) -> Result<NewRtc, RtcError> {
+        let socket = bind_udp(SocketAddr::new(self.ip, 0)).map_err(RtcError::Bind)?;
+        let local = socket.local_addr().map_err(RtcError::Bind)?;
         let mut rtc = Rtc::builder()
             .set_sctp_max_buffered_amount(MAX_BUFFERED)
             .build(now);
-        let host = Candidate::host(self.local, "udp").map_err(|e| RtcError::Rtc(e.to_string()))?;
+        let host = Candidate::host(local, "udp").map_err(|e| RtcError::Rtc(e.to_string()))?;
         rtc.add_local_candidate(host);
-        if let Some(public) = self.config.public_addr
-            && let Ok(c) = Candidate::server_reflexive(public, self.local, "udp")
-        {
-            rtc.add_local_candidate(c);
-        }
-        Ok(rtc)
+        Ok(NewRtc { rtc, socket, local })
     }
 
     fn add(
         &mut self,
-        rtc: Rtc,
+        new: NewRtc,
         pending_offer: Option<SdpPendingOffer>,
         now: Instant,
     ) -> (SessionId, PendingChannel) {
         let (tx, rx) = oneshot::channel();
         let id = self.next_id;
         self.next_id += 1;
+        let socket = Arc::new(new.socket);
+        let reader = tokio::spawn(read_socket(socket.clone(), id, self.received_tx.clone()));
         self.sessions.insert(
             id,
             Session {
-                rtc,
+                rtc: new.rtc,
+                socket,
+                local: new.local,
+                reader,
                 pending_offer,
                 waiting: Some(tx),
                 channel: None,
@@ -405,14 +458,14 @@ impl Driver {
                     if full {
                         return Err(RtcError::TooMany);
                     }
-                    let mut rtc = self.new_rtc(now)?;
-                    let mut api = rtc.sdp_api();
+                    let mut new = self.new_rtc(now)?;
+                    let mut api = new.rtc.sdp_api();
                     api.add_channel("webtorrent".into());
                     let (offer, pending) = api
                         .apply()
                         .ok_or_else(|| RtcError::Rtc("no offer made".into()))?;
                     let sdp = offer.to_sdp_string();
-                    let (id, rx) = self.add(rtc, Some(pending), now);
+                    let (id, rx) = self.add(new, Some(pending), now);
                     Ok((id, sdp, rx))
                 })();
                 let _ = reply.send(r);
@@ -424,13 +477,14 @@ impl Driver {
                     }
                     let offer = SdpOffer::from_sdp_string(&sdp)
                         .map_err(|e| RtcError::Sdp(e.to_string()))?;
-                    let mut rtc = self.new_rtc(now)?;
-                    let answer = rtc
+                    let mut new = self.new_rtc(now)?;
+                    let answer = new
+                        .rtc
                         .sdp_api()
                         .accept_offer(offer)
                         .map_err(|e| RtcError::Sdp(e.to_string()))?;
                     let sdp = answer.to_sdp_string();
-                    let (id, rx) = self.add(rtc, None, now);
+                    let (id, rx) = self.add(new, None, now);
                     Ok((id, sdp, rx))
                 })();
                 let _ = reply.send(r);
@@ -539,7 +593,7 @@ impl Driver {
             match out {
                 Output::Timeout(t) => return Some(t),
                 Output::Transmit(t) => {
-                    let _ = self.socket.try_send_to(&t.contents, t.destination);
+                    let _ = s.socket.try_send_to(&t.contents, t.destination);
                 }
                 Output::Event(e) => match e {
                     Event::ChannelOpen(cid, label) => {
@@ -599,8 +653,7 @@ impl Driver {
         }
     }
 
-    async fn run(mut self, mut cmds: mpsc::Receiver<Cmd>) {
-        let mut buf = vec![0u8; UDP_BUF];
+    async fn run(mut self, mut cmds: mpsc::Receiver<Cmd>, mut received: mpsc::Receiver<Received>) {
         let notify = self.notify.clone();
         let mut next: Instant;
         let mut cmds_open = true;
@@ -633,19 +686,17 @@ impl Driver {
             }
             let sleep = tokio::time::sleep_until(tokio::time::Instant::from_std(next));
             tokio::select! {
-                r = self.socket.recv_from(&mut buf) => {
-                    let Ok((n, source)) = r else { continue };
-                    let now = Instant::now();
-                    let Ok(contents) = buf[..n].try_into() else { continue };
-                    let input = Input::Receive(now, Receive {
+                Some(r) = received.recv() => {
+                    let Some(s) = self.sessions.get_mut(&r.session) else { continue };
+                    let Ok(contents) = r.data.as_slice().try_into() else { continue };
+                    let input = Input::Receive(Instant::now(), Receive {
                         proto: Protocol::Udp,
-                        source,
-                        destination: self.local,
+                        source: r.source,
+                        destination: s.local,
                         contents,
                     });
-                    if let Some(s) = self.sessions.values_mut().find(|s| s.rtc.accepts(&input))
-                        && s.rtc.handle_input(input).is_err()
-                    {
+                    // What is not for this session (stray or forged packets) is ignored.
+                    if s.rtc.accepts(&input) && s.rtc.handle_input(input).is_err() {
                         s.close();
                     }
                 }

@@ -109,3 +109,39 @@ async fn bad_sdps_are_refused() {
     );
     assert!(a.accept_answer(999, "v=0".into()).await.is_err());
 }
+
+/// Two endpoints that answered each other's offers (two bitpeer nodes that both offered
+/// through the tracker) have two sessions between them at once: each must carry its own
+/// bytes (on one shared socket per endpoint, DTLS and SCTP packets of the two sessions
+/// could not be told apart).
+#[tokio::test]
+async fn two_sessions_between_the_same_endpoints_both_work() {
+    let a = endpoint().await;
+    let b = endpoint().await;
+    let (id1, offer1, a1) = a.create_offer().await.unwrap();
+    let (id2, offer2, b2) = b.create_offer().await.unwrap();
+    let (_, answer1, b1) = b.accept_offer(offer1).await.unwrap();
+    let (_, answer2, a2) = a.accept_offer(offer2).await.unwrap();
+    a.accept_answer(id1, answer1).await.unwrap();
+    b.accept_answer(id2, answer2).await.unwrap();
+    let work = async {
+        let (mut a1, mut b1, mut a2, mut b2) = (
+            a1.await.unwrap(),
+            b1.await.unwrap(),
+            a2.await.unwrap(),
+            b2.await.unwrap(),
+        );
+        let (one, two) = (data(3, 300_000), data(4, 300_000));
+        a1.write_all(&one).await.unwrap();
+        b2.write_all(&two).await.unwrap();
+        let mut got1 = vec![0u8; one.len()];
+        let mut got2 = vec![0u8; two.len()];
+        b1.read_exact(&mut got1).await.unwrap();
+        a2.read_exact(&mut got2).await.unwrap();
+        assert!(got1 == one, "session 1 carried other bytes");
+        assert!(got2 == two, "session 2 carried other bytes");
+    };
+    tokio::time::timeout(DEADLINE, work)
+        .await
+        .expect("two sessions between the same endpoints did not both work");
+}
