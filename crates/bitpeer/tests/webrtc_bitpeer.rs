@@ -266,3 +266,110 @@ fn base64_of(bytes: &[u8]) -> String {
     use base64::Engine as _;
     base64::engine::general_purpose::STANDARD.encode(bytes)
 }
+
+/// What a hostile WebRTC peer sends once its data channel to the seeder opens.
+fn garbage(kind: usize, info_hash: [u8; 20], peer_id: [u8; 20]) -> Vec<u8> {
+    let mut handshake = b"\x13BitTorrent protocol".to_vec();
+    handshake.extend_from_slice(&[0, 0, 0, 0, 0, 0x10, 0, 4]);
+    handshake.extend_from_slice(&info_hash);
+    handshake.extend_from_slice(&peer_id);
+    match kind {
+        // Random bytes (no handshake at all), more than one channel message.
+        0 => common::pseudo_random(7, 64 * 1024),
+        // A valid handshake, then a message length of almost 4 GiB.
+        1 => {
+            let mut v = handshake;
+            v.extend_from_slice(&[0xff, 0xff, 0xff, 0xf0, 7]);
+            v.extend_from_slice(&common::pseudo_random(8, 16 * 1024));
+            v
+        }
+        // A valid handshake, then junk: a bitfield of the wrong length, then noise.
+        _ => {
+            let mut v = handshake;
+            v.extend_from_slice(&[0, 0, 0, 100, 5]);
+            v.extend_from_slice(&[0xff; 99]);
+            v.extend_from_slice(&common::pseudo_random(9, 4096));
+            v
+        }
+    }
+}
+
+/// One hostile peer (its own WebRTC endpoint and peer id) joins the swarm through the
+/// tracker at `url`, sends `garbage(kind)` over its first data channel, and must see the
+/// seeder close the channel. Returns how long that took, or `None` when it did not.
+async fn hostile_peer(url: &str, info_hash: [u8; 20], kind: usize) -> Option<Duration> {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    use webtorrent::node::WebTorrentNode;
+    use webtorrent::rtc::{RtcConfig, RtcEndpoint};
+    let rtc = RtcEndpoint::start(RtcConfig {
+        bind: "127.0.0.1:0".parse().unwrap(),
+        ..RtcConfig::default()
+    })
+    .await
+    .unwrap();
+    let mut peer_id = *b"-XX0001-hostile00000";
+    peer_id[19] = b'0' + kind as u8;
+    let (node, mut conns) = WebTorrentNode::new(rtc, peer_id);
+    node.add(url, info_hash, std::sync::Arc::new(Default::default));
+    // The first channel to the seeder (hostile peers meet each other too: skipped).
+    let mut c = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            let c = conns.recv().await.expect("the node stopped");
+            if c.peer_id.starts_with(b"-BP") {
+                return c;
+            }
+        }
+    })
+    .await
+    .expect("no data channel to the seeder in 30 s");
+    let start = Instant::now();
+    let bytes = garbage(kind, info_hash, peer_id);
+    // The seeder may close before it has read everything: a failed write is fine.
+    let _ = tokio::time::timeout(Duration::from_secs(20), c.channel.write_all(&bytes)).await;
+    let _ = c.channel.flush().await;
+    let mut buf = vec![0u8; 64 * 1024];
+    let closed = tokio::time::timeout(Duration::from_secs(30), async {
+        loop {
+            match c.channel.read(&mut buf).await {
+                Ok(0) | Err(_) => return,
+                Ok(_) => {}
+            }
+        }
+    })
+    .await;
+    node.remove(url, info_hash);
+    closed.ok().map(|()| start.elapsed())
+}
+
+#[test]
+fn hostile_data_channel_peers_are_closed_and_an_honest_transfer_completes() {
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let file = data.join("honest.bin");
+    common::write_random(&file, 34, 2 * 1024 * 1024 + 1);
+    let torrent = dir.path().join("h.torrent");
+    common::bitpeer_create(&file, &torrent, &[]);
+    let info_hash = common::info_hash_v1(&torrent);
+
+    let (_tracker, url) = ws_tracker();
+    let mut seeder = webrtc_seed(&torrent, &data, &url);
+    let rt = tokio::runtime::Runtime::new().unwrap();
+    // Three kinds of garbage at once, each from its own peer.
+    let took = rt.block_on(async {
+        let peers = (0..3).map(|k| hostile_peer(&url, info_hash, k));
+        futures_util::future::join_all(peers).await
+    });
+    for (kind, t) in took.iter().enumerate() {
+        assert!(
+            t.is_some(),
+            "hostile peer {kind}: the seeder kept the channel open 30 s after garbage\n{}",
+            seeder.explain()
+        );
+    }
+    eprintln!("hostile peers closed after {took:?}");
+    // The seeder is still there and serves an honest peer, byte for byte.
+    assert!(seeder.try_status().is_none(), "the seeder died");
+    leech_over_webrtc(&torrent, &url, &file, &mut seeder, dir.path());
+    drop(rt);
+}
