@@ -68,6 +68,11 @@ pub struct DownloadArgs {
     /// used without it.
     #[arg(long = "webtorrent-tracker", value_name = "URL")]
     webtorrent_trackers: Vec<String>,
+    /// A STUN server (HOST:PORT) that tells each WebRTC session its public address, offered
+    /// to WebTorrent peers as a server-reflexive candidate (for peers behind another NAT).
+    /// None by default: no STUN server is ever asked unless given here.
+    #[arg(long, value_name = "HOST:PORT")]
+    stun: Option<String>,
 }
 
 /// File indexes chosen with `--only`.
@@ -167,6 +172,11 @@ pub struct SeedArgs {
     /// used without it.
     #[arg(long = "webtorrent-tracker", value_name = "URL")]
     webtorrent_trackers: Vec<String>,
+    /// A STUN server (HOST:PORT) that tells each WebRTC session its public address, offered
+    /// to WebTorrent peers as a server-reflexive candidate (for peers behind another NAT).
+    /// None by default: no STUN server is ever asked unless given here.
+    #[arg(long, value_name = "HOST:PORT")]
+    stun: Option<String>,
 }
 
 /// The DHT options of `download` and `seed`.
@@ -431,6 +441,7 @@ pub fn download(args: DownloadArgs) -> CliResult {
     for u in &args.webtorrent_trackers {
         crate::webtorrent_peer::check_url(u)?;
     }
+    let stun = crate::webtorrent_peer::resolve_stun(args.stun.as_deref())?;
     let peers = resolve(&args.peers)?;
     let rt = runtime()?;
     let result = rt.block_on(async {
@@ -490,7 +501,7 @@ pub fn download(args: DownloadArgs) -> CliResult {
             eprintln!("{listening}");
         }
         let ws = crate::webtorrent_peer::ws_urls(t.metainfo(), &args.webtorrent_trackers);
-        if let Err(e) = start_webtorrent(&session, &t, &ws).await {
+        if let Err(e) = start_webtorrent(&session, &t, &ws, stun).await {
             session.shutdown().await;
             return Err(e);
         }
@@ -578,6 +589,7 @@ pub fn seed(args: SeedArgs) -> CliResult {
     for u in &args.webtorrent_trackers {
         crate::webtorrent_peer::check_url(u)?;
     }
+    let stun = crate::webtorrent_peer::resolve_stun(args.stun.as_deref())?;
     let ws = crate::webtorrent_peer::ws_urls(&meta, &args.webtorrent_trackers);
     let peers = resolve(&args.peers)?;
     let rt = runtime()?;
@@ -612,7 +624,7 @@ pub fn seed(args: SeedArgs) -> CliResult {
         if let Some(a) = session.listen_addr6() {
             println!("also listening on {a}");
         }
-        if let Err(e) = start_webtorrent(&session, &t, &ws).await {
+        if let Err(e) = start_webtorrent(&session, &t, &ws, stun).await {
             session.shutdown().await;
             return Err(e);
         }
@@ -628,8 +640,13 @@ pub fn seed(args: SeedArgs) -> CliResult {
 }
 
 /// WebTorrent on the torrent's ws:// trackers and those given; says where on stderr.
-async fn start_webtorrent(session: &Session, t: &Torrent, urls: &[String]) -> CliResult {
-    if let Some(addr) = crate::webtorrent_peer::start(session, t, urls).await? {
+async fn start_webtorrent(
+    session: &Session,
+    t: &Torrent,
+    urls: &[String],
+    stun: Option<std::net::SocketAddr>,
+) -> CliResult {
+    if let Some(addr) = crate::webtorrent_peer::start(session, t, urls, stun).await? {
         eprintln!("webrtc on udp {addr} ({} websocket tracker(s))", urls.len());
     }
     Ok(())

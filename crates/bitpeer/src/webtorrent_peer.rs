@@ -49,6 +49,23 @@ pub fn check_ws_url(url: &str) -> Result<(), String> {
     }
 }
 
+/// The address of a `--stun HOST:PORT` (its first IPv4 one, else the first).
+pub fn resolve_stun(stun: Option<&str>) -> CliResult<Option<std::net::SocketAddr>> {
+    use std::net::ToSocketAddrs;
+    let Some(s) = stun else { return Ok(None) };
+    let addrs: Vec<std::net::SocketAddr> = s
+        .to_socket_addrs()
+        .map_err(|e| CliError::new(format!("--stun {s}: {e} (give HOST:PORT)")))?
+        .collect();
+    addrs
+        .iter()
+        .find(|a| a.is_ipv4())
+        .or(addrs.first())
+        .copied()
+        .map(Some)
+        .ok_or_else(|| CliError::new(format!("--stun {s}: no address")))
+}
+
 /// A 64-bit id for a WebRTC peer (its tracker peer id folded).
 fn fold(peer_id: &[u8; 20]) -> u64 {
     let mut h: u64 = 0xcbf2_9ce4_8422_2325;
@@ -64,6 +81,7 @@ pub async fn start(
     session: &Session,
     torrent: &Torrent,
     urls: &[String],
+    stun: Option<std::net::SocketAddr>,
 ) -> CliResult<Option<std::net::IpAddr>> {
     let urls: Vec<&String> = urls
         .iter()
@@ -72,7 +90,7 @@ pub async fn start(
     if urls.is_empty() {
         return Ok(None);
     }
-    let (node, local) = start_node(session).await?;
+    let (node, local) = start_node(session, stun).await?;
     let info_hash = torrent.info_hash();
     for url in urls {
         let t = torrent.clone();
@@ -91,9 +109,16 @@ pub async fn start(
 
 /// The WebRTC endpoint (on the session's listening IP) and a WebTorrent node whose data
 /// channels become connections of `session`: routed by their handshake when the remote
-/// peer made the offer, dialled (our handshake first) when we did.
-pub async fn start_node(session: &Session) -> CliResult<(WebTorrentNode, std::net::IpAddr)> {
-    let mut config = RtcConfig::default();
+/// peer made the offer, dialled (our handshake first) when we did. With `stun`, each
+/// session also offers the public address that STUN server sees.
+pub async fn start_node(
+    session: &Session,
+    stun: Option<std::net::SocketAddr>,
+) -> CliResult<(WebTorrentNode, std::net::IpAddr)> {
+    let mut config = RtcConfig {
+        stun,
+        ..RtcConfig::default()
+    };
     let listen = session.listen_addr();
     if !listen.ip().is_unspecified() {
         config.bind.set_ip(listen.ip());

@@ -7,7 +7,10 @@
 //! BitTorrent wire.
 //!
 //! - No trickle: our host candidate is in the SDP of every offer and answer (the whole SDP
-//!   in one tracker message, as webtorrent expects).
+//!   in one tracker message, as webtorrent expects); with a STUN server configured, a
+//!   session's socket first asks it for its public address (one Binding request, resent,
+//!   bounded by `stun_timeout`), offered as a server-reflexive candidate. No STUN server
+//!   is ever asked unless one is configured.
 //! - Writes leave in channel messages of at most [`MAX_CHUNK`] bytes, only while the SCTP
 //!   buffered amount is under [`MAX_BUFFERED`]; a writer waits (is not buffered without
 //!   bound) when its outbox holds [`OUTBOX`] bytes, and is woken when the buffered amount
@@ -78,6 +81,10 @@ pub struct RtcConfig {
     /// is ignored: each session takes a free one). An unspecified IP is replaced by the
     /// address of the default route.
     pub bind: SocketAddr,
+    /// A STUN server to learn each session's public address from (none by default).
+    pub stun: Option<SocketAddr>,
+    /// How long a session waits for the STUN server before going on without it.
+    pub stun_timeout: Duration,
     pub connect_timeout: Duration,
     pub max_sessions: usize,
 }
@@ -86,6 +93,8 @@ impl Default for RtcConfig {
     fn default() -> Self {
         RtcConfig {
             bind: SocketAddr::from(([0, 0, 0, 0], 0)),
+            stun: None,
+            stun_timeout: Duration::from_secs(2),
             connect_timeout: Duration::from_secs(30),
             max_sessions: 256,
         }
@@ -99,8 +108,12 @@ pub type SessionId = u64;
 pub type PendingChannel = oneshot::Receiver<DataChannel>;
 
 enum Cmd {
-    Offer(oneshot::Sender<Result<(SessionId, String, PendingChannel), RtcError>>),
+    Offer(
+        Socket,
+        oneshot::Sender<Result<(SessionId, String, PendingChannel), RtcError>>,
+    ),
     Accept(
+        Socket,
         String,
         oneshot::Sender<Result<(SessionId, String, PendingChannel), RtcError>>,
     ),
@@ -114,6 +127,14 @@ enum Cmd {
 pub struct RtcEndpoint {
     cmds: mpsc::Sender<Cmd>,
     ip: IpAddr,
+    stun: Option<(SocketAddr, Duration)>,
+}
+
+/// A new session's UDP socket, and its public address when a STUN server told it.
+struct Socket {
+    socket: UdpSocket,
+    local: SocketAddr,
+    public: Option<SocketAddr>,
 }
 
 /// Socket buffers of the WebRTC socket: a burst of SCTP packets (up to `MAX_BUFFERED` per
@@ -155,8 +176,8 @@ impl RtcEndpoint {
         drop(bind_udp(SocketAddr::new(ip, 0)).map_err(RtcError::Bind)?);
         let (tx, rx) = mpsc::channel(64);
         let (received_tx, received) = mpsc::channel(RECEIVED_QUEUE);
+        let stun = config.stun.map(|a| (a, config.stun_timeout));
         let driver = Driver {
-            ip,
             config,
             sessions: HashMap::new(),
             next_id: 1,
@@ -164,7 +185,7 @@ impl RtcEndpoint {
             received_tx,
         };
         tokio::spawn(driver.run(rx, received));
-        Ok(RtcEndpoint { cmds: tx, ip })
+        Ok(RtcEndpoint { cmds: tx, ip, stun })
     }
 
     /// The IP of our host candidates (each session has its own UDP port).
@@ -184,9 +205,26 @@ impl RtcEndpoint {
         rx.await.map_err(|_| RtcError::Stopped)?
     }
 
+    /// A new session's socket, with its public address when a STUN server is set and
+    /// answers in time.
+    async fn socket(&self) -> Result<Socket, RtcError> {
+        let socket = bind_udp(SocketAddr::new(self.ip, 0)).map_err(RtcError::Bind)?;
+        let local = socket.local_addr().map_err(RtcError::Bind)?;
+        let public = match self.stun {
+            Some((server, timeout)) => stun_query(&socket, server, timeout).await,
+            None => None,
+        };
+        Ok(Socket {
+            socket,
+            local,
+            public,
+        })
+    }
+
     /// A new session with one data channel: our offer's SDP (with our candidate).
     pub async fn create_offer(&self) -> Result<(SessionId, String, PendingChannel), RtcError> {
-        self.ask(Cmd::Offer).await
+        let socket = self.socket().await?;
+        self.ask(|tx| Cmd::Offer(socket, tx)).await
     }
 
     /// Answers a remote offer: our answer's SDP (with our candidate).
@@ -197,7 +235,8 @@ impl RtcEndpoint {
         if sdp.len() > MAX_SDP {
             return Err(RtcError::Sdp("too large".into()));
         }
-        self.ask(|tx| Cmd::Accept(sdp, tx)).await
+        let socket = self.socket().await?;
+        self.ask(|tx| Cmd::Accept(socket, sdp, tx)).await
     }
 
     /// The remote answer to our offer `id`.
@@ -363,6 +402,37 @@ impl Drop for Session {
     }
 }
 
+/// Asks the STUN server at `server` for `socket`'s public address: a Binding request,
+/// resent every 500 ms, until an answer to it or `timeout`. Other datagrams are dropped
+/// (nobody knows this socket yet).
+async fn stun_query(
+    socket: &UdpSocket,
+    server: SocketAddr,
+    timeout: Duration,
+) -> Option<SocketAddr> {
+    let mut tid = [0u8; 12];
+    getrandom::fill(&mut tid).ok()?;
+    let request = crate::stun::binding_request(&tid);
+    let end = tokio::time::Instant::now() + timeout;
+    let mut buf = [0u8; 512];
+    while tokio::time::Instant::now() < end {
+        socket.send_to(&request, server).await.ok()?;
+        let resend = (tokio::time::Instant::now() + Duration::from_millis(500)).min(end);
+        while let Ok(r) = tokio::time::timeout_at(resend, socket.recv_from(&mut buf)).await {
+            let Ok((n, from)) = r else { continue };
+            if from != server {
+                continue;
+            }
+            match crate::stun::parse_binding_response(&buf[..n], &tid) {
+                Ok(addr) => return Some(addr),
+                Err(e) => tracing::debug!(%server, "stun: {e}"),
+            }
+        }
+    }
+    tracing::debug!(%server, "stun: no answer in time");
+    None
+}
+
 /// A datagram a session's socket received.
 struct Received {
     session: SessionId,
@@ -395,7 +465,6 @@ async fn read_socket(socket: Arc<UdpSocket>, session: SessionId, to: mpsc::Sende
 }
 
 struct Driver {
-    ip: IpAddr,
     config: RtcConfig,
     sessions: HashMap<SessionId, Session>,
     next_id: SessionId,
@@ -411,14 +480,22 @@ struct NewRtc {
 }
 
 impl Driver {
-    fn new_rtc(&self, now: Instant) -> Result<NewRtc, RtcError> {
-        let socket = bind_udp(SocketAddr::new(self.ip, 0)).map_err(RtcError::Bind)?;
-        let local = socket.local_addr().map_err(RtcError::Bind)?;
+    fn new_rtc(&self, socket: Socket, now: Instant) -> Result<NewRtc, RtcError> {
+        let Socket {
+            socket,
+            local,
+            public,
+        } = socket;
         let mut rtc = Rtc::builder()
             .set_sctp_max_buffered_amount(MAX_BUFFERED)
             .build(now);
         let host = Candidate::host(local, "udp").map_err(|e| RtcError::Rtc(e.to_string()))?;
         rtc.add_local_candidate(host);
+        if let Some(public) = public.filter(|p| *p != local)
+            && let Ok(c) = Candidate::server_reflexive(public, local, "udp")
+        {
+            rtc.add_local_candidate(c);
+        }
         Ok(NewRtc { rtc, socket, local })
     }
 
@@ -453,12 +530,12 @@ impl Driver {
     fn command(&mut self, cmd: Cmd, now: Instant) {
         let full = self.sessions.len() >= self.config.max_sessions;
         match cmd {
-            Cmd::Offer(reply) => {
+            Cmd::Offer(socket, reply) => {
                 let r = (|| {
                     if full {
                         return Err(RtcError::TooMany);
                     }
-                    let mut new = self.new_rtc(now)?;
+                    let mut new = self.new_rtc(socket, now)?;
                     let mut api = new.rtc.sdp_api();
                     api.add_channel("webtorrent".into());
                     let (offer, pending) = api
@@ -470,14 +547,14 @@ impl Driver {
                 })();
                 let _ = reply.send(r);
             }
-            Cmd::Accept(sdp, reply) => {
+            Cmd::Accept(socket, sdp, reply) => {
                 let r = (|| {
                     if full {
                         return Err(RtcError::TooMany);
                     }
                     let offer = SdpOffer::from_sdp_string(&sdp)
                         .map_err(|e| RtcError::Sdp(e.to_string()))?;
-                    let mut new = self.new_rtc(now)?;
+                    let mut new = self.new_rtc(socket, now)?;
                     let answer = new
                         .rtc
                         .sdp_api()

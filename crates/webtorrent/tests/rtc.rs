@@ -145,3 +145,62 @@ async fn two_sessions_between_the_same_endpoints_both_work() {
         .await
         .expect("two sessions between the same endpoints did not both work");
 }
+
+/// A STUN server on 127.0.0.1 that answers every Binding request with `public`'s IP and
+/// the requester's port (as a NAT keeping ports would); returns its address.
+async fn stun_responder(public: std::net::IpAddr) -> std::net::SocketAddr {
+    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = sock.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut buf = [0u8; 1500];
+        while let Ok((n, from)) = sock.recv_from(&mut buf).await {
+            if let Some(tid) = webtorrent::stun::request_tid(&buf[..n]) {
+                let mapped = std::net::SocketAddr::new(public, from.port());
+                let reply = webtorrent::stun::binding_success(&tid, mapped);
+                let _ = sock.send_to(&reply, from).await;
+            }
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn a_configured_stun_server_gives_a_server_reflexive_candidate() {
+    let public: std::net::IpAddr = "198.51.100.7".parse().unwrap();
+    let stun = stun_responder(public).await;
+    let config = |stun| RtcConfig {
+        bind: "127.0.0.1:0".parse().unwrap(),
+        stun: Some(stun),
+        stun_timeout: Duration::from_secs(2),
+        ..RtcConfig::default()
+    };
+    let a = RtcEndpoint::start(config(stun)).await.unwrap();
+    let b = endpoint().await;
+    let (id, offer, a_chan) = a.create_offer().await.unwrap();
+    assert!(
+        offer.contains("198.51.100.7") && offer.contains("typ srflx"),
+        "no server-reflexive candidate in the offer: {offer}"
+    );
+    // The host candidate still connects.
+    let (_, answer, b_chan) = b.accept_offer(offer).await.unwrap();
+    a.accept_answer(id, answer).await.unwrap();
+    tokio::time::timeout(DEADLINE, async {
+        (a_chan.await.unwrap(), b_chan.await.unwrap())
+    })
+    .await
+    .expect("the channel did not open");
+
+    // A STUN server that never answers costs at most stun_timeout, and no candidate.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let c = RtcEndpoint::start(config(silent.local_addr().unwrap()))
+        .await
+        .unwrap();
+    let start = std::time::Instant::now();
+    let (_, offer, _) = c.create_offer().await.unwrap();
+    let took = start.elapsed();
+    assert!(!offer.contains("typ srflx"), "{offer}");
+    assert!(
+        took >= Duration::from_millis(1900) && took < Duration::from_secs(5),
+        "the offer took {took:?} with a silent STUN server (timeout 2 s)"
+    );
+}

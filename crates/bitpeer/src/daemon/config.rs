@@ -49,6 +49,9 @@ pub struct Config {
     /// names (and those given at add), and trade with browser peers over WebRTC (needs
     /// `trackers` too).
     pub webtorrent: bool,
+    /// A STUN server (HOST:PORT) that tells each WebRTC session its public address (a
+    /// server-reflexive candidate); none by default.
+    pub stun: Option<String>,
     /// Queueing: at most this many torrents download at once, and this many seed; the
     /// others wait as `queued`, in the queue's order (0: no limit).
     pub max_active_downloads: usize,
@@ -113,6 +116,7 @@ impl Default for Config {
             port_mapping_lease: 3600,
             trackers: true,
             webtorrent: true,
+            stun: None,
             max_active_downloads: 5,
             max_active_seeds: 0,
             ratio_limit: None,

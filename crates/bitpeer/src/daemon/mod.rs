@@ -34,7 +34,7 @@ The API (docs/api.md) is at /api/v1, the web UI at /, Prometheus metrics at /met
 
 Config file keys (TOML, all optional; see --print-config): api, listen, transports, download_dir, \
 state_dir, watch_dir, allowed_dirs, api_user, api_password, api_key, download_limit, \
-upload_limit, dht, lsd, port_mapping, port_mapping_lease, trackers, webtorrent, max_active_downloads, max_active_seeds, ratio_limit, \
+upload_limit, dht, lsd, port_mapping, port_mapping_lease, trackers, webtorrent, stun, max_active_downloads, max_active_seeds, ratio_limit, \
 seeding_time_limit, encryption (prefer, require or disable); and a section [ipfs] with gateway (serve the IPFS block store as a \
 Trustless Gateway: GET/HEAD /ipfs/CID), gateway_listen (its own address; without it, /ipfs/ on \
 the API's address, asking the API's credentials when the API is not on loopback; its own \
@@ -87,6 +87,10 @@ pub struct Args {
     /// those given at add, bring browser peers over WebRTC).
     #[arg(long)]
     no_webtorrent: bool,
+    /// A STUN server (HOST:PORT) that tells each WebRTC session its public address,
+    /// offered to WebTorrent peers [default: none; no STUN server is asked].
+    #[arg(long, value_name = "HOST:PORT")]
+    stun: Option<String>,
     /// A folder watched for .torrent files to add.
     #[arg(long, value_name = "DIR")]
     watch_dir: Option<PathBuf>,
@@ -136,6 +140,9 @@ fn effective_config(args: &Args) -> CliResult<Config> {
     }
     if args.no_webtorrent {
         c.webtorrent = false;
+    }
+    if let Some(s) = &args.stun {
+        c.stun = Some(s.clone());
     }
     if let Some(e) = args.encryption {
         c.encryption = e;

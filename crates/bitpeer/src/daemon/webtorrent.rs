@@ -75,7 +75,20 @@ impl Bridge {
             return;
         }
         if self.node.is_none() {
-            match crate::webtorrent_peer::start_node(session).await {
+            let stun = daemon.config.stun.clone();
+            let stun = tokio::task::spawn_blocking(move || {
+                crate::webtorrent_peer::resolve_stun(stun.as_deref())
+            })
+            .await;
+            let stun = match stun {
+                Ok(Ok(s)) => s,
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, "webtorrent: STUN server not used");
+                    None
+                }
+                Err(_) => None,
+            };
+            match crate::webtorrent_peer::start_node(session, stun).await {
                 Ok((node, addr)) => {
                     tracing::info!(%addr, "webtorrent: webrtc on udp");
                     self.node = Some(node);
