@@ -63,9 +63,9 @@ pub struct DownloadArgs {
     /// Print one JSON progress object per line instead of a progress bar.
     #[arg(long)]
     json: bool,
-    /// A WebSocket tracker (ws://) that introduces WebTorrent peers (browsers, Node),
-    /// reached over WebRTC data channels; repeatable. The torrent's own ws:// trackers are
-    /// used without it.
+    /// A WebSocket tracker (ws:// or wss://) that introduces WebTorrent peers (browsers,
+    /// Node), reached over WebRTC data channels; repeatable. The torrent's own ws:// and
+    /// wss:// trackers are used without it.
     #[arg(long = "webtorrent-tracker", value_name = "URL")]
     webtorrent_trackers: Vec<String>,
     /// A STUN server (HOST:PORT) that tells each WebRTC session its public address, offered
@@ -167,9 +167,9 @@ pub struct SeedArgs {
     dht: DhtArgs,
     #[command(flatten)]
     limits: LimitArgs,
-    /// A WebSocket tracker (ws://) that introduces WebTorrent peers (browsers, Node),
-    /// reached over WebRTC data channels; repeatable. The torrent's own ws:// trackers are
-    /// used without it.
+    /// A WebSocket tracker (ws:// or wss://) that introduces WebTorrent peers (browsers,
+    /// Node), reached over WebRTC data channels; repeatable. The torrent's own ws:// and
+    /// wss:// trackers are used without it.
     #[arg(long = "webtorrent-tracker", value_name = "URL")]
     webtorrent_trackers: Vec<String>,
     /// A STUN server (HOST:PORT) that tells each WebRTC session its public address, offered

@@ -1,4 +1,4 @@
-//! WebTorrent for `download` and `seed`: the torrent's `ws://` trackers (and those given
+//! WebTorrent for `download` and `seed`: the torrent's `ws://` and `wss://` trackers (and those given
 //! with `--webtorrent-tracker`) introduce browser and Node WebTorrent peers; their WebRTC
 //! data channels become ordinary peer connections of the session (routed by their
 //! handshake, like any incoming stream), so one torrent serves TCP and WebRTC peers from
@@ -17,14 +17,18 @@ use crate::{CliError, CliResult};
 
 /// The WebSocket tracker URLs of a torrent, then the extra ones, without duplicates.
 pub fn ws_urls(meta: &metainfo::Metainfo, extra: &[String]) -> Vec<String> {
-    let mut urls: Vec<String> = Vec::new();
-    for u in meta.trackers.iter().flatten().chain(extra.iter()) {
-        let lower = u.to_ascii_lowercase();
-        if (lower.starts_with("ws://") || lower.starts_with("wss://")) && !urls.contains(u) {
-            urls.push(u.clone());
+    only_ws(meta.trackers.iter().flatten().chain(extra))
+}
+
+/// The WebSocket tracker URLs among `urls`, in order, without duplicates.
+pub fn only_ws<'a>(urls: impl IntoIterator<Item = &'a String>) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for u in urls {
+        if is_ws_url(u) && !out.contains(u) {
+            out.push(u.clone());
         }
     }
-    urls
+    out
 }
 
 /// Checks a `--webtorrent-tracker` value.
@@ -34,19 +38,20 @@ pub fn check_url(url: &str) -> CliResult<()> {
 
 /// Checks a WebSocket tracker URL given by a user (the message starts with the URL).
 pub fn check_ws_url(url: &str) -> Result<(), String> {
-    let lower = url.to_ascii_lowercase();
-    let shown: String = url.chars().take(200).collect();
-    if lower.starts_with("ws://") && url.len() <= 2048 {
+    if is_ws_url(url) {
         Ok(())
-    } else if lower.starts_with("wss://") {
-        Err(format!(
-            "{shown}: wss:// (TLS) trackers are not supported yet; use ws://"
-        ))
     } else {
+        let shown: String = url.chars().take(200).collect();
         Err(format!(
-            "{shown}: not a WebSocket tracker URL (ws://HOST:PORT/...)"
+            "{shown}: not a WebSocket tracker URL (ws://HOST:PORT/... or wss://HOST/...)"
         ))
     }
+}
+
+/// A `ws://` or `wss://` URL of at most 2048 bytes.
+pub fn is_ws_url(url: &str) -> bool {
+    let lower = url.get(..6).unwrap_or(url).to_ascii_lowercase();
+    (lower.starts_with("ws://") || lower.starts_with("wss://")) && url.len() <= 2048
 }
 
 /// The address of a `--stun HOST:PORT` (its first IPv4 one, else the first).
@@ -83,10 +88,7 @@ pub async fn start(
     urls: &[String],
     stun: Option<std::net::SocketAddr>,
 ) -> CliResult<Option<std::net::IpAddr>> {
-    let urls: Vec<&String> = urls
-        .iter()
-        .filter(|u| u.to_ascii_lowercase().starts_with("ws://"))
-        .collect();
+    let urls: Vec<&String> = urls.iter().filter(|u| is_ws_url(u)).collect();
     if urls.is_empty() {
         return Ok(None);
     }
@@ -127,7 +129,10 @@ pub async fn start_node(
         .await
         .map_err(|e| CliError::new(e.to_string()))?;
     let local = rtc.local_ip();
-    let (node, mut conns) = WebTorrentNode::new(rtc, session.peer_id());
+    let (mut node, mut conns) = WebTorrentNode::new(rtc, session.peer_id());
+    // wss:// trackers: rustls as for HTTPS trackers (the system's roots).
+    let tls = tracker::client::tls_config(&[]).map_err(|e| CliError::new(e.to_string()))?;
+    node.set_tls(Arc::new(tls));
     let session = session.clone();
     let kept = node.clone();
     tokio::spawn(async move {

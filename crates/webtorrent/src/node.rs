@@ -66,6 +66,8 @@ enum Done {
 pub struct WebTorrentNode {
     rtc: RtcEndpoint,
     peer_id: Id20,
+    /// For `wss://` trackers (none: they are not reached).
+    tls: Option<Arc<rustls::ClientConfig>>,
     trackers: Arc<Mutex<HashMap<String, mpsc::UnboundedSender<Cmd>>>>,
     conns: mpsc::Sender<Connection>,
 }
@@ -77,10 +79,17 @@ impl WebTorrentNode {
         let node = WebTorrentNode {
             rtc,
             peer_id,
+            tls: None,
             trackers: Arc::default(),
             conns: tx,
         };
         (node, rx)
+    }
+
+    /// The TLS client config for `wss://` trackers (certificate checks included: give
+    /// one that verifies). Without it a `wss://` tracker is not reached.
+    pub fn set_tls(&mut self, tls: Arc<rustls::ClientConfig>) {
+        self.tls = Some(tls);
     }
 
     fn send(&self, url: &str, cmd: Cmd) {
@@ -99,6 +108,7 @@ impl WebTorrentNode {
         t.insert(url.to_owned(), tx);
         tokio::spawn(tracker_task(
             url.to_owned(),
+            self.tls.clone(),
             self.peer_id,
             self.rtc.clone(),
             self.conns.clone(),
@@ -106,7 +116,8 @@ impl WebTorrentNode {
         ));
     }
 
-    /// Announces `info_hash` to the WebSocket tracker at `url` (`ws://`).
+    /// Announces `info_hash` to the WebSocket tracker at `url` (`ws://`, or `wss://` with
+    /// a TLS config set).
     pub fn add(&self, url: &str, info_hash: Id20, progress: ProgressFn) {
         self.send(url, Cmd::Add(info_hash, progress));
     }
@@ -124,6 +135,7 @@ impl WebTorrentNode {
 
 async fn tracker_task(
     url: String,
+    tls: Option<Arc<rustls::ClientConfig>>,
     peer_id: Id20,
     rtc: RtcEndpoint,
     conns: mpsc::Sender<Connection>,
@@ -150,12 +162,25 @@ async fn tracker_task(
         while let Some(ev) = client.poll_event() {
             match ev {
                 ClientEvent::Connect => {
-                    let (url, tx) = (url.clone(), done_tx.clone());
+                    let (url, tx, tls) = (url.clone(), done_tx.clone(), tls.clone());
                     tokio::spawn(async move {
-                        let c = tokio_tungstenite::connect_async_with_config(
+                        let secure = url
+                            .get(..6)
+                            .is_some_and(|s| s.eq_ignore_ascii_case("wss://"));
+                        let connector = match (secure, tls) {
+                            (false, _) => tokio_tungstenite::Connector::Plain,
+                            (true, Some(tls)) => tokio_tungstenite::Connector::Rustls(tls),
+                            (true, None) => {
+                                tracing::debug!(%url, "websocket tracker: wss:// without a TLS config");
+                                let _ = tx.send(Done::ConnectFailed);
+                                return;
+                            }
+                        };
+                        let c = tokio_tungstenite::connect_async_tls_with_config(
                             url.as_str(),
                             Some(ws_config()),
                             false,
+                            Some(connector),
                         );
                         let r = match tokio::time::timeout(CONNECT_TIMEOUT, c).await {
                             Ok(Ok((ws, _))) => Done::Connected(Box::new(ws)),

@@ -1,5 +1,5 @@
 //! WebTorrent in the daemon: every running torrent whose .torrent or magnet link names
-//! `ws://` trackers (or that was added with some) is announced there, through one
+//! `ws://` or `wss://` trackers (or that was added with some) is announced there, through one
 //! WebTorrent node of the daemon (one WebRTC socket, one WebSocket per tracker URL shared
 //! by every torrent); its data channels become connections of the session, so a torrent
 //! serves TCP/uTP and browser peers from the same pieces. A torrent that is paused or
@@ -28,7 +28,7 @@ pub struct Bridge {
     announced: HashMap<[u8; 20], Arc<[String]>>,
 }
 
-/// The `ws://` trackers of a torrent (its metainfo's, or its magnet link's `tr`), then
+/// The `ws://` and `wss://` trackers of a torrent (its metainfo's, or its magnet link's `tr`), then
 /// `extra`, without duplicates.
 fn urls_of(session: &Session, engine_id: u64, source: &Source, extra: &[String]) -> Arc<[String]> {
     let named: Vec<String> = match source {
@@ -38,13 +38,7 @@ fn urls_of(session: &Session, engine_id: u64, source: &Source, extra: &[String])
             .unwrap_or_default(),
         Source::Magnet(link) => Magnet::parse(link).map(|m| m.trackers).unwrap_or_default(),
     };
-    let mut urls: Vec<String> = Vec::new();
-    for u in named.iter().chain(extra) {
-        if u.len() <= 2048 && u.to_ascii_lowercase().starts_with("ws://") && !urls.contains(u) {
-            urls.push(u.clone());
-        }
-    }
-    urls.into()
+    crate::webtorrent_peer::only_ws(named.iter().chain(extra)).into()
 }
 
 impl Bridge {
