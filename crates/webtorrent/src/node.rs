@@ -58,8 +58,14 @@ enum Done {
     Offers(Id20, Vec<(SessionId, String, PendingChannel)>),
     Answer(Id20, Id20, Id20, String),
     AnswerFailed(Id20, Id20),
-    PeerGone(Id20, Id20),
+    /// A connection ended, after being open this long.
+    PeerGone(Id20, Id20, Duration),
 }
+
+/// A connection that ends sooner than this is a strike against its peer (see
+/// `TrackerClient::peer_failed`): an honest BitTorrent peer stays longer, a peer that
+/// sends garbage is closed at once.
+const SHORT_LIVED: Duration = Duration::from_secs(10);
 
 /// A node's WebTorrent side: add torrents to tracker URLs, take [`Connection`]s.
 #[derive(Clone)]
@@ -341,8 +347,13 @@ async fn tracker_task(
                 Some(Done::Answer(ih, peer, offer_id, sdp)) => {
                     client.send_answer(ih, peer, offer_id, sdp);
                 }
-                Some(Done::AnswerFailed(ih, peer)) | Some(Done::PeerGone(ih, peer)) => {
-                    client.peer_closed(&ih, &peer);
+                Some(Done::AnswerFailed(ih, peer)) => client.peer_closed(&ih, &peer),
+                Some(Done::PeerGone(ih, peer, lived)) => {
+                    if lived < SHORT_LIVED {
+                        client.peer_failed(&ih, &peer);
+                    } else {
+                        client.peer_closed(&ih, &peer);
+                    }
                 }
                 None => {}
             },
@@ -369,12 +380,14 @@ async fn deliver(
     done: mpsc::UnboundedSender<Done>,
 ) {
     let Ok(mut channel) = pending.await else {
-        let _ = done.send(Done::PeerGone(info_hash, peer_id));
+        // Never opened (unreachable, or went away): not a strike.
+        let _ = done.send(Done::AnswerFailed(info_hash, peer_id));
         return;
     };
     let tx = done.clone();
+    let opened = Instant::now();
     channel.on_drop(Box::new(move || {
-        let _ = tx.send(Done::PeerGone(info_hash, peer_id));
+        let _ = tx.send(Done::PeerGone(info_hash, peer_id, opened.elapsed()));
     }));
     let _ = conns.try_send(Connection {
         info_hash,
