@@ -4,7 +4,7 @@
 //! WebSocket tracker relays offers and answers, never addresses) move a file byte for byte
 //! over a data channel. Before the side that made the offer sent its BitTorrent handshake
 //! first, both sides waited for the other's and this stalled.
-//! - The daemon: a torrent added through `/api/v1` with `webtorrent_trackers` is seeded to a
+//! - The daemon: a torrent added with `bitpeer add --webtorrent-tracker` is seeded to a
 //!   bitpeer leecher over WebRTC only; a magnet link whose `tr` is a `ws://` tracker is
 //!   fetched (metadata, then pieces) from a bitpeer seeder over WebRTC only.
 
@@ -196,13 +196,16 @@ fn daemon_seeds_to_bitpeer_over_webrtc_with_a_tracker_given_at_add() {
         ),
     );
     assert_eq!(status, 400, "{v}");
-    let (status, v) = api(
-        &addr,
-        "POST",
-        "/torrents",
-        Some(json!({"torrent_base64": b64, "webtorrent_trackers": [url]})),
-    );
-    assert_eq!(status, 201, "{v}");
+    // Added with the CLI client (`bitpeer add --webtorrent-tracker`, which sends
+    // `webtorrent_trackers`).
+    let mut add = std::process::Command::new(bitpeer_bin());
+    add.arg("add")
+        .arg(&torrent)
+        .args(["--webtorrent-tracker", &url, "--json"])
+        .args(["--api", &format!("http://{addr}")]);
+    let out = common::run(add, Duration::from_secs(60));
+    out.assert_success();
+    let v: Value = serde_json::from_str(&out.stdout_str()).unwrap();
     let id = v["id"].as_u64().unwrap();
     wait_seeding(&mut d, &addr, id);
 
