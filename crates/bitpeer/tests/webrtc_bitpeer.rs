@@ -331,7 +331,7 @@ async fn hostile_peer(url: &str, info_hash: [u8; 20], kind: usize) -> Option<Dur
     let _ = tokio::time::timeout(Duration::from_secs(20), c.channel.write_all(&bytes)).await;
     let _ = c.channel.flush().await;
     let mut buf = vec![0u8; 64 * 1024];
-    let closed = tokio::time::timeout(Duration::from_secs(30), async {
+    let closed = tokio::time::timeout(Duration::from_secs(10), async {
         loop {
             match c.channel.read(&mut buf).await {
                 Ok(0) | Err(_) => return,
@@ -366,7 +366,7 @@ fn hostile_data_channel_peers_are_closed_and_an_honest_transfer_completes() {
     for (kind, t) in took.iter().enumerate() {
         assert!(
             t.is_some(),
-            "hostile peer {kind}: the seeder kept the channel open 30 s after garbage\n{}",
+            "hostile peer {kind}: the seeder kept the channel open 10 s after garbage\n{}",
             seeder.explain()
         );
     }

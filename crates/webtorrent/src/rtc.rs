@@ -381,7 +381,8 @@ struct Session {
 }
 
 impl Session {
-    fn close(&mut self) {
+    /// The stream ends for our side (readers and writers woken), the session lives on.
+    fn end_stream(&mut self) {
         if let Some((_, pipe)) = &self.channel {
             let mut p = lock(pipe);
             p.closed = true;
@@ -392,6 +393,10 @@ impl Session {
                 w.wake();
             }
         }
+    }
+
+    fn close(&mut self) {
+        self.end_stream();
         self.rtc.disconnect();
     }
 }
@@ -608,6 +613,10 @@ impl Driver {
             let Some((cid, pipe)) = &s.channel else {
                 continue;
             };
+            if s.closing.is_some() {
+                // Closed by our side: its stream reset is under way (see ChannelClose).
+                continue;
+            }
             let (cid, pipe) = (*cid, pipe.clone());
             let mut p = lock(&pipe);
             let mut wrote = false;
@@ -718,7 +727,14 @@ impl Driver {
                     Event::ChannelClose(cid)
                         if s.channel.as_ref().is_some_and(|(c, _)| *c == cid) =>
                     {
-                        s.close();
+                        if s.closing.is_some() {
+                            // Our own close: str0m reports it before the stream reset has
+                            // left; the session stays (for CLOSE_GRACE) so the reset goes
+                            // out and the peer sees the end at once.
+                            s.end_stream();
+                        } else {
+                            s.close();
+                        }
                     }
                     Event::ChannelBufferedAmountLow(_) => notify.notify_one(),
                     Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
