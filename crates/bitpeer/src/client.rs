@@ -62,6 +62,10 @@ pub struct AddArgs {
     /// A peer to dial (IP:PORT), besides those trackers, DHT and PEX find; may repeat.
     #[arg(long, value_name = "ADDR")]
     peer: Vec<String>,
+    /// A WebSocket tracker (ws:// or wss://) for WebTorrent peers, besides the ws:// and
+    /// wss:// trackers the torrent names; may repeat.
+    #[arg(long = "webtorrent-tracker", value_name = "URL")]
+    webtorrent_trackers: Vec<String>,
     #[command(flatten)]
     conn: Conn,
 }
@@ -275,6 +279,12 @@ pub fn add(args: AddArgs) -> CliResult {
     }
     if !args.peer.is_empty() {
         body["peers"] = json!(args.peer);
+    }
+    for u in &args.webtorrent_trackers {
+        crate::webtorrent_peer::check_url(u)?;
+    }
+    if !args.webtorrent_trackers.is_empty() {
+        body["webtorrent_trackers"] = json!(args.webtorrent_trackers);
     }
     block_on(async {
         let c = Client::new(&args.conn)?;

@@ -63,11 +63,16 @@ pub struct DownloadArgs {
     /// Print one JSON progress object per line instead of a progress bar.
     #[arg(long)]
     json: bool,
-    /// A WebSocket tracker (ws://) that introduces WebTorrent peers (browsers, Node),
-    /// reached over WebRTC data channels; repeatable. The torrent's own ws:// trackers are
-    /// used without it.
+    /// A WebSocket tracker (ws:// or wss://) that introduces WebTorrent peers (browsers,
+    /// Node), reached over WebRTC data channels; repeatable. The torrent's own ws:// and
+    /// wss:// trackers are used without it.
     #[arg(long = "webtorrent-tracker", value_name = "URL")]
     webtorrent_trackers: Vec<String>,
+    /// A STUN server (HOST:PORT) that tells each WebRTC session its public address, offered
+    /// to WebTorrent peers as a server-reflexive candidate (for peers behind another NAT).
+    /// None by default: no STUN server is ever asked unless given here.
+    #[arg(long, value_name = "HOST:PORT")]
+    stun: Option<String>,
 }
 
 /// File indexes chosen with `--only`.
@@ -162,11 +167,16 @@ pub struct SeedArgs {
     dht: DhtArgs,
     #[command(flatten)]
     limits: LimitArgs,
-    /// A WebSocket tracker (ws://) that introduces WebTorrent peers (browsers, Node),
-    /// reached over WebRTC data channels; repeatable. The torrent's own ws:// trackers are
-    /// used without it.
+    /// A WebSocket tracker (ws:// or wss://) that introduces WebTorrent peers (browsers,
+    /// Node), reached over WebRTC data channels; repeatable. The torrent's own ws:// and
+    /// wss:// trackers are used without it.
     #[arg(long = "webtorrent-tracker", value_name = "URL")]
     webtorrent_trackers: Vec<String>,
+    /// A STUN server (HOST:PORT) that tells each WebRTC session its public address, offered
+    /// to WebTorrent peers as a server-reflexive candidate (for peers behind another NAT).
+    /// None by default: no STUN server is ever asked unless given here.
+    #[arg(long, value_name = "HOST:PORT")]
+    stun: Option<String>,
 }
 
 /// The DHT options of `download` and `seed`.
@@ -438,6 +448,7 @@ pub fn download(args: DownloadArgs) -> CliResult {
     for u in &args.webtorrent_trackers {
         crate::webtorrent_peer::check_url(u)?;
     }
+    let stun = crate::webtorrent_peer::resolve_stun(args.stun.as_deref())?;
     let peers = resolve(&args.peers)?;
     let rt = runtime()?;
     let result = rt.block_on(async {
@@ -497,7 +508,7 @@ pub fn download(args: DownloadArgs) -> CliResult {
             eprintln!("{listening}");
         }
         let ws = crate::webtorrent_peer::ws_urls(t.metainfo(), &args.webtorrent_trackers);
-        if let Err(e) = start_webtorrent(&session, &t, &ws).await {
+        if let Err(e) = start_webtorrent(&session, &t, &ws, stun).await {
             session.shutdown().await;
             return Err(e);
         }
@@ -585,6 +596,7 @@ pub fn seed(args: SeedArgs) -> CliResult {
     for u in &args.webtorrent_trackers {
         crate::webtorrent_peer::check_url(u)?;
     }
+    let stun = crate::webtorrent_peer::resolve_stun(args.stun.as_deref())?;
     let ws = crate::webtorrent_peer::ws_urls(&meta, &args.webtorrent_trackers);
     let peers = resolve(&args.peers)?;
     let rt = runtime()?;
@@ -619,7 +631,7 @@ pub fn seed(args: SeedArgs) -> CliResult {
         if let Some(a) = session.listen_addr6() {
             println!("also listening on {a}");
         }
-        if let Err(e) = start_webtorrent(&session, &t, &ws).await {
+        if let Err(e) = start_webtorrent(&session, &t, &ws, stun).await {
             session.shutdown().await;
             return Err(e);
         }
@@ -635,8 +647,13 @@ pub fn seed(args: SeedArgs) -> CliResult {
 }
 
 /// WebTorrent on the torrent's ws:// trackers and those given; says where on stderr.
-async fn start_webtorrent(session: &Session, t: &Torrent, urls: &[String]) -> CliResult {
-    if let Some(addr) = crate::webtorrent_peer::start(session, t, urls).await? {
+async fn start_webtorrent(
+    session: &Session,
+    t: &Torrent,
+    urls: &[String],
+    stun: Option<std::net::SocketAddr>,
+) -> CliResult {
+    if let Some(addr) = crate::webtorrent_peer::start(session, t, urls, stun).await? {
         eprintln!("webrtc on udp {addr} ({} websocket tracker(s))", urls.len());
     }
     Ok(())

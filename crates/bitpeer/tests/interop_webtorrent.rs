@@ -222,3 +222,49 @@ fn bridge_libtorrent_tcp_seeder_to_node_webtorrent_through_bitpeer() {
         "bitpeer got different bytes"
     );
 }
+
+/// The daemon holds a torrent whose announce list names `bitpeer tracker --ws` (added with
+/// the CLI, no WebTorrent option: its ws:// tracker is used by itself); a Node webtorrent
+/// leecher downloads it over WebRTC, byte for byte.
+#[test]
+fn node_webtorrent_downloads_from_the_daemon() {
+    let Some(ns) = setup() else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let data = dir.path().join("data");
+    std::fs::create_dir_all(&data).unwrap();
+    let file = data.join("from-daemon.bin");
+    common::write_random(&file, 24, 2 * 1024 * 1024 + 4242);
+    let (_tracker, url) = bitpeer_ws_tracker(&ns);
+    let torrent = dir.path().join("d.torrent");
+    common::bitpeer_create(&file, &torrent, &["-t", &url]);
+
+    let mut cmd = ns.command(bitpeer_bin());
+    cmd.arg("daemon")
+        .args(["--api", "127.0.0.1:0", "--listen", &format!("{ADDR}:0")])
+        .args(["--no-dht", "--no-lsd", "--no-port-mapping"])
+        .arg("--state-dir")
+        .arg(dir.path().join("state"))
+        .arg("--download-dir")
+        .arg(&data)
+        .env_remove("BITPEER_API_PASSWORD")
+        .env_remove("BITPEER_API_USER")
+        .env("RUST_LOG", "webtorrent=debug,engine=debug,bitpeer=debug");
+    let mut daemon = Proc::spawn(cmd, TIMEOUT);
+    let api = daemon.wait_line(Duration::from_secs(60), |l| {
+        l.strip_prefix("api listening on ").map(str::to_owned)
+    });
+    let mut add = ns.command(bitpeer_bin());
+    add.arg("add").arg(&torrent).args(["--api", &api]);
+    let out = common::run(add, Duration::from_secs(60));
+    out.assert_success();
+
+    let out = dir.path().join("out");
+    let mut leecher = node_get(&ns, &url, &torrent, &out);
+    leecher.wait_line(TIMEOUT, |l| l.starts_with("done ").then_some(()));
+    assert_eq!(
+        std::fs::read(out.join("from-daemon.bin")).unwrap(),
+        std::fs::read(&file).unwrap(),
+        "Node got different bytes from the daemon"
+    );
+    daemon.assert_no_panic();
+}

@@ -48,6 +48,9 @@ pub(crate) trait PeerSink: Send + Sync {
         stream: PeerStream,
         prefix: [u8; 48],
     ) -> Pin<Box<dyn Future<Output = ()> + Send>>;
+    /// Take over a connection made for us by another transport (a WebRTC data channel we
+    /// offered): we send our handshake first, as a dialler does.
+    fn connect(self: Arc<Self>, stream: PeerStream) -> Pin<Box<dyn Future<Output = ()> + Send>>;
     /// Addresses to dial (from LSD).
     fn add_peers(&self, addrs: &[SocketAddr]);
     /// BEP 27: private torrents take peers from their trackers only.
@@ -337,6 +340,17 @@ impl NodeContext {
                 sink.accept(stream, prefix).await;
             }
         });
+    }
+
+    /// An outgoing connection of a transport that dials outside the engine (a WebRTC
+    /// data channel we offered) for `info_hash`: we send our handshake first. Returns
+    /// false (the stream is dropped) when no torrent or fetch has that info-hash.
+    pub(crate) fn outgoing(self: &Arc<Self>, info_hash: &[u8; 20], stream: PeerStream) -> bool {
+        let Some(sink) = self.route(info_hash) else {
+            return false;
+        };
+        tokio::spawn(sink.connect(stream));
+        true
     }
 
     async fn read_prefix(

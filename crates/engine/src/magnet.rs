@@ -264,7 +264,14 @@ impl PeerSink for Fetch {
         stream: PeerStream,
         prefix: [u8; 48],
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
-        Box::pin(accept(self, stream, prefix))
+        Box::pin(accept(self, stream, Some(prefix)))
+    }
+
+    fn connect(
+        self: Arc<Self>,
+        stream: PeerStream,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
+        Box::pin(accept(self, stream, None))
     }
 
     fn add_peers(&self, addrs: &[SocketAddr]) {
@@ -387,8 +394,9 @@ async fn fetch_from(fetch: &Arc<Fetch>, addr: SocketAddr, stop: watch::Receiver<
     talked
 }
 
-/// An incoming connection whose handshake named the info-hash being fetched.
-async fn accept(fetch: Arc<Fetch>, stream: PeerStream, prefix: [u8; 48]) {
+/// An incoming connection whose handshake named the info-hash being fetched (`prefix`,
+/// read), or one made for it by another transport (`None`: we send our handshake first).
+async fn accept(fetch: Arc<Fetch>, stream: PeerStream, prefix: Option<[u8; 48]>) {
     let addr = stream.remote.key();
     let stop = fetch.stop.subscribe();
     let busy = {
@@ -396,7 +404,7 @@ async fn accept(fetch: Arc<Fetch>, stream: PeerStream, prefix: [u8; 48]) {
         s.banned.contains(&addr) || s.connected.len() >= 2 * MAX_FETCH_PEERS
     };
     if !busy {
-        talk(&fetch, stream, addr, Some(prefix), stop).await;
+        talk(&fetch, stream, addr, prefix, stop).await;
     }
 }
 

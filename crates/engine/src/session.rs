@@ -573,6 +573,14 @@ impl Session {
         self.inner.ctx.incoming(stream);
     }
 
+    /// Give the session a connection another transport made for `info_hash` (a WebRTC
+    /// data channel we offered): we act as the dialler and send our handshake first, so
+    /// two peers that both wait for the other's handshake do not stall. Returns false
+    /// (the stream is dropped) when the session has no such torrent.
+    pub fn outgoing(&self, info_hash: &[u8; 20], stream: PeerStream) -> bool {
+        self.inner.ctx.outgoing(info_hash, stream)
+    }
+
     /// Add a torrent to the table and start it (unless `paused`). A torrent whose
     /// info-hash is already in the session is refused before any file is touched. Returns
     /// at once: watch [`Session::info`] for the state, or use [`Session::add_torrent`] to

@@ -788,8 +788,9 @@ async fn choke_loop(shared: Arc<Shared>) {
     }
 }
 
-/// An incoming connection whose handshake named this torrent.
-pub(crate) async fn accept(shared: Arc<Shared>, stream: PeerStream, prefix: [u8; 48]) {
+/// An incoming connection whose handshake named this torrent (`prefix`, read), or one
+/// made for it by another transport (`None`: we send our handshake first).
+pub(crate) async fn accept(shared: Arc<Shared>, stream: PeerStream, prefix: Option<[u8; 48]>) {
     // Strikes and bans are kept per address; a peer without one (WebRTC) has a key of
     // its own.
     let addr = stream.remote.key();
@@ -806,7 +807,7 @@ pub(crate) async fn accept(shared: Arc<Shared>, stream: PeerStream, prefix: [u8;
         return;
     }
     if !shared.shutdown.load(Ordering::SeqCst) {
-        run_peer(shared, stream, addr, Some(prefix)).await;
+        run_peer(shared, stream, addr, prefix).await;
     }
 }
 
@@ -816,7 +817,14 @@ impl PeerSink for Shared {
         stream: PeerStream,
         prefix: [u8; 48],
     ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
-        Box::pin(accept(self, stream, prefix))
+        Box::pin(accept(self, stream, Some(prefix)))
+    }
+
+    fn connect(
+        self: Arc<Self>,
+        stream: PeerStream,
+    ) -> std::pin::Pin<Box<dyn std::future::Future<Output = ()> + Send>> {
+        Box::pin(accept(self, stream, None))
     }
 
     fn add_peers(&self, addrs: &[SocketAddr]) {

@@ -122,7 +122,14 @@ struct Torrent {
     started: bool,
     event: Option<Event>,
     answered: HashSet<Id20>,
+    /// Connections that ended early (`peer_failed`), per remote peer; at
+    /// [`MAX_STRIKES`] the peer is refused for this torrent: no offer of it taken, no
+    /// answer of it used.
+    strikes: HashMap<Id20, u8>,
 }
+
+/// Connections to one remote peer that may end early before it is refused.
+pub const MAX_STRIKES: u8 = 3;
 
 struct Pending {
     info_hash: Id20,
@@ -189,6 +196,7 @@ impl TrackerClient {
             started: false,
             event: Some(Event::Started),
             answered: HashSet::new(),
+            strikes: HashMap::new(),
         });
     }
 
@@ -236,9 +244,32 @@ impl TrackerClient {
 
     /// The WebRTC connection to this remote peer ended: a new offer from it may be taken.
     pub fn peer_closed(&mut self, info_hash: &Id20, peer_id: &Id20) {
-        if let Some(t) = self.torrents.get_mut(info_hash) {
+        if let Some(t) = self.torrents.get_mut(info_hash)
+            && t.strikes.get(peer_id).copied().unwrap_or(0) < MAX_STRIKES
+        {
             t.answered.remove(peer_id);
         }
+    }
+
+    /// The connection to this remote peer ended early (garbage, a protocol violation, a
+    /// handshake that never came): a strike. At [`MAX_STRIKES`] the peer is refused for
+    /// this torrent; before, it is as [`peer_closed`](Self::peer_closed).
+    pub fn peer_failed(&mut self, info_hash: &Id20, peer_id: &Id20) {
+        let cap = self.config.max_answered_per_torrent;
+        if let Some(t) = self.torrents.get_mut(info_hash)
+            && (t.strikes.len() < cap || t.strikes.contains_key(peer_id))
+        {
+            let n = t.strikes.entry(*peer_id).or_insert(0);
+            *n = n.saturating_add(1);
+        }
+        self.peer_closed(info_hash, peer_id);
+    }
+
+    fn refused(&self, info_hash: &Id20, peer_id: &Id20) -> bool {
+        self.torrents
+            .get(info_hash)
+            .and_then(|t| t.strikes.get(peer_id))
+            .is_some_and(|n| *n >= MAX_STRIKES)
     }
 
     /// The socket is open.
@@ -317,6 +348,12 @@ impl TrackerClient {
                     return;
                 }
                 self.pending.remove(&r.offer_id);
+                if self.refused(&r.info_hash, &r.peer_id) {
+                    self.events.push_back(ClientEvent::OfferExpired {
+                        offer_id: r.offer_id,
+                    });
+                    return;
+                }
                 self.events.push_back(ClientEvent::Answer(r));
             }
             ServerMessage::Failure { info_hash, reason } => {
@@ -604,6 +641,60 @@ mod tests {
         assert!(
             matches!(&msgs[..], [ClientMessage::Answer(a)] if a.to_peer_id == [7; 20] && a.peer_id == ME)
         );
+    }
+
+    #[test]
+    fn a_peer_whose_connections_fail_three_times_is_refused() {
+        let t = Instant::now();
+        let mut c = up(t);
+        let offer = |id: u8| {
+            ServerMessage::Offer(Relayed {
+                info_hash: IH,
+                peer_id: [7; 20],
+                offer_id: [id; 20],
+                sdp: "o".into(),
+            })
+            .encode()
+        };
+        for i in 0..MAX_STRIKES {
+            c.handle_message(&offer(i), t);
+            assert!(matches!(c.poll_event(), Some(ClientEvent::Offer(_))), "{i}");
+            c.peer_failed(&IH, &[7; 20]);
+        }
+        // Struck out: its offers are not taken, its answer to our offer is not used.
+        c.handle_message(&offer(9), t);
+        c.peer_closed(&IH, &[7; 20]);
+        c.handle_message(&offer(10), t);
+        assert_eq!(c.poll_event(), None);
+        c.handle_timeout(t);
+        assert!(matches!(
+            c.poll_event(),
+            Some(ClientEvent::WantOffers { .. })
+        ));
+        let ids = c.provide_offers(&IH, vec!["a".into()], t);
+        let answer = ServerMessage::Answer(Relayed {
+            info_hash: IH,
+            peer_id: [7; 20],
+            offer_id: ids[0],
+            sdp: "ans".into(),
+        });
+        c.handle_message(&answer.encode(), t);
+        assert_eq!(
+            c.poll_event(),
+            Some(ClientEvent::OfferExpired { offer_id: ids[0] })
+        );
+        // Another peer is still taken.
+        c.handle_message(
+            &ServerMessage::Offer(Relayed {
+                info_hash: IH,
+                peer_id: [8; 20],
+                offer_id: [11; 20],
+                sdp: "o".into(),
+            })
+            .encode(),
+            t,
+        );
+        assert!(matches!(c.poll_event(), Some(ClientEvent::Offer(_))));
     }
 
     #[test]

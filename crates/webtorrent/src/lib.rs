@@ -4,7 +4,8 @@
 //!   every field bounded and checked.
 //! - [`client`]: the sans-IO client of one tracker URL shared by all torrents (offers,
 //!   answers, timeouts, reconnects).
-//! - [`rtc`]: WebRTC data channels (str0m on its own UDP socket) as byte streams.
+//! - [`rtc`]: WebRTC data channels (str0m, a UDP socket per session) as byte streams.
+//! - [`stun`]: the STUN Binding request and response (a server-reflexive candidate).
 //! - [`node`]: the tokio shell making a node a WebTorrent peer (tracker tasks, offers,
 //!   answers, open channels handed out as connections).
 //! - [`server`]: the sans-IO core of a WebSocket tracker relaying offers and answers the way
@@ -16,4 +17,5 @@ pub mod codec;
 pub mod node;
 pub mod rtc;
 pub mod server;
+pub mod stun;
 pub mod ws_server;

@@ -58,14 +58,22 @@ enum Done {
     Offers(Id20, Vec<(SessionId, String, PendingChannel)>),
     Answer(Id20, Id20, Id20, String),
     AnswerFailed(Id20, Id20),
-    PeerGone(Id20, Id20),
+    /// A connection ended, after being open this long.
+    PeerGone(Id20, Id20, Duration),
 }
+
+/// A connection that ends sooner than this is a strike against its peer (see
+/// `TrackerClient::peer_failed`): an honest BitTorrent peer stays longer, a peer that
+/// sends garbage is closed at once.
+const SHORT_LIVED: Duration = Duration::from_secs(10);
 
 /// A node's WebTorrent side: add torrents to tracker URLs, take [`Connection`]s.
 #[derive(Clone)]
 pub struct WebTorrentNode {
     rtc: RtcEndpoint,
     peer_id: Id20,
+    /// For `wss://` trackers (none: they are not reached).
+    tls: Option<Arc<rustls::ClientConfig>>,
     trackers: Arc<Mutex<HashMap<String, mpsc::UnboundedSender<Cmd>>>>,
     conns: mpsc::Sender<Connection>,
 }
@@ -77,10 +85,17 @@ impl WebTorrentNode {
         let node = WebTorrentNode {
             rtc,
             peer_id,
+            tls: None,
             trackers: Arc::default(),
             conns: tx,
         };
         (node, rx)
+    }
+
+    /// The TLS client config for `wss://` trackers (certificate checks included: give
+    /// one that verifies). Without it a `wss://` tracker is not reached.
+    pub fn set_tls(&mut self, tls: Arc<rustls::ClientConfig>) {
+        self.tls = Some(tls);
     }
 
     fn send(&self, url: &str, cmd: Cmd) {
@@ -99,6 +114,7 @@ impl WebTorrentNode {
         t.insert(url.to_owned(), tx);
         tokio::spawn(tracker_task(
             url.to_owned(),
+            self.tls.clone(),
             self.peer_id,
             self.rtc.clone(),
             self.conns.clone(),
@@ -106,7 +122,8 @@ impl WebTorrentNode {
         ));
     }
 
-    /// Announces `info_hash` to the WebSocket tracker at `url` (`ws://`).
+    /// Announces `info_hash` to the WebSocket tracker at `url` (`ws://`, or `wss://` with
+    /// a TLS config set).
     pub fn add(&self, url: &str, info_hash: Id20, progress: ProgressFn) {
         self.send(url, Cmd::Add(info_hash, progress));
     }
@@ -124,6 +141,7 @@ impl WebTorrentNode {
 
 async fn tracker_task(
     url: String,
+    tls: Option<Arc<rustls::ClientConfig>>,
     peer_id: Id20,
     rtc: RtcEndpoint,
     conns: mpsc::Sender<Connection>,
@@ -150,12 +168,25 @@ async fn tracker_task(
         while let Some(ev) = client.poll_event() {
             match ev {
                 ClientEvent::Connect => {
-                    let (url, tx) = (url.clone(), done_tx.clone());
+                    let (url, tx, tls) = (url.clone(), done_tx.clone(), tls.clone());
                     tokio::spawn(async move {
-                        let c = tokio_tungstenite::connect_async_with_config(
+                        let secure = url
+                            .get(..6)
+                            .is_some_and(|s| s.eq_ignore_ascii_case("wss://"));
+                        let connector = match (secure, tls) {
+                            (false, _) => tokio_tungstenite::Connector::Plain,
+                            (true, Some(tls)) => tokio_tungstenite::Connector::Rustls(tls),
+                            (true, None) => {
+                                tracing::debug!(%url, "websocket tracker: wss:// without a TLS config");
+                                let _ = tx.send(Done::ConnectFailed);
+                                return;
+                            }
+                        };
+                        let c = tokio_tungstenite::connect_async_tls_with_config(
                             url.as_str(),
                             Some(ws_config()),
                             false,
+                            Some(connector),
                         );
                         let r = match tokio::time::timeout(CONNECT_TIMEOUT, c).await {
                             Ok(Ok((ws, _))) => Done::Connected(Box::new(ws)),
@@ -316,8 +347,13 @@ async fn tracker_task(
                 Some(Done::Answer(ih, peer, offer_id, sdp)) => {
                     client.send_answer(ih, peer, offer_id, sdp);
                 }
-                Some(Done::AnswerFailed(ih, peer)) | Some(Done::PeerGone(ih, peer)) => {
-                    client.peer_closed(&ih, &peer);
+                Some(Done::AnswerFailed(ih, peer)) => client.peer_closed(&ih, &peer),
+                Some(Done::PeerGone(ih, peer, lived)) => {
+                    if lived < SHORT_LIVED {
+                        client.peer_failed(&ih, &peer);
+                    } else {
+                        client.peer_closed(&ih, &peer);
+                    }
                 }
                 None => {}
             },
@@ -344,12 +380,14 @@ async fn deliver(
     done: mpsc::UnboundedSender<Done>,
 ) {
     let Ok(mut channel) = pending.await else {
-        let _ = done.send(Done::PeerGone(info_hash, peer_id));
+        // Never opened (unreachable, or went away): not a strike.
+        let _ = done.send(Done::AnswerFailed(info_hash, peer_id));
         return;
     };
     let tx = done.clone();
+    let opened = Instant::now();
     channel.on_drop(Box::new(move || {
-        let _ = tx.send(Done::PeerGone(info_hash, peer_id));
+        let _ = tx.send(Done::PeerGone(info_hash, peer_id, opened.elapsed()));
     }));
     let _ = conns.try_send(Connection {
         info_hash,

@@ -1,11 +1,16 @@
-//! WebRTC data channels for WebTorrent peers: str0m (sans-IO ICE, DTLS, SCTP) on a UDP
-//! socket of its own, driven by one tokio task, with each open data channel handed out as
-//! a [`DataChannel`] byte stream (`AsyncRead + AsyncWrite`) that carries the ordinary
+//! WebRTC data channels for WebTorrent peers: str0m (sans-IO ICE, DTLS, SCTP), each
+//! session on a UDP socket of its own (as browsers and libdatachannel do: DTLS and SCTP
+//! packets carry no session id, so two sessions with the same remote socket, say two
+//! bitpeer nodes that answered each other's offers, could not be told apart on one
+//! socket), all driven by one tokio task, with each open data channel handed out as a
+//! [`DataChannel`] byte stream (`AsyncRead + AsyncWrite`) that carries the ordinary
 //! BitTorrent wire.
 //!
 //! - No trickle: our host candidate is in the SDP of every offer and answer (the whole SDP
-//!   in one tracker message, as webtorrent expects); a server-reflexive candidate is added
-//!   when `RtcConfig::public_addr` is known.
+//!   in one tracker message, as webtorrent expects); with a STUN server configured, a
+//!   session's socket first asks it for its public address (one Binding request, resent,
+//!   bounded by `stun_timeout`), offered as a server-reflexive candidate. No STUN server
+//!   is ever asked unless one is configured.
 //! - Writes leave in channel messages of at most [`MAX_CHUNK`] bytes, only while the SCTP
 //!   buffered amount is under [`MAX_BUFFERED`]; a writer waits (is not buffered without
 //!   bound) when its outbox holds [`OUTBOX`] bytes, and is woken when the buffered amount
@@ -45,6 +50,8 @@ pub const INBOX: usize = 8 * 1024 * 1024;
 pub const MAX_SDP: usize = crate::codec::MAX_SDP;
 const LOW_WATER: usize = 64 * 1024;
 const UDP_BUF: usize = 2048;
+/// Datagrams received and not yet handled by the driver, over every session.
+const RECEIVED_QUEUE: usize = 1024;
 /// How long a channel we closed may take to say so before its session is dropped.
 const CLOSE_GRACE: Duration = Duration::from_secs(5);
 
@@ -70,11 +77,14 @@ pub enum RtcError {
 /// Where and how the endpoint works.
 #[derive(Debug, Clone)]
 pub struct RtcConfig {
-    /// The address to bind and offer as the host candidate (port 0: any). An unspecified
-    /// IP is replaced by the address of the default route.
+    /// The IP each session's socket binds to and offers as its host candidate (the port
+    /// is ignored: each session takes a free one). An unspecified IP is replaced by the
+    /// address of the default route.
     pub bind: SocketAddr,
-    /// Our address as a STUN server sees it, offered as a server-reflexive candidate.
-    pub public_addr: Option<SocketAddr>,
+    /// A STUN server to learn each session's public address from (none by default).
+    pub stun: Option<SocketAddr>,
+    /// How long a session waits for the STUN server before going on without it.
+    pub stun_timeout: Duration,
     pub connect_timeout: Duration,
     pub max_sessions: usize,
 }
@@ -83,7 +93,8 @@ impl Default for RtcConfig {
     fn default() -> Self {
         RtcConfig {
             bind: SocketAddr::from(([0, 0, 0, 0], 0)),
-            public_addr: None,
+            stun: None,
+            stun_timeout: Duration::from_secs(2),
             connect_timeout: Duration::from_secs(30),
             max_sessions: 256,
         }
@@ -97,8 +108,12 @@ pub type SessionId = u64;
 pub type PendingChannel = oneshot::Receiver<DataChannel>;
 
 enum Cmd {
-    Offer(oneshot::Sender<Result<(SessionId, String, PendingChannel), RtcError>>),
+    Offer(
+        Socket,
+        oneshot::Sender<Result<(SessionId, String, PendingChannel), RtcError>>,
+    ),
     Accept(
+        Socket,
         String,
         oneshot::Sender<Result<(SessionId, String, PendingChannel), RtcError>>,
     ),
@@ -111,7 +126,15 @@ enum Cmd {
 #[derive(Clone)]
 pub struct RtcEndpoint {
     cmds: mpsc::Sender<Cmd>,
+    ip: IpAddr,
+    stun: Option<(SocketAddr, Duration)>,
+}
+
+/// A new session's UDP socket, and its public address when a STUN server told it.
+struct Socket {
+    socket: UdpSocket,
     local: SocketAddr,
+    public: Option<SocketAddr>,
 }
 
 /// Socket buffers of the WebRTC socket: a burst of SCTP packets (up to `MAX_BUFFERED` per
@@ -143,30 +166,31 @@ fn default_route_ip(v6: bool) -> Option<IpAddr> {
 }
 
 impl RtcEndpoint {
-    /// Binds the UDP socket and starts the driver task (on the current tokio runtime).
+    /// Checks that a UDP socket can be bound on the IP and starts the driver task (on the
+    /// current tokio runtime).
     pub async fn start(config: RtcConfig) -> Result<Self, RtcError> {
-        let mut bind = config.bind;
-        if bind.ip().is_unspecified() {
-            bind.set_ip(default_route_ip(bind.is_ipv6()).ok_or(RtcError::NoAddress)?);
+        let mut ip = config.bind.ip();
+        if ip.is_unspecified() {
+            ip = default_route_ip(ip.is_ipv6()).ok_or(RtcError::NoAddress)?;
         }
-        let socket = bind_udp(bind).map_err(RtcError::Bind)?;
-        let local = socket.local_addr().map_err(RtcError::Bind)?;
+        drop(bind_udp(SocketAddr::new(ip, 0)).map_err(RtcError::Bind)?);
         let (tx, rx) = mpsc::channel(64);
+        let (received_tx, received) = mpsc::channel(RECEIVED_QUEUE);
+        let stun = config.stun.map(|a| (a, config.stun_timeout));
         let driver = Driver {
-            socket,
-            local,
             config,
             sessions: HashMap::new(),
             next_id: 1,
             notify: Arc::new(Notify::new()),
+            received_tx,
         };
-        tokio::spawn(driver.run(rx));
-        Ok(RtcEndpoint { cmds: tx, local })
+        tokio::spawn(driver.run(rx, received));
+        Ok(RtcEndpoint { cmds: tx, ip, stun })
     }
 
-    /// The UDP address of our host candidate.
-    pub fn local_addr(&self) -> SocketAddr {
-        self.local
+    /// The IP of our host candidates (each session has its own UDP port).
+    pub fn local_ip(&self) -> IpAddr {
+        self.ip
     }
 
     async fn ask<T>(
@@ -181,9 +205,26 @@ impl RtcEndpoint {
         rx.await.map_err(|_| RtcError::Stopped)?
     }
 
+    /// A new session's socket, with its public address when a STUN server is set and
+    /// answers in time.
+    async fn socket(&self) -> Result<Socket, RtcError> {
+        let socket = bind_udp(SocketAddr::new(self.ip, 0)).map_err(RtcError::Bind)?;
+        let local = socket.local_addr().map_err(RtcError::Bind)?;
+        let public = match self.stun {
+            Some((server, timeout)) => stun_query(&socket, server, timeout).await,
+            None => None,
+        };
+        Ok(Socket {
+            socket,
+            local,
+            public,
+        })
+    }
+
     /// A new session with one data channel: our offer's SDP (with our candidate).
     pub async fn create_offer(&self) -> Result<(SessionId, String, PendingChannel), RtcError> {
-        self.ask(Cmd::Offer).await
+        let socket = self.socket().await?;
+        self.ask(|tx| Cmd::Offer(socket, tx)).await
     }
 
     /// Answers a remote offer: our answer's SDP (with our candidate).
@@ -194,7 +235,8 @@ impl RtcEndpoint {
         if sdp.len() > MAX_SDP {
             return Err(RtcError::Sdp("too large".into()));
         }
-        self.ask(|tx| Cmd::Accept(sdp, tx)).await
+        let socket = self.socket().await?;
+        self.ask(|tx| Cmd::Accept(socket, sdp, tx)).await
     }
 
     /// The remote answer to our offer `id`.
@@ -325,6 +367,10 @@ impl Drop for DataChannel {
 
 struct Session {
     rtc: Rtc,
+    /// The session's own UDP socket, and the task that reads it into the driver.
+    socket: Arc<UdpSocket>,
+    local: SocketAddr,
+    reader: tokio::task::JoinHandle<()>,
     pending_offer: Option<SdpPendingOffer>,
     /// Given the channel when it opens.
     waiting: Option<oneshot::Sender<DataChannel>>,
@@ -335,7 +381,8 @@ struct Session {
 }
 
 impl Session {
-    fn close(&mut self) {
+    /// The stream ends for our side (readers and writers woken), the session lives on.
+    fn end_stream(&mut self) {
         if let Some((_, pipe)) = &self.channel {
             let mut p = lock(pipe);
             p.closed = true;
@@ -346,47 +393,135 @@ impl Session {
                 w.wake();
             }
         }
+    }
+
+    fn close(&mut self) {
+        self.end_stream();
         self.rtc.disconnect();
     }
 }
 
+impl Drop for Session {
+    fn drop(&mut self) {
+        self.reader.abort();
+    }
+}
+
+/// Asks the STUN server at `server` for `socket`'s public address: a Binding request,
+/// resent every 500 ms, until an answer to it or `timeout`. Other datagrams are dropped
+/// (nobody knows this socket yet).
+async fn stun_query(
+    socket: &UdpSocket,
+    server: SocketAddr,
+    timeout: Duration,
+) -> Option<SocketAddr> {
+    let mut tid = [0u8; 12];
+    getrandom::fill(&mut tid).ok()?;
+    let request = crate::stun::binding_request(&tid);
+    let end = tokio::time::Instant::now() + timeout;
+    let mut buf = [0u8; 512];
+    while tokio::time::Instant::now() < end {
+        socket.send_to(&request, server).await.ok()?;
+        let resend = (tokio::time::Instant::now() + Duration::from_millis(500)).min(end);
+        while let Ok(r) = tokio::time::timeout_at(resend, socket.recv_from(&mut buf)).await {
+            let Ok((n, from)) = r else { continue };
+            if from != server {
+                continue;
+            }
+            match crate::stun::parse_binding_response(&buf[..n], &tid) {
+                Ok(addr) => return Some(addr),
+                Err(e) => tracing::debug!(%server, "stun: {e}"),
+            }
+        }
+    }
+    tracing::debug!(%server, "stun: no answer in time");
+    None
+}
+
+/// A datagram a session's socket received.
+struct Received {
+    session: SessionId,
+    source: SocketAddr,
+    data: Vec<u8>,
+}
+
+/// Reads `socket` into the driver until the driver goes away (or the task is aborted with
+/// its session).
+async fn read_socket(socket: Arc<UdpSocket>, session: SessionId, to: mpsc::Sender<Received>) {
+    let mut buf = vec![0u8; UDP_BUF];
+    loop {
+        let Ok((n, source)) = socket.recv_from(&mut buf).await else {
+            // ICMP errors surface here on some systems; the socket stays usable.
+            continue;
+        };
+        let data = buf[..n].to_vec();
+        if to
+            .send(Received {
+                session,
+                source,
+                data,
+            })
+            .await
+            .is_err()
+        {
+            return;
+        }
+    }
+}
+
 struct Driver {
-    socket: UdpSocket,
-    local: SocketAddr,
     config: RtcConfig,
     sessions: HashMap<SessionId, Session>,
     next_id: SessionId,
     notify: Arc<Notify>,
+    received_tx: mpsc::Sender<Received>,
+}
+
+/// A new session's socket, and the str0m instance with its host candidate.
+struct NewRtc {
+    rtc: Rtc,
+    socket: UdpSocket,
+    local: SocketAddr,
 }
 
 impl Driver {
-    fn new_rtc(&self, now: Instant) -> Result<Rtc, RtcError> {
+    fn new_rtc(&self, socket: Socket, now: Instant) -> Result<NewRtc, RtcError> {
+        let Socket {
+            socket,
+            local,
+            public,
+        } = socket;
         let mut rtc = Rtc::builder()
             .set_sctp_max_buffered_amount(MAX_BUFFERED)
             .build(now);
-        let host = Candidate::host(self.local, "udp").map_err(|e| RtcError::Rtc(e.to_string()))?;
+        let host = Candidate::host(local, "udp").map_err(|e| RtcError::Rtc(e.to_string()))?;
         rtc.add_local_candidate(host);
-        if let Some(public) = self.config.public_addr
-            && let Ok(c) = Candidate::server_reflexive(public, self.local, "udp")
+        if let Some(public) = public.filter(|p| *p != local)
+            && let Ok(c) = Candidate::server_reflexive(public, local, "udp")
         {
             rtc.add_local_candidate(c);
         }
-        Ok(rtc)
+        Ok(NewRtc { rtc, socket, local })
     }
 
     fn add(
         &mut self,
-        rtc: Rtc,
+        new: NewRtc,
         pending_offer: Option<SdpPendingOffer>,
         now: Instant,
     ) -> (SessionId, PendingChannel) {
         let (tx, rx) = oneshot::channel();
         let id = self.next_id;
         self.next_id += 1;
+        let socket = Arc::new(new.socket);
+        let reader = tokio::spawn(read_socket(socket.clone(), id, self.received_tx.clone()));
         self.sessions.insert(
             id,
             Session {
-                rtc,
+                rtc: new.rtc,
+                socket,
+                local: new.local,
+                reader,
                 pending_offer,
                 waiting: Some(tx),
                 channel: None,
@@ -400,37 +535,38 @@ impl Driver {
     fn command(&mut self, cmd: Cmd, now: Instant) {
         let full = self.sessions.len() >= self.config.max_sessions;
         match cmd {
-            Cmd::Offer(reply) => {
+            Cmd::Offer(socket, reply) => {
                 let r = (|| {
                     if full {
                         return Err(RtcError::TooMany);
                     }
-                    let mut rtc = self.new_rtc(now)?;
-                    let mut api = rtc.sdp_api();
+                    let mut new = self.new_rtc(socket, now)?;
+                    let mut api = new.rtc.sdp_api();
                     api.add_channel("webtorrent".into());
                     let (offer, pending) = api
                         .apply()
                         .ok_or_else(|| RtcError::Rtc("no offer made".into()))?;
                     let sdp = offer.to_sdp_string();
-                    let (id, rx) = self.add(rtc, Some(pending), now);
+                    let (id, rx) = self.add(new, Some(pending), now);
                     Ok((id, sdp, rx))
                 })();
                 let _ = reply.send(r);
             }
-            Cmd::Accept(sdp, reply) => {
+            Cmd::Accept(socket, sdp, reply) => {
                 let r = (|| {
                     if full {
                         return Err(RtcError::TooMany);
                     }
                     let offer = SdpOffer::from_sdp_string(&sdp)
                         .map_err(|e| RtcError::Sdp(e.to_string()))?;
-                    let mut rtc = self.new_rtc(now)?;
-                    let answer = rtc
+                    let mut new = self.new_rtc(socket, now)?;
+                    let answer = new
+                        .rtc
                         .sdp_api()
                         .accept_offer(offer)
                         .map_err(|e| RtcError::Sdp(e.to_string()))?;
                     let sdp = answer.to_sdp_string();
-                    let (id, rx) = self.add(rtc, None, now);
+                    let (id, rx) = self.add(new, None, now);
                     Ok((id, sdp, rx))
                 })();
                 let _ = reply.send(r);
@@ -477,6 +613,10 @@ impl Driver {
             let Some((cid, pipe)) = &s.channel else {
                 continue;
             };
+            if s.closing.is_some() {
+                // Closed by our side: its stream reset is under way (see ChannelClose).
+                continue;
+            }
             let (cid, pipe) = (*cid, pipe.clone());
             let mut p = lock(&pipe);
             let mut wrote = false;
@@ -539,7 +679,7 @@ impl Driver {
             match out {
                 Output::Timeout(t) => return Some(t),
                 Output::Transmit(t) => {
-                    let _ = self.socket.try_send_to(&t.contents, t.destination);
+                    let _ = s.socket.try_send_to(&t.contents, t.destination);
                 }
                 Output::Event(e) => match e {
                     Event::ChannelOpen(cid, label) => {
@@ -587,7 +727,14 @@ impl Driver {
                     Event::ChannelClose(cid)
                         if s.channel.as_ref().is_some_and(|(c, _)| *c == cid) =>
                     {
-                        s.close();
+                        if s.closing.is_some() {
+                            // Our own close: str0m reports it before the stream reset has
+                            // left; the session stays (for CLOSE_GRACE) so the reset goes
+                            // out and the peer sees the end at once.
+                            s.end_stream();
+                        } else {
+                            s.close();
+                        }
                     }
                     Event::ChannelBufferedAmountLow(_) => notify.notify_one(),
                     Event::IceConnectionStateChange(IceConnectionState::Disconnected) => {
@@ -599,8 +746,7 @@ impl Driver {
         }
     }
 
-    async fn run(mut self, mut cmds: mpsc::Receiver<Cmd>) {
-        let mut buf = vec![0u8; UDP_BUF];
+    async fn run(mut self, mut cmds: mpsc::Receiver<Cmd>, mut received: mpsc::Receiver<Received>) {
         let notify = self.notify.clone();
         let mut next: Instant;
         let mut cmds_open = true;
@@ -633,19 +779,17 @@ impl Driver {
             }
             let sleep = tokio::time::sleep_until(tokio::time::Instant::from_std(next));
             tokio::select! {
-                r = self.socket.recv_from(&mut buf) => {
-                    let Ok((n, source)) = r else { continue };
-                    let now = Instant::now();
-                    let Ok(contents) = buf[..n].try_into() else { continue };
-                    let input = Input::Receive(now, Receive {
+                Some(r) = received.recv() => {
+                    let Some(s) = self.sessions.get_mut(&r.session) else { continue };
+                    let Ok(contents) = r.data.as_slice().try_into() else { continue };
+                    let input = Input::Receive(Instant::now(), Receive {
                         proto: Protocol::Udp,
-                        source,
-                        destination: self.local,
+                        source: r.source,
+                        destination: s.local,
                         contents,
                     });
-                    if let Some(s) = self.sessions.values_mut().find(|s| s.rtc.accepts(&input))
-                        && s.rtc.handle_input(input).is_err()
-                    {
+                    // What is not for this session (stray or forged packets) is ignored.
+                    if s.rtc.accepts(&input) && s.rtc.handle_input(input).is_err() {
                         s.close();
                     }
                 }

@@ -289,12 +289,17 @@ impl WsTracker {
         // Relay the offers to random other peers of the swarm.
         let n = a.offers.len().min(self.config.max_relay);
         if n > 0 {
-            let mut others: Vec<(Id20, ConnId)> = self.swarms[&a.info_hash]
-                .peers
-                .iter()
-                .filter(|(_, p)| p.conn != conn)
-                .map(|(id, p)| (*id, p.conn))
-                .collect();
+            let mut others: Vec<(Id20, ConnId)> = self
+                .swarms
+                .get(&a.info_hash)
+                .map(|s| {
+                    s.peers
+                        .iter()
+                        .filter(|(_, p)| p.conn != conn)
+                        .map(|(id, p)| (*id, p.conn))
+                        .collect()
+                })
+                .unwrap_or_default();
             let take = n.min(others.len());
             for i in 0..take {
                 let j = i + (self.random() % (others.len() - i) as u64) as usize;

@@ -87,9 +87,9 @@ async fn a_data_channel_carries_bytes_both_ways() {
     // Closing one side ends the other's stream.
     drop(x);
     let mut rest = Vec::new();
-    let n = tokio::time::timeout(DEADLINE, y.read_to_end(&mut rest))
+    let n = tokio::time::timeout(Duration::from_secs(3), y.read_to_end(&mut rest))
         .await
-        .expect("no end of stream after the other side closed");
+        .expect("no end of stream within 3 s after the other side closed");
     assert_eq!(n.unwrap_or(0), 0);
 }
 
@@ -108,4 +108,99 @@ async fn bad_sdps_are_refused() {
             .is_err()
     );
     assert!(a.accept_answer(999, "v=0".into()).await.is_err());
+}
+
+/// Two endpoints that answered each other's offers (two bitpeer nodes that both offered
+/// through the tracker) have two sessions between them at once: each must carry its own
+/// bytes (on one shared socket per endpoint, DTLS and SCTP packets of the two sessions
+/// could not be told apart).
+#[tokio::test]
+async fn two_sessions_between_the_same_endpoints_both_work() {
+    let a = endpoint().await;
+    let b = endpoint().await;
+    let (id1, offer1, a1) = a.create_offer().await.unwrap();
+    let (id2, offer2, b2) = b.create_offer().await.unwrap();
+    let (_, answer1, b1) = b.accept_offer(offer1).await.unwrap();
+    let (_, answer2, a2) = a.accept_offer(offer2).await.unwrap();
+    a.accept_answer(id1, answer1).await.unwrap();
+    b.accept_answer(id2, answer2).await.unwrap();
+    let work = async {
+        let (mut a1, mut b1, mut a2, mut b2) = (
+            a1.await.unwrap(),
+            b1.await.unwrap(),
+            a2.await.unwrap(),
+            b2.await.unwrap(),
+        );
+        let (one, two) = (data(3, 300_000), data(4, 300_000));
+        a1.write_all(&one).await.unwrap();
+        b2.write_all(&two).await.unwrap();
+        let mut got1 = vec![0u8; one.len()];
+        let mut got2 = vec![0u8; two.len()];
+        b1.read_exact(&mut got1).await.unwrap();
+        a2.read_exact(&mut got2).await.unwrap();
+        assert!(got1 == one, "session 1 carried other bytes");
+        assert!(got2 == two, "session 2 carried other bytes");
+    };
+    tokio::time::timeout(DEADLINE, work)
+        .await
+        .expect("two sessions between the same endpoints did not both work");
+}
+
+/// A STUN server on 127.0.0.1 that answers every Binding request with `public`'s IP and
+/// the requester's port (as a NAT keeping ports would); returns its address.
+async fn stun_responder(public: std::net::IpAddr) -> std::net::SocketAddr {
+    let sock = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+    let addr = sock.local_addr().unwrap();
+    tokio::spawn(async move {
+        let mut buf = [0u8; 1500];
+        while let Ok((n, from)) = sock.recv_from(&mut buf).await {
+            if let Some(tid) = webtorrent::stun::request_tid(&buf[..n]) {
+                let mapped = std::net::SocketAddr::new(public, from.port());
+                let reply = webtorrent::stun::binding_success(&tid, mapped);
+                let _ = sock.send_to(&reply, from).await;
+            }
+        }
+    });
+    addr
+}
+
+#[tokio::test]
+async fn a_configured_stun_server_gives_a_server_reflexive_candidate() {
+    let public: std::net::IpAddr = "198.51.100.7".parse().unwrap();
+    let stun = stun_responder(public).await;
+    let config = |stun| RtcConfig {
+        bind: "127.0.0.1:0".parse().unwrap(),
+        stun: Some(stun),
+        stun_timeout: Duration::from_secs(2),
+        ..RtcConfig::default()
+    };
+    let a = RtcEndpoint::start(config(stun)).await.unwrap();
+    let b = endpoint().await;
+    let (id, offer, a_chan) = a.create_offer().await.unwrap();
+    assert!(
+        offer.contains("198.51.100.7") && offer.contains("typ srflx"),
+        "no server-reflexive candidate in the offer: {offer}"
+    );
+    // The host candidate still connects.
+    let (_, answer, b_chan) = b.accept_offer(offer).await.unwrap();
+    a.accept_answer(id, answer).await.unwrap();
+    tokio::time::timeout(DEADLINE, async {
+        (a_chan.await.unwrap(), b_chan.await.unwrap())
+    })
+    .await
+    .expect("the channel did not open");
+
+    // A STUN server that never answers costs at most stun_timeout, and no candidate.
+    let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+    let c = RtcEndpoint::start(config(silent.local_addr().unwrap()))
+        .await
+        .unwrap();
+    let start = std::time::Instant::now();
+    let (_, offer, _) = c.create_offer().await.unwrap();
+    let took = start.elapsed();
+    assert!(!offer.contains("typ srflx"), "{offer}");
+    assert!(
+        took >= Duration::from_millis(1900) && took < Duration::from_secs(5),
+        "the offer took {took:?} with a silent STUN server (timeout 2 s)"
+    );
 }

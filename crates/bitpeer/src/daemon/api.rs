@@ -414,6 +414,9 @@ struct AddJson {
     /// Peers to dial (`IP:PORT`), besides what trackers, DHT and PEX find.
     #[serde(default)]
     peers: Vec<String>,
+    /// WebSocket (WebTorrent) tracker URLs, besides the `ws://` trackers the torrent names.
+    #[serde(default)]
+    webtorrent_trackers: Vec<String>,
 }
 
 fn bool_field(s: &str) -> Result<bool, ApiError> {
@@ -480,6 +483,7 @@ async fn add_inner(app: &App, req: Request) -> ApiResult<Value> {
                 "category" if !text.is_empty() => base.category = Some(text),
                 "tags" => base.tags = split_list(&text),
                 "peers" => base.peers = split_list(&text),
+                "webtorrent_trackers" => base.webtorrent_trackers = split_list(&text),
                 _ => {}
             }
         }
@@ -531,6 +535,7 @@ async fn add_inner(app: &App, req: Request) -> ApiResult<Value> {
         r.category = base.category.clone();
         r.tags = base.tags.clone();
         r.peers = base.peers.clone();
+        r.webtorrent_trackers = base.webtorrent_trackers.clone();
         let (id, info_hash) = app.daemon.add(r).await?;
         added.push(json!({"id": id, "info_hash": info_hash}));
     }

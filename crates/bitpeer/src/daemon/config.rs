@@ -45,6 +45,13 @@ pub struct Config {
     pub port_mapping_lease: u64,
     /// Announce to trackers.
     pub trackers: bool,
+    /// WebTorrent: announce to the WebSocket (`ws://`) trackers a torrent or magnet link
+    /// names (and those given at add), and trade with browser peers over WebRTC (needs
+    /// `trackers` too).
+    pub webtorrent: bool,
+    /// A STUN server (HOST:PORT) that tells each WebRTC session its public address (a
+    /// server-reflexive candidate); none by default.
+    pub stun: Option<String>,
     /// Queueing: at most this many torrents download at once, and this many seed; the
     /// others wait as `queued`, in the queue's order (0: no limit).
     pub max_active_downloads: usize,
@@ -108,6 +115,8 @@ impl Default for Config {
             port_mapping: true,
             port_mapping_lease: 3600,
             trackers: true,
+            webtorrent: true,
+            stun: None,
             max_active_downloads: 5,
             max_active_seeds: 0,
             ratio_limit: None,

@@ -8,6 +8,7 @@ pub mod guard;
 pub mod qbittorrent;
 pub mod state;
 pub mod transmission;
+pub mod webtorrent;
 
 use crate::{CliError, CliResult};
 use config::Config;
@@ -34,7 +35,7 @@ The API (docs/api.md) is at /api/v1, the web UI at /, Prometheus metrics at /met
 
 Config file keys (TOML, all optional; see --print-config): api, listen, transports, download_dir, \
 state_dir, watch_dir, allowed_dirs, api_user, api_password, api_key, download_limit, \
-upload_limit, dht, lsd, port_mapping, port_mapping_lease, trackers, max_active_downloads, max_active_seeds, ratio_limit, \
+upload_limit, dht, lsd, port_mapping, port_mapping_lease, trackers, webtorrent, stun, max_active_downloads, max_active_seeds, ratio_limit, \
 seeding_time_limit, encryption (prefer, require or disable); and a section [ipfs] with gateway (serve the IPFS block store as a \
 Trustless Gateway: GET/HEAD /ipfs/CID), gateway_listen (its own address; without it, /ipfs/ on \
 the API's address, asking the API's credentials when the API is not on loopback; its own \
@@ -83,6 +84,14 @@ pub struct Args {
     /// No tracker announces.
     #[arg(long)]
     no_trackers: bool,
+    /// No WebTorrent (by default the `ws://` trackers of a torrent or magnet link, and
+    /// those given at add, bring browser peers over WebRTC).
+    #[arg(long)]
+    no_webtorrent: bool,
+    /// A STUN server (HOST:PORT) that tells each WebRTC session its public address,
+    /// offered to WebTorrent peers [default: none; no STUN server is asked].
+    #[arg(long, value_name = "HOST:PORT")]
+    stun: Option<String>,
     /// A folder watched for .torrent files to add.
     #[arg(long, value_name = "DIR")]
     watch_dir: Option<PathBuf>,
@@ -129,6 +138,12 @@ fn effective_config(args: &Args) -> CliResult<Config> {
     }
     if args.no_trackers {
         c.trackers = false;
+    }
+    if args.no_webtorrent {
+        c.webtorrent = false;
+    }
+    if let Some(s) = &args.stun {
+        c.stun = Some(s.clone());
     }
     if let Some(e) = args.encryption {
         c.encryption = e;
@@ -264,6 +279,7 @@ async fn background(daemon: state::Daemon) {
     let mut last = std::time::Instant::now();
     let mut counted = Duration::ZERO;
     let mut last_save = std::time::Instant::now();
+    let mut webtorrent = webtorrent::Bridge::default();
     loop {
         tick.tick().await;
         // Whole seconds of seeding, the rest carried to the next tick.
@@ -275,6 +291,7 @@ async fn background(daemon: state::Daemon) {
         let states = daemon.session.states();
         daemon.note_completions(secs, &states);
         crate::ipfs::daemon::bridge_pass(&daemon);
+        webtorrent.pass(&daemon, &states).await;
         daemon.apply_queue_with(&states).await;
         if last_save.elapsed() >= COUNTERS_EVERY {
             last_save = std::time::Instant::now();

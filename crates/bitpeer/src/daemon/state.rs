@@ -28,6 +28,8 @@ const MAX_NAME: usize = 128;
 const MAX_COUNTERS_BYTES: usize = 64 << 20;
 /// At most this many peers given with an add.
 const MAX_PEERS: usize = 64;
+/// Most WebTorrent trackers given with one add.
+const MAX_WEBTORRENT_TRACKERS: usize = 16;
 
 /// Priorities as the API names them, and the engine's numbers.
 pub const PRIORITY_SKIP: u8 = 0;
@@ -132,6 +134,10 @@ pub struct Record {
     /// The root CID of its content, once the IPFS bridge has imported it.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub ipfs_cid: Option<String>,
+    /// WebSocket (WebTorrent) trackers given when it was added, besides those its
+    /// .torrent or magnet link names.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub webtorrent_trackers: Vec<String>,
     /// The engine's id for it in this run.
     #[serde(skip)]
     pub engine_id: TorrentId,
@@ -148,6 +154,16 @@ pub struct Counters {
     pub uploaded: u64,
     pub downloaded: u64,
     pub seeding_secs: u64,
+}
+
+/// A running torrent, for WebTorrent ([`Daemon::webtorrent_candidates`]).
+pub struct WebTorrentCandidate {
+    pub id: u64,
+    pub engine_id: TorrentId,
+    pub info_hash: [u8; 20],
+    pub source: Arc<Source>,
+    /// The WebSocket trackers given when it was added.
+    pub trackers: Vec<String>,
 }
 
 /// A request to add a torrent, from the API, the CLI or the watch folder.
@@ -168,6 +184,8 @@ pub struct AddRequest {
     /// qBittorrent's `contentLayout=NoSubfolder`: a multi-file torrent's files go in the
     /// save folder without its top folder.
     pub no_subfolder: bool,
+    /// WebSocket (WebTorrent) tracker URLs (`ws://`), besides those the torrent names.
+    pub webtorrent_trackers: Vec<String>,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -596,6 +614,29 @@ impl Daemon {
         Ok(full)
     }
 
+    /// For WebTorrent: every torrent that runs now (not paused, not stopped by an error).
+    pub fn webtorrent_candidates(&self, states: &[TorrentBrief]) -> Vec<WebTorrentCandidate> {
+        let running: std::collections::HashSet<TorrentId> = states
+            .iter()
+            .filter(|b| !matches!(b.state, TorrentState::Paused | TorrentState::Error(_)))
+            .map(|b| b.id)
+            .collect();
+        self.inner()
+            .records
+            .values()
+            .filter(|r| running.contains(&r.engine_id))
+            .filter_map(|r| {
+                Some(WebTorrentCandidate {
+                    id: r.id,
+                    engine_id: r.engine_id,
+                    info_hash: metainfo::hash::from_hex(&r.info_hash)?,
+                    source: r.source.clone(),
+                    trackers: r.webtorrent_trackers.clone(),
+                })
+            })
+            .collect()
+    }
+
     /// Add a torrent; returns its id and info-hash.
     pub async fn add(&self, req: AddRequest) -> OpResult<(u64, String)> {
         let source = match (&req.torrent, &req.magnet) {
@@ -628,6 +669,14 @@ impl Daemon {
         }
         if req.peers.len() > MAX_PEERS {
             return Err(bad(format!("at most {MAX_PEERS} peers")));
+        }
+        if req.webtorrent_trackers.len() > MAX_WEBTORRENT_TRACKERS {
+            return Err(bad(format!(
+                "at most {MAX_WEBTORRENT_TRACKERS} WebTorrent trackers"
+            )));
+        }
+        for u in &req.webtorrent_trackers {
+            crate::webtorrent_peer::check_ws_url(u).map_err(bad)?;
         }
         let peers = req
             .peers
@@ -691,6 +740,7 @@ impl Daemon {
             first_last: req.first_last,
             no_root,
             ipfs_cid: None,
+            webtorrent_trackers: req.webtorrent_trackers,
             engine_id: 0,
             seeding_secs: 0,
         };
