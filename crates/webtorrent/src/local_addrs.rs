@@ -1,10 +1,12 @@
 //! The node's own IP addresses, offered as WebRTC host candidates when the endpoint binds
 //! an unspecified IP. No new crate: Linux's `/proc` says it all.
 //!
-//! - IPv4: the `/32 host LOCAL` entries of `/proc/net/fib_trie` (the local routing table:
-//!   an address of an interface that is down has no local route there).
+//! - IPv4: the `/32 host LOCAL` entries of `/proc/net/fib_trie` (the local routing table).
+//!   It does not name interfaces, so the address of an interface set down is still offered
+//!   (the kernel keeps its local route): its candidate pairs fail and cost nothing else.
 //! - IPv6: `/proc/net/if_inet6`, without addresses still tentative, whose duplicate
-//!   detection failed, or deprecated, and without those of interfaces that are down.
+//!   detection failed, or deprecated, and without those of interfaces that are down (as
+//!   `/sys/class/net/NAME/operstate` says).
 //! - Never loopback, link-local (a link-local candidate would need its interface's scope),
 //!   multicast or unspecified addresses.
 //!
