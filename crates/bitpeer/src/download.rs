@@ -653,8 +653,13 @@ async fn start_webtorrent(
     urls: &[String],
     stun: Option<std::net::SocketAddr>,
 ) -> CliResult {
-    if let Some(addr) = crate::webtorrent_peer::start(session, t, urls, stun).await? {
-        eprintln!("webrtc on udp {addr} ({} websocket tracker(s))", urls.len());
+    if let Some(ips) = crate::webtorrent_peer::start(session, t, urls, stun).await? {
+        let ips: Vec<String> = ips.iter().map(|ip| ip.to_string()).collect();
+        eprintln!(
+            "webrtc on udp {} ({} websocket tracker(s))",
+            ips.join(", "),
+            urls.len()
+        );
     }
     Ok(())
 }

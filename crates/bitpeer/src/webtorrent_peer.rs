@@ -81,13 +81,13 @@ fn fold(peer_id: &[u8; 20]) -> u64 {
 }
 
 /// Starts WebTorrent for `torrent` on `urls` (none: nothing is started). Returns the
-/// IP of its UDP sockets (one per WebRTC session).
+/// IPs of its UDP sockets (each WebRTC session has one per IP, the host candidates).
 pub async fn start(
     session: &Session,
     torrent: &Torrent,
     urls: &[String],
     stun: Option<std::net::SocketAddr>,
-) -> CliResult<Option<std::net::IpAddr>> {
+) -> CliResult<Option<Vec<std::net::IpAddr>>> {
     let urls: Vec<&String> = urls.iter().filter(|u| is_ws_url(u)).collect();
     if urls.is_empty() {
         return Ok(None);
@@ -109,14 +109,15 @@ pub async fn start(
     Ok(Some(local))
 }
 
-/// The WebRTC endpoint (on the session's listening IP) and a WebTorrent node whose data
+/// The WebRTC endpoint (on the session's listening IP, or on each of the node's addresses
+/// when that is unspecified; their list is returned) and a WebTorrent node whose data
 /// channels become connections of `session`: routed by their handshake when the remote
 /// peer made the offer, dialled (our handshake first) when we did. With `stun`, each
 /// session also offers the public address that STUN server sees.
 pub async fn start_node(
     session: &Session,
     stun: Option<std::net::SocketAddr>,
-) -> CliResult<(WebTorrentNode, std::net::IpAddr)> {
+) -> CliResult<(WebTorrentNode, Vec<std::net::IpAddr>)> {
     let mut config = RtcConfig {
         stun,
         ..RtcConfig::default()
@@ -128,7 +129,7 @@ pub async fn start_node(
     let rtc = RtcEndpoint::start(config)
         .await
         .map_err(|e| CliError::new(e.to_string()))?;
-    let local = rtc.local_ip();
+    let local = rtc.local_ips().to_vec();
     let (mut node, mut conns) = WebTorrentNode::new(rtc, session.peer_id());
     // wss:// trackers: rustls as for HTTPS trackers (the system's roots).
     let tls = tracker::client::tls_config(&[]).map_err(|e| CliError::new(e.to_string()))?;

@@ -20,11 +20,11 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 use std::time::Duration;
 
-use common::{Proc, bitpeer_bin};
 use common::netns::{
     ADDR, Netns, bitpeer_bridge, bitpeer_in, bitpeer_ws_seeder, bitpeer_ws_tracker, shared_file,
     wt_modules,
 };
+use common::{Proc, bitpeer_bin};
 
 const TIMEOUT: Duration = Duration::from_secs(120);
 

@@ -4,7 +4,9 @@
 //!   every field bounded and checked.
 //! - [`client`]: the sans-IO client of one tracker URL shared by all torrents (offers,
 //!   answers, timeouts, reconnects).
-//! - [`rtc`]: WebRTC data channels (str0m, a UDP socket per session) as byte streams.
+//! - [`rtc`]: WebRTC data channels (str0m, UDP sockets of each session's own: one per
+//!   host candidate) as byte streams.
+//! - [`local_addrs`]: the node's addresses (from `/proc`), offered as host candidates.
 //! - [`stun`]: the STUN Binding request and response (a server-reflexive candidate).
 //! - [`node`]: the tokio shell making a node a WebTorrent peer (tracker tasks, offers,
 //!   answers, open channels handed out as connections).
@@ -14,6 +16,7 @@
 
 pub mod client;
 pub mod codec;
+pub mod local_addrs;
 pub mod node;
 pub mod rtc;
 pub mod server;

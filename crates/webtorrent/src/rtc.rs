@@ -6,11 +6,18 @@
 //! [`DataChannel`] byte stream (`AsyncRead + AsyncWrite`) that carries the ordinary
 //! BitTorrent wire.
 //!
-//! - No trickle: our host candidate is in the SDP of every offer and answer (the whole SDP
-//!   in one tracker message, as webtorrent expects); with a STUN server configured, a
-//!   session's socket first asks it for its public address (one Binding request, resent,
-//!   bounded by `stun_timeout`), offered as a server-reflexive candidate. No STUN server
-//!   is ever asked unless one is configured.
+//! - Host candidates: with an unspecified `bind` IP, one for each of the node's usable
+//!   addresses (see [`crate::local_addrs`]: the default route's first, at most
+//!   [`MAX_HOST_IPS`], no loopback or link-local), each on a UDP socket of the session's
+//!   own; with a specific IP, that one alone. Datagrams a socket receives are given to
+//!   str0m as sent to that socket's address, and each datagram str0m sends leaves from
+//!   the socket of its source address.
+//! - No trickle: our host candidates are in the SDP of every offer and answer (the whole
+//!   SDP in one tracker message, as webtorrent expects); with a STUN server configured, a
+//!   session's first socket of the server's family (the default route's) first asks it for
+//!   its public address (one Binding request, resent, bounded by `stun_timeout`), offered
+//!   as a server-reflexive candidate. No STUN server is ever asked unless one is
+//!   configured.
 //! - Writes leave in channel messages of at most [`MAX_CHUNK`] bytes, only while the SCTP
 //!   buffered amount is under [`MAX_BUFFERED`]; a writer waits (is not buffered without
 //!   bound) when its outbox holds [`OUTBOX`] bytes, and is woken when the buffered amount
@@ -37,6 +44,8 @@ use str0m::{Candidate, Event, IceConnectionState, Input, Output, Rtc};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::UdpSocket;
 use tokio::sync::{Notify, mpsc, oneshot};
+
+pub use crate::local_addrs::MAX_HOST_IPS;
 
 /// Largest channel message we send (webtorrent splits at 16 KiB too).
 pub const MAX_CHUNK: usize = 16 * 1024;
@@ -78,9 +87,13 @@ pub enum RtcError {
 #[derive(Debug, Clone)]
 pub struct RtcConfig {
     /// The IP each session's socket binds to and offers as its host candidate (the port
-    /// is ignored: each session takes a free one). An unspecified IP is replaced by the
-    /// address of the default route.
+    /// is ignored: each session takes a free one). An unspecified IP stands for each of
+    /// the node's usable addresses (the default route's first, of the unspecified IP's
+    /// family), a socket and a host candidate each.
     pub bind: SocketAddr,
+    /// The IPs to offer host candidates on instead of `bind`'s (at most [`MAX_HOST_IPS`],
+    /// the first one asks the STUN server); none by default.
+    pub host_ips: Option<Vec<IpAddr>>,
     /// A STUN server to learn each session's public address from (none by default).
     pub stun: Option<SocketAddr>,
     /// How long a session waits for the STUN server before going on without it.
@@ -93,6 +106,7 @@ impl Default for RtcConfig {
     fn default() -> Self {
         RtcConfig {
             bind: SocketAddr::from(([0, 0, 0, 0], 0)),
+            host_ips: None,
             stun: None,
             stun_timeout: Duration::from_secs(2),
             connect_timeout: Duration::from_secs(30),
@@ -109,11 +123,11 @@ pub type PendingChannel = oneshot::Receiver<DataChannel>;
 
 enum Cmd {
     Offer(
-        Socket,
+        Sockets,
         oneshot::Sender<Result<(SessionId, String, PendingChannel), RtcError>>,
     ),
     Accept(
-        Socket,
+        Sockets,
         String,
         oneshot::Sender<Result<(SessionId, String, PendingChannel), RtcError>>,
     ),
@@ -126,15 +140,16 @@ enum Cmd {
 #[derive(Clone)]
 pub struct RtcEndpoint {
     cmds: mpsc::Sender<Cmd>,
-    ip: IpAddr,
+    /// Never empty.
+    ips: Arc<[IpAddr]>,
     stun: Option<(SocketAddr, Duration)>,
 }
 
-/// A new session's UDP socket, and its public address when a STUN server told it.
-struct Socket {
-    socket: UdpSocket,
-    local: SocketAddr,
-    public: Option<SocketAddr>,
+/// A new session's UDP sockets (one per host IP, with its local address), and the public
+/// address of one of them (its local address, the public one) when a STUN server told it.
+struct Sockets {
+    sockets: Vec<(SocketAddr, UdpSocket)>,
+    public: Option<(SocketAddr, SocketAddr)>,
 }
 
 /// Socket buffers of the WebRTC socket: a burst of SCTP packets (up to `MAX_BUFFERED` per
@@ -153,27 +168,46 @@ fn bind_udp(addr: SocketAddr) -> io::Result<UdpSocket> {
     UdpSocket::from_std(s.into())
 }
 
-/// The address of the default route's interface (no packet is sent).
-fn default_route_ip(v6: bool) -> Option<IpAddr> {
-    let (bind, probe): (SocketAddr, SocketAddr) = if v6 {
-        ("[::]:0".parse().ok()?, "[2001:db8::1]:9".parse().ok()?)
-    } else {
-        ("0.0.0.0:0".parse().ok()?, "192.0.2.1:9".parse().ok()?)
+/// The IPs of the host candidates `config` asks for (not yet checked), at most
+/// [`MAX_HOST_IPS`], once each.
+fn host_ips(config: &RtcConfig) -> Vec<IpAddr> {
+    let mut ips = match &config.host_ips {
+        Some(ips) => ips.clone(),
+        None if config.bind.ip().is_unspecified() => {
+            crate::local_addrs::host_ips(config.bind.is_ipv6())
+        }
+        None => vec![config.bind.ip()],
     };
-    let s = std::net::UdpSocket::bind(bind).ok()?;
-    s.connect(probe).ok()?;
-    Some(s.local_addr().ok()?.ip())
+    let mut seen = Vec::with_capacity(ips.len());
+    ips.retain(|ip| {
+        let new = !ip.is_unspecified() && !seen.contains(ip);
+        seen.push(*ip);
+        new
+    });
+    ips.truncate(MAX_HOST_IPS);
+    ips
 }
 
 impl RtcEndpoint {
-    /// Checks that a UDP socket can be bound on the IP and starts the driver task (on the
-    /// current tokio runtime).
+    /// Finds the host IPs (see [`RtcConfig::bind`]), keeps those a UDP socket can be bound
+    /// on, and starts the driver task (on the current tokio runtime).
     pub async fn start(config: RtcConfig) -> Result<Self, RtcError> {
-        let mut ip = config.bind.ip();
-        if ip.is_unspecified() {
-            ip = default_route_ip(ip.is_ipv6()).ok_or(RtcError::NoAddress)?;
+        let mut ips = host_ips(&config);
+        if ips.is_empty() {
+            return Err(RtcError::NoAddress);
         }
-        drop(bind_udp(SocketAddr::new(ip, 0)).map_err(RtcError::Bind)?);
+        let mut error = None;
+        ips.retain(|ip| match bind_udp(SocketAddr::new(*ip, 0)) {
+            Ok(_) => true,
+            Err(e) => {
+                tracing::debug!(%ip, "webrtc: cannot bind: {e}");
+                error = Some(e);
+                false
+            }
+        });
+        if ips.is_empty() {
+            return Err(error.map_or(RtcError::NoAddress, RtcError::Bind));
+        }
         let (tx, rx) = mpsc::channel(64);
         let (received_tx, received) = mpsc::channel(RECEIVED_QUEUE);
         let stun = config.stun.map(|a| (a, config.stun_timeout));
@@ -185,12 +219,22 @@ impl RtcEndpoint {
             received_tx,
         };
         tokio::spawn(driver.run(rx, received));
-        Ok(RtcEndpoint { cmds: tx, ip, stun })
+        Ok(RtcEndpoint {
+            cmds: tx,
+            ips: ips.into(),
+            stun,
+        })
     }
 
-    /// The IP of our host candidates (each session has its own UDP port).
+    /// The IP of our first host candidate (the default route's; each session has its own
+    /// UDP ports).
     pub fn local_ip(&self) -> IpAddr {
-        self.ip
+        self.ips[0]
+    }
+
+    /// The IPs of our host candidates, the first one first.
+    pub fn local_ips(&self) -> &[IpAddr] {
+        &self.ips
     }
 
     async fn ask<T>(
@@ -205,26 +249,42 @@ impl RtcEndpoint {
         rx.await.map_err(|_| RtcError::Stopped)?
     }
 
-    /// A new session's socket, with its public address when a STUN server is set and
-    /// answers in time.
-    async fn socket(&self) -> Result<Socket, RtcError> {
-        let socket = bind_udp(SocketAddr::new(self.ip, 0)).map_err(RtcError::Bind)?;
-        let local = socket.local_addr().map_err(RtcError::Bind)?;
-        let public = match self.stun {
-            Some((server, timeout)) => stun_query(&socket, server, timeout).await,
-            None => None,
-        };
-        Ok(Socket {
-            socket,
-            local,
-            public,
-        })
+    /// A new session's sockets, one per host IP (an IP that cannot be bound any more is
+    /// left out; none at all is an error), with the public address of the first one of
+    /// the STUN server's family when a STUN server is set and answers in time.
+    async fn sockets(&self) -> Result<Sockets, RtcError> {
+        let mut sockets = Vec::with_capacity(self.ips.len());
+        let mut error = None;
+        for ip in self.ips.iter() {
+            let bound = bind_udp(SocketAddr::new(*ip, 0)).and_then(|s| Ok((s.local_addr()?, s)));
+            match bound {
+                Ok((local, socket)) => sockets.push((local, socket)),
+                Err(e) => {
+                    tracing::debug!(%ip, "webrtc: cannot bind: {e}");
+                    error = Some(e);
+                }
+            }
+        }
+        if sockets.is_empty() {
+            return Err(error.map_or(RtcError::NoAddress, RtcError::Bind));
+        }
+        let mut public = None;
+        if let Some((server, timeout)) = self.stun
+            && let Some((local, socket)) = sockets
+                .iter()
+                .find(|(local, _)| local.is_ipv4() == server.is_ipv4())
+        {
+            public = stun_query(socket, server, timeout)
+                .await
+                .map(|p| (*local, p));
+        }
+        Ok(Sockets { sockets, public })
     }
 
     /// A new session with one data channel: our offer's SDP (with our candidate).
     pub async fn create_offer(&self) -> Result<(SessionId, String, PendingChannel), RtcError> {
-        let socket = self.socket().await?;
-        self.ask(|tx| Cmd::Offer(socket, tx)).await
+        let sockets = self.sockets().await?;
+        self.ask(|tx| Cmd::Offer(sockets, tx)).await
     }
 
     /// Answers a remote offer: our answer's SDP (with our candidate).
@@ -235,8 +295,8 @@ impl RtcEndpoint {
         if sdp.len() > MAX_SDP {
             return Err(RtcError::Sdp("too large".into()));
         }
-        let socket = self.socket().await?;
-        self.ask(|tx| Cmd::Accept(socket, sdp, tx)).await
+        let sockets = self.sockets().await?;
+        self.ask(|tx| Cmd::Accept(sockets, sdp, tx)).await
     }
 
     /// The remote answer to our offer `id`.
@@ -365,12 +425,18 @@ impl Drop for DataChannel {
     }
 }
 
+/// One of a session's UDP sockets (one per host candidate), and the task that reads it
+/// into the driver.
+struct SessionSocket {
+    local: SocketAddr,
+    socket: Arc<UdpSocket>,
+    reader: tokio::task::JoinHandle<()>,
+}
+
 struct Session {
     rtc: Rtc,
-    /// The session's own UDP socket, and the task that reads it into the driver.
-    socket: Arc<UdpSocket>,
-    local: SocketAddr,
-    reader: tokio::task::JoinHandle<()>,
+    /// The session's own UDP sockets, the first one first.
+    sockets: Vec<SessionSocket>,
     pending_offer: Option<SdpPendingOffer>,
     /// Given the channel when it opens.
     waiting: Option<oneshot::Sender<DataChannel>>,
@@ -403,7 +469,9 @@ impl Session {
 
 impl Drop for Session {
     fn drop(&mut self) {
-        self.reader.abort();
+        for s in &self.sockets {
+            s.reader.abort();
+        }
     }
 }
 
@@ -438,16 +506,22 @@ async fn stun_query(
     None
 }
 
-/// A datagram a session's socket received.
+/// A datagram a session's socket (whose address is `destination`) received.
 struct Received {
     session: SessionId,
     source: SocketAddr,
+    destination: SocketAddr,
     data: Vec<u8>,
 }
 
-/// Reads `socket` into the driver until the driver goes away (or the task is aborted with
-/// its session).
-async fn read_socket(socket: Arc<UdpSocket>, session: SessionId, to: mpsc::Sender<Received>) {
+/// Reads `socket` (whose address is `local`) into the driver until the driver goes away
+/// (or the task is aborted with its session).
+async fn read_socket(
+    socket: Arc<UdpSocket>,
+    local: SocketAddr,
+    session: SessionId,
+    to: mpsc::Sender<Received>,
+) {
     let mut buf = vec![0u8; UDP_BUF];
     loop {
         let Ok((n, source)) = socket.recv_from(&mut buf).await else {
@@ -459,6 +533,7 @@ async fn read_socket(socket: Arc<UdpSocket>, session: SessionId, to: mpsc::Sende
             .send(Received {
                 session,
                 source,
+                destination: local,
                 data,
             })
             .await
@@ -477,31 +552,28 @@ struct Driver {
     received_tx: mpsc::Sender<Received>,
 }
 
-/// A new session's socket, and the str0m instance with its host candidate.
+/// A new session's sockets, and the str0m instance with their host candidates.
 struct NewRtc {
     rtc: Rtc,
-    socket: UdpSocket,
-    local: SocketAddr,
+    sockets: Vec<(SocketAddr, UdpSocket)>,
 }
 
 impl Driver {
-    fn new_rtc(&self, socket: Socket, now: Instant) -> Result<NewRtc, RtcError> {
-        let Socket {
-            socket,
-            local,
-            public,
-        } = socket;
+    fn new_rtc(&self, sockets: Sockets, now: Instant) -> Result<NewRtc, RtcError> {
+        let Sockets { sockets, public } = sockets;
         let mut rtc = Rtc::builder()
             .set_sctp_max_buffered_amount(MAX_BUFFERED)
             .build(now);
-        let host = Candidate::host(local, "udp").map_err(|e| RtcError::Rtc(e.to_string()))?;
-        rtc.add_local_candidate(host);
-        if let Some(public) = public.filter(|p| *p != local)
+        for (local, _) in &sockets {
+            let host = Candidate::host(*local, "udp").map_err(|e| RtcError::Rtc(e.to_string()))?;
+            rtc.add_local_candidate(host);
+        }
+        if let Some((local, public)) = public.filter(|(l, p)| p != l)
             && let Ok(c) = Candidate::server_reflexive(public, local, "udp")
         {
             rtc.add_local_candidate(c);
         }
-        Ok(NewRtc { rtc, socket, local })
+        Ok(NewRtc { rtc, sockets })
     }
 
     fn add(
@@ -513,15 +585,25 @@ impl Driver {
         let (tx, rx) = oneshot::channel();
         let id = self.next_id;
         self.next_id += 1;
-        let socket = Arc::new(new.socket);
-        let reader = tokio::spawn(read_socket(socket.clone(), id, self.received_tx.clone()));
+        let sockets = new
+            .sockets
+            .into_iter()
+            .map(|(local, socket)| {
+                let socket = Arc::new(socket);
+                let to = self.received_tx.clone();
+                let reader = tokio::spawn(read_socket(socket.clone(), local, id, to));
+                SessionSocket {
+                    local,
+                    socket,
+                    reader,
+                }
+            })
+            .collect();
         self.sessions.insert(
             id,
             Session {
                 rtc: new.rtc,
-                socket,
-                local: new.local,
-                reader,
+                sockets,
                 pending_offer,
                 waiting: Some(tx),
                 channel: None,
@@ -535,12 +617,12 @@ impl Driver {
     fn command(&mut self, cmd: Cmd, now: Instant) {
         let full = self.sessions.len() >= self.config.max_sessions;
         match cmd {
-            Cmd::Offer(socket, reply) => {
+            Cmd::Offer(sockets, reply) => {
                 let r = (|| {
                     if full {
                         return Err(RtcError::TooMany);
                     }
-                    let mut new = self.new_rtc(socket, now)?;
+                    let mut new = self.new_rtc(sockets, now)?;
                     let mut api = new.rtc.sdp_api();
                     api.add_channel("webtorrent".into());
                     let (offer, pending) = api
@@ -552,14 +634,14 @@ impl Driver {
                 })();
                 let _ = reply.send(r);
             }
-            Cmd::Accept(socket, sdp, reply) => {
+            Cmd::Accept(sockets, sdp, reply) => {
                 let r = (|| {
                     if full {
                         return Err(RtcError::TooMany);
                     }
                     let offer = SdpOffer::from_sdp_string(&sdp)
                         .map_err(|e| RtcError::Sdp(e.to_string()))?;
-                    let mut new = self.new_rtc(socket, now)?;
+                    let mut new = self.new_rtc(sockets, now)?;
                     let answer = new
                         .rtc
                         .sdp_api()
@@ -679,7 +761,20 @@ impl Driver {
             match out {
                 Output::Timeout(t) => return Some(t),
                 Output::Transmit(t) => {
-                    let _ = s.socket.try_send_to(&t.contents, t.destination);
+                    // From the socket of the candidate str0m chose (a server-reflexive
+                    // candidate's base is its socket's address).
+                    let from = s.sockets.iter().find(|x| {
+                        x.local.ip() == t.source.ip() && x.local.port() == t.source.port()
+                    });
+                    match from {
+                        Some(x) => {
+                            let _ = x.socket.try_send_to(&t.contents, t.destination);
+                        }
+                        None => tracing::trace!(
+                            source = %t.source,
+                            "webrtc: no socket for a datagram's source; dropped"
+                        ),
+                    }
                 }
                 Output::Event(e) => match e {
                     Event::ChannelOpen(cid, label) => {
@@ -785,7 +880,7 @@ impl Driver {
                     let input = Input::Receive(Instant::now(), Receive {
                         proto: Protocol::Udp,
                         source: r.source,
-                        destination: s.local,
+                        destination: r.destination,
                         contents,
                     });
                     // What is not for this session (stray or forged packets) is ignored.

@@ -1,6 +1,8 @@
 //! Two WebRTC endpoints (str0m) on 127.0.0.1 make a data channel through an offer and an
 //! answer, and move a few MiB each way through it as a byte stream, byte for byte; bad
-//! SDPs are refused; a closed side is seen as end of stream by the other.
+//! SDPs are refused; a closed side is seen as end of stream by the other. An endpoint
+//! offers a host candidate on each of its IPs (given, or the node's own when the bind IP
+//! is unspecified), and connects through any of them.
 
 use std::time::Duration;
 
@@ -203,4 +205,103 @@ async fn a_configured_stun_server_gives_a_server_reflexive_candidate() {
         took >= Duration::from_millis(1900) && took < Duration::from_secs(5),
         "the offer took {took:?} with a silent STUN server (timeout 2 s)"
     );
+}
+
+/// The `a=candidate` lines of type host in an SDP.
+fn host_candidates(sdp: &str) -> Vec<&str> {
+    sdp.lines()
+        .filter(|l| l.starts_with("a=candidate:") && l.contains(" typ host"))
+        .collect()
+}
+
+/// Whether an SDP candidate line is for `ip` (its fifth field).
+fn candidate_ip(line: &str) -> Option<std::net::IpAddr> {
+    line.split_whitespace().nth(4)?.parse().ok()
+}
+
+/// An exchange of a few bytes each way over an open pair of channels.
+async fn ping(a_chan: webtorrent::rtc::PendingChannel, b_chan: webtorrent::rtc::PendingChannel) {
+    let work = async {
+        let (mut x, mut y) = (a_chan.await.unwrap(), b_chan.await.unwrap());
+        x.write_all(b"ping").await.unwrap();
+        let mut got = [0u8; 4];
+        y.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"ping");
+        y.write_all(b"pong").await.unwrap();
+        x.read_exact(&mut got).await.unwrap();
+        assert_eq!(&got, b"pong");
+    };
+    tokio::time::timeout(DEADLINE, work)
+        .await
+        .expect("the channel did not open and carry bytes in time");
+}
+
+/// An endpoint with several host IPs offers a host candidate on each, and a peer that can
+/// reach only the second one (its own socket) still connects through it.
+#[tokio::test]
+async fn every_host_ip_is_a_host_candidate_and_each_connects() {
+    let v4: std::net::IpAddr = "127.0.0.1".parse().unwrap();
+    let v6: std::net::IpAddr = "::1".parse().unwrap();
+    let a = RtcEndpoint::start(RtcConfig {
+        host_ips: Some(vec![v4, v6, v4]),
+        ..RtcConfig::default()
+    })
+    .await
+    .unwrap();
+    assert_eq!(a.local_ips(), &[v4, v6]);
+    assert_eq!(a.local_ip(), v4);
+    let (id, offer, a_chan) = a.create_offer().await.unwrap();
+    let hosts = host_candidates(&offer);
+    let ips: Vec<_> = hosts.iter().filter_map(|l| candidate_ip(l)).collect();
+    assert_eq!(ips, vec![v4, v6], "host candidates: {hosts:?}");
+
+    // b has only ::1: the pair is a's second socket and b's.
+    let b = RtcEndpoint::start(RtcConfig {
+        host_ips: Some(vec![v6]),
+        ..RtcConfig::default()
+    })
+    .await
+    .unwrap();
+    let (_, answer, b_chan) = b.accept_offer(offer).await.unwrap();
+    let ips: Vec<_> = host_candidates(&answer)
+        .iter()
+        .filter_map(|l| candidate_ip(l))
+        .collect();
+    assert_eq!(ips, vec![v6]);
+    a.accept_answer(id, answer).await.unwrap();
+    ping(a_chan, b_chan).await;
+
+    // And the other way round: b offers, a (both families) answers.
+    let (id, offer, b_chan) = b.create_offer().await.unwrap();
+    let (_, answer, a_chan) = a.accept_offer(offer).await.unwrap();
+    assert_eq!(host_candidates(&answer).len(), 2, "{answer}");
+    b.accept_answer(id, answer).await.unwrap();
+    ping(a_chan, b_chan).await;
+}
+
+/// With an unspecified bind IP, an endpoint offers a host candidate on each of the node's
+/// usable addresses (never loopback), and two such endpoints connect.
+#[tokio::test]
+async fn endpoints_on_every_address_connect() {
+    let a = match RtcEndpoint::start(RtcConfig::default()).await {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("skipped: this machine has no address but loopback ({e})");
+            return;
+        }
+    };
+    let b = RtcEndpoint::start(RtcConfig::default()).await.unwrap();
+    let ips = a.local_ips().to_vec();
+    eprintln!("host IPs: {ips:?}");
+    assert!(!ips.is_empty() && ips.len() <= webtorrent::rtc::MAX_HOST_IPS);
+    assert!(ips.iter().all(|ip| !ip.is_loopback()), "{ips:?}");
+    let (id, offer, a_chan) = a.create_offer().await.unwrap();
+    let offered: Vec<_> = host_candidates(&offer)
+        .iter()
+        .filter_map(|l| candidate_ip(l))
+        .collect();
+    assert_eq!(offered, ips, "{offer}");
+    let (_, answer, b_chan) = b.accept_offer(offer).await.unwrap();
+    a.accept_answer(id, answer).await.unwrap();
+    ping(a_chan, b_chan).await;
 }

@@ -83,8 +83,8 @@ impl Bridge {
                 Err(_) => None,
             };
             match crate::webtorrent_peer::start_node(session, stun).await {
-                Ok((node, addr)) => {
-                    tracing::info!(%addr, "webtorrent: webrtc on udp");
+                Ok((node, ips)) => {
+                    tracing::info!(?ips, "webtorrent: webrtc on udp");
                     self.node = Some(node);
                 }
                 Err(e) => {
