@@ -182,12 +182,16 @@ fn u32s(v: &[u32]) -> Vec<u8> {
     v.iter().flat_map(|x| x.to_be_bytes()).collect()
 }
 
+/// A handshake with a peer id of its own: each connection looks like another client
+/// (bitpeer keeps one connection per peer id and address, as it should).
 fn handshake(info_hash: &[u8; 20]) -> Vec<u8> {
+    static NEXT: AtomicU64 = AtomicU64::new(0);
+    let n = NEXT.fetch_add(1, Ordering::Relaxed);
     let mut h = vec![19u8];
     h.extend_from_slice(b"BitTorrent protocol");
     h.extend_from_slice(&[0u8; 8]);
     h.extend_from_slice(info_hash);
-    h.extend_from_slice(b"-XX0001-hostile-peer");
+    h.extend_from_slice(format!("-XX0001-hostile{:05}", n % 100_000).as_bytes());
     h
 }
 
