@@ -13,7 +13,7 @@
 //! through [`UtpConnector`], incoming ones through [`accept_loop`] into the session's
 //! router, like TCP.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::future::Future;
 use std::io;
 use std::net::SocketAddr;
@@ -230,11 +230,13 @@ impl Transport for ChannelTransport {
 }
 
 /// The uTP header extension that carries our mark: type 2, uTorrent's 8 "extension
-/// bits" (libutp, Transmission's uTP, takes this one in any packet and does not answer a
-/// SYN with an extension type it does not know; libtorrent and librqbit-utp skip it).
-/// Our mark is [`MARK`] and then "I take datagrams up to N bytes" (2 bytes, big-endian),
-/// then zeros. It rides on our SYNs and on the SYN-ACK (the `ST_STATE` acknowledging a
-/// SYN) answering a SYN that carried it.
+/// bits" (libtorrent and librqbit-utp skip it; libutp, Transmission's uTP, does not answer
+/// a SYN with an extension type it does not know, and was seen not to answer this one
+/// either). Our mark is [`MARK`] and then "I take datagrams up to N bytes" (2 bytes,
+/// big-endian), then zeros. It rides on our SYNs to loopback peers (the only ones sent
+/// large datagrams) until one goes unanswered (the next SYN to that peer goes without
+/// it), and on the SYN-ACK (the `ST_STATE` acknowledging a SYN) answering a SYN that
+/// carried it.
 pub const EXT_BITS: u8 = 2;
 /// The first bytes of our mark in the extension bits.
 const MARK: &[u8; 2] = b"bp";
@@ -266,6 +268,11 @@ struct LargeState {
     peers: HashMap<SocketAddr, u16>,
     /// Peer → the sequence number of its marked SYN (our SYN-ACK carries the mark too).
     syns: HashMap<SocketAddr, u16>,
+    /// Peers we sent a marked SYN and have heard nothing from since.
+    unanswered: HashSet<SocketAddr>,
+    /// Peers that did not answer a marked SYN (libutp, Transmission's uTP, drops it): our
+    /// SYNs to them go without the mark.
+    no_mark: HashSet<SocketAddr>,
 }
 
 impl LargeDatagrams {
@@ -284,6 +291,9 @@ impl LargeDatagrams {
         let Some(h) = UtpHeader::parse(datagram) else {
             return;
         };
+        if h.kind == ST_STATE {
+            self.lock().unanswered.remove(&from);
+        }
         let size = find_extension(datagram, EXT_BITS)
             .filter(|d| d.len() == 8 && d.starts_with(MARK))
             .map(|d| u16::from_be_bytes([d[2], d[3]]))
@@ -317,9 +327,18 @@ impl LargeDatagrams {
         let h = UtpHeader::parse(packet)?;
         let mut s = self.lock();
         match h.kind {
+            // Only loopback peers are ever sent large datagrams: no mark for anyone else.
+            ST_SYN if !to.ip().is_loopback() || s.no_mark.contains(&to) => return None,
             ST_SYN => {
                 // What was known of this address is stale: its SYN-ACK tells again.
                 s.peers.remove(&to);
+                // A second SYN while the marked one is unanswered: this peer may drop
+                // SYNs with extension bits it does not expect; try without, from now on.
+                if s.unanswered.remove(&to) {
+                    bounded_insert(&mut s.no_mark, to);
+                    return None;
+                }
+                bounded_insert(&mut s.unanswered, to);
             }
             ST_STATE if s.syns.get(&to) == Some(&h.ack_nr) => {}
             _ => return None,
@@ -338,6 +357,14 @@ impl LargeDatagrams {
         let ip_header = if remote.is_ipv4() { 20 } else { 40 };
         u16::try_from(size + ip_header + 8).ok()
     }
+}
+
+/// Inserts into a set that starts again when it holds [`MAX_LARGE_PEERS`].
+fn bounded_insert(set: &mut HashSet<SocketAddr>, peer: SocketAddr) {
+    if set.len() >= MAX_LARGE_PEERS {
+        set.clear();
+    }
+    set.insert(peer);
 }
 
 impl LargeState {
@@ -674,6 +701,24 @@ mod tests {
         let tiny = with_extension(&packet(ST_SYN, 1, 1), EXT_BITS, &mark(0x0100));
         large.on_received(&tiny, peer);
         assert_eq!(large.known_link_mtu(peer), None);
+    }
+
+    #[test]
+    fn a_peer_that_does_not_answer_a_marked_syn_gets_plain_ones() {
+        let peer: SocketAddr = "127.0.0.1:51413".parse().unwrap();
+        let far: SocketAddr = "192.0.2.1:6881".parse().unwrap();
+        let large = LargeDatagrams::default();
+        let syn = packet(ST_SYN, 100, 0);
+        assert_eq!(large.on_sending(&syn, far), None, "no mark beyond loopback");
+        assert!(large.on_sending(&syn, peer).is_some(), "first SYN marked");
+        // No answer; the dial sends its SYN again: this time, and from now on, plain.
+        assert_eq!(large.on_sending(&syn, peer), None);
+        assert_eq!(large.on_sending(&syn, peer), None);
+        // A peer that answers its marked SYN keeps getting marked ones.
+        let other: SocketAddr = "127.0.0.1:6881".parse().unwrap();
+        assert!(large.on_sending(&syn, other).is_some());
+        large.on_received(&packet(ST_STATE, 1, 100), other);
+        assert!(large.on_sending(&syn, other).is_some());
     }
 
     #[test]
