@@ -253,21 +253,13 @@ fn threads() -> usize {
     std::thread::available_parallelism().map_or(1, |n| n.get())
 }
 
-/// Fills `buf` with up to `size` bytes; fewer only at the end of the input.
+/// Fills `buf` with up to `size` bytes; fewer only at the end of the input. Only the bytes
+/// read are initialized: a small file in a big batch costs what it holds, not the batch.
 fn read_chunk(reader: &mut dyn Read, buf: &mut Vec<u8>, size: usize) -> io::Result<()> {
-    // A reused buffer keeps its length: no zeroing of what is about to be overwritten.
-    buf.resize(size, 0);
-    let mut filled = 0;
-    while filled < size {
-        match reader.read(&mut buf[filled..]) {
-            Ok(0) => break,
-            Ok(n) => filled += n,
-            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
-            Err(e) => return Err(e),
-        }
-    }
-    buf.truncate(filled);
-    Ok(())
+    buf.clear();
+    buf.reserve(size);
+    // `read_to_end` retries an interrupted read itself.
+    reader.take(size as u64).read_to_end(buf).map(drop)
 }
 
 /// The input as the import's threads share it: the next chunk's number is taken with the
@@ -286,32 +278,45 @@ struct Leaf {
     block: Option<Vec<u8>>,
 }
 
-/// Takes the next chunk into `buf` (its number, or `None` at the end).
-fn next_chunk(input: &Mutex<Input<'_>>, buf: &mut Vec<u8>, size: usize) -> io::Result<Option<u64>> {
+/// Bytes a worker reads at once: one read under the input's lock, and one message to the
+/// tree builder, per batch of chunks rather than per chunk (at 256 KiB chunks the
+/// per-chunk hand-offs cost more than the bytes they carry).
+const BATCH_BYTES: usize = 4 << 20;
+
+/// Takes the next `batch` chunks' bytes into `buf`: the first chunk's number, or `None` at
+/// the end. Only the last batch of the input may hold fewer.
+fn next_batch(
+    input: &Mutex<Input<'_>>,
+    buf: &mut Vec<u8>,
+    chunk_size: usize,
+    batch: usize,
+) -> io::Result<Option<u64>> {
     let mut input = input.lock().unwrap_or_else(|p| p.into_inner());
     if input.done {
         return Ok(None);
     }
-    if let Err(e) = read_chunk(input.reader, buf, size) {
+    let want = chunk_size * batch;
+    if let Err(e) = read_chunk(input.reader, buf, want) {
         input.done = true;
         return Err(e);
     }
     let seq = input.next;
-    input.next += 1;
-    input.done = buf.len() < size;
     // An empty file is one empty chunk; otherwise an empty read ends it.
-    Ok((seq == 0 || !buf.is_empty()).then_some(seq))
+    let chunks = buf.len().div_ceil(chunk_size).max(usize::from(seq == 0));
+    input.next += chunks as u64;
+    input.done = buf.len() < want;
+    Ok((chunks > 0).then_some(seq))
 }
 
 /// Makes one chunk's leaf: hashes it, and puts it in the shared sink if there is one.
 fn make_leaf(
     profile: Profile,
     seq: u64,
-    buf: &mut Vec<u8>,
+    chunk: &[u8],
     shared: Option<&dyn SharedSink>,
 ) -> Result<Leaf, Error> {
-    let pb = (!profile.raw_leaves()).then(|| pb_leaf(buf));
-    let block: &[u8] = pb.as_deref().unwrap_or(buf);
+    let pb = (!profile.raw_leaves()).then(|| pb_leaf(chunk));
+    let block: &[u8] = pb.as_deref().unwrap_or(chunk);
     let cid = if profile.raw_leaves() {
         cid_of(RAW, block, false)
     } else {
@@ -320,16 +325,32 @@ fn make_leaf(
     let node = Imported {
         cid,
         tsize: block.len() as u64,
-        filesize: buf.len() as u64,
+        filesize: chunk.len() as u64,
     };
     let block = match shared {
         Some(s) => {
             s.put_shared(&cid, block)?;
             None
         }
-        None => Some(pb.unwrap_or_else(|| std::mem::take(buf))),
+        None => Some(pb.unwrap_or_else(|| chunk.to_vec())),
     };
     Ok(Leaf { seq, node, block })
+}
+
+/// The leaves of one batch, in order.
+fn make_leaves(
+    profile: Profile,
+    first: u64,
+    buf: &[u8],
+    shared: Option<&dyn SharedSink>,
+) -> Result<Vec<Leaf>, Error> {
+    if buf.is_empty() {
+        return Ok(vec![make_leaf(profile, first, buf, shared)?]);
+    }
+    (first..)
+        .zip(buf.chunks(profile.chunk_size()))
+        .map(|(seq, chunk)| make_leaf(profile, seq, chunk, shared))
+        .collect()
 }
 
 /// Imports a byte stream as a UnixFS file. `what` names it in errors.
@@ -347,10 +368,11 @@ pub fn import_reader(
 /// [`import_reader`] without the sink's `finish`; `size_hint` is the input's expected
 /// length, if known (it only sizes the pool).
 ///
-/// One worker per core takes the next chunk from the input (under a lock, so chunks keep
-/// their order), hashes it and stores it, then takes another: every core is busy until the
-/// end, with no batch to wait for. This thread puts the leaves back in order and builds the
-/// tree. Memory: one chunk per worker, and a few finished leaves in a bounded channel.
+/// One worker per core takes the next 4 MiB of chunks from the input (under a lock, so
+/// chunks keep their numbers), hashes and stores each chunk, then takes more: every core is
+/// busy until the end, with no round to wait for. This thread puts the batches back in
+/// order and builds the tree. Memory: one batch per worker, and a few finished batches'
+/// leaves in a bounded channel (with their blocks only for a sink the workers cannot share).
 fn import_stream(
     profile: Profile,
     reader: &mut (dyn Read + Send),
@@ -359,11 +381,12 @@ fn import_stream(
     sink: &mut dyn BlockSink,
 ) -> Result<Imported, Error> {
     let chunk_size = profile.chunk_size();
-    // No more workers than chunks (a small file needs one).
-    let chunks_hint = size_hint.map_or(usize::MAX, |n| {
-        usize::try_from(n.div_ceil(chunk_size as u64)).unwrap_or(usize::MAX)
+    let batch = (BATCH_BYTES / chunk_size).max(1);
+    // No more workers than batches (a small file needs one).
+    let batches_hint = size_hint.map_or(usize::MAX, |n| {
+        usize::try_from(n.div_ceil((chunk_size * batch) as u64)).unwrap_or(usize::MAX)
     });
-    let workers = threads().min(chunks_hint).max(1);
+    let workers = threads().min(batches_hint).max(1);
     let mut out = if sink.shared().is_some() {
         Out::Shared(sink.shared().expect("checked"))
     } else {
@@ -379,17 +402,17 @@ fn import_stream(
         done: false,
     });
     let stop = AtomicBool::new(false);
-    // Credits: a worker takes one before a chunk, this thread gives it back once the leaf
-    // is in the tree, so at most `in_flight` leaves (and their blocks) exist at once even
-    // when one worker lags behind the others.
-    let in_flight = workers * 4;
+    // Credits: a worker takes one before a batch, this thread gives it back once the
+    // batch's leaves are in the tree, so at most `in_flight` batches (and, for a sink the
+    // workers cannot share, their blocks) exist at once even when one worker lags behind.
+    let in_flight = workers + 2;
     let (credit_tx, credit_rx) = std::sync::mpsc::sync_channel::<()>(in_flight);
     for _ in 0..in_flight {
         let _ = credit_tx.send(());
     }
     let credits = Mutex::new(credit_rx);
     std::thread::scope(|s| {
-        let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Leaf, Error>>(in_flight);
+        let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Vec<Leaf>, Error>>(in_flight);
         for _ in 0..workers {
             let (tx, input, stop, credits) = (tx.clone(), &input, &stop, &credits);
             s.spawn(move || {
@@ -399,13 +422,13 @@ fn import_stream(
                     rx.recv().is_ok()
                 };
                 while !stop.load(Ordering::Relaxed) && take_credit() {
-                    let leaf = match next_chunk(input, &mut buf, chunk_size) {
+                    let leaves = match next_batch(input, &mut buf, chunk_size, batch) {
                         Ok(None) => return,
-                        Ok(Some(seq)) => make_leaf(profile, seq, &mut buf, shared),
+                        Ok(Some(first)) => make_leaves(profile, first, &buf, shared),
                         Err(e) => Err(Error::io(what, e)),
                     };
-                    let failed = leaf.is_err();
-                    if tx.send(leaf).is_err() || failed {
+                    let failed = leaves.is_err();
+                    if tx.send(leaves).is_err() || failed {
                         return;
                     }
                 }
@@ -414,16 +437,22 @@ fn import_stream(
         drop(tx);
         let result = (|| {
             let mut tree = FileDag::new(profile);
+            // Batches that came before the one the tree needs next, by first chunk.
             let mut pending = std::collections::BTreeMap::new();
-            for leaf in &rx {
-                let leaf = leaf?;
-                pending.insert(leaf.seq, leaf);
-                while let Some(leaf) = pending.remove(&tree.chunks) {
-                    if let Some(block) = &leaf.block {
-                        out.put(&leaf.node.cid, block)?;
+            for leaves in &rx {
+                let leaves = leaves?;
+                let Some(first) = leaves.first().map(|l| l.seq) else {
+                    continue;
+                };
+                pending.insert(first, leaves);
+                while let Some(leaves) = pending.remove(&tree.chunks) {
+                    for leaf in leaves {
+                        if let Some(block) = &leaf.block {
+                            out.put(&leaf.node.cid, block)?;
+                        }
+                        tree.chunks += 1;
+                        tree.push(0, leaf.node, &mut out)?;
                     }
-                    tree.chunks += 1;
-                    tree.push(0, leaf.node, &mut out)?;
                     let _ = credit_tx.send(());
                 }
             }
@@ -435,7 +464,7 @@ fn import_stream(
             }
             tree.finish(&mut out)
         })();
-        // On an error the workers stop at their next chunk (and the channel is closed).
+        // On an error the workers stop at their next batch (and the channel is closed).
         stop.store(true, Ordering::Relaxed);
         drop(rx);
         drop(credit_tx);
@@ -719,8 +748,9 @@ mod tests {
 
     #[test]
     fn parallel_leaves_keep_their_order_whatever_the_reads_and_the_sink() {
-        // 3 MiB + 5 of varied bytes: leaves differ, so a swapped pair changes the root.
-        let data: Vec<u8> = (0..(3 << 20) + 5)
+        // 9 MiB + 5 of varied bytes (three batches of work): leaves differ, so a swapped
+        // pair of leaves or of batches changes the root.
+        let data: Vec<u8> = (0..(9 << 20) + 5)
             .map(|i: u32| (i.wrapping_mul(2654435761) >> 13) as u8)
             .collect();
         for profile in Profile::ALL {
