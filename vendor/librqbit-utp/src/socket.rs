@@ -436,7 +436,9 @@ impl<T: Transport, E: UtpEnvironment> Dispatcher<T, E> {
                 let header = UtpHeader {
                     htype: Type::ST_SYN,
                     connection_id: conn_id,
-                    timestamp_microseconds: (self.env.now() - self.socket.created).as_millis()
+                    // (bitpeer) Microseconds, as everywhere else (upstream put milliseconds
+                    // here, which made the peer's first delay sample meaningless).
+                    timestamp_microseconds: (self.env.now() - self.socket.created).as_micros()
                         as u32,
                     timestamp_difference_microseconds: 0,
                     wnd_size: 0,
