@@ -1207,6 +1207,22 @@ impl<T: Transport, Env: UtpEnvironment> VirtualSocket<T, Env> {
         }
         self.congestion_controller
             .set_remote_window(msg.header.wnd_size as usize);
+        // (bitpeer) The peer's one-way delay measurement of our packets feeds delay-based
+        // congestion control (LEDBAT); 0 means it had nothing to measure. The flight size
+        // before this ACK caps LEDBAT's growth.
+        if msg.header.timestamp_difference_microseconds != 0 {
+            self.congestion_controller.on_delay_sample(
+                self.this_poll.now,
+                msg.header.timestamp_difference_microseconds,
+            );
+        }
+        if result.on_ack_result.acked_bytes > 0 {
+            let flight_size = self
+                .user_tx_segments
+                .calc_flight_size(self.last_sent_seq_nr);
+            self.congestion_controller
+                .set_flight_size(flight_size + result.on_ack_result.acked_bytes);
+        }
         self.congestion_controller.on_ack(
             self.this_poll.now,
             result.on_ack_result.acked_bytes,
