@@ -274,22 +274,22 @@ impl CongestionController for Ledbat {
             return;
         }
         self.base.expire(now);
-        if let Some(base) = self.base.base() {
-            if base.wrapping_sub(delay_us) as i32 > CLOCK_JUMP_US as i32 {
-                // Far below the base: a clock jump or garbage. Only a run of them resets.
-                self.jump.add(delay_us);
-                if self.jump.len == CURRENT_FILTER {
-                    let samples = self.jump;
-                    self.base.clear();
-                    self.current.clear();
-                    self.jump.clear();
-                    for s in samples.samples {
-                        self.base.add(now, s);
-                        self.current.add(s);
-                    }
+        if let Some(base) = self.base.base()
+            && base.wrapping_sub(delay_us) as i32 > CLOCK_JUMP_US as i32
+        {
+            // Far below the base: a clock jump or garbage. Only a run of them resets.
+            self.jump.add(delay_us);
+            if self.jump.len == CURRENT_FILTER {
+                let samples = self.jump;
+                self.base.clear();
+                self.current.clear();
+                self.jump.clear();
+                for s in samples.samples {
+                    self.base.add(now, s);
+                    self.current.add(s);
                 }
-                return;
             }
+            return;
         }
         self.jump.clear();
         self.base.add(now, delay_us);
