@@ -22,7 +22,7 @@ use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::Duration;
 
-use librqbit_utp::{SocketOpts, Transport, UtpSocket};
+use librqbit_utp::{CongestionConfig, CongestionControllerKind, SocketOpts, Transport, UtpSocket};
 use tokio::net::UdpSocket;
 use tokio::sync::mpsc;
 
@@ -449,10 +449,16 @@ pub fn utp_socket<T: Transport>(
 
 /// The options our uTP sockets use: bounded streams, Nagle off (requests are small and
 /// latency-bound), a 1 MiB receive and up to 2 MiB send buffer per stream (enough for
-/// ~10 MB/s at 100 ms round trips).
+/// ~10 MB/s at 100 ms round trips), and LEDBAT congestion control (BEP 29: back off when
+/// our traffic adds more than 100 ms of queuing delay, so a seeding node does not fill
+/// its uplink's buffers; the vendored `librqbit-utp` change, see VENDORED.md).
 pub fn socket_opts(cancel: tokio_util::sync::CancellationToken) -> SocketOpts {
     SocketOpts {
         disable_nagle: true,
+        congestion: CongestionConfig {
+            kind: CongestionControllerKind::Ledbat,
+            tracing: false,
+        },
         max_live_vsocks: NonZeroUsize::new(MAX_UTP_STREAMS),
         vsock_rx_bufsize_bytes: NonZeroUsize::new(1 << 20),
         vsock_tx_bufsize_bytes_max: NonZeroUsize::new(2 << 20),

@@ -6,7 +6,7 @@
 //
 // rfc8985 (draft, 2021) - RACK algorithm
 
-// TODO: LEDBAT congestion control
+// LEDBAT congestion control: src/congestion/ledbat.rs (bitpeer)
 
 #[macro_use]
 mod macros;

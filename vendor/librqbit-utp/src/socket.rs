@@ -50,6 +50,10 @@ type StreamRecvKey = (SocketAddr, ConnectionId);
 pub enum CongestionControllerKind {
     #[default]
     Cubic,
+    /// (bitpeer) LEDBAT (RFC 6817) as BEP 29 and libtorrent use it: 100 ms target
+    /// queuing delay from the peer's one-way delay measurements, slow start, halving on
+    /// loss.
+    Ledbat,
 }
 
 #[derive(Debug, Default, Clone, Copy)]
@@ -61,6 +65,7 @@ pub struct CongestionConfig {
 impl CongestionConfig {
     pub(crate) fn create(&self, now: Instant, rmss: usize) -> Box<dyn CongestionController> {
         use crate::congestion::cubic::Cubic;
+        use crate::congestion::ledbat::Ledbat;
         use crate::congestion::tracing::TracingController;
 
         match (self.kind, self.tracing) {
@@ -69,6 +74,12 @@ impl CongestionConfig {
                 Box::new(TracingController::new(Cubic::new(now, rmss)))
             }
             (CongestionControllerKind::Cubic, false) => Box::new(Cubic::new(now, rmss)),
+            // (bitpeer)
+            (CongestionControllerKind::Ledbat, true) => {
+                tracing::debug!("enabling congestion tracing");
+                Box::new(TracingController::new(Ledbat::new(now, rmss)))
+            }
+            (CongestionControllerKind::Ledbat, false) => Box::new(Ledbat::new(now, rmss)),
         }
     }
 }
@@ -436,7 +447,9 @@ impl<T: Transport, E: UtpEnvironment> Dispatcher<T, E> {
                 let header = UtpHeader {
                     htype: Type::ST_SYN,
                     connection_id: conn_id,
-                    timestamp_microseconds: (self.env.now() - self.socket.created).as_millis()
+                    // (bitpeer) Microseconds, as everywhere else (upstream put milliseconds
+                    // here, which made the peer's first delay sample meaningless).
+                    timestamp_microseconds: (self.env.now() - self.socket.created).as_micros()
                         as u32,
                     timestamp_difference_microseconds: 0,
                     wnd_size: 0,

@@ -142,6 +142,12 @@ struct VirtualSocket<T, Env> {
 
     // The last seen value of uTP's "last_remote_timestamp"
     last_remote_timestamp: u32,
+    // (bitpeer) Our timestamp when that packet arrived. BEP 29's
+    // timestamp_difference_microseconds is taken "at the time the last packet was
+    // received"; upstream took it when sending, so the peer's one-way delay samples
+    // included how long we held the ACK (up to the 40 ms delayed ACK, or any idle time),
+    // which a delay-based (LEDBAT) sender reads as queuing.
+    last_remote_timestamp_received_us: u32,
     last_remote_window: u32,
 
     // The seq_nr to use in outgoing packets. It gets incremented AFTER the
@@ -259,8 +265,8 @@ macro_rules! send_data {
             $header.seq_nr = $segment_iter_item.seq_nr();
             $header.timestamp_microseconds =
                 ($self.env.now() - $self.socket_created).as_micros() as u32;
-            $header.timestamp_difference_microseconds = $header
-                .timestamp_microseconds
+            $header.timestamp_difference_microseconds = $self
+                .last_remote_timestamp_received_us
                 .wrapping_sub($self.last_remote_timestamp);
 
             let mut h = [0u8; UTP_HEADER as usize];
@@ -339,8 +345,9 @@ impl<T: Transport, Env: UtpEnvironment> VirtualSocket<T, Env> {
         let mut header = UtpHeader::default();
         header.connection_id = self.conn_id_send;
         header.timestamp_microseconds = self.timestamp_microseconds();
-        header.timestamp_difference_microseconds = header
-            .timestamp_microseconds
+        // (bitpeer) As of the packet's arrival, not now.
+        header.timestamp_difference_microseconds = self
+            .last_remote_timestamp_received_us
             .wrapping_sub(self.last_remote_timestamp);
         header.seq_nr = self.seq_nr;
         header.ack_nr = self.last_consumed_remote_seq_nr;
@@ -1200,12 +1207,29 @@ impl<T: Transport, Env: UtpEnvironment> VirtualSocket<T, Env> {
         }
         self.congestion_controller
             .set_remote_window(msg.header.wnd_size as usize);
+        // (bitpeer) The peer's one-way delay measurement of our packets feeds delay-based
+        // congestion control (LEDBAT); 0 means it had nothing to measure. The flight size
+        // before this ACK caps LEDBAT's growth.
+        if msg.header.timestamp_difference_microseconds != 0 {
+            self.congestion_controller.on_delay_sample(
+                self.this_poll.now,
+                msg.header.timestamp_difference_microseconds,
+            );
+        }
+        if result.on_ack_result.acked_bytes > 0 {
+            let flight_size = self
+                .user_tx_segments
+                .calc_flight_size(self.last_sent_seq_nr);
+            self.congestion_controller
+                .set_flight_size(flight_size + result.on_ack_result.acked_bytes);
+        }
         self.congestion_controller.on_ack(
             self.this_poll.now,
             result.on_ack_result.acked_bytes,
             &self.rtte,
         );
         self.last_remote_timestamp = msg.header.timestamp_microseconds;
+        self.last_remote_timestamp_received_us = self.timestamp_microseconds();
         self.last_remote_window = msg.header.wnd_size;
         #[cfg(feature = "per-connection-metrics")]
         {
@@ -1745,6 +1769,8 @@ impl<T: Transport, E: UtpEnvironment> UtpStreamStarter<T, E> {
                 },
             },
             last_remote_timestamp,
+            // (bitpeer) The SYN / SYN-ACK arrived just now.
+            last_remote_timestamp_received_us: (now - socket.created).as_micros() as u32,
             last_remote_window: remote_window,
             seq_nr,
             last_sent_seq_nr,

@@ -81,6 +81,15 @@ where
         self.inner.smss()
     }
 
+    // (bitpeer) Forward the delay-based inputs too (the defaults would drop them).
+    fn on_delay_sample(&mut self, now: Instant, delay_us: u32) {
+        self.inner.on_delay_sample(now, delay_us);
+    }
+
+    fn set_flight_size(&mut self, flight_size_before_ack: usize) {
+        self.inner.set_flight_size(flight_size_before_ack);
+    }
+
     fn set_mss(&mut self, mss: usize) {
         log_if_changed!(
             CONGESTION_TRACING_LOG_LEVEL,
