@@ -222,6 +222,14 @@ async fn tracker_task(
                     });
                 }
                 ClientEvent::Offer(r) => {
+                    // An SDP that is no offer is refused here, at once: a flood of them
+                    // from made-up peers must not hold the torrent's room for answered
+                    // peers (`max_answered_per_torrent`) while an honest offer comes in.
+                    if let Err(e) = RtcEndpoint::check_offer(&r.sdp) {
+                        tracing::debug!("webrtc offer refused: {e}");
+                        client.peer_closed(&r.info_hash, &r.peer_id);
+                        continue;
+                    }
                     let (rtc, tx, conns) = (rtc.clone(), done_tx.clone(), conns.clone());
                     tokio::spawn(async move {
                         match rtc.accept_offer(r.sdp).await {

@@ -128,7 +128,7 @@ enum Cmd {
     ),
     Accept(
         Sockets,
-        String,
+        Box<SdpOffer>,
         oneshot::Sender<Result<(SessionId, String, PendingChannel), RtcError>>,
     ),
     Answer(SessionId, String, oneshot::Sender<Result<(), RtcError>>),
@@ -287,16 +287,21 @@ impl RtcEndpoint {
         self.ask(|tx| Cmd::Offer(sockets, tx)).await
     }
 
-    /// Answers a remote offer: our answer's SDP (with our candidate).
+    /// Answers a remote offer: our answer's SDP (with our candidate). An SDP that is not
+    /// an offer is refused before any socket is bound.
     pub async fn accept_offer(
         &self,
         sdp: String,
     ) -> Result<(SessionId, String, PendingChannel), RtcError> {
-        if sdp.len() > MAX_SDP {
-            return Err(RtcError::Sdp("too large".into()));
-        }
+        let offer = Box::new(parse_offer(&sdp)?);
         let sockets = self.sockets().await?;
-        self.ask(|tx| Cmd::Accept(sockets, sdp, tx)).await
+        self.ask(|tx| Cmd::Accept(sockets, offer, tx)).await
+    }
+
+    /// Whether `sdp` is an offer [`accept_offer`](Self::accept_offer) can take (bounded
+    /// and parsed; no socket is bound): lets a caller refuse junk at once.
+    pub fn check_offer(sdp: &str) -> Result<(), RtcError> {
+        parse_offer(sdp).map(drop)
     }
 
     /// The remote answer to our offer `id`.
@@ -475,6 +480,14 @@ impl Drop for Session {
     }
 }
 
+/// An SDP offer, bounded by [`MAX_SDP`] and parsed.
+fn parse_offer(sdp: &str) -> Result<SdpOffer, RtcError> {
+    if sdp.len() > MAX_SDP {
+        return Err(RtcError::Sdp("too large".into()));
+    }
+    SdpOffer::from_sdp_string(sdp).map_err(|e| RtcError::Sdp(e.to_string()))
+}
+
 /// Asks the STUN server at `server` for `socket`'s public address: a Binding request,
 /// resent every 500 ms, until an answer to it or `timeout`. Other datagrams are dropped
 /// (nobody knows this socket yet).
@@ -634,18 +647,16 @@ impl Driver {
                 })();
                 let _ = reply.send(r);
             }
-            Cmd::Accept(sockets, sdp, reply) => {
+            Cmd::Accept(sockets, offer, reply) => {
                 let r = (|| {
                     if full {
                         return Err(RtcError::TooMany);
                     }
-                    let offer = SdpOffer::from_sdp_string(&sdp)
-                        .map_err(|e| RtcError::Sdp(e.to_string()))?;
                     let mut new = self.new_rtc(sockets, now)?;
                     let answer = new
                         .rtc
                         .sdp_api()
-                        .accept_offer(offer)
+                        .accept_offer(*offer)
                         .map_err(|e| RtcError::Sdp(e.to_string()))?;
                     let sdp = answer.to_sdp_string();
                     let (id, rx) = self.add(new, None, now);

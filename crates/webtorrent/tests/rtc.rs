@@ -100,7 +100,11 @@ async fn bad_sdps_are_refused() {
     let a = endpoint().await;
     assert!(a.accept_offer("v=0\r\nnonsense".into()).await.is_err());
     assert!(a.accept_offer("x".repeat(1 << 20)).await.is_err());
-    let (id, _, pending) = a.create_offer().await.unwrap();
+    // The same, checked without a socket (how the node refuses a flood of junk offers).
+    assert!(RtcEndpoint::check_offer("v=0\r\nnonsense").is_err());
+    assert!(RtcEndpoint::check_offer(&"x".repeat(1 << 20)).is_err());
+    let (id, offer, pending) = a.create_offer().await.unwrap();
+    assert!(RtcEndpoint::check_offer(&offer).is_ok());
     assert!(a.accept_answer(id, "garbage".into()).await.is_err());
     // The session was dropped: its channel never comes.
     assert!(
