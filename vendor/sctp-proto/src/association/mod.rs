@@ -3946,6 +3946,12 @@ impl Association {
     /// or abandoned yet.
     fn get_data_packets_to_retransmit(&mut self, now: Instant) -> Vec<Packet> {
         self.expire_inflight_messages(now);
+        // (bitpeer) Nothing is marked since the last full pass: no walk over every
+        // in-flight chunk (with a hash lookup each) on every poll_transmit.
+        if !self.outbound_queue.may_have_marked() {
+            return vec![];
+        }
+        let mut reached_end = false;
         let awnd = core::cmp::min(self.cwnd, self.rwnd);
         let mut chunks: Vec<ChunkPayloadData> = vec![];
         let mut bytes_to_send = 0;
@@ -3979,6 +3985,7 @@ impl Association {
 
                 bytes_to_send += c.user_data.len();
             } else {
+                reached_end = true;
                 break; // end of pending data
             }
 
@@ -4000,6 +4007,11 @@ impl Association {
             c.retransmit = false;
             c.nsent += 1;
             chunk.nsent = c.nsent;
+        }
+        // (bitpeer) Walked to the end without stopping for the window: every marked chunk
+        // was taken (or abandoned, which unmarks it).
+        if reached_end {
+            self.outbound_queue.marked_walk_done(i as usize);
         }
         self.bundle_data_chunks_into_packets(chunks)
     }

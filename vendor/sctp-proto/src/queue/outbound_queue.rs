@@ -20,6 +20,10 @@ pub(crate) struct OutboundQueue {
     next_unstarted_message_id: u64,
     /// Whether a chunk with a timed lifetime was ever queued (only those get a deadline).
     timed_seen: bool,
+    /// (bitpeer) Whether an in-flight chunk may be marked for retransmission: set by
+    /// `mark_all_to_retransmit` (the T3-rtx timeout, the only place chunks are marked),
+    /// cleared once a retransmission pass has walked every in-flight chunk.
+    marked: bool,
 }
 
 impl OutboundQueue {
@@ -193,7 +197,28 @@ impl OutboundQueue {
     }
 
     pub(crate) fn mark_all_to_retransmit(&mut self) {
+        self.marked = true;
         self.inflight.mark_all_to_retransmit();
+    }
+
+    /// (bitpeer) Whether an in-flight chunk may be marked for retransmission; when not,
+    /// a retransmission pass has nothing to find and need not walk the in-flight chunks.
+    pub(crate) fn may_have_marked(&self) -> bool {
+        self.marked
+    }
+
+    /// (bitpeer) Tests that mark chunks by hand say so here.
+    #[cfg(test)]
+    pub(crate) fn set_marked_for_test(&mut self) {
+        self.marked = true;
+    }
+
+    /// (bitpeer) A retransmission pass visited all `visited` in-flight chunks and took
+    /// every marked one: none is marked any more (if it visited fewer, some may be).
+    pub(crate) fn marked_walk_done(&mut self, visited: usize) {
+        if visited >= self.inflight_len() {
+            self.marked = false;
+        }
     }
 
     pub(crate) fn pending_contains_stream(&self, stream: u16) -> bool {
