@@ -820,20 +820,10 @@ impl<T: Transport, Env: UtpEnvironment> VirtualSocket<T, Env> {
             self.timers.retransmit.expired(self.this_poll.now),
             self.socket_opts.mtu_probe_max_retransmissions,
         ) {
-            PopExpiredProbe::Expired {
-                rewind_to,
-                payload_size,
-            } => {
-                debug!(payload_size, ?self.last_sent_seq_nr, ?rewind_to, "MTU probe expired");
-                // In case the retransmit timer expired, this is not "real" expiry, but expiry due to us sending
-                // too large segment. So ignore the retransmit timer, pretend it didn't fire.
-                self.timers.retransmit.turn_off("MTU probe is not real RTO");
-                self.rto_retransmissions = 0;
-
-                // TODO: do we need to IF here? Maybe min instead?
-                if self.last_sent_seq_nr > rewind_to {
-                    self.last_sent_seq_nr = rewind_to;
-                }
+            PopExpiredProbe::Expired { payload_size } => {
+                // (bitpeer) The probe stays where it is, an ordinary segment now, resent
+                // by the retransmission timer that just fired; only later segments shrink.
+                debug!(payload_size, "MTU probe expired");
                 self.segment_sizes.on_probe_failed(payload_size);
             }
             PopExpiredProbe::NotExpired => {

@@ -246,10 +246,7 @@ impl std::fmt::Debug for Pipe {
 
 #[derive(Debug)]
 pub enum PopExpiredProbe {
-    Expired {
-        rewind_to: SeqNr,
-        payload_size: usize,
-    },
+    Expired { payload_size: usize },
     NotExpired,
     Empty,
 }
@@ -326,45 +323,57 @@ impl Segments {
         true
     }
 
+    /// Pops the last segment if it is the MTU probe `seq_nr` and was never sent (the OS
+    /// refused it with EMSGSIZE). Its bytes go back to the unsegmented data.
+    ///
+    /// (bitpeer) Only a probe that never left: a sequence number the peer may have received
+    /// must keep its bytes (see `pop_expired_mtu_probe`).
     pub fn pop_mtu_probe(&mut self, seq_nr: SeqNr) -> bool {
         let last_segment_seq_nr = self.snd_una + self.segments.len() as u16 - 1;
-        match self.segments.pop_back() {
-            Some(s) if last_segment_seq_nr == seq_nr && s.is_mtu_probe && !s.is_delivered => true,
-            Some(s) => {
-                self.segments.push_back(s);
-                false
+        match self.segments.back() {
+            Some(s)
+                if last_segment_seq_nr == seq_nr
+                    && s.is_mtu_probe
+                    && !s.is_delivered
+                    && matches!(s.sent, SentStatus::NotSent) =>
+            {
+                let s = self.segments.pop_back().unwrap();
+                // Upstream kept counting a popped probe's bytes as segmented, so they
+                // were never sent and the peer's stream silently skipped them.
+                self.offset -= s.payload_size as u64;
+                self.len_bytes -= s.payload_size;
+                true
             }
-            None => false,
+            _ => false,
         }
     }
 
-    /// Try to pop an MTU probe if it's expired.
+    /// Gives up on an MTU probe sent `max_probe_retransmissions + 1` times without an ACK
+    /// when the retransmission timer fires: the size it tried is too large for the path.
+    ///
+    /// (bitpeer) Upstream popped the probe and segmented its bytes again under the same
+    /// sequence number. But the peer may hold that sequence number already (it got the
+    /// probe and its ACKs were lost, or are still on the way), and uTP cannot resegment:
+    /// the peer kept the probe's bytes, dropped the new segment as a duplicate, and every
+    /// segment after it landed at the wrong offset of the stream. Now the probe stays, as
+    /// an ordinary segment resent by the retransmission timer, and only the segments
+    /// after it are smaller.
     pub fn pop_expired_mtu_probe(
         &mut self,
         retransmit_timed_out: bool,
         max_probe_retransmissions: usize,
     ) -> PopExpiredProbe {
-        match self.segments.pop_back() {
-            Some(s) => match (retransmit_timed_out, s.is_mtu_probe) {
-                (_, _) if s.is_delivered => {
-                    self.segments.push_back(s);
-                    PopExpiredProbe::Empty
+        match self.segments.back_mut() {
+            Some(s) if s.is_delivered || !s.is_mtu_probe => PopExpiredProbe::Empty,
+            Some(s)
+                if retransmit_timed_out && s.retransmit_count() >= max_probe_retransmissions =>
+            {
+                s.is_mtu_probe = false;
+                PopExpiredProbe::Expired {
+                    payload_size: s.payload_size,
                 }
-                (true, true) if s.retransmit_count() >= max_probe_retransmissions => {
-                    PopExpiredProbe::Expired {
-                        payload_size: s.payload_size,
-                        rewind_to: self.snd_una + self.segments.len() as u16 - 1,
-                    }
-                }
-                (_, true) => {
-                    self.segments.push_back(s);
-                    PopExpiredProbe::NotExpired
-                }
-                (_, false) => {
-                    self.segments.push_back(s);
-                    PopExpiredProbe::Empty
-                }
-            },
+            }
+            Some(_) => PopExpiredProbe::NotExpired,
             None => PopExpiredProbe::Empty,
         }
     }
@@ -387,7 +396,15 @@ impl Segments {
 
         let offset = ack_header.ack_nr - self.snd_una;
         if offset >= 0 {
-            let drain_count = (offset as usize + 1).min(self.segments.len());
+            // (bitpeer) An ACK can only cover what was sent: a forged or stale ACK past
+            // the last segment sent must not mark unsent data delivered (upstream drained
+            // up to `ack_nr` whatever it was, and that data was then never sent).
+            let sent = self
+                .segments
+                .iter()
+                .take_while(|s| !matches!(s.sent, SentStatus::NotSent))
+                .count();
+            let drain_count = (offset as usize + 1).min(sent);
             for segment in self.segments.drain(0..drain_count) {
                 segment.update_rtt(now, &mut new_rtt);
                 removed += 1;
@@ -408,7 +425,9 @@ impl Segments {
                 let sack_start_offset = sack_start - first_seq_nr;
 
                 let mut process_sack = |segment: &mut Segment, is_sacked: bool| {
-                    if !segment.is_delivered && is_sacked {
+                    // (bitpeer) Only a segment that was sent can have been received.
+                    let was_sent = !matches!(segment.sent, SentStatus::NotSent);
+                    if !segment.is_delivered && is_sacked && was_sent {
                         segment.is_delivered = true;
                         segment.update_rtt(now, &mut new_rtt);
                         max_acked_payload_size = max_acked_payload_size.max(segment.payload_size);
@@ -588,7 +607,10 @@ mod tests {
         for _ in 0..count {
             assert!(ftx.enqueue(1, false));
         }
-
+        let now = Instant::now();
+        for mut item in ftx.iter_mut_for_sending(None) {
+            item.on_sent(now);
+        }
         ftx
     }
 
@@ -707,11 +729,77 @@ mod tests {
         assert_eq!(ftx.first_seq_nr().unwrap(), 6.into());
     }
 
+    /// (bitpeer) A probe that expired keeps its sequence number and bytes (the peer may
+    /// hold them); one the OS refused before it was ever sent gives its bytes back.
+    #[test]
+    fn mtu_probes_keep_what_was_sent() {
+        let now = Instant::now();
+        let mut segs = Segments::new(10.into());
+        assert!(segs.enqueue(100, false));
+        assert!(segs.enqueue(300, true));
+        for mut item in segs.iter_mut_for_sending(None) {
+            item.on_sent(now);
+            item.on_sent(now);
+        }
+        assert!(
+            !segs.pop_mtu_probe(11.into()),
+            "a sent probe is never popped"
+        );
+        assert!(matches!(
+            segs.pop_expired_mtu_probe(true, 1),
+            super::PopExpiredProbe::Expired { payload_size: 300 }
+        ));
+        assert_eq!(segs.total_len_bytes(), 400);
+        assert!(segs.enqueue(150, false));
+        let sending: Vec<_> = segs
+            .iter_mut_for_sending(None)
+            .map(|s| (s.seq_nr().0, s.payload_offset(), s.payload_size()))
+            .collect();
+        assert_eq!(sending, vec![(10, 0, 100), (11, 100, 300), (12, 400, 150)]);
+        assert!(matches!(
+            segs.pop_expired_mtu_probe(true, 1),
+            super::PopExpiredProbe::Empty
+        ));
+
+        // A probe the OS refused to send (EMSGSIZE) gives its bytes back.
+        assert!(segs.enqueue(300, true));
+        assert!(segs.pop_mtu_probe(13.into()));
+        assert_eq!(segs.total_len_bytes(), 550);
+        assert!(segs.enqueue(10, false));
+        let last = segs
+            .iter_mut_for_sending(None)
+            .last()
+            .map(|s| (s.seq_nr().0, s.payload_offset()));
+        assert_eq!(last, Some((13, 550)));
+    }
+
+    /// (bitpeer) An ACK or SACK past the last segment sent delivers nothing unsent.
+    #[test]
+    fn ack_beyond_sent_does_not_drop_unsent_data() {
+        let now = Instant::now();
+        let mut segs = Segments::new(0.into());
+        for _ in 0..4 {
+            assert!(segs.enqueue(10, false));
+        }
+        for mut item in segs.iter_mut_for_sending(None).take(2) {
+            item.on_sent(now);
+        }
+        let res = segs.remove_up_to_ack(now, &make_sack_header(3, []));
+        assert_eq!(res.acked_segments_count, 2);
+        assert_eq!(segs.first_seq_nr(), Some(2.into()));
+        let res = segs.remove_up_to_ack(now, &make_sack_header(0, [1, 2]));
+        assert_eq!(res.newly_sacked_segment_count, 0);
+        assert_eq!(segs.iter_mut_for_sending(None).count(), 2);
+    }
+
     #[test]
     fn test_rtt() {
         // Test Case 1: Basic setup with 4 packets starting from sequence number 3
         let mut now = Instant::now();
-        let mut ftx = make_segments(3, 5);
+        let mut ftx = Segments::new(3.into());
+        for _ in 0..5 {
+            assert!(ftx.enqueue(1, false));
+        }
         for mut item in ftx.iter_mut_for_sending(None) {
             item.on_sent(now);
         }
@@ -746,6 +834,7 @@ mod tests {
         assert!(segs.enqueue(1, false));
         assert!(segs.enqueue(2, false));
         assert!(segs.enqueue(3, false));
+        let sent = Instant::now();
 
         assert_eq!(
             segs.iter_mut_for_sending(None)
@@ -753,6 +842,9 @@ mod tests {
                 .collect::<Vec<_>>(),
             vec![(0, 0, 1), (1, 1, 2), (2, 3, 3)]
         );
+        for mut item in segs.iter_mut_for_sending(None) {
+            item.on_sent(sent);
+        }
 
         assert_eq!(
             segs.remove_up_to_ack(
@@ -780,6 +872,9 @@ mod tests {
                 .collect::<Vec<_>>(),
             vec![(1, 0, 2), (2, 2, 3), (3, 5, 4)]
         );
+        for mut item in segs.iter_mut_for_sending(None) {
+            item.on_sent(sent);
+        }
         assert_eq!(
             segs.remove_up_to_ack(
                 Instant::now(),

@@ -81,70 +81,22 @@ async fn test_mtu_probing() {
         ]),
         Ack(109),
         WaitForRto,
+        // (bitpeer) The lost probe is resent as it was: the peer may hold seq 110 already,
+        // so it cannot carry other bytes. Its size is now the ceiling for later probes.
+        ExpectSend(vec![cmphead!(ST_DATA, seq_nr = 110, payload = p(1386))]),
+        Ack(110),
         ExpectSend(vec![
-            cmphead!(ST_DATA, seq_nr = 110, payload = p(1270)),
             cmphead!(ST_DATA, seq_nr = 111, payload = p(1270)),
             cmphead!(ST_DATA, seq_nr = 112, payload = p(1270)),
-            cmphead!(ST_DATA, seq_nr = 113, payload = p(1328)), // 4th probe, unsuccessful
         ]),
         Ack(112),
-        WaitForRto,
         ExpectSend(vec![
             cmphead!(ST_DATA, seq_nr = 113, payload = p(1270)),
-            cmphead!(ST_DATA, seq_nr = 114, payload = p(1270)),
-            cmphead!(ST_DATA, seq_nr = 115, payload = p(1270)),
-            cmphead!(ST_DATA, seq_nr = 116, payload = p(1299)), // 5th probe, unsuccessful
+            cmphead!(ST_DATA, seq_nr = 114, payload = p(1328)), // (1270 + 1385) / 2 + 1: 4th probe, lost
         ]),
-        Ack(115),
+        Ack(113),
         WaitForRto,
-        ExpectSend(vec![
-            cmphead!(ST_DATA, seq_nr = 116, payload = p(1270)),
-            cmphead!(ST_DATA, seq_nr = 117, payload = p(1270)),
-            cmphead!(ST_DATA, seq_nr = 118, payload = p(1270)),
-            cmphead!(ST_DATA, seq_nr = 119, payload = p(1285)), // 6th probe, unsuccessful
-        ]),
-        Ack(118),
-        WaitForRto,
-        ExpectSend(vec![
-            cmphead!(ST_DATA, seq_nr = 119, payload = p(1270)),
-            cmphead!(ST_DATA, seq_nr = 120, payload = p(1270)),
-            cmphead!(ST_DATA, seq_nr = 121, payload = p(1270)),
-            cmphead!(ST_DATA, seq_nr = 122, payload = p(1278)), // 7th probe, successful
-        ]),
-        Ack(122),
-        ExpectSend(vec![
-            cmphead!(ST_DATA, seq_nr = 123, payload = p(1278)),
-            cmphead!(ST_DATA, seq_nr = 124, payload = p(1278)),
-            cmphead!(ST_DATA, seq_nr = 125, payload = p(1278)),
-            cmphead!(ST_DATA, seq_nr = 126, payload = p(1282)), // 8th probe, unsuccessful
-        ]),
-        Ack(125),
-        WaitForRto,
-        ExpectSend(vec![
-            cmphead!(ST_DATA, seq_nr = 126, payload = p(1278)),
-            cmphead!(ST_DATA, seq_nr = 127, payload = p(1278)),
-            cmphead!(ST_DATA, seq_nr = 128, payload = p(1278)),
-            cmphead!(ST_DATA, seq_nr = 129, payload = p(1280)), // 9th probe, successful
-        ]),
-        Ack(129),
-        ExpectSend(vec![
-            cmphead!(ST_DATA, seq_nr = 130, payload = p(1280)),
-            cmphead!(ST_DATA, seq_nr = 131, payload = p(1280)),
-            cmphead!(ST_DATA, seq_nr = 132, payload = p(1280)),
-            cmphead!(ST_DATA, seq_nr = 133, payload = p(1281)), // 10th probe, unsuccessful
-        ]),
-        Ack(132),
-        WaitForRto,
-        // At this point final MTU was found, and we don't need to be limited by probes, but rather by other factors.
-        // In this test's case we'll get limited by remote window.
-        ExpectSend(vec![
-            cmphead!(ST_DATA, seq_nr = 133, payload = p(1280)),
-            cmphead!(ST_DATA, seq_nr = 134, payload = p(1280)),
-            cmphead!(ST_DATA, seq_nr = 135, payload = p(1280)),
-            cmphead!(ST_DATA, seq_nr = 136, payload = p(1280)),
-            cmphead!(ST_DATA, seq_nr = 137, payload = p(1280)),
-            cmphead!(ST_DATA, seq_nr = 138, payload = p(1279)), // limited by rwnd, no nagle
-        ]),
+        ExpectSend(vec![cmphead!(ST_DATA, seq_nr = 114, payload = p(1328))]),
     ];
 
     w.write_all(make_payload(200000).as_bytes()).await.unwrap();
