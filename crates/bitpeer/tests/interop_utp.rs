@@ -172,6 +172,66 @@ fn bitpeer_downloads_from_libtorrent_utp_only_over_ipv6() {
     assert_same_tree(&data, &out.join("utp.bin"));
 }
 
+/// A node listening on both families (`--listen 127.0.0.1:0,[::1]:0`, uTP only) has a
+/// UDP socket per family: uTP-only libtorrent peers reach it over IPv4 and over IPv6.
+#[test]
+fn a_dual_stack_seeder_serves_utp_over_ipv4_and_ipv6() {
+    if !libtorrent_available() || std::net::UdpSocket::bind("[::1]:0").is_err() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, torrent) = make_torrent(tmp.path(), 2 * 1024 * 1024 + 4321);
+    let seed_dir = data.parent().unwrap();
+    let listen = "127.0.0.1:0,[::1]:0";
+    let mut seeder = bitpeer_utp_on(listen, "seed", &torrent, "--data", seed_dir, &[]);
+    let a4 = seed_addr(&mut seeder);
+    let a6 = seeder.wait_line(Duration::from_secs(10), |l| {
+        l.strip_prefix("also listening on ")
+            .map(|a| a.trim().to_owned())
+    });
+    assert!(a6.starts_with("[::1]:"), "{a6}");
+    let (save4, save6) = (tmp.path().join("lt4"), tmp.path().join("lt6"));
+    let (mut lt4, _) = spawn_lt_peer(&torrent, &save4, &[a4], &["--utp-only"]);
+    let (mut lt6, _) = spawn_lt_peer(
+        &torrent,
+        &save6,
+        &[a6],
+        &["--utp-only", "--listen", "[::1]:0"],
+    );
+    wait_lt_done(&mut lt4);
+    wait_lt_done(&mut lt6);
+    assert_same_tree(&data, &save4.join("utp.bin"));
+    assert_same_tree(&data, &save6.join("utp.bin"));
+    seeder.assert_no_panic();
+}
+
+/// A dual-stack downloader dials an IPv6 uTP peer from its IPv6 socket.
+#[test]
+fn a_dual_stack_downloader_dials_utp_over_ipv6() {
+    if !libtorrent_available() || std::net::UdpSocket::bind("[::1]:0").is_err() {
+        return;
+    }
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, torrent) = make_torrent(tmp.path(), 2 * 1024 * 1024 + 4321);
+    let (_lt, port) = spawn_lt_peer(
+        &torrent,
+        data.parent().unwrap(),
+        &[],
+        &["--seed", "--utp-only", "--listen", "[::1]:0"],
+    );
+    let out = tmp.path().join("out");
+    let mut dl = bitpeer_utp_on(
+        "127.0.0.1:0,[::1]:0",
+        "download",
+        &torrent,
+        "-o",
+        &out,
+        &[format!("[::1]:{port}")],
+    );
+    finish_download(&mut dl, TRANSFER_TIMEOUT);
+    assert_same_tree(&data, &out.join("utp.bin"));
+}
+
 /// With both transports (the default), bitpeer reaches a uTP-only libtorrent: TCP fails,
 /// the dial falls back to uTP.
 #[test]

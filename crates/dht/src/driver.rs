@@ -126,7 +126,7 @@ impl Dht {
         let std_socket = std::net::UdpSocket::bind(config.bind)?;
         std_socket.set_nonblocking(true)?;
         let socket = UdpSocket::from_std(std_socket)?;
-        Self::start_inner(config, Arc::new(socket), None)
+        Self::start_inner(config, Arc::new(socket), None, None)
     }
 
     /// Start the node on a socket someone else reads (the node's shared UDP socket, whose
@@ -137,27 +137,43 @@ impl Dht {
         socket: Arc<UdpSocket>,
         inbox: mpsc::Receiver<(Vec<u8>, SocketAddr)>,
     ) -> io::Result<Dht> {
-        Self::start_inner(config, socket, Some(inbox))
+        Self::start_inner(config, socket, Some(inbox), None)
+    }
+
+    /// [`Dht::start_shared`] with a shared second socket too (the other address family,
+    /// BEP 32), whose KRPC datagrams arrive on `inbox6`; [`DhtConfig::bind6`] is then
+    /// not used.
+    pub fn start_shared_dual(
+        config: DhtConfig,
+        socket: Arc<UdpSocket>,
+        inbox: mpsc::Receiver<(Vec<u8>, SocketAddr)>,
+        socket6: Arc<UdpSocket>,
+        inbox6: mpsc::Receiver<(Vec<u8>, SocketAddr)>,
+    ) -> io::Result<Dht> {
+        Self::start_inner(config, socket, Some(inbox), Some((socket6, Some(inbox6))))
     }
 
     fn start_inner(
         config: DhtConfig,
         socket: Arc<UdpSocket>,
         inbox: Option<mpsc::Receiver<(Vec<u8>, SocketAddr)>>,
+        second: Option<Second>,
     ) -> io::Result<Dht> {
         let local_addr = socket.local_addr()?;
         // Without its second socket the node still runs on the first family.
-        let socket6 = config
-            .bind6
-            .and_then(|b| match bind_second(b, local_addr.port()) {
-                Ok(s) => Some(s),
-                Err(e) => {
-                    tracing::warn!(addr = %b, error = %e, "DHT: cannot bind the second address family; running on {local_addr} only");
-                    None
-                }
-            });
-        let local_addr6 = match &socket6 {
-            Some(s) => Some(s.local_addr()?),
+        let second = second.or_else(|| {
+            config
+                .bind6
+                .and_then(|b| match bind_second(b, local_addr.port()) {
+                    Ok(s) => Some((Arc::new(s), None)),
+                    Err(e) => {
+                        tracing::warn!(addr = %b, error = %e, "DHT: cannot bind the second address family; running on {local_addr} only");
+                        None
+                    }
+                })
+        });
+        let local_addr6 = match &second {
+            Some((s, _)) => Some(s.local_addr()?),
             None => None,
         };
         let has =
@@ -210,7 +226,7 @@ impl Dht {
                 }
             });
         }
-        let task = tokio::spawn(run(socket, inbox, socket6, node, rx, config.state_file));
+        let task = tokio::spawn(run(socket, inbox, second, node, rx, config.state_file));
         Ok(Dht {
             commands: tx,
             local_addr,
@@ -356,7 +372,7 @@ async fn next_datagram(
 /// Bind the second socket: on `port` (the first socket's) when `bind`'s port is 0 and that
 /// port is free, else on `bind` as given. An IPv6 socket is IPv6-only, so it never takes
 /// IPv4 traffic from the first one.
-fn bind_second(bind: SocketAddr, port: u16) -> io::Result<UdpSocket> {
+pub fn bind_second(bind: SocketAddr, port: u16) -> io::Result<UdpSocket> {
     let open = |addr: SocketAddr| -> io::Result<UdpSocket> {
         let s = socket2::Socket::new(
             socket2::Domain::for_address(addr),
@@ -397,13 +413,20 @@ async fn send(
     }
 }
 
+/// The second socket (the other address family), and the queue its KRPC datagrams come
+/// on when it is shared (`None`: the driver reads the socket itself).
+type Second = (
+    Arc<UdpSocket>,
+    Option<mpsc::Receiver<(Vec<u8>, SocketAddr)>>,
+);
+
 /// Wait for a datagram on the second socket; never, without one.
 async fn recv_second(
-    socket6: Option<&UdpSocket>,
+    second: &mut Option<Second>,
     buf: &mut [u8],
 ) -> io::Result<(usize, SocketAddr)> {
-    match socket6 {
-        Some(s) => s.recv_from(buf).await,
+    match second {
+        Some((s, inbox)) => next_datagram(s, inbox, buf).await,
         None => std::future::pending().await,
     }
 }
@@ -411,7 +434,7 @@ async fn recv_second(
 async fn run(
     socket: Arc<UdpSocket>,
     mut inbox: Option<mpsc::Receiver<(Vec<u8>, SocketAddr)>>,
-    socket6: Option<UdpSocket>,
+    mut second: Option<Second>,
     mut node: Node,
     mut commands: mpsc::UnboundedReceiver<Command>,
     state_file: Option<PathBuf>,
@@ -428,7 +451,7 @@ async fn run(
             node.handle_timeout(now);
         }
         while let Some((to, bytes)) = node.poll_transmit() {
-            send(&socket, socket6.as_ref(), v4, to, &bytes).await;
+            send(&socket, second.as_ref().map(|(s, _)| &**s), v4, to, &bytes).await;
         }
         while let Some(event) = node.poll_event() {
             match event {
@@ -463,7 +486,7 @@ async fn run(
                     node.handle_datagram(Instant::now(), from, &buf[..n]);
                 }
             }
-            received = recv_second(socket6.as_ref(), &mut buf6) => {
+            received = recv_second(&mut second, &mut buf6) => {
                 if let Ok((n, from)) = received
                     && buf6[..n].first() == Some(&b'd')
                 {

@@ -17,7 +17,7 @@ pub mod node;
 pub mod store;
 pub mod table;
 
-pub use driver::{Dht, DhtConfig};
+pub use driver::{Dht, DhtConfig, bind_second};
 pub use id::NodeId;
 pub use item::Item;
 pub use node::{Event, ItemWant, LookupId, LookupStats, Node, NodeConfig};

@@ -263,14 +263,54 @@ struct SessionInner {
     dht_error: Option<String>,
     listen_addr6: Option<SocketAddr>,
     listen6_error: Option<String>,
-    /// Stops the uTP dispatcher and the shared UDP socket's receive loop.
-    udp_stop: Option<UdpStop>,
+    /// Stops the uTP dispatchers and the shared UDP sockets' receive loops.
+    udp_stop: UdpStop,
 }
 
-/// What stops the shared UDP socket: the uTP dispatcher's token and the receive loop.
+/// What stops the shared UDP sockets (one per address family): the uTP dispatchers'
+/// tokens and the receive loops.
+#[derive(Default)]
 struct UdpStop {
-    utp: Option<tokio_util::sync::CancellationToken>,
-    mux: tokio::task::AbortHandle,
+    utp: Vec<tokio_util::sync::CancellationToken>,
+    mux: Vec<tokio::task::AbortHandle>,
+}
+
+/// The uTP side of one shared UDP socket.
+struct UtpSide {
+    socket: Arc<crate::utp::SessionUtp>,
+    cancel: tokio_util::sync::CancellationToken,
+    /// Where the receive loop ([`crate::utp::Mux`]) puts uTP datagrams, and what it
+    /// tells the transport about them.
+    inbox: (
+        tokio::sync::mpsc::Sender<crate::utp::Received>,
+        Arc<crate::utp::LargeDatagrams>,
+    ),
+}
+
+/// uTP on the shared UDP socket `udp`; `None` (logged) when it cannot start.
+fn open_utp(udp: &Arc<tokio::net::UdpSocket>) -> Option<UtpSide> {
+    let (tx, rx) = tokio::sync::mpsc::channel(crate::utp::UTP_QUEUE);
+    let cancel = tokio_util::sync::CancellationToken::new();
+    let opened = crate::utp::ChannelTransport::new(udp.clone(), rx)
+        .map_err(|e| e.to_string())
+        .and_then(|t| {
+            let large = t.large_datagrams();
+            crate::utp::utp_socket(t, crate::utp::socket_opts(cancel.clone()))
+                .map(|sock| (sock, large))
+                .map_err(|e| e.to_string())
+        });
+    match opened {
+        Ok((socket, large)) => Some(UtpSide {
+            socket,
+            cancel,
+            inbox: (tx, large),
+        }),
+        Err(e) => {
+            let addr = udp.local_addr().ok();
+            tracing::warn!(error = %e, ?addr, "uTP is off");
+            None
+        }
+    }
 }
 
 /// A running node: its listener, its transports and its torrents. Cheap to clone; every
@@ -357,32 +397,54 @@ impl Session {
         if transports.tcp {
             connectors.push(Arc::new(TcpConnector));
         }
-        let (dht_tx, dht_rx) = tokio::sync::mpsc::channel(crate::utp::DHT_QUEUE);
-        let mut utp_socket = None;
-        let mut utp_cancel = None;
-        let mut utp_tx = None;
-        if let (true, Some(udp)) = (transports.utp, &udp) {
-            let (tx, rx) = tokio::sync::mpsc::channel(crate::utp::UTP_QUEUE);
-            let cancel = tokio_util::sync::CancellationToken::new();
-            let opened = crate::utp::ChannelTransport::new(udp.clone(), rx)
-                .map_err(|e| e.to_string())
-                .and_then(|t| {
-                    let large = t.large_datagrams();
-                    crate::utp::utp_socket(t, crate::utp::socket_opts(cancel.clone()))
-                        .map(|sock| (sock, large))
-                        .map_err(|e| e.to_string())
-                });
-            match opened {
-                Ok((sock, large)) => {
-                    connectors.push(Arc::new(crate::utp::UtpConnector {
-                        socket: sock.clone(),
-                    }));
-                    utp_socket = Some(sock);
-                    utp_cancel = Some(cancel);
-                    utp_tx = Some((tx, large));
+        // The second address family (`listen6`): its TCP listener, and a UDP socket of its
+        // own for the DHT (BEP 32) and uTP, on the same port number when it is free.
+        let (mut listen_addr6, mut listen6_error, mut listener6) = (None, None, None);
+        if let (Some(addr6), true) = (config.listen6, transports.tcp) {
+            match bind_second_listener(addr6, listen_addr.port()) {
+                Ok(l) => {
+                    listen_addr6 = l.local_addr().ok();
+                    listener6 = Some(l);
                 }
-                Err(e) => tracing::warn!(error = %e, "uTP is off"),
+                Err(e) => {
+                    tracing::info!(error = %e, %addr6, "cannot listen");
+                    listen6_error = Some(format!("cannot listen on {addr6}: {e}"));
+                }
             }
+        }
+        let udp6_addr = match (listen_addr6, config.listen6) {
+            (Some(a), _) => Some(a),
+            (None, Some(a)) if !transports.tcp => Some(a),
+            _ => None,
+        };
+        let udp6 = match udp6_addr {
+            Some(a) if udp.is_some() => match bind_second_udp(a, listen_addr.port()) {
+                Ok(s) => Some(Arc::new(s)),
+                Err(e) => {
+                    tracing::info!(error = %e, addr = %a, "the DHT and uTP run on {listen_addr} only: cannot open a UDP socket");
+                    None
+                }
+            },
+            _ => None,
+        };
+        if listen_addr6.is_none() {
+            // uTP only: the second family's address is its UDP socket's.
+            listen_addr6 = udp6.as_ref().and_then(|s| s.local_addr().ok());
+        }
+        let (dht_tx, dht_rx) = tokio::sync::mpsc::channel(crate::utp::DHT_QUEUE);
+        let (dht6_tx, dht6_rx) = tokio::sync::mpsc::channel(crate::utp::DHT_QUEUE);
+        let (utp4, utp6) = match transports.utp {
+            true => (
+                udp.as_ref().and_then(open_utp),
+                udp6.as_ref().and_then(open_utp),
+            ),
+            false => (None, None),
+        };
+        if let Some(u) = &utp4 {
+            connectors.push(Arc::new(crate::utp::UtpConnector {
+                socket: u.socket.clone(),
+                socket6: utp6.as_ref().map(|u| u.socket.clone()),
+            }));
         }
         let ctx = Arc::new(NodeContext::new(
             listen_addr,
@@ -395,37 +457,37 @@ impl Session {
         if let Some(listener) = listener {
             tokio::spawn(tcp_accept_loop(ctx.clone(), listener));
         }
-        if let Some(sock) = utp_socket {
+        for u in [&utp4, &utp6].into_iter().flatten() {
             let c = ctx.clone();
-            tokio::spawn(crate::utp::accept_loop(sock, move |s| c.incoming(s)));
+            tokio::spawn(crate::utp::accept_loop(u.socket.clone(), move |s| {
+                c.incoming(s)
+            }));
         }
-        tracing::info!(%listen_addr, tcp = transports.tcp, utp = utp_tx.is_some(), "listening for peers");
-        let (mut listen_addr6, mut listen6_error) = (None, None);
-        if let (Some(addr6), true) = (config.listen6, transports.tcp) {
-            match bind_second_listener(addr6, listen_addr.port()) {
-                Ok(l) => {
-                    let a = l.local_addr().ok();
-                    tracing::info!(listen_addr = ?a, "listening for peers");
-                    listen_addr6 = a;
-                    tokio::spawn(tcp_accept_loop(ctx.clone(), l));
-                }
-                Err(e) => {
-                    tracing::info!(error = %e, %addr6, "cannot listen");
-                    listen6_error = Some(format!("cannot listen on {addr6}: {e}"));
-                }
-            }
+        tracing::info!(%listen_addr, tcp = transports.tcp, utp = utp4.is_some(), "listening for peers");
+        if listen_addr6.is_some() {
+            let tcp = listener6.is_some();
+            tracing::info!(listen_addr = ?listen_addr6, tcp, utp = utp6.is_some(), "listening for peers");
+        }
+        if let Some(l) = listener6 {
+            tokio::spawn(tcp_accept_loop(ctx.clone(), l));
         }
         let mut dht_on = false;
         if let (Some(settings), Some(udp)) = (config.dht, &udp) {
             let cfg = dht::DhtConfig {
                 bind: listen_addr,
-                bind6: listen_addr6,
+                bind6: None,
                 bootstrap: settings.bootstrap,
                 state_file: settings.state_file,
                 read_only: false,
                 node_id: None,
             };
-            match dht::Dht::start_shared(cfg, udp.clone(), dht_rx) {
+            let started = match &udp6 {
+                Some(udp6) => {
+                    dht::Dht::start_shared_dual(cfg, udp.clone(), dht_rx, udp6.clone(), dht6_rx)
+                }
+                None => dht::Dht::start_shared(cfg, udp.clone(), dht_rx),
+            };
+            match started {
                 Ok(d) => {
                     *ctx.dht.lock().unwrap_or_else(|e| e.into_inner()) = Some(d);
                     dht_on = true;
@@ -436,17 +498,22 @@ impl Session {
                 }
             }
         }
-        let udp_stop = udp.map(|socket| {
+        // One receive loop per UDP socket hands KRPC to the DHT and uTP to its socket.
+        let mut udp_stop = UdpStop::default();
+        let sides = [(udp, dht_tx, utp4), (udp6, dht6_tx, utp6)];
+        for (socket, dht_tx, utp) in sides {
+            let Some(socket) = socket else { continue };
+            let utp = utp.map(|u| {
+                udp_stop.utp.push(u.cancel);
+                u.inbox
+            });
             let mux = crate::utp::Mux {
                 socket,
                 dht: dht_on.then_some(dht_tx),
-                utp: utp_tx,
+                utp,
             };
-            UdpStop {
-                utp: utp_cancel,
-                mux: tokio::spawn(mux.run()).abort_handle(),
-            }
-        });
+            udp_stop.mux.push(tokio::spawn(mux.run()).abort_handle());
+        }
         let v6_listen = listen_addr6.or(listen_addr.is_ipv6().then_some(listen_addr));
         if let (Some(_), Some(group), Some(addr6)) = (&config.lsd, config.lsd6_group, v6_listen) {
             let interface = match addr6.ip() {
@@ -897,11 +964,12 @@ impl Session {
     /// Stop accepting connections and stop LSD.
     pub fn close(&self) {
         self.inner.ctx.shutdown.store(true, Ordering::SeqCst);
-        if let Some(stop) = &self.inner.udp_stop {
-            if let Some(utp) = &stop.utp {
-                utp.cancel();
-            }
-            stop.mux.abort();
+        let stop = &self.inner.udp_stop;
+        for utp in &stop.utp {
+            utp.cancel();
+        }
+        for mux in &stop.mux {
+            mux.abort();
         }
         for lsd in [&self.inner.ctx.lsd, &self.inner.ctx.lsd6] {
             if let Some(lsd) = lsd.lock().unwrap_or_else(|e| e.into_inner()).take() {
@@ -1289,6 +1357,14 @@ fn bind_udp(addr: SocketAddr) -> std::io::Result<tokio::net::UdpSocket> {
     crate::utp::size_buffers(&s);
     s.set_nonblocking(true)?;
     tokio::net::UdpSocket::from_std(s)
+}
+
+/// The second UDP socket (the other address family; see [`dht::bind_second`]), with the
+/// kernel buffers the shared socket asks for.
+fn bind_second_udp(addr: SocketAddr, port: u16) -> std::io::Result<tokio::net::UdpSocket> {
+    let s = dht::bind_second(addr, port)?;
+    crate::utp::size_buffers(&s);
+    Ok(s)
 }
 
 /// Hand the peers LSD finds to their torrents.

@@ -119,7 +119,7 @@ pub type Received = (Vec<u8>, SocketAddr);
 /// (1-2 MiB) must fit in the receiver's queue, or most of it is dropped there and the
 /// sender backs off. The kernel caps the request at `net.core.rmem_max`/`wmem_max`
 /// (often 4 MiB, as here; 208 KiB by default holds only a dozen 16 KiB datagrams).
-pub fn size_buffers(socket: &std::net::UdpSocket) {
+pub fn size_buffers(socket: &impl std::os::fd::AsFd) {
     let s = socket2::SockRef::from(socket);
     let _ = s.set_recv_buffer_size(UDP_BUFFER);
     let _ = s.set_send_buffer_size(UDP_BUFFER);
@@ -539,6 +539,9 @@ pub fn peer_stream(stream: librqbit_utp::UtpStream, remote: SocketAddr) -> PeerS
 /// Dials over uTP on the session's shared socket.
 pub struct UtpConnector {
     pub socket: Arc<SessionUtp>,
+    /// uTP on the socket of the other address family, when the node listens on both:
+    /// a peer's address picks the socket of its family.
+    pub socket6: Option<Arc<SessionUtp>>,
 }
 
 impl Connector for UtpConnector {
@@ -547,7 +550,10 @@ impl Connector for UtpConnector {
     }
 
     fn connect(&self, addr: SocketAddr, timeout: Duration) -> ConnectFuture {
-        let socket = self.socket.clone();
+        let socket = match &self.socket6 {
+            Some(s6) if addr.is_ipv4() != self.socket.bind_addr().is_ipv4() => s6.clone(),
+            _ => self.socket.clone(),
+        };
         // A peer that does not answer two SYNs does not speak uTP (or is gone): give up
         // soon, as libtorrent does (`utp_connect_timeout`), so a TCP-only peer that refused
         // once is not kept from its next TCP dial for the whole handshake timeout.
