@@ -1,5 +1,6 @@
 """firstLastPiecePrio changes the order pieces come in: with the download slowed by a
-global limit, the first pieces the daemon has include the file's first and last ones.
+global limit, the first pieces the daemon has (as soon as it has two) include the file's
+first and last ones.
 
 Usage: compat_first_last.py API USER PASS TORRENT
 
@@ -26,9 +27,11 @@ say({"added": t.hash, "port": c.app_preferences()["listen_port"]})
 
 
 def first_pieces():
+    # The first two pieces done: both prioritized pieces are fetched at once, and the
+    # last (shorter) one may be done a moment before the first.
     states = c.torrents_piece_states(torrent_hash=t.hash)
     have = [i for i, s in enumerate(states) if s == 2]
-    return (have, len(states)) if have else None
+    return (have, len(states)) if len(have) >= 2 else None
 
 
 have, n = wait("the first pieces", first_pieces, timeout=60)
