@@ -69,6 +69,24 @@ fn seed_addr(p: &mut Proc) -> String {
     addr
 }
 
+/// bitpeer listening on `listen` (uTP only) downloads `len` bytes from a uTP-only
+/// libtorrent seeder on [::1], byte for byte.
+fn download_from_utp_only_libtorrent_on_ipv6(listen: &str, len: usize) {
+    let tmp = tempfile::tempdir().unwrap();
+    let (data, torrent) = make_torrent(tmp.path(), len);
+    let (_lt, port) = spawn_lt_peer(
+        &torrent,
+        data.parent().unwrap(),
+        &[],
+        &["--seed", "--utp-only", "--listen", "[::1]:0"],
+    );
+    let out = tmp.path().join("out");
+    let peers = [format!("[::1]:{port}")];
+    let mut dl = bitpeer_utp_on(listen, "download", &torrent, "-o", &out, &peers);
+    finish_download(&mut dl, TRANSFER_TIMEOUT);
+    assert_same_tree(&data, &out.join("utp.bin"));
+}
+
 /// Waits until `lt_peer.py` prints `{"done": true, ...}`.
 fn wait_lt_done(p: &mut Proc) {
     let done = p.wait_line(TRANSFER_TIMEOUT, |l| {
@@ -151,25 +169,7 @@ fn bitpeer_downloads_from_libtorrent_utp_only_over_ipv6() {
     if !libtorrent_available() {
         return;
     }
-    let tmp = tempfile::tempdir().unwrap();
-    let (data, torrent) = make_torrent(tmp.path(), 3 * 1024 * 1024 + 4321);
-    let (_lt, port) = spawn_lt_peer(
-        &torrent,
-        data.parent().unwrap(),
-        &[],
-        &["--seed", "--utp-only", "--listen", "[::1]:0"],
-    );
-    let out = tmp.path().join("out");
-    let mut dl = bitpeer_utp_on(
-        "[::1]:0",
-        "download",
-        &torrent,
-        "-o",
-        &out,
-        &[format!("[::1]:{port}")],
-    );
-    finish_download(&mut dl, TRANSFER_TIMEOUT);
-    assert_same_tree(&data, &out.join("utp.bin"));
+    download_from_utp_only_libtorrent_on_ipv6("[::1]:0", 3 * 1024 * 1024 + 4321);
 }
 
 /// A node listening on both families (`--listen 127.0.0.1:0,[::1]:0`, uTP only) has a
@@ -211,25 +211,7 @@ fn a_dual_stack_downloader_dials_utp_over_ipv6() {
     if !libtorrent_available() || std::net::UdpSocket::bind("[::1]:0").is_err() {
         return;
     }
-    let tmp = tempfile::tempdir().unwrap();
-    let (data, torrent) = make_torrent(tmp.path(), 2 * 1024 * 1024 + 4321);
-    let (_lt, port) = spawn_lt_peer(
-        &torrent,
-        data.parent().unwrap(),
-        &[],
-        &["--seed", "--utp-only", "--listen", "[::1]:0"],
-    );
-    let out = tmp.path().join("out");
-    let mut dl = bitpeer_utp_on(
-        "127.0.0.1:0,[::1]:0",
-        "download",
-        &torrent,
-        "-o",
-        &out,
-        &[format!("[::1]:{port}")],
-    );
-    finish_download(&mut dl, TRANSFER_TIMEOUT);
-    assert_same_tree(&data, &out.join("utp.bin"));
+    download_from_utp_only_libtorrent_on_ipv6("127.0.0.1:0,[::1]:0", 2 * 1024 * 1024 + 4321);
 }
 
 /// With both transports (the default), bitpeer reaches a uTP-only libtorrent: TCP fails,

@@ -399,12 +399,13 @@ impl Segments {
             // (bitpeer) An ACK can only cover what was sent: a forged or stale ACK past
             // the last segment sent must not mark unsent data delivered (upstream drained
             // up to `ack_nr` whatever it was, and that data was then never sent).
-            let sent = self
+            // Only the segments this ACK covers are looked at (they are drained anyway).
+            let drain_count = self
                 .segments
                 .iter()
+                .take(offset as usize + 1)
                 .take_while(|s| !matches!(s.sent, SentStatus::NotSent))
                 .count();
-            let drain_count = (offset as usize + 1).min(sent);
             for segment in self.segments.drain(0..drain_count) {
                 segment.update_rtt(now, &mut new_rtt);
                 removed += 1;
