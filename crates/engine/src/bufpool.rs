@@ -3,13 +3,17 @@
 //! it lives on in the writer's queue after the piece left the read cache; with a buffer
 //! per read, a seeder serving 20 peers allocated (page faults, zeroing) every piece it
 //! read. [`BufPool::bytes`] wraps a buffer in `Bytes` that return it on their last drop.
+//!
+//! The buffers are [`AlignedBuf`]s: what is read from a file into them starts 64-byte
+//! aligned, which the kernel copies into several times faster (see the `iobuf` crate).
 
 use bytes::Bytes;
+use iobuf::AlignedBuf;
 use std::sync::{Arc, Mutex};
 
 #[derive(Debug)]
 pub struct BufPool {
-    spare: Mutex<Vec<Vec<u8>>>,
+    spare: Mutex<Vec<AlignedBuf>>,
     /// At most this many bytes of buffers kept.
     max_bytes: usize,
 }
@@ -24,29 +28,29 @@ impl BufPool {
 
     /// A buffer of `len` bytes: a spare one (its old contents, to be overwritten) or a new
     /// zeroed one.
-    pub fn take(&self, len: usize) -> Vec<u8> {
+    pub fn take(&self, len: usize) -> AlignedBuf {
         let mut buf = self
             .spare
             .lock()
             .unwrap_or_else(|e| e.into_inner())
             .pop()
             .unwrap_or_default();
-        buf.resize(len, 0);
+        buf.resize(len);
         buf
     }
 
     /// `buf` as `Bytes`; the buffer comes back to the pool when the last clone or slice
     /// of them is dropped.
-    pub fn bytes(self: &Arc<Self>, buf: Vec<u8>) -> Bytes {
+    pub fn bytes(self: &Arc<Self>, buf: AlignedBuf) -> Bytes {
         Bytes::from_owner(Pooled {
             buf,
             pool: self.clone(),
         })
     }
 
-    fn give(&self, buf: Vec<u8>) {
+    fn give(&self, buf: AlignedBuf) {
         let mut spare = self.spare.lock().unwrap_or_else(|e| e.into_inner());
-        let held: usize = spare.iter().map(Vec::capacity).sum();
+        let held: usize = spare.iter().map(AlignedBuf::capacity).sum();
         if held + buf.capacity() <= self.max_bytes {
             spare.push(buf);
         }
@@ -59,7 +63,7 @@ impl BufPool {
 }
 
 struct Pooled {
-    buf: Vec<u8>,
+    buf: AlignedBuf,
     pool: Arc<BufPool>,
 }
 
@@ -102,6 +106,6 @@ mod tests {
         let pool = BufPool::new(2500);
         let held: Vec<Bytes> = (0..4).map(|_| pool.bytes(pool.take(1000))).collect();
         drop(held);
-        assert_eq!(pool.spare_count(), 2);
+        assert_eq!(pool.spare_count(), 2, "1064 bytes each");
     }
 }

@@ -10,6 +10,7 @@
 pub mod bitfield;
 pub mod blame;
 mod bufpool;
+pub use iobuf::AlignedBuf;
 pub mod choker;
 mod context;
 mod encryption;

@@ -27,6 +27,7 @@
 //! not hash again.
 
 use crate::bitfield::Bitfield;
+use iobuf::AlignedBuf;
 use metainfo::Info;
 use sha1::{Digest, Sha1};
 use std::collections::{HashMap, HashSet};
@@ -514,14 +515,14 @@ impl Storage {
         Ok(())
     }
 
-    /// Read the whole piece into `buf` (resized to fit, its allocation reused) and compare
-    /// its SHA-1 with the torrent's. A file too short to hold the piece means the data is
-    /// not there: `Ok(false)`, not an error.
-    pub fn verify_piece(&self, piece: u32, buf: &mut Vec<u8>) -> Result<bool> {
+    /// Read the whole piece into `buf` (resized to fit, its allocation reused, its bytes
+    /// aligned for fast reads) and compare its SHA-1 with the torrent's. A file too short
+    /// to hold the piece means the data is not there: `Ok(false)`, not an error.
+    pub fn verify_piece(&self, piece: u32, buf: &mut AlignedBuf) -> Result<bool> {
         let size = self.piece_size(piece)?;
         let size = usize::try_from(size)
             .map_err(|_| StorageError::BadLayout(format!("piece of {size} bytes")))?;
-        buf.resize(size, 0);
+        buf.resize(size);
         match self.read(piece, 0, buf) {
             Ok(()) => {}
             Err(StorageError::ShortFile { .. }) => return Ok(false),
@@ -564,7 +565,7 @@ impl Storage {
 
         let worker = || -> Result<Vec<u32>> {
             let mut have = Vec::new();
-            let mut buf = Vec::new();
+            let mut buf = AlignedBuf::default();
             loop {
                 let batch = next.fetch_add(1, Ordering::Relaxed);
                 if batch >= batches {
@@ -1005,7 +1006,7 @@ mod tests {
         );
         assert!(dir.join("t/a.bin").exists());
         assert!(part_file_path(&info, &dir).exists());
-        let mut buf = Vec::new();
+        let mut buf = AlignedBuf::default();
         assert!(
             st.verify_piece(0, &mut buf).unwrap(),
             "read back from the part file"
@@ -1078,7 +1079,7 @@ mod tests {
         for p in (0..6).filter(|&p| p != 3) {
             st.write_piece(p, piece_of(&stream, p)).unwrap();
         }
-        let mut buf = Vec::new();
+        let mut buf = AlignedBuf::default();
         for p in 0..6 {
             assert_eq!(st.verify_piece(p, &mut buf).unwrap(), p != 3, "piece {p}");
         }
@@ -1248,7 +1249,10 @@ mod tests {
             st.read(0, u32::MAX, &mut buf),
             Err(StorageError::OutOfBounds { .. })
         ));
-        assert!(st.verify_piece(u32::MAX, &mut Vec::new()).is_err());
+        assert!(
+            st.verify_piece(u32::MAX, &mut AlignedBuf::default())
+                .is_err()
+        );
         // In range, but nothing written yet: the files are not there.
         assert!(matches!(
             st.read(0, 12, &mut buf),
@@ -1278,7 +1282,7 @@ mod tests {
         let err = st.read(1, 0, &mut buf).unwrap_err();
         assert!(matches!(err, StorageError::ShortFile { .. }), "{err}");
         assert!(err.to_string().contains("b.bin"), "{err}");
-        assert!(!st.verify_piece(1, &mut Vec::new()).unwrap());
+        assert!(!st.verify_piece(1, &mut AlignedBuf::default()).unwrap());
         let (progress, cancel) = no_cancel();
         let have = st.recheck(2, &progress, &cancel).unwrap();
         assert_eq!(have.iter_ones().collect::<Vec<_>>(), [0, 3, 4, 5]);

@@ -220,7 +220,7 @@ pub fn hash_pieces(
         for _ in 0..threads {
             s.spawn(|| {
                 let mut reader = Reader::new(source, &offsets);
-                let mut buf = vec![0u8; pieces_per_batch * piece_length as usize];
+                let mut buf = iobuf::AlignedBuf::zeroed(pieces_per_batch * piece_length as usize);
                 let mut hashes = Vec::with_capacity(pieces_per_batch);
                 loop {
                     if cancel.load(Ordering::Relaxed) || failed.lock().is_ok_and(|f| f.is_some()) {
