@@ -9,6 +9,7 @@
 
 use bytes::Bytes;
 use iobuf::AlignedBuf;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 
 #[derive(Debug)]
@@ -16,6 +17,9 @@ pub struct BufPool {
     spare: Mutex<Vec<AlignedBuf>>,
     /// At most this many bytes of buffers kept.
     max_bytes: usize,
+    /// False after [`BufPool::clear`] until the next [`BufPool::take`]: buffers still in
+    /// use when the pool was cleared are dropped when they come back, not kept.
+    keep: AtomicBool,
 }
 
 impl BufPool {
@@ -23,12 +27,14 @@ impl BufPool {
         Arc::new(Self {
             spare: Mutex::new(Vec::new()),
             max_bytes,
+            keep: AtomicBool::new(true),
         })
     }
 
     /// A buffer of `len` bytes: a spare one (its old contents, to be overwritten) or a new
     /// zeroed one.
     pub fn take(&self, len: usize) -> AlignedBuf {
+        self.keep.store(true, Ordering::Relaxed);
         let mut buf = self
             .spare
             .lock()
@@ -48,7 +54,23 @@ impl BufPool {
         })
     }
 
+    /// Drops the spare buffers, and those still in use when they come back, until the
+    /// next [`BufPool::take`].
+    pub fn clear(&self) {
+        self.keep.store(false, Ordering::Relaxed);
+        *self.spare.lock().unwrap_or_else(|e| e.into_inner()) = Vec::new();
+    }
+
+    /// Bytes of spare buffers held.
+    pub fn held_bytes(&self) -> usize {
+        let spare = self.spare.lock().unwrap_or_else(|e| e.into_inner());
+        spare.iter().map(AlignedBuf::capacity).sum()
+    }
+
     fn give(&self, buf: AlignedBuf) {
+        if !self.keep.load(Ordering::Relaxed) {
+            return;
+        }
         let mut spare = self.spare.lock().unwrap_or_else(|e| e.into_inner());
         let held: usize = spare.iter().map(AlignedBuf::capacity).sum();
         if held + buf.capacity() <= self.max_bytes {
@@ -107,5 +129,19 @@ mod tests {
         let held: Vec<Bytes> = (0..4).map(|_| pool.bytes(pool.take(1000))).collect();
         drop(held);
         assert_eq!(pool.spare_count(), 2, "1064 bytes each");
+        pool.clear();
+        assert_eq!(pool.spare_count(), 0);
+        let block = pool.bytes(pool.take(1000)).slice(0..1);
+        pool.clear();
+        drop(block);
+        assert_eq!(
+            pool.spare_count(),
+            0,
+            "a buffer in use when cleared is not kept"
+        );
+        assert_eq!(pool.held_bytes(), 0);
+        drop(pool.bytes(pool.take(1000)));
+        assert_eq!(pool.spare_count(), 1, "taking again keeps buffers again");
+        assert_eq!(pool.held_bytes(), 1064);
     }
 }

@@ -147,6 +147,9 @@ pub struct Stats {
     pub upload_rate: u64,
     /// Peers that have every piece.
     pub seeds: usize,
+    /// Bytes of memory in piece buffers: pieces being downloaded and hashed, pieces kept
+    /// for uploads, spare buffers. 0 once no peer is connected and nothing is in flight.
+    pub buffered_bytes: u64,
 }
 
 enum Cmd {
@@ -540,6 +543,14 @@ impl Torrent {
     }
 
     pub fn stats(&self) -> Stats {
+        // The read cache and the spare pool have locks of their own, not taken under the
+        // state's.
+        let cached: usize = {
+            let cache = self.shared.read_cache.lock();
+            let cache = cache.unwrap_or_else(|e| e.into_inner());
+            cache.iter().map(|(_, d)| d.len()).sum()
+        };
+        let pooled = self.shared.read_spare.held_bytes();
         let mut s = lock(&self.shared);
         let now = clock();
         let download_rate = s.download_rate.rate(now);
@@ -552,6 +563,10 @@ impl Torrent {
             .count();
         let have = s.picker.have();
         let bytes_have = s.picker.bytes_have();
+        let buffered = s.buffers.values().map(|b| b.data.capacity()).sum::<usize>()
+            + s.verifying_bytes
+            + s.spare_buffers.iter().map(Vec::capacity).sum::<usize>();
+        let buffered_bytes = (buffered + cached + pooled) as u64;
         Stats {
             download_rate,
             upload_rate,
@@ -566,6 +581,7 @@ impl Torrent {
             candidates: s.pool.len(),
             hash_failures: s.hash_failures,
             banned: s.banned.len(),
+            buffered_bytes,
         }
     }
 
@@ -1281,7 +1297,21 @@ async fn run_registered(
     for r in conn.state.our_requests() {
         s.picker.request_dropped(&block_of(r));
     }
+    // With nobody left to serve or download from, the memory kept for them goes: a daemon
+    // with many torrents holds piece buffers only for those with peers.
+    let last = s.peers.is_empty();
+    if last {
+        s.spare_buffers = Vec::new();
+    }
     drop(s);
+    if last {
+        shared
+            .read_cache
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .clear();
+        shared.read_spare.clear();
+    }
     shared.dial_wake.notify_one();
 }
 
@@ -2250,6 +2280,8 @@ fn verify_and_store(shared: &Arc<Shared>, piece: u32, buf: PieceBuf) {
                 }
             }
             if s.picker.is_done() {
+                // Nothing more to download into.
+                s.spare_buffers = Vec::new();
                 drop(s);
                 save_resume(shared);
                 shared.complete.notify_waiters();

@@ -78,6 +78,52 @@ async fn one_listener_routes_two_torrents() {
     }
 }
 
+/// Piece memory is let go: a finished download keeps no piece buffers, and a seeder whose
+/// last peer left drops its read cache and spare buffers (a daemon holding many torrents
+/// must not keep megabytes for each one that once had a peer).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn piece_memory_goes_when_the_download_ends_and_the_last_peer_leaves() {
+    let tmp = tempfile::tempdir().unwrap();
+    let src = tmp.path().join("src");
+    std::fs::create_dir_all(&src).unwrap();
+    let meta = make(&src, "a.bin", 3_000_017, 3);
+    let local: SocketAddr = "127.0.0.1:0".parse().unwrap();
+    let seeder = Session::bind(local).await.unwrap();
+    let st = add(&seeder, &meta, &src, vec![]).await;
+    let leecher = Session::bind(local).await.unwrap();
+    let out = tmp.path().join("out");
+    let lt = add(&leecher, &meta, &out, vec![seeder.listen_addr()]).await;
+    tokio::time::timeout(Duration::from_secs(60), lt.wait_complete())
+        .await
+        .expect("the download completes");
+    assert!(st.stats().uploaded > 0);
+    // The last pieces' hash-and-write tasks end just after completion is announced.
+    let settled = async |t: &engine::torrent::Torrent, what: &str| {
+        for _ in 0..100 {
+            if t.stats().buffered_bytes == 0 {
+                return;
+            }
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        panic!(
+            "{what} still holds {} bytes of buffers",
+            t.stats().buffered_bytes
+        );
+    };
+    settled(&lt, "the finished download").await;
+    assert!(
+        st.stats().buffered_bytes > 0,
+        "the seeder keeps what it read while its peer is there"
+    );
+    lt.shutdown().await;
+    settled(&st, "the seeder without peers").await;
+    assert_eq!(
+        std::fs::read(out.join("a.bin")).unwrap(),
+        std::fs::read(src.join("a.bin")).unwrap()
+    );
+    st.shutdown().await;
+}
+
 /// LSD (BEP 14) between two sessions over loopback multicast, on a group port of this test's
 /// own: the leecher, given no peer at all, is found by the seeder and downloads the public
 /// torrent; the private one (BEP 27) is never announced, so it finds nobody.
