@@ -57,6 +57,12 @@ impl Verdict {
 /// Checks a complete piece.
 pub trait Verifier {
     fn verify(&self, piece: u32, data: &[u8]) -> Verdict;
+
+    /// Checks several complete pieces, in order (a verifier may check them together
+    /// faster than one by one).
+    fn verify_many(&self, pieces: &[(u32, &[u8])]) -> Vec<Verdict> {
+        pieces.iter().map(|&(i, d)| self.verify(i, d)).collect()
+    }
 }
 
 /// BEP 3: the SHA-1 of the whole piece against the torrent's `pieces`.
@@ -70,12 +76,30 @@ impl<'a> V1Verifier<'a> {
     }
 }
 
-impl Verifier for V1Verifier<'_> {
-    fn verify(&self, piece: u32, data: &[u8]) -> Verdict {
+impl V1Verifier<'_> {
+    fn verdict(&self, piece: u32, digest: &[u8; 20]) -> Verdict {
         match self.hashes.get(piece as usize) {
-            Some(h) if <[u8; 20]>::from(Sha1::digest(data)) == *h => Verdict::Passed,
+            Some(h) if h == digest => Verdict::Passed,
             _ => Verdict::Failed,
         }
+    }
+}
+
+impl Verifier for V1Verifier<'_> {
+    fn verify(&self, piece: u32, data: &[u8]) -> Verdict {
+        self.verdict(piece, &piecehash::sha1(data))
+    }
+
+    /// The pieces' SHA-1s computed together (see the `piecehash` crate: up to 2.4x faster
+    /// than one at a time).
+    fn verify_many(&self, pieces: &[(u32, &[u8])]) -> Vec<Verdict> {
+        let data: Vec<&[u8]> = pieces.iter().map(|&(_, d)| d).collect();
+        let digests = piecehash::sha1_many(&data);
+        pieces
+            .iter()
+            .zip(&digests)
+            .map(|(&(i, _), d)| self.verdict(i, d))
+            .collect()
     }
 }
 
@@ -272,6 +296,34 @@ mod tests {
 
     fn hashes_of(good: &[u8]) -> Vec<[u8; 20]> {
         vec![Sha1::digest(good).into()]
+    }
+
+    #[test]
+    fn pieces_checked_together_get_their_own_verdicts() {
+        let pieces: Vec<Vec<u8>> = (0..6u8).map(|i| piece(2, i)).collect();
+        let hashes: Vec<[u8; 20]> = pieces.iter().map(|p| Sha1::digest(p).into()).collect();
+        let bad = corrupt(&pieces[2], &[1], 9);
+        let short = &pieces[4][..BLOCK_SIZE + 5];
+        // In order: right, right, wrong bytes, right, a wrong length, an index past the
+        // end, right.
+        let batch: Vec<(u32, &[u8])> = vec![
+            (0, &pieces[0]),
+            (1, &pieces[1]),
+            (2, &bad),
+            (3, &pieces[3]),
+            (4, short),
+            (9, &pieces[5]),
+            (5, &pieces[5]),
+        ];
+        let v = V1Verifier::new(&hashes);
+        let got = v.verify_many(&batch);
+        let want: Vec<Verdict> = batch.iter().map(|&(i, d)| v.verify(i, d)).collect();
+        assert_eq!(got, want);
+        use Verdict::{Failed, Passed};
+        assert_eq!(
+            got,
+            [Passed, Passed, Failed, Passed, Failed, Failed, Passed]
+        );
     }
 
     /// Checks `data` as piece 0 against `good` the way the torrent does and returns the

@@ -39,7 +39,10 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 
 /// How many bytes of consecutive pieces one recheck thread takes at a time.
-const RECHECK_BATCH_BYTES: u64 = 4 << 20;
+const RECHECK_BATCH_BYTES: u64 = 16 << 20;
+/// Bytes of pieces a recheck thread reads before hashing them together (at most
+/// `piecehash::MAX_LANES` pieces; one piece if pieces are larger).
+const RECHECK_GROUP_BYTES: u64 = 16 << 20;
 
 /// Why a storage operation failed. Each message is one line and names the file involved.
 #[derive(Debug, thiserror::Error)]
@@ -519,17 +522,43 @@ impl Storage {
     /// aligned for fast reads) and compare its SHA-1 with the torrent's. A file too short
     /// to hold the piece means the data is not there: `Ok(false)`, not an error.
     pub fn verify_piece(&self, piece: u32, buf: &mut AlignedBuf) -> Result<bool> {
-        let size = self.piece_size(piece)?;
-        let size = usize::try_from(size)
-            .map_err(|_| StorageError::BadLayout(format!("piece of {size} bytes")))?;
-        buf.resize(size);
-        match self.read(piece, 0, buf) {
-            Ok(()) => {}
-            Err(StorageError::ShortFile { .. }) => return Ok(false),
-            Err(e) => return Err(e),
+        Ok(self.verify_pieces(&[piece], std::slice::from_mut(buf))?[0])
+    }
+
+    /// [`Storage::verify_piece`] for several pieces, `pieces[i]` read into `bufs[i]`, the
+    /// SHA-1s computed together (see the `piecehash` crate). `bufs` must be at least as
+    /// many as `pieces`.
+    pub fn verify_pieces(&self, pieces: &[u32], bufs: &mut [AlignedBuf]) -> Result<Vec<bool>> {
+        assert!(bufs.len() >= pieces.len(), "a buffer for every piece");
+        let mut read = Vec::with_capacity(pieces.len());
+        for (&piece, buf) in pieces.iter().zip(bufs.iter_mut()) {
+            let size = self.piece_size(piece)?;
+            let size = usize::try_from(size)
+                .map_err(|_| StorageError::BadLayout(format!("piece of {size} bytes")))?;
+            buf.resize(size);
+            match self.read(piece, 0, buf) {
+                Ok(()) => read.push(true),
+                Err(StorageError::ShortFile { .. }) => read.push(false),
+                Err(e) => return Err(e),
+            }
         }
-        let digest = Sha1::digest(&buf[..]);
-        Ok(digest.as_slice() == self.pieces[piece as usize])
+        let data: Vec<&[u8]> = bufs
+            .iter()
+            .zip(&read)
+            .filter(|(_, r)| **r)
+            .map(|(b, _)| &b[..])
+            .collect();
+        let mut digests = piecehash::sha1_many(&data).into_iter();
+        Ok(pieces
+            .iter()
+            .zip(read)
+            .map(|(&piece, was_read)| {
+                was_read
+                    && digests
+                        .next()
+                        .is_some_and(|d| d == self.pieces[piece as usize])
+            })
+            .collect())
     }
 
     /// Hash every piece on `threads` threads (0: one per core) and return the pieces whose
@@ -563,35 +592,49 @@ impl Storage {
         // Set when one thread fails, so the others stop early.
         let failed = AtomicBool::new(false);
 
+        // Pieces read, then hashed together (up to `piecehash::MAX_LANES` at once, and
+        // about RECHECK_GROUP_BYTES of them).
+        let group = (RECHECK_GROUP_BYTES / self.piece_length).clamp(1, piecehash::MAX_LANES as u64)
+            as usize;
         let worker = || -> Result<Vec<u32>> {
             let mut have = Vec::new();
-            let mut buf = AlignedBuf::default();
+            let mut bufs: Vec<AlignedBuf> = (0..group).map(|_| AlignedBuf::default()).collect();
+            let mut pieces = Vec::with_capacity(group);
             loop {
                 let batch = next.fetch_add(1, Ordering::Relaxed);
                 if batch >= batches {
                     return Ok(have);
                 }
                 let first = batch * per_batch;
-                for piece in first..(first + per_batch).min(count) {
+                let mut piece = first;
+                let end = (first + per_batch).min(count);
+                while piece < end {
                     if cancel.load(Ordering::Relaxed) {
                         return Err(StorageError::Cancelled);
                     }
                     if failed.load(Ordering::Relaxed) {
                         return Ok(have);
                     }
-                    let piece = piece as u32; // < piece_count, a u32
-                    if !self.may_hold_data(piece) {
-                        // Only zeros we wrote ourselves: nothing to read.
-                        progress.fetch_add(self.piece_size(piece)?, Ordering::Relaxed);
-                        continue;
+                    pieces.clear();
+                    while piece < end && pieces.len() < group {
+                        let p = piece as u32; // < piece_count, a u32
+                        piece += 1;
+                        if self.may_hold_data(p) {
+                            pieces.push(p);
+                        } else {
+                            // Only zeros we wrote ourselves: nothing to read.
+                            progress.fetch_add(self.piece_size(p)?, Ordering::Relaxed);
+                        }
                     }
-                    let ok = self.verify_piece(piece, &mut buf).inspect_err(|_| {
+                    let ok = self.verify_pieces(&pieces, &mut bufs).inspect_err(|_| {
                         failed.store(true, Ordering::Relaxed);
                     })?;
-                    if ok {
-                        have.push(piece);
+                    for (&p, ok) in pieces.iter().zip(ok) {
+                        if ok {
+                            have.push(p);
+                        }
+                        progress.fetch_add(self.piece_size(p)?, Ordering::Relaxed);
                     }
-                    progress.fetch_add(buf.len() as u64, Ordering::Relaxed);
                 }
             }
         };
@@ -1113,6 +1156,17 @@ mod tests {
             .unwrap();
         b.write_all_at(&[0], 10).unwrap(); // stream offset 20: piece 1
         assert!(!st.verify_piece(1, &mut buf).unwrap());
+        // Checked together (hashed in lanes), each piece keeps its own answer: a wrong
+        // one, a missing one and the shorter last one among right ones.
+        let mut bufs: Vec<AlignedBuf> = (0..6).map(|_| AlignedBuf::default()).collect();
+        assert_eq!(
+            st.verify_pieces(&[0, 1, 2, 3, 4, 5], &mut bufs).unwrap(),
+            [true, false, true, false, true, true]
+        );
+        assert_eq!(
+            st.verify_pieces(&[5, 3, 1, 0], &mut bufs).unwrap(),
+            [true, false, false, true]
+        );
 
         let want = [0, 2, 4, 5];
         for threads in [0, 1, 3] {

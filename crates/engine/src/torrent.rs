@@ -11,7 +11,7 @@
 //! disk. A piece that fails is fetched again; [`crate::blame`] then tells, block by block,
 //! which peers sent wrong data, and only those are banned (for the session).
 
-use crate::blame::{Blame, V1Verifier, Verifier, block_digests};
+use crate::blame::{Blame, V1Verifier, Verdict, Verifier, block_digests};
 use crate::choker::{Choker, PeerSample};
 use crate::context::{NodeContext, PeerSink, own_addrs, seed_from_time};
 use crate::error::CloseReason;
@@ -52,6 +52,16 @@ const READ_CACHE_BYTES: usize = 8 << 20;
 /// Bytes of complete pieces waiting for their hash check and write; past it, no new
 /// requests are sent until they catch up.
 const VERIFY_BUDGET: usize = 32 << 20;
+/// Blocking threads checking and storing one torrent's complete pieces at most. Each takes
+/// up to [`piecehash::MAX_LANES`] waiting pieces at once and hashes them together; a
+/// second starts only when a full batch is left waiting.
+const MAX_VERIFIERS: usize = 2;
+/// How long a verifier that found a single piece waits for a second one while others are
+/// being downloaded: at the rates where hashing costs, the next piece comes within it (a
+/// 1 MiB piece every 1.5 ms at 700 MB/s); at low rates a piece is stored this much later,
+/// which nobody notices. (Waiting for a full batch saved a little more CPU but no time:
+/// bench/README, "Hashing pieces together".)
+const BATCH_WAIT: Duration = Duration::from_millis(2);
 /// Bytes being read from disk for one peer at once (at least one piece, at most 8 pieces).
 const PEER_READ_BYTES: usize = 8 << 20;
 /// Bytes being read from disk for uploads at once, for the whole torrent: with pieces of
@@ -245,6 +255,11 @@ struct State {
     buffers: HashMap<u32, PieceBuf>,
     /// Bytes of complete pieces being hashed and written (see [`VERIFY_BUDGET`]).
     verifying_bytes: usize,
+    /// Complete pieces waiting for a verifier, oldest first (their bytes are counted in
+    /// `verifying_bytes`).
+    verify_queue: VecDeque<(u32, PieceBuf)>,
+    /// Blocking threads running [`verify_queued`] (at most [`MAX_VERIFIERS`]).
+    verifiers: usize,
     /// Buffers of stored pieces, kept for the next ones: no allocation, page faults or
     /// zeroing per piece. Every byte is overwritten by blocks before a piece is hashed.
     spare_buffers: Vec<Vec<u8>>,
@@ -277,6 +292,8 @@ pub(crate) struct Shared {
     storage: Arc<Storage>,
     resume_path: PathBuf,
     state: Mutex<State>,
+    /// Wakes a verifier waiting for more pieces to check together (see [`BATCH_WAIT`]).
+    verify_wake: std::sync::Condvar,
     complete: Notify,
     /// Wakes the dialer: new addresses, or a free connection slot.
     dial_wake: Notify,
@@ -399,6 +416,8 @@ impl Torrent {
                 buffers: HashMap::new(),
                 spare_buffers: Vec::new(),
                 verifying_bytes: 0,
+                verify_queue: VecDeque::new(),
+                verifiers: 0,
                 peers: HashMap::new(),
                 next_peer: 0,
                 pool: PeerPool::new(own_addrs(ctx.listen_addr)),
@@ -415,6 +434,7 @@ impl Torrent {
                 hash_failures: 0,
                 dirty: false,
             }),
+            verify_wake: std::sync::Condvar::new(),
             complete: Notify::new(),
             dial_wake: Notify::new(),
             activity: Notify::new(),
@@ -2229,22 +2249,84 @@ fn on_block(
                 && let Some(buf) = s.buffers.remove(&block.piece)
             {
                 s.verifying_bytes += buf.data.len();
-                let shared = shared.clone();
-                let piece = block.piece;
-                tokio::task::spawn_blocking(move || verify_and_store(&shared, piece, buf));
+                s.verify_queue.push_back((block.piece, buf));
+                if s.verifiers == 0 {
+                    start_verifier(shared, &mut s);
+                } else {
+                    shared.verify_wake.notify_one();
+                }
             }
             data.len() as u64
         }
     }
 }
 
-/// Check a complete piece on the blocking pool; store it if right. Then blame: the peers
-/// proven (now or by an earlier failure of this piece) to have sent a wrong block are
-/// banned, nobody else. A piece that cannot be written is not a peer's fault: it goes back
-/// to the picker and the error is kept in `disk_error`.
-fn verify_and_store(shared: &Arc<Shared>, piece: u32, buf: PieceBuf) {
+fn start_verifier(shared: &Arc<Shared>, s: &mut State) {
+    s.verifiers += 1;
+    let shared = shared.clone();
+    tokio::task::spawn_blocking(move || verify_queued(&shared));
+}
+
+/// On the blocking pool: check the complete pieces waiting in the queue, several at once
+/// (hashed together, see `piecehash`), and store each that is right, until the queue is
+/// empty. Pieces wait for a running verifier rather than each taking a thread: when the
+/// network outpaces hashing they gather, and hashing them together costs less CPU.
+fn verify_queued(shared: &Arc<Shared>) {
+    /// Counts the verifier out if it panics (a bug), so that the next complete piece
+    /// starts another instead of waiting forever for this one.
+    struct CountedOut<'a>(&'a Shared);
+    impl Drop for CountedOut<'_> {
+        fn drop(&mut self) {
+            if std::thread::panicking() {
+                lock(self.0).verifiers -= 1;
+            }
+        }
+    }
+    let _counted = CountedOut(shared);
+    loop {
+        let batch: Vec<(u32, PieceBuf)> = {
+            let mut s = lock(shared);
+            if s.verify_queue.is_empty() {
+                s.verifiers -= 1;
+                return;
+            }
+            // A lone piece, more on their way and room for them in the budget: wait a
+            // little for a second one (two hashed together cost 0.6 of two alone).
+            let room = s.verifying_bytes + shared.geometry.piece_length() as usize <= VERIFY_BUDGET;
+            if s.verify_queue.len() == 1 && !s.buffers.is_empty() && room {
+                let until = Instant::now() + BATCH_WAIT;
+                while s.verify_queue.len() == 1 && !shared.shutdown.load(Ordering::Relaxed) {
+                    let left = until.saturating_duration_since(Instant::now());
+                    if left.is_zero() {
+                        break;
+                    }
+                    s = match shared.verify_wake.wait_timeout(s, left) {
+                        Ok((s, _)) => s,
+                        Err(e) => e.into_inner().0,
+                    };
+                }
+            }
+            let n = s.verify_queue.len().min(piecehash::MAX_LANES);
+            let batch = s.verify_queue.drain(..n).collect();
+            if s.verify_queue.len() >= piecehash::MAX_LANES && s.verifiers < MAX_VERIFIERS {
+                start_verifier(shared, &mut s);
+            }
+            batch
+        };
+        let pieces: Vec<(u32, &[u8])> = batch.iter().map(|(i, b)| (*i, &b.data[..])).collect();
+        let verdicts = V1Verifier::new(&shared.meta.info.pieces).verify_many(&pieces);
+        for ((piece, buf), verdict) in batch.into_iter().zip(verdicts) {
+            store_checked(shared, piece, buf, verdict);
+        }
+    }
+}
+
+/// A checked piece: store it if right. Then blame: the peers proven (now or by an earlier
+/// failure of this piece) to have sent a wrong block are banned, nobody else. A piece that
+/// cannot be written is not a peer's fault: it goes back to the picker and the error is
+/// kept in `disk_error`.
+fn store_checked(shared: &Arc<Shared>, piece: u32, buf: PieceBuf, verdict: Verdict) {
     let PieceBuf { data, senders } = buf;
-    let verdict = V1Verifier::new(&shared.meta.info.pieces).verify(piece, &data);
     // Block digests only when blame needs them, and hashed outside the lock.
     let digests = if lock(shared).blame.needs_digests(piece, &verdict) {
         block_digests(&data)
