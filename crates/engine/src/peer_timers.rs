@@ -50,6 +50,8 @@ pub struct RateEstimate {
 
 impl RateEstimate {
     const WINDOW: Duration = Duration::from_secs(1);
+    /// How much of the current window [`RateEstimate::pace`] needs to trust its pace.
+    const MIN_SAMPLE: Duration = Duration::from_millis(100);
 
     pub fn new(now: Instant) -> Self {
         RateEstimate {
@@ -82,6 +84,21 @@ impl RateEstimate {
     pub fn rate(&mut self, now: Instant) -> u64 {
         self.roll(now);
         self.rate
+    }
+
+    /// Bytes per second to plan with: [`RateEstimate::rate`], or the pace of the current
+    /// window if that is higher (once the window is [`Self::MIN_SAMPLE`] old). The
+    /// estimate is 0 for a new connection's whole first second and lags one that speeds
+    /// up; a request pipeline sized from it alone would hold a fast peer to 16 blocks in
+    /// flight for that second.
+    pub fn pace(&mut self, now: Instant) -> u64 {
+        self.roll(now);
+        let elapsed = now.saturating_duration_since(self.window_start);
+        if elapsed < Self::MIN_SAMPLE {
+            return self.rate;
+        }
+        let current = u128::from(self.window_bytes) * 1_000_000 / elapsed.as_micros().max(1);
+        self.rate.max(u64::try_from(current).unwrap_or(u64::MAX))
     }
 }
 
@@ -147,8 +164,9 @@ impl PeerTimers {
         }
     }
 
+    /// The receive rate to size the request pipeline with (see [`RateEstimate::pace`]).
     pub fn rate(&mut self, now: Instant) -> u64 {
-        self.rate.rate(now)
+        self.rate.pace(now)
     }
 
     /// The next instant at which [`PeerTimers::handle_timeout`] has something to do.
@@ -269,6 +287,35 @@ mod tests {
         assert!(rate < 5_000, "{rate}");
         // And a long silence costs no work per missed window.
         assert_eq!(r.rate(t0 + Duration::from_secs(1_000_000)), 0);
+    }
+
+    #[test]
+    fn a_new_fast_connection_gets_its_pipeline_within_its_first_second() {
+        let t0 = Instant::now();
+        let mut t = PeerTimers::new(TimerConfig::default(), t0);
+        // 16 blocks every 10 ms: ~26 MB/s from the start.
+        for i in 0..30u64 {
+            t.on_block(16 * 16384, true, t0 + Duration::from_millis(i * 10));
+        }
+        // Too early to judge: the floor.
+        assert_eq!(
+            pipeline_target(t.rate(t0 + Duration::from_millis(50)), 16384, None, 500),
+            16
+        );
+        // 300 ms in: the pace, not the first second's empty estimate, sizes the pipeline.
+        let rate = t.rate(t0 + Duration::from_millis(300));
+        assert!((20_000_000..=30_000_000).contains(&rate), "{rate}");
+        assert_eq!(pipeline_target(rate, 16384, None, 500), 250);
+        // A slower window later does not pull it under the estimate.
+        let mut r = RateEstimate::new(t0);
+        r.add(10_000_000, t0 + Duration::from_millis(500));
+        let settled = r.rate(t0 + secs(1));
+        assert_eq!(settled, 5_000_000);
+        r.add(100_000, t0 + Duration::from_millis(1500));
+        assert_eq!(r.pace(t0 + Duration::from_millis(1500)), settled);
+        // A faster one lifts it at once.
+        r.add(4_000_000, t0 + Duration::from_millis(1600));
+        assert!(r.pace(t0 + Duration::from_millis(1600)) > 6_000_000);
     }
 
     #[test]
