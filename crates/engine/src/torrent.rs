@@ -294,6 +294,8 @@ pub(crate) struct Shared {
     state: Mutex<State>,
     /// Wakes a verifier waiting for more pieces to check together (see [`BATCH_WAIT`]).
     verify_wake: std::sync::Condvar,
+    /// Signalled when the last verifier ends (for [`Torrent::shutdown`]).
+    verifiers_done: Notify,
     complete: Notify,
     /// Wakes the dialer: new addresses, or a free connection slot.
     dial_wake: Notify,
@@ -435,6 +437,7 @@ impl Torrent {
                 dirty: false,
             }),
             verify_wake: std::sync::Condvar::new(),
+            verifiers_done: Notify::new(),
             complete: Notify::new(),
             dial_wake: Notify::new(),
             activity: Notify::new(),
@@ -677,6 +680,20 @@ impl Torrent {
             let _ = p.tx.send(Cmd::Close);
         }
         self.shared.dial_wake.notify_one();
+        // The complete pieces already received are checked and stored, and none after this
+        // returns (a removal may delete the files next; the resume file below counts them).
+        // Blocks arriving from here on are dropped (`on_block`).
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(30);
+        loop {
+            let done = self.shared.verifiers_done.notified();
+            if lock(&self.shared).verifiers == 0 {
+                break;
+            }
+            if tokio::time::timeout_at(deadline, done).await.is_err() {
+                tracing::warn!("a piece check is still running after 30 s; stopping anyway");
+                break;
+            }
+        }
         tracing::info!(info_hash = %hex(&self.shared.info_hash), "torrent stopped");
         let announcing = self
             .shared
@@ -2209,6 +2226,9 @@ fn on_block(
 ) -> u64 {
     let block = block_of(request);
     let mut s = lock(shared);
+    if shared.shutdown.load(Ordering::SeqCst) {
+        return 0; // stopped: nothing more goes to the verifiers
+    }
     if let Some(p) = s.peers.get_mut(&id) {
         p.snubbed = false;
         p.downloaded += data.len() as u64;
@@ -2278,8 +2298,14 @@ fn verify_queued(shared: &Arc<Shared>) {
     impl Drop for CountedOut<'_> {
         fn drop(&mut self) {
             if std::thread::panicking() {
-                lock(self.0).verifiers -= 1;
+                count_out(self.0, &mut lock(self.0));
             }
+        }
+    }
+    fn count_out(shared: &Shared, s: &mut State) {
+        s.verifiers -= 1;
+        if s.verifiers == 0 {
+            shared.verifiers_done.notify_one();
         }
     }
     let _counted = CountedOut(shared);
@@ -2287,7 +2313,7 @@ fn verify_queued(shared: &Arc<Shared>) {
         let batch: Vec<(u32, PieceBuf)> = {
             let mut s = lock(shared);
             if s.verify_queue.is_empty() {
-                s.verifiers -= 1;
+                count_out(shared, &mut s);
                 return;
             }
             // A lone piece, more on their way and room for them in the budget: wait a
