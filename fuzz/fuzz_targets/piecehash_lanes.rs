@@ -1,6 +1,8 @@
 //! Differential fuzz of the lane-interleaved SHA-1 (the one crate with `unsafe` code):
 //! the input is cut into up to eight messages, of equal or mixed lengths as its first
-//! byte says, and `sha1_many` must give exactly the `sha1` crate's digest of each.
+//! byte says, and `sha1_many` must give exactly the `sha1` crate's digest of each; then
+//! each message is cut into parts (as a piece is into blocks) where its bytes say, and
+//! `sha1_many_parts` must give the same digests.
 
 #![no_main]
 
@@ -30,4 +32,15 @@ fuzz_target!(|data: &[u8]| {
     };
     let want: Vec<[u8; 20]> = msgs.iter().map(|m| Sha1::digest(m).into()).collect();
     assert_eq!(piecehash::sha1_many(&msgs), want);
+    // Parts: each message cut every few bytes, the step taken from its own bytes (a step
+    // of 64 or more keeps whole blocks in the parts; smaller ones cut every block).
+    let parts: Vec<Vec<&[u8]>> = msgs
+        .iter()
+        .map(|m| {
+            let step = m.first().map_or(1, |&b| usize::from(b) + 1) * usize::from(how >> 4).max(1);
+            m.chunks(step).collect()
+        })
+        .collect();
+    let parts: Vec<&[&[u8]]> = parts.iter().map(Vec::as_slice).collect();
+    assert_eq!(piecehash::sha1_many_parts(&parts), want);
 });

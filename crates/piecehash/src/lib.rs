@@ -23,6 +23,17 @@ pub const MAX_LANES: usize = 4;
 /// any lengths may be mixed; they are hashed up to [`MAX_LANES`] at a time while their
 /// lengths allow (messages of equal length gain the most).
 pub fn sha1_many(msgs: &[&[u8]]) -> Vec<[u8; 20]> {
+    let parts: Vec<[&[u8]; 1]> = msgs.iter().map(|m| [*m]).collect();
+    let msgs: Vec<&[&[u8]]> = parts.iter().map(|p| &p[..]).collect();
+    sha1_many_parts(&msgs)
+}
+
+/// Like [`sha1_many`], for messages each given as consecutive parts: the digest of a
+/// message is that of its parts joined, which are not copied together (a downloaded piece
+/// is hashed from its blocks where they were received). Parts may have any lengths; whole
+/// 64-byte blocks inside a part are read where they are, and only a block that straddles
+/// two parts is assembled.
+pub fn sha1_many_parts(msgs: &[&[&[u8]]]) -> Vec<[u8; 20]> {
     let mut out = Vec::with_capacity(msgs.len());
     for group in msgs.chunks(MAX_LANES) {
         #[cfg(target_arch = "x86_64")]
@@ -30,7 +41,13 @@ pub fn sha1_many(msgs: &[&[u8]]) -> Vec<[u8; 20]> {
             x86::digest_group(group, &mut out);
             continue;
         }
-        out.extend(group.iter().map(|m| <[u8; 20]>::from(Sha1::digest(m))));
+        out.extend(group.iter().map(|parts| {
+            let mut h = Sha1::new();
+            for part in *parts {
+                h.update(part);
+            }
+            <[u8; 20]>::from(h.finalize())
+        }));
     }
     out
 }
@@ -62,7 +79,7 @@ mod x86 {
 
     /// Digests of `group` (2 to 4 messages) appended to `out`. Only call when
     /// [`available`] said yes.
-    pub(super) fn digest_group(group: &[&[u8]], out: &mut Vec<[u8; 20]>) {
+    pub(super) fn digest_group(group: &[&[&[u8]]], out: &mut Vec<[u8; 20]>) {
         match group.len() {
             2 => out.extend(lanes::<2>(group.try_into().expect("2 messages"))),
             3 => out.extend(lanes::<3>(group.try_into().expect("3 messages"))),
@@ -71,49 +88,148 @@ mod x86 {
         }
     }
 
-    /// The full 64-byte blocks of `msg`.
-    fn blocks(msg: &[u8]) -> &[[u8; 64]] {
-        msg.as_chunks::<64>().0
+    /// Where one message's hashing stands: the part and offset of its next byte.
+    struct Cursor<'a> {
+        parts: &'a [&'a [u8]],
+        part: usize,
+        offset: usize,
+        /// Bytes not yet hashed, and the message's length.
+        left: u64,
+        len: u64,
     }
 
-    /// What follows a message's full blocks: its last bytes, the 0x80 marker and the bit
-    /// length, in one block or two.
-    fn padding(msg: &[u8]) -> ([[u8; 64]; 2], usize) {
-        let rest = msg.as_chunks::<64>().1;
-        let mut tail = [[0u8; 64]; 2];
-        let flat = tail.as_flattened_mut();
-        flat[..rest.len()].copy_from_slice(rest);
-        flat[rest.len()] = 0x80;
-        let used = if rest.len() < 56 { 1 } else { 2 };
-        let bits = (msg.len() as u64).wrapping_mul(8);
-        flat[used * 64 - 8..used * 64].copy_from_slice(&bits.to_be_bytes());
-        (tail, used)
+    impl<'a> Cursor<'a> {
+        fn new(parts: &'a [&'a [u8]]) -> Self {
+            let len = parts.iter().map(|p| p.len() as u64).sum();
+            Cursor {
+                parts,
+                part: 0,
+                offset: 0,
+                left: len,
+                len,
+            }
+        }
+
+        /// Whether a whole 64-byte block is left.
+        fn has_block(&self) -> bool {
+            self.left >= 64
+        }
+
+        /// The whole blocks that lie next in one part (none if the next block straddles
+        /// two parts).
+        fn run(&mut self) -> &'a [[u8; 64]] {
+            while self.part < self.parts.len() && self.offset == self.parts[self.part].len() {
+                self.part += 1;
+                self.offset = 0;
+            }
+            match self.parts.get(self.part) {
+                Some(part) => part[self.offset..].as_chunks::<64>().0,
+                None => &[],
+            }
+        }
+
+        /// Past `blocks` blocks of the current [`run`](Self::run).
+        fn advance(&mut self, blocks: usize) {
+            self.offset += blocks * 64;
+            self.left -= blocks as u64 * 64;
+        }
+
+        /// Copy the next `out.len()` bytes (at most what is left) across parts.
+        fn gather(&mut self, out: &mut [u8]) {
+            let mut filled = 0;
+            while filled < out.len() {
+                let part = self.parts[self.part];
+                let n = (part.len() - self.offset).min(out.len() - filled);
+                out[filled..filled + n].copy_from_slice(&part[self.offset..self.offset + n]);
+                filled += n;
+                self.offset += n;
+                if self.offset == part.len() {
+                    self.part += 1;
+                    self.offset = 0;
+                }
+            }
+            self.left -= out.len() as u64;
+        }
+
+        /// The next block: the whole blocks of the current part, or one assembled in
+        /// `scratch` when it straddles parts. Returns the run and whether it was assembled.
+        fn next<'s>(&mut self, scratch: &'s mut [[u8; 64]; 1]) -> (&'s [[u8; 64]], bool)
+        where
+            'a: 's,
+        {
+            let run = self.run();
+            if run.is_empty() {
+                self.gather(scratch.as_flattened_mut());
+                (&scratch[..], true)
+            } else {
+                (run, false)
+            }
+        }
+
+        /// What follows the whole blocks: the last bytes, the 0x80 marker and the bit
+        /// length, in one block or two.
+        fn padding(&mut self) -> ([[u8; 64]; 2], usize) {
+            let rest = self.left as usize;
+            let mut tail = [[0u8; 64]; 2];
+            let flat = tail.as_flattened_mut();
+            self.gather(&mut flat[..rest]);
+            flat[rest] = 0x80;
+            let used = if rest < 56 { 1 } else { 2 };
+            let bits = self.len.wrapping_mul(8);
+            flat[used * 64 - 8..used * 64].copy_from_slice(&bits.to_be_bytes());
+            (tail, used)
+        }
     }
 
-    fn lanes<const N: usize>(msgs: [&[u8]; N]) -> [[u8; 20]; N] {
+    fn lanes<const N: usize>(msgs: [&[&[u8]]; N]) -> [[u8; 20]; N] {
         let mut states = [INIT; N];
-        // The full blocks every message has, all lanes together.
-        let common = msgs.iter().map(|m| blocks(m).len()).min().unwrap_or(0);
-        let heads: [&[[u8; 64]]; N] = std::array::from_fn(|l| &blocks(msgs[l])[..common]);
-        // SAFETY: `digest_group`'s caller checked that the CPU has these features.
-        unsafe { compress(&mut states, heads) };
+        let mut cursors: [Cursor<'_>; N] = msgs.map(Cursor::new);
+        // The blocks every message has, all lanes together, as long runs as the parts
+        // allow.
+        while cursors.iter().all(Cursor::has_block) {
+            let mut scratch = [[[0u8; 64]; 1]; N];
+            let mut runs: [&[[u8; 64]]; N] = [&[]; N];
+            let mut assembled = [false; N];
+            for ((c, s), (run, a)) in cursors
+                .iter_mut()
+                .zip(scratch.iter_mut())
+                .zip(runs.iter_mut().zip(assembled.iter_mut()))
+            {
+                (*run, *a) = c.next(s);
+            }
+            let k = runs.iter().map(|r| r.len()).min().unwrap_or(0);
+            let blocks: [&[[u8; 64]]; N] = std::array::from_fn(|l| &runs[l][..k]);
+            // SAFETY: `digest_group`'s caller checked that the CPU has these features.
+            unsafe { compress(&mut states, blocks) };
+            for (c, a) in cursors.iter_mut().zip(assembled) {
+                if !a {
+                    c.advance(k);
+                }
+            }
+        }
         // Then each message's own remaining blocks and padding. Equal lengths (the common
         // case: pieces) keep the lanes together.
-        let equal = msgs.iter().all(|m| m.len() == msgs[0].len());
+        let equal = cursors.iter().all(|c| c.len == cursors[0].len);
         if equal {
-            let pads: [([[u8; 64]; 2], usize); N] = std::array::from_fn(|l| padding(msgs[l]));
+            let pads: [([[u8; 64]; 2], usize); N] = std::array::from_fn(|l| cursors[l].padding());
             let tails: [&[[u8; 64]]; N] = std::array::from_fn(|l| &pads[l].0[..pads[l].1]);
             // SAFETY: as above.
             unsafe { compress(&mut states, tails) };
         } else {
-            for (state, msg) in states.iter_mut().zip(msgs) {
-                let (pad, used) = padding(msg);
+            for (state, c) in states.iter_mut().zip(cursors.iter_mut()) {
                 let one = std::array::from_mut(state);
-                // SAFETY: as above.
-                unsafe {
-                    compress(one, [&blocks(msg)[common..]]);
-                    compress(one, [&pad[..used]]);
+                while c.has_block() {
+                    let mut scratch = [[0u8; 64]; 1];
+                    let (run, assembled) = c.next(&mut scratch);
+                    // SAFETY: as above.
+                    unsafe { compress(one, [run]) };
+                    if !assembled {
+                        c.advance(run.len());
+                    }
                 }
+                let (pad, used) = c.padding();
+                // SAFETY: as above.
+                unsafe { compress(one, [&pad[..used]]) };
             }
         }
         states.map(|s| {
@@ -313,6 +429,62 @@ mod tests {
         let msgs: Vec<&[u8]> = (0..7).map(|i| &buf[i * 3..i * 3 + 65_537]).collect();
         assert_eq!(sha1_many(&msgs), reference(&msgs));
         assert_eq!(sha1(&buf), <[u8; 20]>::from(Sha1::digest(&buf)));
+    }
+
+    /// `msg` cut into parts at `cuts` (offsets, any order, repeats make empty parts).
+    fn cut<'a>(msg: &'a [u8], cuts: &[usize]) -> Vec<&'a [u8]> {
+        let mut at: Vec<usize> = cuts.iter().map(|&c| c.min(msg.len())).collect();
+        at.sort_unstable();
+        let mut parts = Vec::new();
+        let mut from = 0;
+        for c in at {
+            parts.push(&msg[from..c]);
+            from = c;
+        }
+        parts.push(&msg[from..]);
+        parts
+    }
+
+    #[test]
+    fn parts_give_the_digest_of_the_whole() {
+        // Blocks of a piece (16 KiB parts), parts that cut 64-byte blocks, tiny and empty
+        // parts, in lanes of equal and mixed lengths.
+        let piece = data(1 << 20, 11);
+        let blocks: Vec<&[u8]> = piece.chunks(16 << 10).collect();
+        let other = data(1 << 20, 12);
+        let other_blocks: Vec<&[u8]> = other.chunks(16 << 10).collect();
+        let odd = data(70_001, 13);
+        let odd_parts = cut(
+            &odd,
+            &[0, 1, 63, 64, 64, 127, 200, 4096, 4097, 65_000, 70_001],
+        );
+        let short = data(100, 14);
+        let short_parts = cut(&short, &[3, 60, 61]);
+        let empty: Vec<&[u8]> = vec![&[], &[]];
+        let msgs: Vec<&[&[u8]]> = vec![&blocks, &other_blocks, &odd_parts, &short_parts, &empty];
+        let whole: Vec<&[u8]> = vec![&piece, &other, &odd, &short, &[]];
+        for start in 0..msgs.len() {
+            for end in start..=msgs.len() {
+                assert_eq!(
+                    sha1_many_parts(&msgs[start..end]),
+                    reference(&whole[start..end]),
+                    "messages {start}..{end}"
+                );
+            }
+        }
+        // Equal lengths cut differently: the lanes stay together.
+        let a = data(50_000, 15);
+        let b = data(50_000, 16);
+        for step in [1usize, 7, 63, 64, 65, 1000, 16384] {
+            let cuts: Vec<usize> = (1..50_000 / step).map(|i| i * step).collect();
+            let a_parts = cut(&a, &cuts);
+            let b_parts = cut(&b, &[31, 64 * 100 + 5]);
+            assert_eq!(
+                sha1_many_parts(&[&a_parts, &b_parts, &a_parts]),
+                reference(&[&a, &b, &a]),
+                "step {step}"
+            );
+        }
     }
 
     #[test]
