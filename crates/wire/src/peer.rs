@@ -15,7 +15,7 @@
 //! whom to unchoke (the choker), timeouts and checking that *we* have a piece are the
 //! engine's job.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 
 use bytes::Bytes;
 use thiserror::Error;
@@ -380,7 +380,7 @@ pub struct PeerState {
     availability_known: bool,
     /// Our requests to the peer, oldest first (blocks mostly arrive in order, so the
     /// match is usually at the front).
-    our_requests: VecDeque<BlockRequest>,
+    our_requests: Outstanding,
     /// Requests we cancelled whose block may still be on its way.
     cancelled: VecDeque<BlockRequest>,
     /// The peer's requests to us that we have accepted and not yet served.
@@ -409,7 +409,7 @@ impl PeerState {
             peer_interested: false,
             peer_pieces: Bitfield::new(geometry.piece_count()),
             availability_known: false,
-            our_requests: VecDeque::new(),
+            our_requests: Outstanding::default(),
             cancelled: VecDeque::new(),
             peer_requests: VecDeque::new(),
             peer_request_set: std::collections::HashSet::new(),
@@ -491,7 +491,7 @@ impl PeerState {
                 // Without BEP 6 a choke drops every pending request; with it, each one
                 // still gets a piece or a reject, so they stay outstanding.
                 if !fast {
-                    for request in self.our_requests.drain(..) {
+                    for request in self.our_requests.take_all() {
                         self.events.push_back(Event::RequestFailed {
                             request,
                             reason: RequestFailure::Choked,
@@ -565,7 +565,7 @@ impl PeerState {
                 }
             }
             Message::Reject(r) => {
-                if remove(&mut self.our_requests, &r) {
+                if self.our_requests.remove(&r) {
                     self.events.push_back(Event::RequestFailed {
                         request: r,
                         reason: RequestFailure::Rejected,
@@ -636,7 +636,7 @@ impl PeerState {
     fn on_piece(&mut self, piece: u32, begin: u32, data: Bytes) -> Result<(), PeerError> {
         if let Ok(length) = u32::try_from(data.len()) {
             let request = BlockRequest::new(piece, begin, length);
-            if remove(&mut self.our_requests, &request) || remove(&mut self.cancelled, &request) {
+            if self.our_requests.remove(&request) || remove(&mut self.cancelled, &request) {
                 self.events.push_back(Event::Block { request, data });
                 return Ok(());
             }
@@ -753,7 +753,7 @@ impl PeerState {
     /// Cancels one of our requests. The block may still arrive and is then reported
     /// as a normal [`Event::Block`]. Returns `false` if `r` was not outstanding.
     pub fn cancel(&mut self, r: BlockRequest) -> bool {
-        if !remove(&mut self.our_requests, &r) {
+        if !self.our_requests.remove(&r) {
             return false;
         }
         if self.cancelled.len() >= MAX_CANCELLED {
@@ -852,6 +852,44 @@ fn is_fast_message(msg_id: u8) -> bool {
 }
 
 /// Removes the first `r` from `q`; whether it was there.
+/// Our outstanding requests, in the order sent, with a set to ask whether one is among
+/// them without a walk over hundreds.
+#[derive(Debug, Clone, Default)]
+struct Outstanding {
+    order: VecDeque<BlockRequest>,
+    set: HashSet<BlockRequest>,
+}
+
+impl Outstanding {
+    fn len(&self) -> usize {
+        self.order.len()
+    }
+
+    fn iter(&self) -> std::collections::vec_deque::Iter<'_, BlockRequest> {
+        self.order.iter()
+    }
+
+    fn contains(&self, r: &BlockRequest) -> bool {
+        self.set.contains(r)
+    }
+
+    fn push_back(&mut self, r: BlockRequest) {
+        if self.set.insert(r) {
+            self.order.push_back(r);
+        }
+    }
+
+    /// Blocks mostly arrive in the order requested: the walk stops at the first.
+    fn remove(&mut self, r: &BlockRequest) -> bool {
+        self.set.remove(r) && remove(&mut self.order, r)
+    }
+
+    fn take_all(&mut self) -> VecDeque<BlockRequest> {
+        self.set.clear();
+        std::mem::take(&mut self.order)
+    }
+}
+
 fn remove(q: &mut VecDeque<BlockRequest>, r: &BlockRequest) -> bool {
     match q.iter().position(|x| x == r) {
         Some(i) => {
