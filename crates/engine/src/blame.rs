@@ -58,10 +58,14 @@ impl Verdict {
 pub trait Verifier {
     fn verify(&self, piece: u32, data: &[u8]) -> Verdict;
 
-    /// Checks several complete pieces, in order (a verifier may check them together
-    /// faster than one by one).
-    fn verify_many(&self, pieces: &[(u32, &[u8])]) -> Vec<Verdict> {
-        pieces.iter().map(|&(i, d)| self.verify(i, d)).collect()
+    /// Checks several complete pieces, in order, each given as its parts (its blocks where
+    /// they were received, or one buffer); a verifier may check them together faster than
+    /// one by one.
+    fn verify_many(&self, pieces: &[(u32, &[&[u8]])]) -> Vec<Verdict> {
+        pieces
+            .iter()
+            .map(|&(i, parts)| self.verify(i, &parts.concat()))
+            .collect()
     }
 }
 
@@ -90,11 +94,11 @@ impl Verifier for V1Verifier<'_> {
         self.verdict(piece, &piecehash::sha1(data))
     }
 
-    /// The pieces' SHA-1s computed together (see the `piecehash` crate: up to 2.4x faster
-    /// than one at a time).
-    fn verify_many(&self, pieces: &[(u32, &[u8])]) -> Vec<Verdict> {
-        let data: Vec<&[u8]> = pieces.iter().map(|&(_, d)| d).collect();
-        let digests = piecehash::sha1_many(&data);
+    /// The pieces' SHA-1s computed together (see the `piecehash` crate: 1.8x to 2.5x
+    /// faster than one at a time), from their parts where they lie.
+    fn verify_many(&self, pieces: &[(u32, &[&[u8]])]) -> Vec<Verdict> {
+        let parts: Vec<&[&[u8]]> = pieces.iter().map(|&(_, p)| p).collect();
+        let digests = piecehash::sha1_many_parts(&parts);
         pieces
             .iter()
             .zip(&digests)
@@ -316,9 +320,26 @@ mod tests {
             (5, &pieces[5]),
         ];
         let v = V1Verifier::new(&hashes);
-        let got = v.verify_many(&batch);
+        // Each piece as its blocks (as downloaded) and as one buffer (as rechecked).
+        let blocks: Vec<Vec<&[u8]>> = batch
+            .iter()
+            .map(|(_, d)| d.chunks(BLOCK_SIZE).collect())
+            .collect();
+        let as_blocks: Vec<(u32, &[&[u8]])> = batch
+            .iter()
+            .zip(&blocks)
+            .map(|((i, _), b)| (*i, &b[..]))
+            .collect();
+        let whole: Vec<[&[u8]; 1]> = batch.iter().map(|(_, d)| [*d]).collect();
+        let as_whole: Vec<(u32, &[&[u8]])> = batch
+            .iter()
+            .zip(&whole)
+            .map(|((i, _), w)| (*i, &w[..]))
+            .collect();
+        let got = v.verify_many(&as_blocks);
         let want: Vec<Verdict> = batch.iter().map(|&(i, d)| v.verify(i, d)).collect();
         assert_eq!(got, want);
+        assert_eq!(v.verify_many(&as_whole), want);
         use Verdict::{Failed, Passed};
         assert_eq!(
             got,

@@ -22,6 +22,7 @@ mod peer;
 pub mod peer_timers;
 pub mod picker;
 pub mod pool;
+mod recvpin;
 pub mod resume;
 pub mod session;
 pub mod settings;

@@ -426,12 +426,20 @@ impl Storage {
 
     /// Write a whole piece (whose hash the caller has verified) to the files it covers.
     pub fn write_piece(&self, piece: u32, data: &[u8]) -> Result<()> {
+        self.write_piece_parts(piece, &[data])
+    }
+
+    /// [`write_piece`](Self::write_piece) of the piece whose bytes are `parts` joined (a
+    /// downloaded piece's blocks, where they were received): each file's share goes in
+    /// one vectored write, nothing is copied together first.
+    pub fn write_piece_parts(&self, piece: u32, parts: &[&[u8]]) -> Result<()> {
         let size = self.piece_size(piece)?;
-        if data.len() as u64 != size {
+        let total: u64 = parts.iter().map(|p| p.len() as u64).sum();
+        if total != size {
             return Err(StorageError::BadLength {
                 piece,
                 expected: size,
-                actual: data.len() as u64,
+                actual: total,
             });
         }
         let start = piece as u64 * self.piece_length;
@@ -439,20 +447,19 @@ impl Storage {
             if span.file.pad {
                 continue; // never written
             }
+            let bytes = slices_of(parts, span.buf_offset, span.len);
             if Self::uses_part(span.file) {
                 let Some(part) = self.part_handle(true)? else {
                     continue; // not reached: opened to write, the part file is created
                 };
                 span.file.in_part.store(true, Ordering::Relaxed);
-                let part_bytes = &data[span.buf_offset..span.buf_offset + span.len];
-                part.write_all_at(part_bytes, span.file.offset + span.file_offset)
+                write_all_vectored_at(&part, bytes, span.file.offset + span.file_offset)
                     .map_err(|source| io_err(&self.part_path, source))?;
                 continue;
             }
             let Some(handle) = self.handle(span.index, true)? else {
                 continue; // not reached: opened to write, the file is created
             };
-            let part = &data[span.buf_offset..span.buf_offset + span.len];
             span.file.written.store(true, Ordering::Relaxed);
             span.file.unsynced.store(true, Ordering::Relaxed);
             let _writing = span
@@ -460,8 +467,7 @@ impl Storage {
                 .write_lock
                 .lock()
                 .unwrap_or_else(|e| e.into_inner());
-            handle
-                .write_all_at(part, span.file_offset)
+            write_all_vectored_at(&handle, bytes, span.file_offset)
                 .map_err(|source| io_err(&span.file.path, source))?;
         }
         Ok(())
@@ -770,6 +776,63 @@ impl Storage {
     }
 }
 
+/// The pieces of `parts` (joined) from `offset`, `len` bytes long.
+fn slices_of<'a>(parts: &[&'a [u8]], offset: usize, len: usize) -> Vec<&'a [u8]> {
+    let mut out = Vec::new();
+    let (mut skip, mut want) = (offset, len);
+    for part in parts {
+        if want == 0 {
+            break;
+        }
+        if skip >= part.len() {
+            skip -= part.len();
+            continue;
+        }
+        let n = (part.len() - skip).min(want);
+        out.push(&part[skip..skip + n]);
+        want -= n;
+        skip = 0;
+    }
+    out
+}
+
+/// Write all of `bufs`, joined, at `offset`, with as few `pwritev` calls as the kernel
+/// allows (at most `IOV_MAX`, 1024, buffers each).
+fn write_all_vectored_at(file: &File, mut bufs: Vec<&[u8]>, mut offset: u64) -> io::Result<()> {
+    const IOV_MAX: usize = 1024;
+    let mut first = 0;
+    loop {
+        // Empty buffers write nothing: step over them.
+        while first < bufs.len() && bufs[first].is_empty() {
+            first += 1;
+        }
+        if first == bufs.len() {
+            return Ok(());
+        }
+        let batch: Vec<io::IoSlice<'_>> = bufs[first..bufs.len().min(first + IOV_MAX)]
+            .iter()
+            .map(|b| io::IoSlice::new(b))
+            .collect();
+        let mut n = match rustix::io::pwritev(file, &batch, offset) {
+            Ok(0) => return Err(io::ErrorKind::WriteZero.into()),
+            Ok(n) => n,
+            Err(rustix::io::Errno::INTR) => continue,
+            Err(e) => return Err(e.into()),
+        };
+        offset += n as u64;
+        while n > 0 {
+            let len = bufs[first].len();
+            if n >= len {
+                n -= len;
+                first += 1;
+            } else {
+                bufs[first] = &bufs[first][n..];
+                n = 0;
+            }
+        }
+    }
+}
+
 fn io_err(path: &Path, source: io::Error) -> StorageError {
     StorageError::Io {
         path: path.to_path_buf(),
@@ -1027,6 +1090,61 @@ mod tests {
 
     fn no_cancel() -> (AtomicU64, AtomicBool) {
         (AtomicU64::new(0), AtomicBool::new(false))
+    }
+
+    /// A piece written from parts (a downloaded piece's blocks where they were received)
+    /// lands byte for byte as written whole: parts that cross file boundaries, pad files
+    /// and the part file of a skipped file, empty parts; a wrong total is refused.
+    #[test]
+    fn pieces_written_from_parts_land_as_written_whole() {
+        let (info, stream) = fixture();
+        let skip = [false, false, true, false, false];
+        for cut in [1usize, 3, 5, 7, 16] {
+            let tmp = tempfile::tempdir().unwrap();
+            let st = Storage::open_with_skipped(&info, tmp.path(), &skip).unwrap();
+            for p in 0..6 {
+                let piece = piece_of(&stream, p);
+                let mut parts: Vec<&[u8]> = piece.chunks(cut).collect();
+                parts.insert(1, &[]);
+                parts.push(&[]);
+                st.write_piece_parts(p, &parts).unwrap();
+            }
+            let mut buf = AlignedBuf::default();
+            for p in 0..6 {
+                assert!(
+                    st.verify_piece(p, &mut buf).unwrap(),
+                    "cut {cut}, piece {p}"
+                );
+            }
+            assert!(!tmp.path().join("t/sub/b.bin").exists());
+            let short: Vec<&[u8]> = piece_of(&stream, 0)[..15].chunks(4).collect();
+            assert!(matches!(
+                st.write_piece_parts(0, &short),
+                Err(StorageError::BadLength { actual: 15, .. })
+            ));
+            let long = [piece_of(&stream, 0), &[1u8][..]];
+            assert!(matches!(
+                st.write_piece_parts(0, &long),
+                Err(StorageError::BadLength { .. })
+            ));
+            // Unskipped, the straddling bytes come out of the part file right.
+            st.set_skipped(&[]).unwrap();
+            for p in [1, 2] {
+                let parts: Vec<&[u8]> = piece_of(&stream, p).chunks(cut).collect();
+                st.write_piece_parts(p, &parts).unwrap();
+            }
+            for p in 0..6 {
+                assert!(
+                    st.verify_piece(p, &mut buf).unwrap(),
+                    "cut {cut}, piece {p}"
+                );
+            }
+            // Nothing was written past a file's end.
+            for &(name, length, _) in LAYOUT.iter().filter(|f| !f.2) {
+                let on_disk = std::fs::read(tmp.path().join("t").join(name)).unwrap();
+                assert_eq!(on_disk.len() as u64, length, "cut {cut}, {name}");
+            }
+        }
     }
 
     /// A skipped file is never created: the bytes of it that share a piece with a wanted

@@ -11,7 +11,7 @@
 //! disk. A piece that fails is fetched again; [`crate::blame`] then tells, block by block,
 //! which peers sent wrong data, and only those are banned (for the session).
 
-use crate::blame::{Blame, V1Verifier, Verdict, Verifier, block_digests};
+use crate::blame::{Blame, BlockDigest, V1Verifier, Verdict, Verifier};
 use crate::choker::{Choker, PeerSample};
 use crate::context::{NodeContext, PeerSink, own_addrs, seed_from_time};
 use crate::error::CloseReason;
@@ -23,6 +23,7 @@ use crate::peer::{
 use crate::peer_timers::{PeerTimers, TimerAction, TimerConfig, pipeline_target};
 use crate::picker::{BLOCK_SIZE, Block, Picker, Received};
 use crate::pool::PeerPool;
+use crate::recvpin::{KeptBlock, PIN_BUDGET, PinBudget, RECV_ROOM, RecvPins, RecvPool};
 use crate::resume::{self, ResumeData};
 use crate::settings::{Limits, SharedBucket};
 use crate::storage::{Storage, StorageError};
@@ -244,10 +245,33 @@ fn evict_least_useful(s: &mut State, now: Instant) -> bool {
     true
 }
 
+/// A piece being downloaded: its blocks as received (see [`crate::recvpin`]), not copied
+/// together.
 struct PieceBuf {
-    data: Vec<u8>,
-    /// Who (by [`ban_key`]) sent each block in `data`, by block index.
+    blocks: Vec<Option<KeptBlock>>,
+    /// Who (by [`ban_key`]) sent each block in `blocks`, by block index.
     senders: Vec<Option<SocketAddr>>,
+    /// Bytes of the blocks received.
+    bytes: usize,
+}
+
+impl PieceBuf {
+    fn new(size: usize) -> Self {
+        let blocks = size.div_ceil(BLOCK_SIZE as usize);
+        PieceBuf {
+            blocks: (0..blocks).map(|_| None).collect(),
+            senders: vec![None; blocks],
+            bytes: 0,
+        }
+    }
+
+    /// The blocks in order (a complete piece has them all).
+    fn parts(&self) -> Vec<&[u8]> {
+        self.blocks
+            .iter()
+            .map(|b| b.as_ref().map_or(&[][..], |b| &b.data[..]))
+            .collect()
+    }
 }
 
 struct State {
@@ -260,9 +284,6 @@ struct State {
     verify_queue: VecDeque<(u32, PieceBuf)>,
     /// Blocking threads running [`verify_queued`] (at most [`MAX_VERIFIERS`]).
     verifiers: usize,
-    /// Buffers of stored pieces, kept for the next ones: no allocation, page faults or
-    /// zeroing per piece. Every byte is overwritten by blocks before a piece is hashed.
-    spare_buffers: Vec<Vec<u8>>,
     peers: HashMap<u64, PeerEntry>,
     next_peer: u64,
     /// Addresses to dial, and when.
@@ -324,6 +345,10 @@ pub(crate) struct Shared {
     span: tracing::Span,
     /// [`TorrentConfig::first_last_pieces`], changeable while running.
     first_last: AtomicBool,
+    /// The receive buffers that blocks of pieces in progress hold (see [`crate::recvpin`]).
+    pins: Arc<PinBudget>,
+    /// Receive buffers left by connections, for reuse once free.
+    recv_pool: RecvPool,
 }
 
 /// The time the protocol cores are given: tokio's clock, so tests with paused time drive
@@ -416,7 +441,6 @@ impl Torrent {
             state: Mutex::new(State {
                 picker,
                 buffers: HashMap::new(),
-                spare_buffers: Vec::new(),
                 verifying_bytes: 0,
                 verify_queue: VecDeque::new(),
                 verifiers: 0,
@@ -453,6 +477,8 @@ impl Torrent {
             fatal: tokio::sync::watch::Sender::new(None),
             span: tracing::info_span!("torrent", info_hash = %hex(&info_hash)),
             first_last: AtomicBool::new(config.first_last_pieces),
+            pins: PinBudget::new(PIN_BUDGET),
+            recv_pool: RecvPool::default(),
         });
 
         // The session checked for a duplicate before any file was touched.
@@ -586,9 +612,7 @@ impl Torrent {
             .count();
         let have = s.picker.have();
         let bytes_have = s.picker.bytes_have();
-        let buffered = s.buffers.values().map(|b| b.data.capacity()).sum::<usize>()
-            + s.verifying_bytes
-            + s.spare_buffers.iter().map(Vec::capacity).sum::<usize>();
+        let buffered = s.buffers.values().map(|b| b.bytes).sum::<usize>() + s.verifying_bytes;
         let buffered_bytes = (buffered + cached + pooled) as u64;
         Stats {
             download_rate,
@@ -1335,10 +1359,16 @@ async fn run_registered(
         s.picker.request_dropped(&block_of(r));
     }
     // With nobody left to serve or download from, the memory kept for them goes: a daemon
-    // with many torrents holds piece buffers only for those with peers.
+    // with many torrents holds piece buffers only for those with peers. The blocks of
+    // pieces in progress stay, in memory of their own rather than holding the receive
+    // buffers they came in.
     let last = s.peers.is_empty();
     if last {
-        s.spare_buffers = Vec::new();
+        for buf in s.buffers.values_mut() {
+            for block in buf.blocks.iter_mut().flatten() {
+                block.unpin();
+            }
+        }
     }
     drop(s);
     if last {
@@ -1348,6 +1378,7 @@ async fn run_registered(
             .unwrap_or_else(|e| e.into_inner())
             .clear();
         shared.read_spare.clear();
+        shared.recv_pool.clear();
     }
     shared.dial_wake.notify_one();
 }
@@ -1406,6 +1437,10 @@ struct Conn {
     state: PeerState,
     decoder: Decoder,
     buf: BytesMut,
+    /// The size of `buf`'s allocation if the torrent's [`RecvPool`] made it, else 0.
+    buf_size: usize,
+    /// Which allocation of `buf` the blocks decoded from it lie in.
+    pins: RecvPins,
     timers: PeerTimers,
     down: Limits,
     /// Messages from before the metadata arrived, to apply first (see [`Handoff`]).
@@ -1574,6 +1609,8 @@ fn new_conn(
         state,
         decoder,
         buf,
+        buf_size: 0,
+        pins: RecvPins::new(shared.pins.clone()),
         timers: PeerTimers::new(TimerConfig::default(), clock()),
         down: Limits {
             torrent: shared.download.clone(),
@@ -1670,11 +1707,12 @@ impl Conn {
                     }
                     let now = clock();
                     self.timers.on_recv(now);
+                    self.pins.track(&self.buf);
                     while let Some(msg) = self.decoder.decode(&mut self.buf)? {
                         self.on_message(shared, id, addr, msg, &disk_tx)?;
                     }
-                    if self.buf.capacity() - self.buf.len() < 64 * 1024 {
-                        self.buf.reserve(256 * 1024);
+                    if self.buf.capacity() - self.buf.len() < RECV_ROOM / 4 {
+                        shared.recv_pool.make_room(&mut self.buf, &mut self.buf_size);
                     }
                     let wait = self.down.pay(n);
                     if !wait.is_zero() {
@@ -1880,7 +1918,8 @@ impl Conn {
                 }
             }
             Event::Block { request, data } => {
-                return Ok(on_block(shared, id, addr, &request, &data));
+                let kept = self.pins.keep(&data);
+                return Ok(on_block(shared, id, addr, &request, kept));
             }
             Event::UnsolicitedBlock { .. } => {
                 let mut s = lock(shared);
@@ -2222,44 +2261,38 @@ fn on_block(
     id: u64,
     addr: SocketAddr,
     request: &BlockRequest,
-    data: &Bytes,
+    data: KeptBlock,
 ) -> u64 {
     let block = block_of(request);
     let mut s = lock(shared);
     if shared.shutdown.load(Ordering::SeqCst) {
         return 0; // stopped: nothing more goes to the verifiers
     }
+    let len = data.data.len();
     if let Some(p) = s.peers.get_mut(&id) {
         p.snubbed = false;
-        p.downloaded += data.len() as u64;
-        p.download_rate.add(data.len() as u64, clock());
+        p.downloaded += len as u64;
+        p.download_rate.add(len as u64, clock());
     }
     match s.picker.block_received(&block) {
         Received::Duplicate => 0,
         outcome => {
             let size = s.picker.piece_size(block.piece) as usize;
-            if !s.buffers.contains_key(&block.piece) {
-                let mut data = s.spare_buffers.pop().unwrap_or_default();
-                data.resize(size, 0);
-                let blocks = size.div_ceil(BLOCK_SIZE as usize);
-                s.buffers.insert(
-                    block.piece,
-                    PieceBuf {
-                        data,
-                        senders: vec![None; blocks],
-                    },
-                );
-            }
-            let Some(buf) = s.buffers.get_mut(&block.piece) else {
-                return 0;
+            let buf = s
+                .buffers
+                .entry(block.piece)
+                .or_insert_with(|| PieceBuf::new(size));
+            let index = block.begin as usize / BLOCK_SIZE as usize;
+            let (Some(slot), Some(sender)) =
+                (buf.blocks.get_mut(index), buf.senders.get_mut(index))
+            else {
+                return 0; // not reached: the picker knows the piece's blocks
             };
-            let begin = block.begin as usize;
-            buf.data[begin..begin + data.len()].copy_from_slice(data);
-            if let Some(sender) = buf.senders.get_mut(begin / BLOCK_SIZE as usize) {
-                *sender = Some(ban_key(addr));
-            }
-            s.downloaded += data.len() as u64;
-            s.download_rate.add(data.len() as u64, clock());
+            let old = slot.replace(data);
+            *sender = Some(ban_key(addr));
+            buf.bytes = buf.bytes + len - old.map_or(0, |b| b.data.len());
+            s.downloaded += len as u64;
+            s.download_rate.add(len as u64, clock());
             if s.picker.has_endgame_copies() {
                 for p in s.peers.values() {
                     let _ = p.tx.send(Cmd::Cancel(block));
@@ -2268,7 +2301,7 @@ fn on_block(
             if outcome == Received::PieceComplete
                 && let Some(buf) = s.buffers.remove(&block.piece)
             {
-                s.verifying_bytes += buf.data.len();
+                s.verifying_bytes += buf.bytes;
                 s.verify_queue.push_back((block.piece, buf));
                 if s.verifiers == 0 {
                     start_verifier(shared, &mut s);
@@ -2276,7 +2309,7 @@ fn on_block(
                     shared.verify_wake.notify_one();
                 }
             }
-            data.len() as u64
+            len as u64
         }
     }
 }
@@ -2339,8 +2372,15 @@ fn verify_queued(shared: &Arc<Shared>) {
             }
             batch
         };
-        let pieces: Vec<(u32, &[u8])> = batch.iter().map(|(i, b)| (*i, &b.data[..])).collect();
+        let parts: Vec<Vec<&[u8]>> = batch.iter().map(|(_, b)| b.parts()).collect();
+        let pieces: Vec<(u32, &[&[u8]])> = batch
+            .iter()
+            .zip(&parts)
+            .map(|((i, _), p)| (*i, &p[..]))
+            .collect();
         let verdicts = V1Verifier::new(&shared.meta.info.pieces).verify_many(&pieces);
+        drop(pieces);
+        drop(parts);
         for ((piece, buf), verdict) in batch.into_iter().zip(verdicts) {
             store_checked(shared, piece, buf, verdict);
         }
@@ -2352,21 +2392,20 @@ fn verify_queued(shared: &Arc<Shared>) {
 /// cannot be written is not a peer's fault: it goes back to the picker and the error is
 /// kept in `disk_error`.
 fn store_checked(shared: &Arc<Shared>, piece: u32, buf: PieceBuf, verdict: Verdict) {
-    let PieceBuf { data, senders } = buf;
+    let parts = buf.parts();
     // Block digests only when blame needs them, and hashed outside the lock.
-    let digests = if lock(shared).blame.needs_digests(piece, &verdict) {
-        block_digests(&data)
+    let digests: Vec<BlockDigest> = if lock(shared).blame.needs_digests(piece, &verdict) {
+        parts.iter().map(|b| piecehash::sha1(b)).collect()
     } else {
         Vec::new()
     };
     let written = verdict
         .passed()
-        .then(|| shared.storage.write_piece(piece, &data));
+        .then(|| shared.storage.write_piece_parts(piece, &parts));
+    drop(parts);
+    let PieceBuf { senders, bytes, .. } = buf;
     let mut s = lock(shared);
-    s.verifying_bytes = s.verifying_bytes.saturating_sub(data.len());
-    if s.spare_buffers.len() < MAX_PARTIAL_PIECES {
-        s.spare_buffers.push(data);
-    }
+    s.verifying_bytes = s.verifying_bytes.saturating_sub(bytes);
     for liar in s.blame.piece_checked(piece, &verdict, &digests, &senders) {
         if s.banned.insert(liar) {
             s.pool.remove(&liar);
@@ -2388,9 +2427,9 @@ fn store_checked(shared: &Arc<Shared>, piece: u32, buf: PieceBuf, verdict: Verdi
                 }
             }
             if s.picker.is_done() {
-                // Nothing more to download into.
-                s.spare_buffers = Vec::new();
                 drop(s);
+                // Nothing more to download into.
+                shared.recv_pool.clear();
                 save_resume(shared);
                 shared.complete.notify_waiters();
             }
