@@ -154,14 +154,21 @@ fn http_error(e: reqwest::Error) -> TrackerError {
 }
 
 /// rustls on the ring provider, checking certificates against the system's roots (webpki).
+/// The roots are read on the first TLS connection, not here (see [`LazyVerifier`]); bad
+/// `extra_roots` are refused here.
 pub fn tls_config(extra_roots: &[Vec<u8>]) -> Result<rustls::ClientConfig, TrackerError> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
-    let extra = extra_roots
-        .iter()
-        .map(|der| rustls::pki_types::CertificateDer::from(der.clone()));
-    let verifier =
-        rustls_platform_verifier::Verifier::new_with_extra_roots(extra, provider.clone())
+    let mut check = rustls::RootCertStore::empty();
+    for der in extra_roots {
+        check
+            .add(rustls::pki_types::CertificateDer::from(der.clone()))
             .map_err(|e| TrackerError::Tls(e.to_string()))?;
+    }
+    let verifier = LazyVerifier {
+        extra_roots: extra_roots.to_vec(),
+        provider: provider.clone(),
+        inner: std::sync::OnceLock::new(),
+    };
     let mut config = rustls::ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
         .map_err(|e| TrackerError::Tls(e.to_string()))?
@@ -170,6 +177,74 @@ pub fn tls_config(extra_roots: &[Vec<u8>]) -> Result<rustls::ClientConfig, Track
         .with_no_client_auth();
     config.alpn_protocols = vec![b"http/1.1".to_vec()];
     Ok(config)
+}
+
+/// The platform's certificate verifier, built on first use: building it reads and parses
+/// every CA root of the system (hundreds of files, ~15 ms), which every command paid at
+/// start, most of them never making a TLS connection.
+#[derive(Debug)]
+struct LazyVerifier {
+    extra_roots: Vec<Vec<u8>>,
+    provider: Arc<rustls::crypto::CryptoProvider>,
+    inner: std::sync::OnceLock<Result<rustls_platform_verifier::Verifier, rustls::Error>>,
+}
+
+impl LazyVerifier {
+    fn get(&self) -> Result<&rustls_platform_verifier::Verifier, rustls::Error> {
+        self.inner
+            .get_or_init(|| {
+                let extra = self
+                    .extra_roots
+                    .iter()
+                    .map(|der| rustls::pki_types::CertificateDer::from(der.clone()));
+                rustls_platform_verifier::Verifier::new_with_extra_roots(
+                    extra,
+                    self.provider.clone(),
+                )
+            })
+            .as_ref()
+            .map_err(Clone::clone)
+    }
+}
+
+impl rustls::client::danger::ServerCertVerifier for LazyVerifier {
+    fn verify_server_cert(
+        &self,
+        end_entity: &rustls::pki_types::CertificateDer<'_>,
+        intermediates: &[rustls::pki_types::CertificateDer<'_>],
+        server_name: &rustls::pki_types::ServerName<'_>,
+        ocsp_response: &[u8],
+        now: rustls::pki_types::UnixTime,
+    ) -> Result<rustls::client::danger::ServerCertVerified, rustls::Error> {
+        self.get()?
+            .verify_server_cert(end_entity, intermediates, server_name, ocsp_response, now)
+    }
+
+    fn verify_tls12_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.get()?.verify_tls12_signature(message, cert, dss)
+    }
+
+    fn verify_tls13_signature(
+        &self,
+        message: &[u8],
+        cert: &rustls::pki_types::CertificateDer<'_>,
+        dss: &rustls::DigitallySignedStruct,
+    ) -> Result<rustls::client::danger::HandshakeSignatureValid, rustls::Error> {
+        self.get()?.verify_tls13_signature(message, cert, dss)
+    }
+
+    /// What the provider can check (what the platform verifier answers too), without
+    /// building it for a ClientHello.
+    fn supported_verify_schemes(&self) -> Vec<rustls::SignatureScheme> {
+        self.provider
+            .signature_verification_algorithms
+            .supported_schemes()
+    }
 }
 
 impl TrackerClient {
@@ -274,5 +349,19 @@ fn scheme(url: &str) -> Result<Scheme, TrackerError> {
         Ok(Scheme::Udp)
     } else {
         Err(TrackerError::UnsupportedScheme(url.into()))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bad_extra_roots_are_refused_when_the_config_is_built() {
+        assert!(matches!(
+            tls_config(&[b"not a certificate".to_vec()]),
+            Err(TrackerError::Tls(_))
+        ));
+        assert!(tls_config(&[]).is_ok());
     }
 }
