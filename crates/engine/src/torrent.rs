@@ -1780,6 +1780,13 @@ impl Conn {
                 }
             }
             if only_haves && have_due.is_some_and(|t| tokio::time::Instant::now() < t) {
+                // The HAVEs wait; requests held back while hashing lagged (see
+                // VERIFY_BUDGET) do not: a piece was just stored.
+                let before = self.state.our_requests().len();
+                self.fill_requests(shared);
+                if self.state.our_requests().len() > before {
+                    self.flush().await?;
+                }
                 continue;
             }
             if have_due.take().is_some() {
