@@ -232,10 +232,40 @@ fn finish(rt: tokio::runtime::Runtime) {
 /// swarm on 2 cores each process started about 85 of them.
 const MAX_BLOCKING_THREADS: usize = 8;
 
-fn runtime() -> CliResult<tokio::runtime::Runtime> {
-    tokio::runtime::Builder::new_multi_thread()
+/// How many threads run a node's tasks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Workers {
+    /// One per core (tokio's default): `download`, the daemon.
+    PerCore,
+    /// Half the cores, at least one: `seed`. A seeder's tasks only move blocks from its
+    /// read buffers to its peers' sockets, and its CPU goes to the reads (blocking
+    /// threads) and the kernel's sends; with a worker per core each connection's reader
+    /// and writer tasks woke each other across threads. bitpeer -> bitpeer, 1 GiB on 2
+    /// cores, medians of 5 interleaved runs: 1.42 s with a one-worker seeder against 1.48
+    /// s with two. (A one-worker downloader was no faster against a bitpeer seeder, and 7%
+    /// slower against a libtorrent one.)
+    Half,
+}
+
+fn runtime(workers: Workers) -> CliResult<tokio::runtime::Runtime> {
+    node_runtime(workers, MAX_BLOCKING_THREADS)
+}
+
+/// The runtime of a node: `workers` threads run the tasks, and the hashing and disk work
+/// goes to at most `max_blocking` threads of its own (`TOKIO_WORKER_THREADS`, when set,
+/// decides the workers).
+pub(crate) fn node_runtime(
+    workers: Workers,
+    max_blocking: usize,
+) -> CliResult<tokio::runtime::Runtime> {
+    let mut builder = tokio::runtime::Builder::new_multi_thread();
+    if workers == Workers::Half && std::env::var_os("TOKIO_WORKER_THREADS").is_none() {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        builder.worker_threads((cores / 2).max(1));
+    }
+    builder
         .enable_all()
-        .max_blocking_threads(MAX_BLOCKING_THREADS)
+        .max_blocking_threads(max_blocking)
         .build()
         .map_err(|e| CliError::new(format!("cannot start the runtime: {e}")))
 }
@@ -450,7 +480,7 @@ pub fn download(args: DownloadArgs) -> CliResult {
     }
     let stun = crate::webtorrent_peer::resolve_stun(args.stun.as_deref())?;
     let peers = resolve(&args.peers)?;
-    let rt = runtime()?;
+    let rt = runtime(Workers::PerCore)?;
     let result = rt.block_on(async {
         let lsd = !args.no_lsd;
         let session = bind(
@@ -599,7 +629,7 @@ pub fn seed(args: SeedArgs) -> CliResult {
     let stun = crate::webtorrent_peer::resolve_stun(args.stun.as_deref())?;
     let ws = crate::webtorrent_peer::ws_urls(&meta, &args.webtorrent_trackers);
     let peers = resolve(&args.peers)?;
-    let rt = runtime()?;
+    let rt = runtime(Workers::Half)?;
     let result = rt.block_on(async {
         let lsd = !args.no_lsd;
         let session = bind(&args.listen, lsd, &args.dht, &args.limits, args.transports).await?;

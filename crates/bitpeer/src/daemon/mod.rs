@@ -167,13 +167,10 @@ pub fn run(args: Args) -> CliResult {
             config.download_dir.display()
         ))
     })?;
-    let rt = tokio::runtime::Builder::new_multi_thread()
-        .enable_all()
-        // Disk work (opening and checking thousands of torrents at a start, reads for
-        // peers) queues for these threads instead of starting hundreds of them.
-        .max_blocking_threads(MAX_BLOCKING_THREADS)
-        .build()
-        .map_err(|e| CliError::new(format!("cannot start the runtime: {e}")))?;
+    // Disk work (opening and checking thousands of torrents at a start, reads for peers)
+    // queues for the blocking threads instead of starting hundreds of them.
+    let rt =
+        crate::download::node_runtime(crate::download::Workers::PerCore, MAX_BLOCKING_THREADS)?;
     rt.block_on(serve(config))
 }
 
