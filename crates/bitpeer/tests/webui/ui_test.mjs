@@ -188,6 +188,14 @@ const filterButton = (list, label) => page.locator(`#${list} button`, {
 async function checkAccessibility(where) {
     step = `checking accessibility (${where})`;
     await page.waitForTimeout(300); // let the panel's or dialog's animation finish (colour checks)
+    // ...and wait for any that has not (a loaded machine runs them late): colours read
+    // mid-transition fail the contrast rule. Finite animations only, bounded.
+    await page.evaluate(() => Promise.race([
+        Promise.all(document.getAnimations()
+            .filter((a) => a.effect?.getTiming().iterations !== Infinity)
+            .map((a) => a.finished.catch(() => {}))),
+        new Promise((r) => setTimeout(r, 5000)),
+    ]));
     if (!(await page.evaluate(() => Boolean(window.axe)))) await page.evaluate(axeSource);
     const found = await page.evaluate(async () => {
         const r = await window.axe.run(document, { runOnly: { type: "tag", values: ["wcag2a", "wcag2aa", "wcag21a", "wcag21aa"] } });
