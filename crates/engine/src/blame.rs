@@ -22,7 +22,6 @@
 //! [`MAX_VERSIONS_PER_BLOCK`] versions of one block are kept; the records of the oldest
 //! failed pieces are dropped first (their liars then go unproven, nobody is wrongly blamed).
 
-use sha1::{Digest, Sha1};
 use std::collections::{HashMap, VecDeque};
 use std::hash::Hash;
 
@@ -107,11 +106,10 @@ impl Verifier for V1Verifier<'_> {
     }
 }
 
-/// The digest of each [`BLOCK_SIZE`] block of `data` (the last one may be shorter).
-pub fn block_digests(data: &[u8]) -> Vec<BlockDigest> {
-    data.chunks(BLOCK_SIZE)
-        .map(|b| Sha1::digest(b).into())
-        .collect()
+/// The digest of each block of a piece, the blocks given in order (of [`BLOCK_SIZE`], the
+/// last one may be shorter: `data.chunks(BLOCK_SIZE)` for a piece in one buffer).
+pub fn block_digests<'a>(blocks: impl IntoIterator<Item = &'a [u8]>) -> Vec<BlockDigest> {
+    blocks.into_iter().map(piecehash::sha1).collect()
 }
 
 /// What was received of one failed piece: for each block, the versions seen and who sent
@@ -275,6 +273,7 @@ impl<P: Copy + Eq + Hash> Blame<P> {
 mod tests {
     use super::*;
     use proptest::prelude::*;
+    use sha1::{Digest, Sha1};
 
     const HONEST: u8 = 1;
     const LIAR: u8 = 2;
@@ -353,7 +352,7 @@ mod tests {
         let hashes = hashes_of(good);
         let verdict = V1Verifier::new(&hashes).verify(0, data);
         let digests = if blame.needs_digests(0, &verdict) {
-            block_digests(data)
+            block_digests(data.chunks(BLOCK_SIZE))
         } else {
             Vec::new()
         };
@@ -466,7 +465,7 @@ mod tests {
         let v = V1Verifier::new(&h);
         let bad0 = corrupt(&good0, &[1], 1);
         let f = v.verify(0, &bad0);
-        let d = block_digests(&bad0);
+        let d = block_digests(bad0.chunks(BLOCK_SIZE));
         assert!(
             blame
                 .piece_checked(0, &f, &d, &[Some(HONEST), Some(LIAR)])

@@ -169,7 +169,7 @@ impl RecvPins {
 }
 
 /// Room a connection makes in its receive buffer when less than a quarter of it is
-/// left.
+/// left ([`RecvPool::make_room`]).
 pub(crate) const RECV_ROOM: usize = 256 << 10;
 
 /// Receive buffers a torrent's connections left because kept blocks held them, for reuse
@@ -185,12 +185,13 @@ impl RecvPool {
     /// Bytes of buffers kept at most (those still held by blocks included).
     pub(crate) const MAX_BYTES: usize = 64 << 20;
 
-    /// Make room for [`RECV_ROOM`] more bytes in `buf`: in place if nothing else holds
-    /// it, else in a pooled buffer that is free again (the bytes not yet decoded move
-    /// along), else in new memory. The buffer left goes to the pool if the pool made it
-    /// (`size`, the size of `buf`'s allocation, is then not 0; it is updated).
+    /// When less than a quarter of [`RECV_ROOM`] is left in `buf`, make room for
+    /// `RECV_ROOM` more bytes: in place if nothing else holds it, else in a pooled buffer
+    /// that is free again (the bytes not yet decoded move along), else in new memory. The
+    /// buffer left goes to the pool if the pool made it (`size`, the size of `buf`'s
+    /// allocation, is then not 0; it is updated).
     pub(crate) fn make_room(&self, buf: &mut BytesMut, size: &mut usize) {
-        if buf.try_reclaim(RECV_ROOM) {
+        if buf.capacity() - buf.len() >= RECV_ROOM / 4 || buf.try_reclaim(RECV_ROOM) {
             return;
         }
         let needed = buf.len() + RECV_ROOM;

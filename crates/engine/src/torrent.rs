@@ -23,7 +23,7 @@ use crate::peer::{
 use crate::peer_timers::{PeerTimers, TimerAction, TimerConfig, pipeline_target};
 use crate::picker::{BLOCK_SIZE, Block, Picker, Received};
 use crate::pool::PeerPool;
-use crate::recvpin::{KeptBlock, PIN_BUDGET, PinBudget, RECV_ROOM, RecvPins, RecvPool};
+use crate::recvpin::{KeptBlock, PIN_BUDGET, PinBudget, RecvPins, RecvPool};
 use crate::resume::{self, ResumeData};
 use crate::settings::{Limits, SharedBucket};
 use crate::storage::{Storage, StorageError};
@@ -1711,9 +1711,7 @@ impl Conn {
                     while let Some(msg) = self.decoder.decode(&mut self.buf)? {
                         self.on_message(shared, id, addr, msg, &disk_tx)?;
                     }
-                    if self.buf.capacity() - self.buf.len() < RECV_ROOM / 4 {
-                        shared.recv_pool.make_room(&mut self.buf, &mut self.buf_size);
-                    }
+                    shared.recv_pool.make_room(&mut self.buf, &mut self.buf_size);
                     let wait = self.down.pay(n);
                     if !wait.is_zero() {
                         read_resume = tokio::time::Instant::now() + wait;
@@ -2379,17 +2377,18 @@ fn verify_queued(shared: &Arc<Shared>) {
             }
             batch
         };
+        // Each piece as its blocks, where they lie: hashed together, then written.
         let parts: Vec<Vec<&[u8]>> = batch.iter().map(|(_, b)| b.parts()).collect();
-        let pieces: Vec<(u32, &[&[u8]])> = batch
-            .iter()
-            .zip(&parts)
-            .map(|((i, _), p)| (*i, &p[..]))
-            .collect();
-        let verdicts = V1Verifier::new(&shared.meta.info.pieces).verify_many(&pieces);
-        drop(pieces);
-        drop(parts);
-        for ((piece, buf), verdict) in batch.into_iter().zip(verdicts) {
-            store_checked(shared, piece, buf, verdict);
+        let verdicts = {
+            let pieces: Vec<(u32, &[&[u8]])> = batch
+                .iter()
+                .zip(&parts)
+                .map(|((i, _), p)| (*i, &p[..]))
+                .collect();
+            V1Verifier::new(&shared.meta.info.pieces).verify_many(&pieces)
+        };
+        for (((piece, buf), parts), verdict) in batch.iter().zip(&parts).zip(verdicts) {
+            store_checked(shared, *piece, buf, parts, verdict);
         }
     }
 }
@@ -2398,22 +2397,31 @@ fn verify_queued(shared: &Arc<Shared>) {
 /// failure of this piece) to have sent a wrong block are banned, nobody else. A piece that
 /// cannot be written is not a peer's fault: it goes back to the picker and the error is
 /// kept in `disk_error`.
-fn store_checked(shared: &Arc<Shared>, piece: u32, buf: PieceBuf, verdict: Verdict) {
-    let parts = buf.parts();
+///
+/// `parts` are `buf`'s blocks ([`PieceBuf::parts`]); `buf`'s memory goes when the caller
+/// drops it.
+fn store_checked(
+    shared: &Arc<Shared>,
+    piece: u32,
+    buf: &PieceBuf,
+    parts: &[&[u8]],
+    verdict: Verdict,
+) {
     // Block digests only when blame needs them, and hashed outside the lock.
     let digests: Vec<BlockDigest> = if lock(shared).blame.needs_digests(piece, &verdict) {
-        parts.iter().map(|b| piecehash::sha1(b)).collect()
+        crate::blame::block_digests(parts.iter().copied())
     } else {
         Vec::new()
     };
     let written = verdict
         .passed()
-        .then(|| shared.storage.write_piece_parts(piece, &parts));
-    drop(parts);
-    let PieceBuf { senders, bytes, .. } = buf;
+        .then(|| shared.storage.write_piece_parts(piece, parts));
     let mut s = lock(shared);
-    s.verifying_bytes = s.verifying_bytes.saturating_sub(bytes);
-    for liar in s.blame.piece_checked(piece, &verdict, &digests, &senders) {
+    s.verifying_bytes = s.verifying_bytes.saturating_sub(buf.bytes);
+    for liar in s
+        .blame
+        .piece_checked(piece, &verdict, &digests, &buf.senders)
+    {
         if s.banned.insert(liar) {
             s.pool.remove(&liar);
             for p in s.peers.values().filter(|p| ban_key(p.addr) == liar) {
