@@ -235,15 +235,17 @@ const MAX_BLOCKING_THREADS: usize = 8;
 /// How many threads run a node's tasks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(crate) enum Workers {
-    /// One per core (tokio's default): `download`, the daemon.
+    /// One per core (tokio's default): the daemon, with many torrents and peers.
     PerCore,
-    /// Half the cores, at least one: `seed`. A seeder's tasks only move blocks from its
-    /// read buffers to its peers' sockets, and its CPU goes to the reads (blocking
-    /// threads) and the kernel's sends; with a worker per core each connection's reader
-    /// and writer tasks woke each other across threads. bitpeer -> bitpeer, 1 GiB on 2
-    /// cores, medians of 5 interleaved runs: 1.42 s with a one-worker seeder against 1.48
-    /// s with two. (A one-worker downloader was no faster against a bitpeer seeder, and 7%
-    /// slower against a libtorrent one.)
+    /// Half the cores, at least one: `seed` and `download`, one torrent each. Their tasks
+    /// move blocks between sockets and buffers; the CPU goes to the kernel's copies and to
+    /// the hashing and disk work on blocking threads, which the other cores are left for.
+    /// With a worker per core each connection's reader and writer tasks woke each other
+    /// across threads. On 2 cores: bitpeer -> bitpeer 1 GiB, medians of 5 interleaved,
+    /// 1.42 s with a one-worker seeder against 1.48 s with two (a one-worker downloader
+    /// the same either way); libtorrent -> bitpeer, medians of 6 interleaved, 2.60 s with
+    /// a one-worker downloader against 2.61 s; the 20-leecher swarm, 3 interleaved rounds,
+    /// 7.70-8.42 s against 8.21-8.65 s, and a third less memory per leecher.
     Half,
 }
 
@@ -480,7 +482,7 @@ pub fn download(args: DownloadArgs) -> CliResult {
     }
     let stun = crate::webtorrent_peer::resolve_stun(args.stun.as_deref())?;
     let peers = resolve(&args.peers)?;
-    let rt = runtime(Workers::PerCore)?;
+    let rt = runtime(Workers::Half)?;
     let result = rt.block_on(async {
         let lsd = !args.no_lsd;
         let session = bind(
