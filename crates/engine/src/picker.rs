@@ -36,6 +36,42 @@ enum BlockState {
 struct Partial {
     blocks: Vec<BlockState>,
     received: u32,
+    /// Blocks in `blocks` that are `Missing` (nobody asked): a piece with none is passed
+    /// over without a look at its blocks.
+    missing: u32,
+}
+
+impl Partial {
+    /// Mark up to `max - out.len()` of the piece's missing blocks requested, first
+    /// first, and add them to `out`. `geometry`: the torrent's piece length and total
+    /// length.
+    fn take_missing(&mut self, p: u32, geometry: (u32, u64), max: usize, out: &mut Vec<Block>) {
+        if self.missing == 0 {
+            return;
+        }
+        for (i, s) in self.blocks.iter_mut().enumerate() {
+            if out.len() >= max || self.missing == 0 {
+                break;
+            }
+            if *s == BlockState::Missing {
+                *s = BlockState::Requested(1);
+                self.missing -= 1;
+                out.push(block_of(geometry, p, i as u32));
+            }
+        }
+    }
+}
+
+/// Block `index` of `piece` in a torrent of `(piece_length, total_length)`.
+fn block_of((piece_length, total_length): (u32, u64), piece: u32, index: u32) -> Block {
+    let start = u64::from(piece) * u64::from(piece_length);
+    let size = u64::from(piece_length).min(total_length.saturating_sub(start)) as u32;
+    let begin = index * BLOCK_SIZE;
+    Block {
+        piece,
+        begin,
+        length: BLOCK_SIZE.min(size - begin),
+    }
 }
 
 /// What became of a block that arrived.
@@ -56,6 +92,8 @@ pub struct Picker {
     /// How many connected peers have each piece.
     availability: Vec<u32>,
     partial: BTreeMap<u32, Partial>,
+    /// The keys of `partial`, as a set the scans for new pieces test a byte at a time.
+    partial_set: Bitfield,
     /// Pieces whose blocks are all here and that are being hashed.
     hashing: Bitfield,
     max_partial: usize,
@@ -113,6 +151,7 @@ impl Picker {
             piece_length,
             total_length,
             hashing: Bitfield::new(have.len()),
+            partial_set: Bitfield::new(have.len()),
             have,
             availability: vec![0; n],
             partial: BTreeMap::new(),
@@ -156,10 +195,7 @@ impl Picker {
     /// The first urgent piece the peer has that is still to start.
     fn urgent_new_piece(&self, peer: &Bitfield) -> Option<u32> {
         self.urgent.keys().copied().find(|&p| {
-            peer.get(p)
-                && !self.have.get(p)
-                && !self.hashing.get(p)
-                && !self.partial.contains_key(&p)
+            peer.get(p) && !self.have.get(p) && !self.hashing.get(p) && !self.partial_set.get(p)
         })
     }
 
@@ -233,12 +269,7 @@ impl Picker {
     }
 
     fn block(&self, piece: u32, index: u32) -> Block {
-        let begin = index * BLOCK_SIZE;
-        Block {
-            piece,
-            begin,
-            length: BLOCK_SIZE.min(self.piece_size(piece) - begin),
-        }
+        block_of((self.piece_length, self.total_length), piece, index)
     }
 
     /// A peer announced it has `piece` (HAVE, or each bit of its bitfield).
@@ -319,16 +350,13 @@ impl Picker {
             }
         }
         // 1. Missing blocks of partial pieces, oldest piece first.
-        let partial_pieces: Vec<u32> = self
-            .partial
-            .keys()
-            .copied()
-            .filter(|&p| peer.get(p))
-            .collect();
-        for &p in &partial_pieces {
-            self.take_missing(p, max, &mut out);
-            if out.len() >= max {
-                return out;
+        let geometry = (self.piece_length, self.total_length);
+        for (&p, part) in &mut self.partial {
+            if part.missing > 0 && peer.get(p) {
+                part.take_missing(p, geometry, max, &mut out);
+                if out.len() >= max {
+                    return out;
+                }
             }
         }
         // 2. New pieces, rarest first with a random tie-break.
@@ -380,46 +408,51 @@ impl Picker {
 
     /// True when no block is left that nobody has been asked for.
     pub fn in_endgame(&self) -> bool {
-        let untouched = (0..self.piece_count()).any(|p| {
-            !self.have.get(p)
-                && !self.hashing.get(p)
-                && !self.partial.contains_key(&p)
-                && self.priority(p) != PRIORITY_SKIP
-        });
+        if self.partial.values().any(|part| part.missing > 0) {
+            return false;
+        }
+        // Eight pieces at once: only those neither had, hashing nor in progress are
+        // looked at one by one (for their priority).
+        let (had, hashing, started) = (
+            self.have.as_bytes(),
+            self.hashing.as_bytes(),
+            self.partial_set.as_bytes(),
+        );
+        let untouched = had
+            .iter()
+            .zip(hashing)
+            .zip(started)
+            .enumerate()
+            .any(|(i, ((h, x), s))| {
+                let free = !(h | x | s);
+                free != 0
+                    && (0..8u32).any(|bit| {
+                        let p = i as u32 * 8 + bit;
+                        free & (0x80 >> bit) != 0
+                            && p < self.piece_count()
+                            && self.priority(p) != PRIORITY_SKIP
+                    })
+            });
         !untouched
-            && self
-                .partial
-                .values()
-                .all(|part| part.blocks.iter().all(|s| *s != BlockState::Missing))
     }
 
     fn start_piece(&mut self, p: u32) {
-        let n = self.block_count(p) as usize;
+        let n = self.block_count(p);
         self.partial.insert(
             p,
             Partial {
-                blocks: vec![BlockState::Missing; n],
+                blocks: vec![BlockState::Missing; n as usize],
                 received: 0,
+                missing: n,
             },
         );
+        self.partial_set.set(p);
     }
 
     fn take_missing(&mut self, p: u32, max: usize, out: &mut Vec<Block>) {
-        let Some(part) = self.partial.get_mut(&p) else {
-            return;
-        };
-        let mut picked = Vec::new();
-        for (i, s) in part.blocks.iter_mut().enumerate() {
-            if out.len() + picked.len() >= max {
-                break;
-            }
-            if *s == BlockState::Missing {
-                *s = BlockState::Requested(1);
-                picked.push(i as u32);
-            }
-        }
-        for i in picked {
-            out.push(self.block(p, i));
+        let geometry = (self.piece_length, self.total_length);
+        if let Some(part) = self.partial.get_mut(&p) {
+            part.take_missing(p, geometry, max, out);
         }
     }
 
@@ -445,13 +478,14 @@ impl Picker {
         // (priority, availability, piece): best is the highest priority, then the
         // rarest (or, sequentially, the first).
         let mut best: Option<(u8, u32, u32)> = None;
-        // Eight pieces at once where none is one the peer has and we neither have nor
-        // are hashing: with most pieces had (late in a download) or few offered (a new
-        // leecher as the peer), most bytes are skipped whole.
-        let (offered, had, hashing) = (
+        // Eight pieces at once where none is one the peer has and we neither have, are
+        // hashing nor have started: with most pieces had (late in a download) or few
+        // offered (a new leecher as the peer), most bytes are skipped whole.
+        let (offered, had, hashing, started) = (
             peer.as_bytes(),
             self.have.as_bytes(),
             self.hashing.as_bytes(),
+            self.partial_set.as_bytes(),
         );
         let byte = |b: &[u8], i: usize| b.get(i).copied().unwrap_or(0);
         let mut k = 0;
@@ -459,7 +493,7 @@ impl Picker {
             let p = (start + k) % n;
             if p.is_multiple_of(8) {
                 let i = (p / 8) as usize;
-                if byte(offered, i) & !byte(had, i) & !byte(hashing, i) == 0 {
+                if byte(offered, i) & !byte(had, i) & !byte(hashing, i) & !byte(started, i) == 0 {
                     k += 8.min(n - p);
                     continue;
                 }
@@ -470,7 +504,7 @@ impl Picker {
                 || !peer.get(p)
                 || self.have.get(p)
                 || self.hashing.get(p)
-                || self.partial.contains_key(&p)
+                || self.partial_set.get(p)
             {
                 continue;
             }
@@ -495,17 +529,18 @@ impl Picker {
 
     /// A request will not be answered (cancelled, rejected, timed out, peer gone).
     pub fn request_dropped(&mut self, b: &Block) {
-        if let Some(s) = self
-            .partial
-            .get_mut(&b.piece)
-            .and_then(|part| part.blocks.get_mut((b.begin / BLOCK_SIZE) as usize))
+        let Some(part) = self.partial.get_mut(&b.piece) else {
+            return;
+        };
+        if let Some(s) = part.blocks.get_mut((b.begin / BLOCK_SIZE) as usize)
             && let BlockState::Requested(n) = *s
         {
-            *s = if n <= 1 {
-                BlockState::Missing
+            if n <= 1 {
+                *s = BlockState::Missing;
+                part.missing += 1;
             } else {
-                BlockState::Requested(n - 1)
-            };
+                *s = BlockState::Requested(n - 1);
+            }
         }
     }
 
@@ -525,10 +560,14 @@ impl Picker {
         if *s == BlockState::Received || b.length != expected {
             return Received::Duplicate;
         }
+        if *s == BlockState::Missing {
+            part.missing -= 1;
+        }
         *s = BlockState::Received;
         part.received += 1;
         if part.received as usize == part.blocks.len() {
             self.partial.remove(&b.piece);
+            self.partial_set.clear(b.piece);
             self.hashing.set(b.piece);
             Received::PieceComplete
         } else {
@@ -556,6 +595,7 @@ impl Picker {
     pub fn piece_failed(&mut self, piece: u32) {
         self.hashing.clear(piece);
         self.partial.remove(&piece);
+        self.partial_set.clear(piece);
     }
 
     /// Blocks still requested from several peers for `piece` (endgame copies to cancel once
@@ -578,6 +618,7 @@ pub fn distributed_copies(availability: &[u32]) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use proptest::prelude::*;
 
     #[test]
     fn distributed_copies_count_the_rarest_piece() {
@@ -912,5 +953,158 @@ mod tests {
         assert_eq!(b.iter().map(|b| b.piece).collect::<Vec<_>>(), [2]);
         p.peer_gone(&peer);
         assert_eq!(p.availability[2], 0);
+    }
+
+    /// `missing` and `partial_set` say what a walk over the blocks and the map would.
+    fn check_counts(p: &Picker) {
+        for (&piece, part) in &p.partial {
+            let walked = part
+                .blocks
+                .iter()
+                .filter(|s| **s == BlockState::Missing)
+                .count() as u32;
+            assert_eq!(part.missing, walked, "piece {piece}");
+            assert!(p.partial_set.get(piece), "piece {piece} not in the set");
+        }
+        assert_eq!(
+            p.partial_set.count_ones() as usize,
+            p.partial.len(),
+            "the set has a piece the map has not"
+        );
+    }
+
+    /// `in_endgame` as it was written before the counts: a walk over every piece and
+    /// every block.
+    fn in_endgame_walked(p: &Picker) -> bool {
+        let untouched = (0..p.piece_count()).any(|i| {
+            !p.have.get(i)
+                && !p.hashing.get(i)
+                && !p.partial.contains_key(&i)
+                && p.priority(i) != PRIORITY_SKIP
+        });
+        !untouched
+            && p.partial
+                .values()
+                .all(|part| part.blocks.iter().all(|s| *s != BlockState::Missing))
+    }
+
+    #[derive(Debug, Clone)]
+    enum Op {
+        /// Peer (0-2) asks for up to n blocks.
+        Pick(usize, usize),
+        /// The request at this index (modulo) is dropped / answered.
+        Drop(usize),
+        Arrive(usize),
+        /// The piece being hashed at this index (modulo) passes or fails.
+        Checked(usize, bool),
+        /// Piece (modulo) becomes skipped or normal.
+        Priority(u32, bool),
+    }
+
+    fn op() -> impl Strategy<Value = Op> {
+        prop_oneof![
+            (0usize..3, 0usize..8).prop_map(|(p, n)| Op::Pick(p, n)),
+            any::<usize>().prop_map(Op::Drop),
+            any::<usize>().prop_map(Op::Arrive),
+            (any::<usize>(), any::<bool>()).prop_map(|(i, ok)| Op::Checked(i, ok)),
+            (any::<u32>(), any::<bool>()).prop_map(|(p, skip)| Op::Priority(p, skip)),
+        ]
+    }
+
+    proptest! {
+        /// Whatever requests go out, come back, are dropped or fail their check: each
+        /// partial piece's count of missing blocks and the set of partial pieces stay
+        /// what walking the blocks says, endgame is entered when it was before, and a
+        /// seed peer then takes the download to the end.
+        #[test]
+        fn counts_stay_true_and_the_download_finishes(
+            ops in proptest::collection::vec(op(), 0..200),
+            holes in proptest::collection::vec(any::<bool>(), 10),
+        ) {
+            // 10 pieces of 3 blocks, the last one shorter (2 blocks and a bit).
+            let pieces = 10u32;
+            let mut p = Picker::new(
+                3 * BLOCK_SIZE,
+                u64::from(pieces) * u64::from(3 * BLOCK_SIZE) - 100,
+                Bitfield::new(pieces),
+                3,
+                11,
+            );
+            let mut peers = vec![Bitfield::new(pieces), Bitfield::new(pieces), Bitfield::new(pieces)];
+            for i in 0..pieces {
+                peers[0].set(i);
+                if holes[i as usize] {
+                    peers[1].set(i);
+                } else {
+                    peers[2].set(i);
+                }
+            }
+            for peer in &peers {
+                for i in peer.iter_ones() {
+                    p.peer_has(i);
+                }
+            }
+            let mut asked: Vec<(usize, Block)> = Vec::new();
+            let mut hashing: Vec<u32> = Vec::new();
+            for op in ops {
+                match op {
+                    Op::Pick(who, n) => {
+                        let mine: Vec<Block> =
+                            asked.iter().filter(|(w, _)| *w == who).map(|(_, b)| *b).collect();
+                        for b in p.pick(&peers[who], n, |b| mine.contains(b)) {
+                            prop_assert!(peers[who].get(b.piece));
+                            asked.push((who, b));
+                        }
+                    }
+                    Op::Drop(i) if !asked.is_empty() => {
+                        let (_, b) = asked.remove(i % asked.len());
+                        p.request_dropped(&b);
+                    }
+                    Op::Arrive(i) if !asked.is_empty() => {
+                        let (_, b) = asked.remove(i % asked.len());
+                        if p.block_received(&b) == Received::PieceComplete {
+                            hashing.push(b.piece);
+                        }
+                    }
+                    Op::Checked(i, ok) if !hashing.is_empty() => {
+                        let piece = hashing.remove(i % hashing.len());
+                        if ok {
+                            p.piece_verified(piece);
+                        } else {
+                            p.piece_failed(piece);
+                        }
+                    }
+                    Op::Priority(i, skip) => {
+                        let mut prio = vec![PRIORITY_NORMAL; pieces as usize];
+                        prio[(i % pieces) as usize] =
+                            if skip { PRIORITY_SKIP } else { PRIORITY_NORMAL };
+                        p.set_priorities(&prio);
+                    }
+                    _ => {}
+                }
+                check_counts(&p);
+                prop_assert_eq!(p.in_endgame(), in_endgame_walked(&p));
+            }
+            // What is still out is answered by nobody; the seed finishes the rest.
+            for (_, b) in asked.drain(..) {
+                p.request_dropped(&b);
+            }
+            for piece in hashing.drain(..) {
+                p.piece_verified(piece);
+            }
+            p.set_priorities(&vec![PRIORITY_NORMAL; pieces as usize]);
+            for _ in 0..100 {
+                if p.is_done() {
+                    break;
+                }
+                for b in p.pick(&peers[0], 8, |_| false) {
+                    if p.block_received(&b) == Received::PieceComplete {
+                        p.piece_verified(b.piece);
+                    }
+                }
+                check_counts(&p);
+            }
+            prop_assert!(p.is_done(), "stalled with {:?}", p.partial);
+        }
     }
 }

@@ -2202,7 +2202,7 @@ impl Conn {
             return;
         }
         let state = &self.state;
-        let mine = |b: &Block| state.our_requests().any(|r| *r == request_of(b));
+        let mine = |b: &Block| state.has_requested(&request_of(b));
         let mut s = lock(shared);
         if s.verifying_bytes >= VERIFY_BUDGET {
             // Hashing and writing lag behind the network: take no more blocks until they

@@ -448,6 +448,10 @@ impl PeerState {
     pub fn our_requests(&self) -> impl ExactSizeIterator<Item = &BlockRequest> {
         self.our_requests.iter()
     }
+    /// Whether `r` is among our requests the peer has not answered (a set lookup).
+    pub fn has_requested(&self, r: &BlockRequest) -> bool {
+        self.our_requests.contains(r)
+    }
     /// The peer's requests we have queued and not served yet, oldest first.
     pub fn peer_requests(&self) -> impl ExactSizeIterator<Item = &BlockRequest> {
         self.peer_requests.iter()

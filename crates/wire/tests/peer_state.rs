@@ -287,6 +287,8 @@ fn our_requests_are_checked() {
 fn requested_block_arrives_and_unrequested_is_flagged() {
     let mut s = unchoked_seed(false);
     s.request(req(1, BLOCK, BLOCK)).unwrap();
+    assert!(s.has_requested(&req(1, BLOCK, BLOCK)));
+    assert!(!s.has_requested(&req(1, 0, BLOCK)));
     let data = Bytes::from(vec![1u8; BLOCK as usize]);
     s.handle_message(Message::Piece {
         piece: 1,
@@ -294,6 +296,7 @@ fn requested_block_arrives_and_unrequested_is_flagged() {
         data: data.clone(),
     })
     .unwrap();
+    assert!(!s.has_requested(&req(1, BLOCK, BLOCK)), "answered");
     // Same block again: now unsolicited.
     s.handle_message(Message::Piece {
         piece: 1,
