@@ -5,13 +5,13 @@
 //! us hold every one of them. The connection asks [`Outbox::may_queue`] before it serves
 //! a block; the writer reports what it wrote.
 
-use std::collections::HashMap;
+use rustc_hash::FxHashMap;
 
 #[derive(Debug, Default)]
 pub struct Outbox {
     bytes: usize,
     /// Queued blocks per piece, and each piece's size.
-    pieces: HashMap<u32, (u32, usize)>,
+    pieces: FxHashMap<u32, (u32, usize)>,
     pinned: usize,
 }
 

@@ -30,6 +30,7 @@ use crate::storage::{Storage, StorageError};
 use crate::transport::{BoxRead, PeerStream};
 use bytes::{Bytes, BytesMut};
 use metainfo::Metainfo;
+use rustc_hash::{FxHashMap, FxHashSet};
 use std::collections::{HashMap, HashSet, VecDeque};
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -276,7 +277,7 @@ impl PieceBuf {
 
 struct State {
     picker: Picker,
-    buffers: HashMap<u32, PieceBuf>,
+    buffers: FxHashMap<u32, PieceBuf>,
     /// Bytes of complete pieces being hashed and written (see [`VERIFY_BUDGET`]).
     verifying_bytes: usize,
     /// Complete pieces waiting for a verifier, oldest first (their bytes are counted in
@@ -284,7 +285,7 @@ struct State {
     verify_queue: VecDeque<(u32, PieceBuf)>,
     /// Blocking threads running [`verify_queued`] (at most [`MAX_VERIFIERS`]).
     verifiers: usize,
-    peers: HashMap<u64, PeerEntry>,
+    peers: FxHashMap<u64, PeerEntry>,
     next_peer: u64,
     /// Addresses to dial, and when.
     pool: PeerPool,
@@ -440,11 +441,11 @@ impl Torrent {
             resume_path,
             state: Mutex::new(State {
                 picker,
-                buffers: HashMap::new(),
+                buffers: FxHashMap::default(),
                 verifying_bytes: 0,
                 verify_queue: VecDeque::new(),
                 verifiers: 0,
-                peers: HashMap::new(),
+                peers: FxHashMap::default(),
                 next_peer: 0,
                 pool: PeerPool::new(own_addrs(ctx.listen_addr)),
                 dialing: 0,
@@ -1426,7 +1427,7 @@ struct Conn {
     /// What we told this peer through PEX (BEP 11), and when.
     pex: wire::PexState,
     /// Pieces being read from disk to serve this peer's requests.
-    reading: HashSet<u32>,
+    reading: FxHashSet<u32>,
     read: BoxRead,
     out: mpsc::Sender<(Bytes, Option<u32>)>,
     /// What the writer still has to write (see [`Outbox`]), and its signal that it wrote.
@@ -1600,7 +1601,7 @@ fn new_conn(
         encrypted,
         pex_flags,
         pex: wire::PexState::new(),
-        reading: HashSet::new(),
+        reading: FxHashSet::default(),
         read,
         out,
         outbox,

@@ -15,7 +15,8 @@
 //! whom to unchoke (the choker), timeouts and checking that *we* have a piece are the
 //! engine's job.
 
-use std::collections::{HashSet, VecDeque};
+use rustc_hash::FxHashSet;
+use std::collections::VecDeque;
 
 use bytes::Bytes;
 use thiserror::Error;
@@ -386,7 +387,7 @@ pub struct PeerState {
     /// The peer's requests to us that we have accepted and not yet served.
     peer_requests: VecDeque<BlockRequest>,
     /// The same requests, for an O(1) duplicate check: a peer may queue thousands.
-    peer_request_set: std::collections::HashSet<BlockRequest>,
+    peer_request_set: FxHashSet<BlockRequest>,
     /// Pieces the peer lets us request while it chokes us.
     allowed_fast_in: Vec<u32>,
     /// Pieces we let the peer request while we choke it.
@@ -412,7 +413,7 @@ impl PeerState {
             our_requests: Outstanding::default(),
             cancelled: VecDeque::new(),
             peer_requests: VecDeque::new(),
-            peer_request_set: std::collections::HashSet::new(),
+            peer_request_set: FxHashSet::default(),
             allowed_fast_in: Vec::new(),
             allowed_fast_out: Vec::new(),
             peer_extensions: None,
@@ -855,13 +856,12 @@ fn is_fast_message(msg_id: u8) -> bool {
     )
 }
 
-/// Removes the first `r` from `q`; whether it was there.
 /// Our outstanding requests, in the order sent, with a set to ask whether one is among
 /// them without a walk over hundreds.
 #[derive(Debug, Clone, Default)]
 struct Outstanding {
     order: VecDeque<BlockRequest>,
-    set: HashSet<BlockRequest>,
+    set: FxHashSet<BlockRequest>,
 }
 
 impl Outstanding {
@@ -894,6 +894,7 @@ impl Outstanding {
     }
 }
 
+/// Removes the first `r` from `q`; whether it was there.
 fn remove(q: &mut VecDeque<BlockRequest>, r: &BlockRequest) -> bool {
     match q.iter().position(|x| x == r) {
         Some(i) => {
