@@ -54,9 +54,9 @@ const READ_CACHE_BYTES: usize = 8 << 20;
 /// Bytes of complete pieces waiting for their hash check and write; past it, no new
 /// requests are sent until they catch up. When the network outruns hashing for a moment
 /// (a loaded machine), a budget that is reached stops the requests, the peer's pipeline
-/// drains and the seeder idles until it fills again: at 32 MiB a 1 GiB bitpeer -> bitpeer
-/// transfer left the two cores idle 16-44 ticks of ~290 and took 1.47-1.62 s (median
-/// 1.51); at 64 MiB 11-16 ticks and 1.33-1.47 s (median 1.40).
+/// drains and the seeder idles until it fills again. A 1 GiB bitpeer -> bitpeer transfer
+/// (14 interleaved runs each) left the two cores idle 12-44 ticks of ~280 and took
+/// 1.22-1.62 s (median 1.50) at 32 MiB; 10-16 ticks and 1.33-1.47 s (median 1.40) at 64.
 const VERIFY_BUDGET: usize = 64 << 20;
 /// Blocking threads checking and storing one torrent's complete pieces at most. Each takes
 /// up to [`piecehash::MAX_LANES`] waiting pieces at once and hashes them together; a
